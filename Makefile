@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`. Everything else supports them.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/plugins
+export GX_ANALYTICS_ENABLED := false
+
+.PHONY: demo test check bench constraints clean
+
+$(VENV)/.installed: requirements.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+	touch $@
+
+## Run the urgent dissemination DAG end to end on embedded defaults (SQLite, local OpenSSH SFTP).
+demo: $(VENV)/.installed
+	$(PY) -m dissemination.sandbox --home .demo
+
+## Lint, validate the policy files, then run every test.
+test: $(VENV)/.installed check
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+## Validate every policy file under include/.
+check: $(VENV)/.installed
+	$(PY) -m dissemination check
+
+## Benchmarks (ratios against references measured in the same run).
+bench: $(VENV)/.installed
+	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(PY) bench/dag_parse.py
+	$(PY) bench/engine.py
+
+constraints:
+	$(PY) -m pip freeze --exclude-editable | sed '1i # Full resolved dependency set (pip freeze of a working install). Regenerate after changing\n# requirements.txt: make constraints' > constraints.txt
+
+clean:
+	rm -rf .demo .pytest_cache
