@@ -1,0 +1,80 @@
+"""The e-mails the pipeline sends, as plain values: who, subject, body. Never a password.
+
+A focal point is told that data arrived and where; the password reaches them by another channel
+(a phone call from the DTM focal point), as the guideline asks. The DTM coordinator is told what
+needs a human: a rotated password to pass on, a deadline at risk or missed, an urgent signal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Email:
+    to: tuple[str, ...]
+    subject: str
+    body: str
+
+
+def delivery_notice(delivery) -> Email:
+    """To the focal point who received a package."""
+    return Email(
+        to=(delivery.recipient_email,),
+        subject=f"[DTM] {delivery.urgency}-urgency data for {delivery.organisation}: "
+                f"{delivery.round_id}",
+        body=(
+            f"Dear {delivery.recipient_name},\n\n"
+            f"DTM delivered survey data to your SFTP folder under the data-sharing agreement "
+            f"{delivery.agreement_id}:\n\n"
+            f"  file:    {delivery.remote_path}\n"
+            f"  round:   {delivery.round_id} ({delivery.urgency} urgency, {delivery.level} level)\n"
+            f"  rows:    {delivery.row_count}\n"
+            f"  SHA-256: {delivery.package_sha256}\n\n"
+            "The file is an AES-256 encrypted zip: open it with 7-Zip, p7zip or WinZip "
+            "(not the built-in unzip). The password is never sent by e-mail: your DTM focal "
+            "point gives it to you by phone. manifest.json inside lists every column, its "
+            "classification and why other columns were not shared.\n"
+        ),
+    )
+
+
+def rotation_notice(agreement, people, coordinator: tuple[str, ...]) -> Email:
+    """To the DTM coordinator: a new password exists and must be passed on by phone."""
+    p = people.primary
+    return Email(
+        to=coordinator,
+        subject=f"[DTM] package password rotated for {agreement.organisation} "
+                f"({agreement.id})",
+        body=(
+            f"The package password of agreement {agreement.id} was rotated (every "
+            f"{agreement.password.rotate_every_days} days). Packages from now on use the new "
+            f"one.\n\nTell {p.name} ({p.title}, {p.mobile}) by phone or another channel, never "
+            f"by e-mail. It is in the Airflow Variable {agreement.password.variable}.\n"
+        ),
+    )
+
+
+def deadline_alert(states: list, coordinator: tuple[str, ...]) -> Email:
+    """To the coordinator: medium-urgency deliveries at risk of missing, or that missed, their
+    agreement's window (e.g. 48 hours from collection)."""
+    n = len(states)
+    return Email(
+        to=coordinator,
+        subject=f"[DTM] {n} urgent deliver{'y' if n == 1 else 'ies'} at risk or late",
+        body="".join(f"  {s.state.upper():8s} {s.round_id} -> {s.agreement_id}: window ends "
+                     f"{s.deadline:%Y-%m-%d %H:%M} UTC; {s.detail}\n" for s in states),
+    )
+
+
+def signal_alert(round_id: str, signals: list, agreements: list[str],
+                 coordinator: tuple[str, ...]) -> Email:
+    """To the coordinator: the data itself calls for organisational urgent action."""
+    return Email(
+        to=coordinator,
+        subject=f"[DTM] urgent action signal in {round_id}: "
+                f"{', '.join(s.name for s in signals)}",
+        body="".join(f"  {s.name}: {s.detail}\n" for s in signals)
+        + (f"\nThe medium-urgency path was started for: {', '.join(agreements)}.\n"
+           if agreements else "\nNo agreement covers these indicators at medium urgency.\n"),
+    )

@@ -1,0 +1,434 @@
+"""The steps of one dissemination run, as plain functions the DAG tasks call in order.
+
+stage (read the round once; Secret columns never reach the disk) -> plan (classify the round
+once, select per agreement) -> package (read the round once, one zip per
+agreement) -> deliver (per agreement) -> record (per agreement). What flows between the steps is
+small, JSON-friendly and free of data values and secrets, because Airflow stores it as XCom.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from .classification import Classification, Urgency
+from .disclosure import build_content, explain, explanation_lines
+from .errors import PermanentError
+from .ledger import MAIN_RECIPIENTS, DeliveryRecord, Ledger
+from .package import build_package
+from .policy import SITE, Policy
+from .sensitivity import (
+    ColumnDecision,
+    Selection,
+    active_relational,
+    classify_round,
+    select_for_agreement,
+)
+from .sftp import SftpTarget, upload
+from .source import RoundMeta
+
+
+class AgreementRefused(PermanentError, RuntimeError):
+    """An agreement that covers the round but may not receive it (e.g. expired)."""
+
+
+class UnknownAgreement(PermanentError, ValueError):
+    pass
+
+
+class NoRuleSet(PermanentError, LookupError):
+    pass
+
+
+def ruleset_for(policy: Policy, country: str):
+    ruleset = policy.rulesets.get(country)
+    if ruleset is None:
+        raise NoRuleSet(f"no rule set for country {country}: add include/rules/{country}.yaml")
+    return ruleset
+
+
+def stage_round(meta: RoundMeta, df: pd.DataFrame, policy: Policy, path: Path) -> dict:
+    """Write the round to Parquet for the next tasks, without its Secret columns.
+
+    Secret columns (including those no rule covers) are dropped here, before anything touches
+    the disk; only their names travel on, so every package can still explain that they were
+    dropped.
+    """
+    ruleset = ruleset_for(policy, meta.country)
+    base = classify_round(df.columns, ruleset)
+    staged = [c for c, d in base.items() if d.classification is not Classification.SECRET]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df[staged].to_parquet(path, index=False)
+    return {**meta.to_xcom(), "path": str(path), "columns": list(df.columns),
+            "rows": len(df), "active_relational": sorted(active_relational(df, ruleset))}
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One agreement's share of one round, as it moves from plan to ledger."""
+
+    agreement_id: str
+    organisation: str
+    round_id: str
+    country: str
+    urgency: str
+    decisions: tuple[dict, ...]
+    # planned -> packaged -> delivered -> recorded; or refused, or already_delivered
+    status: str = "planned"
+    reason: str = ""
+    package_path: str = ""
+    content_sha256: str = ""
+    package_sha256: str = ""
+    row_count: int = 0
+    remote_path: str = ""
+    destination: str = ""  # "<sftp_conn_id>:<remote_dir>"
+    explanation: tuple[str, ...] = field(default_factory=tuple)
+    # Who receives it (Table C): "primary", "secondary" or "field:<name>" with their areas.
+    recipient: str = "primary"
+    recipient_name: str = ""
+    recipient_email: str = ""
+    areas: dict = field(default_factory=dict)
+    # The secondary focal point, used if delivery to the primary fails permanently.
+    fallback: dict = field(default_factory=dict)
+    # Medium urgency: collection time + the agreement's window (ISO 8601), and whether kept.
+    deadline: str = ""
+    deadline_met: bool | None = None
+    level: str = SITE
+    exact_counts: tuple[str, ...] = field(default_factory=tuple)
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+    columns: tuple[dict, ...] = field(default_factory=tuple)  # the package's output columns
+
+    def to_xcom(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_xcom(cls, data: dict) -> Delivery:
+        tuples = ("decisions", "explanation", "exact_counts", "warnings", "columns")
+        return cls(**{**data, **{k: tuple(data.get(k, ())) for k in tuples}})
+
+    @property
+    def selection(self) -> Selection:
+        decisions = tuple(
+            ColumnDecision(**{**d, "classification": Classification(d["classification"]),
+                              "notes": tuple(d.get("notes", ()))})
+            for d in self.decisions
+        )
+        return Selection(self.agreement_id, Urgency(self.urgency), decisions, self.level,
+                         self.exact_counts)
+
+
+def _destination(person, agreement) -> str:
+    dest = person.destination or agreement.destination
+    return f"{dest.sftp_conn_id}:{dest.remote_dir}"
+
+
+def recipients(agreement, people) -> list[dict]:
+    """The organisation's main recipient (primary, or secondary when the primary is marked
+    unavailable), with the secondary as fallback, then each field focal point and its areas."""
+    main, role = people.primary, "primary"
+    if not main.available:
+        main, role = people.secondary, "secondary"
+    out = []
+    if main.available:
+        fallback = {}
+        if role == "primary" and people.secondary.available:
+            fallback = {"destination": _destination(people.secondary, agreement),
+                        "name": people.secondary.name, "email": people.secondary.email}
+        out.append({"recipient": role, "recipient_name": main.name,
+                    "recipient_email": main.email, "destination": _destination(main, agreement),
+                    "fallback": fallback, "areas": {}})
+    for person in people.field:
+        if person.available:
+            out.append({"recipient": f"field:{person.name}", "recipient_name": person.name,
+                        "recipient_email": person.email,
+                        "destination": _destination(person, agreement), "fallback": {},
+                        "areas": {k: list(v) for k, v in person.areas.items()}})
+    return out
+
+
+class ReviewOverdue(PermanentError, RuntimeError):
+    """The country's risk assessment is overdue: the low-urgency path stops until reviewed."""
+
+
+def plan_deliveries(
+    policy: Policy,
+    meta: RoundMeta,
+    columns: Sequence[str],
+    urgency: Urgency,
+    today: date,
+    only: Sequence[str] = (),
+    *,
+    active: Sequence[str] | None = None,
+    history: Callable[[str, str], dict[str, set[str]]] | None = None,
+    warnings: Sequence[str] = (),
+) -> list[Delivery]:
+    """Classify the round's columns once, then select what each covering agreement receives.
+
+    ``active``: relational rules the round's values trigger (``stage_round`` computes them);
+    ``history(organisation, country)``: what that organisation already received, per level.
+    """
+    ruleset = ruleset_for(policy, meta.country)
+    warnings = tuple(warnings)
+    if ruleset.review_overdue(today):
+        message = (
+            f"risk assessment for {meta.country} ({policy.sources.get(f'rules:{meta.country}')}) "
+            f"of {ruleset.risk_assessment.date} was due for review on "
+            f"{ruleset.risk_assessment.review_due}"
+        )
+        if urgency is Urgency.LOW:
+            raise ReviewOverdue(f"{message}: the low-urgency path stops until it is reviewed "
+                                "(then update risk_assessment.date)")
+        warnings += (f"{message}; shared anyway at medium urgency (the risk of not sharing)",)
+    covering = policy.agreements_for(meta.country, urgency)
+    if only:
+        unknown = sorted(set(only) - {a.id for a in covering})
+        if unknown:
+            raise UnknownAgreement(
+                f"agreement(s) {unknown} do not cover {urgency.value}-urgency data for "
+                f"{meta.country}; covering: {[a.id for a in covering]}"
+            )
+        covering = [a for a in covering if a.id in only]
+    base = classify_round(columns, ruleset)
+    plans = []
+    for agreement in covering:
+        earlier = history(agreement.organisation, meta.country) if history else {}
+        selection = select_for_agreement(base, ruleset, agreement, urgency, active=active,
+                                         previously_shared=earlier)
+        status, reason = "planned", ""
+        if not agreement.is_active(today):
+            status = "refused"
+            reason = (
+                f"agreement {agreement.id} ({policy.sources.get(f'agreement:{agreement.id}')}) "
+                f"is valid {agreement.valid_from}..{agreement.valid_until}, not on {today}"
+            )
+        tier = agreement.tiers.get(urgency)
+        deadline = (meta.collected_at + timedelta(hours=tier.window_hours)).isoformat() \
+            if urgency is Urgency.MEDIUM else ""
+        people = recipients(agreement, policy.focal_points[agreement.focal_points])
+        if not people:
+            status = "refused"
+            reason = (f"no available focal point for {agreement.id}: mark one available in "
+                      f"focal_points/{agreement.focal_points}.yaml")
+            people = [{"recipient": "primary", "destination": "", "fallback": {}, "areas": {}}]
+        for person in people:
+            plans.append(
+                Delivery(
+                    agreement_id=agreement.id,
+                    organisation=agreement.organisation,
+                    round_id=meta.round_id,
+                    country=meta.country,
+                    urgency=urgency.value,
+                    decisions=tuple(
+                        {**asdict(d), "classification": d.classification.value}
+                        for d in selection.decisions
+                    ),
+                    status=status,
+                    reason=reason,
+                    explanation=tuple(explanation_lines(explain(selection))),
+                    level=selection.level,
+                    exact_counts=selection.exact_counts,
+                    warnings=warnings,
+                    deadline=deadline,
+                    **person,
+                )
+            )
+    return plans
+
+
+def package_deliveries(
+    round_df: pd.DataFrame,
+    meta: RoundMeta,
+    plans: Sequence[Delivery],
+    policy: Policy,
+    out_dir: Path,
+    password_for: Callable[[str], str],
+    ledger: Ledger,
+    created_at: datetime,
+) -> list[Delivery]:
+    """One AES zip per planned agreement, from one in-memory copy of the round."""
+    ruleset = ruleset_for(policy, meta.country)
+    out = []
+    for plan in plans:
+        if plan.status != "planned":
+            out.append(plan)
+            continue
+        agreement = policy.agreements[plan.agreement_id]
+        selection = plan.selection
+        rows = round_df
+        for column, values in plan.areas.items():  # a field focal point: only their rows
+            rows = rows[rows[column].isin(values).fillna(False).to_numpy()] \
+                if column in rows else rows.iloc[0:0]
+        content = build_content(rows, selection, ruleset)
+        package = build_package(
+            content, meta, selection, ruleset, agreement, out_dir,
+            password_for(agreement.password.variable), created_at, plan.warnings,
+            recipient=plan.recipient,
+        )
+        done = ledger.find(plan.agreement_id, plan.round_id, plan.urgency, package.content_sha256,
+                           MAIN_RECIPIENTS if plan.recipient in MAIN_RECIPIENTS
+                           else (plan.recipient,))
+        if done is not None:
+            package.path.unlink()
+            out.append(replace(
+                plan, status="already_delivered", content_sha256=package.content_sha256,
+                remote_path=done.remote_path,
+                reason=f"same data delivered on {done.delivered_at:%Y-%m-%d %H:%M} UTC",
+            ))
+            continue
+        out.append(replace(
+            plan, status="packaged", package_path=str(package.path),
+            content_sha256=package.content_sha256, package_sha256=package.package_sha256,
+            row_count=package.row_count, columns=tuple(package.manifest["columns"]),
+            explanation=tuple(explanation_lines(package.manifest["explanation"])),
+        ))
+    return out
+
+
+def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget]) -> Delivery:
+    """Upload a packaged delivery to its recipient; if that fails permanently and a secondary
+    focal point exists, to the secondary. Refuse a refused one loudly; skip a duplicate."""
+    if delivery.status == "refused":
+        raise AgreementRefused(delivery.reason)
+    if delivery.status != "packaged":
+        return delivery
+    try:
+        remote = _upload_to(delivery.destination, delivery.package_path, target_for)
+    except PermanentError as exc:
+        if not delivery.fallback:
+            raise
+        remote = _upload_to(delivery.fallback["destination"], delivery.package_path, target_for)
+        return replace(
+            delivery, status="delivered", remote_path=remote.path, recipient="secondary",
+            recipient_name=delivery.fallback["name"], recipient_email=delivery.fallback["email"],
+            destination=delivery.fallback["destination"],
+            reason=f"primary focal point's destination failed ({exc}); sent to the secondary",
+        )
+    return replace(delivery, status="delivered", remote_path=remote.path)
+
+
+def _upload_to(destination: str, package_path: str, target_for: Callable[[str], SftpTarget]):
+    conn_id, remote_dir = destination.split(":", 1)
+    return upload(target_for(conn_id), Path(package_path), remote_dir)
+
+
+def record(
+    delivery: Delivery, policy: Policy, ledger: Ledger, delivered_at: datetime, run_id: str
+) -> Delivery:
+    if delivery.status != "delivered":
+        return delivery
+    deadline = datetime.fromisoformat(delivery.deadline) if delivery.deadline else None
+    met = None if deadline is None else delivered_at <= deadline
+    shared = [{k: c[k] for k in ("name", "source", "classification", "rule")}
+              for c in delivery.columns]
+    ledger.record(
+        DeliveryRecord(
+            agreement_id=delivery.agreement_id,
+            organisation=delivery.organisation,
+            recipient=delivery.recipient,
+            focal_point_name=delivery.recipient_name,
+            focal_point_email=delivery.recipient_email,
+            round_id=delivery.round_id,
+            country=delivery.country,
+            urgency=delivery.urgency,
+            level=delivery.level,
+            rules_version=policy.rulesets[delivery.country].version,
+            columns=DeliveryRecord.columns_json(shared),
+            row_count=delivery.row_count,
+            content_sha256=delivery.content_sha256,
+            package_sha256=delivery.package_sha256,
+            package_name=Path(delivery.package_path).name,
+            destination=delivery.destination,
+            remote_path=delivery.remote_path,
+            delivered_at=delivered_at,
+            run_id=run_id,
+            deadline=deadline,
+            deadline_met=met,
+        )
+    )
+    return replace(delivery, status="recorded", deadline_met=met)
+
+
+# --- deadlines (medium urgency) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeadlineState:
+    round_id: str
+    agreement_id: str
+    deadline: datetime
+    state: str  # met | missed | at_risk | pending
+    detail: str = ""
+
+
+class DeadlinesMissed(PermanentError, RuntimeError):
+    def __init__(self, states: list[DeadlineState]):
+        self.states = states
+        super().__init__(f"{len(states)} urgent window(s) missed: " + "; ".join(
+            f"{s.round_id} -> {s.agreement_id} ({s.detail})" for s in states))
+
+
+def deadline_states(policy: Policy, rounds: Sequence[RoundMeta], ledger: Ledger, now: datetime,
+                    at_risk: float = 0.25) -> list[DeadlineState]:
+    """Where each partial round stands against each covering agreement's window.
+
+    ``at_risk``: not delivered with less than this fraction of the window left.
+    """
+    states = []
+    for meta in rounds:
+        for agreement in policy.agreements_for(meta.country, Urgency.MEDIUM):
+            if not agreement.is_active(now.date()):
+                continue
+            window = timedelta(hours=agreement.tiers.medium.window_hours)
+            deadline = meta.collected_at + window
+            done = ledger.find(agreement.id, meta.round_id, Urgency.MEDIUM.value)
+            if done is not None:
+                late = done.delivered_at - deadline
+                state = "met" if late <= timedelta(0) else "missed"
+                detail = f"delivered {done.delivered_at:%Y-%m-%d %H:%M} UTC" + (
+                    f", {late} late" if state == "missed" else "")
+            elif now > deadline:
+                state, detail = "missed", f"not delivered, {now - deadline} past the window"
+            elif deadline - now <= window * at_risk:
+                state, detail = "at_risk", f"not delivered, {deadline - now} left"
+            else:
+                state, detail = "pending", f"{deadline - now} left"
+            states.append(DeadlineState(meta.round_id, agreement.id, deadline, state, detail))
+    return states
+
+
+# --- passwords ----------------------------------------------------------------------------------
+
+
+def rotations_due(policy: Policy, ledger: Ledger, now: datetime) -> list:
+    """Agreements whose package password is older than their plan allows (or never rotated by
+    the pipeline: an unknown age counts as due)."""
+    due = []
+    for agreement in sorted(policy.agreements.values(), key=lambda a: a.id):
+        last = ledger.last_rotation(agreement.id)
+        if last is None or now - last >= timedelta(days=agreement.password.rotate_every_days):
+            due.append(agreement)
+    return due
+
+
+def rotate_password(agreement, policy: Policy, ledger: Ledger, now: datetime,
+                    store: Callable[[str, str], None]) -> str:
+    """Generate and store a new strong password; record who must be told, by phone.
+
+    Returns the name of the focal point to tell, never the password.
+    """
+    people = policy.focal_points[agreement.focal_points]
+    store(agreement.password.variable, new_password())
+    who = f"{people.primary.name} ({people.primary.mobile})"
+    ledger.record_rotation(agreement.id, agreement.password.variable, now, who)
+    return who
+
+
+def new_password() -> str:
+    """A strong package password: 24 URL-safe characters (~143 bits)."""
+    import secrets
+
+    return secrets.token_urlsafe(18)

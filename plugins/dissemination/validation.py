@@ -1,0 +1,163 @@
+"""Validate a round with Great Expectations before anything of it is shared.
+
+The suite is derived from the country's rule set (the ``kind`` of each indicator), so adding an
+indicator to the rules also adds its checks. The raw-partial suite checks structure, keys and
+impossible values only: partial data is by definition not yet cleaned. The cleaned suite adds
+completeness. Structural failures (no rows, a key column missing, null or duplicated keys) block
+every path; the others block the low-urgency path only, because urgent raw data is shared before
+cleaning by design.
+
+``great_expectations`` takes ~2 s to import: it is imported here, inside the function, and this
+module is only imported inside tasks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .classification import Urgency
+from .errors import PermanentError
+from .policy import RuleSet
+
+_BOUNDS = {"latitude": (-90, 90), "longitude": (-180, 180)}
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    suite: str
+    success: bool
+    evaluated: int
+    failures: tuple[str, ...] = field(default_factory=tuple)
+    structural_failures: tuple[str, ...] = field(default_factory=tuple)
+    docs: str = ""  # the Data Docs page of this validation, when written
+
+    def summary(self) -> str:
+        head = f"{self.suite}: {self.evaluated - len(self.failures)}/{self.evaluated} passed"
+        if self.docs:
+            head += f" (Data Docs: {self.docs})"
+        return "\n  ".join([head, *self.failures])
+
+    def blocks(self, urgency: Urgency) -> bool:
+        """Medium urgency is blocked by structural failures only; low urgency by any."""
+        return bool(self.structural_failures if urgency is Urgency.MEDIUM else self.failures)
+
+
+class RoundsStopped(PermanentError, ValueError):
+    """Raised at the end of a run: these rounds were stopped (validation, overdue review);
+    the others went on."""
+
+    def __init__(self, summaries: list[str]):
+        self.summaries = summaries
+        super().__init__(f"{len(summaries)} round(s) were stopped and not shared:\n  "
+                         + "\n  ".join(summaries))
+
+
+def round_suite(ruleset: RuleSet, columns: list[str], status: str):
+    """Expectations for a round; ``status`` "partial" (raw) or "cleaned" (stricter)."""
+    import great_expectations as gx
+    from great_expectations import expectations as gxe
+
+    structural = {"structural": True}
+    suite = gx.ExpectationSuite(name=f"{status}_round_{ruleset.country}")
+    keys = [c for c, r in ruleset.indicators.items() if r.kind == "key"]
+    identifiers = [c for c, r in ruleset.indicators.items() if r.kind in ("round", "key")]
+    suite.add_expectation(gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=structural))
+    for column in identifiers:
+        suite.add_expectation(gxe.ExpectColumnToExist(column=column, meta=structural))
+        if column in columns:
+            suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=column,
+                                                                    meta=structural))
+    if len(keys) == 1 and keys[0] in columns:
+        suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column=keys[0], meta=structural))
+    elif len(keys) > 1 and all(k in columns for k in keys):
+        suite.add_expectation(gxe.ExpectCompoundColumnsToBeUnique(column_list=keys,
+                                                                  meta=structural))
+    for column, rule in ruleset.indicators.items():
+        if column not in columns:
+            continue
+        if rule.kind == "count":
+            suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0))
+        elif rule.kind == "coordinate" and column in _BOUNDS:
+            low, high = _BOUNDS[column]
+            suite.add_expectation(
+                gxe.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=high)
+            )
+        if status == "cleaned" and rule.kind in ("count", "admin", "coordinate", "date"):
+            suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=column))
+    return suite
+
+
+def validate_round(df: pd.DataFrame, ruleset: RuleSet, status: str = "partial",
+                   docs_dir: Path | None = None) -> ValidationReport:
+    """Run the round's suite; with ``docs_dir``, also write Great Expectations Data Docs (HTML)
+    there and name the validation's page in the report."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(),
+        progress_bars=ProgressBarsConfig(globally=False),  # no tqdm noise in task logs
+    )
+    context = gx.get_context(mode="ephemeral", project_config=config)
+    batch = (
+        context.data_sources.add_pandas("survey_round")
+        .add_dataframe_asset("site_assessments")
+        .add_batch_definition_whole_dataframe("whole_round")
+    )
+    suite = context.suites.add(round_suite(ruleset, list(df.columns), status))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=suite.name, data=batch, suite=suite)
+    )
+    docs_page = ""
+    if docs_dir is None:
+        result = definition.run(batch_parameters={"dataframe": df})
+    else:
+        docs_dir = Path(docs_dir)
+        context.add_data_docs_site(site_name="dissemination", site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                              "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        })
+        before = set(docs_dir.glob("validations/**/*.html"))
+        checkpoint = context.checkpoints.add(gx.Checkpoint(
+            name=suite.name, validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")]))
+        run = checkpoint.run(batch_parameters={"dataframe": df})
+        (result,) = run.run_results.values()
+        pages = sorted(set(docs_dir.glob("validations/**/*.html")) - before)
+        docs_page = str(pages[-1]) if pages else str(docs_dir / "index.html")
+    failures, structural = [], []
+    for r in result.results:
+        if r.success:
+            continue
+        cfg = r.expectation_config
+        column = cfg.kwargs.get("column") or cfg.kwargs.get("column_list") or "table"
+        detail = r.result or {}
+        count = detail.get("unexpected_count")  # counts only: logs never carry values
+        if r.exception_info and r.exception_info.get("raised_exception"):
+            what = r.exception_info.get("exception_message", "error")
+        elif count is not None:
+            what = f"{count} unexpected value(s)"
+        else:
+            what = f"observed {detail.get('observed_value')!r}"
+        failures.append(f"{cfg.type} on {column}: {what}")
+        if (cfg.meta or {}).get("structural"):
+            structural.append(failures[-1])
+    return ValidationReport(
+        suite=suite.name,
+        success=bool(result.success),
+        evaluated=len(result.results),
+        failures=tuple(failures),
+        structural_failures=tuple(structural),
+        docs=docs_page,
+    )
