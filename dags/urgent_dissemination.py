@@ -1,0 +1,67 @@
+"""
+### Urgent dissemination (medium urgency): a raw partial round -> partners, within the window
+
+Raw partial data, shared **before cleaning** (Table B, medium urgency). The round is validated
+with the raw-partial Great Expectations suite (only structural failures block), every column is
+classified (IOM Table A; a column no rule covers is Secret, and Secret never leaves), and each
+covering agreement receives what its medium tier allows as an AES-256 zip over SFTP (pinned host
+key), recorded in the ledger.
+
+Trigger it from the UI form: country, round (empty = the latest partial round), agreements (empty
+= every agreement covering the country) and a justification. Passwords come from the agreements'
+Airflow Variables and are never logged, returned, or sent with the file.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from dissemination_airflow import policy_choices
+from dissemination_airflow.tasks import default_args, disseminate
+
+COUNTRIES, AGREEMENTS = policy_choices()
+
+
+@dag(
+    dag_id="urgent_dissemination",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=4,
+    tags=["dissemination", "medium-urgency"],
+    doc_md=__doc__,
+    default_args=default_args(),
+    params={
+        "country": Param(COUNTRIES[0], type="string", enum=COUNTRIES, title="Country",
+                         description="Country whose partial round is shared"),
+        "round_id": Param(None, type=["null", "string"], title="Round",
+                          description="Round id, e.g. NGA-R004-partial; empty = the latest "
+                                      "partial round of the country"),
+        "agreements": Param([], type="array", title="Agreements",
+                            items={"type": "string", "enum": AGREEMENTS}, examples=AGREEMENTS,
+                            description="Data-sharing agreements to deliver to; empty = every "
+                                        "agreement whose medium tier covers the country"),
+        "justification": Param(type="string", minLength=10, title="Justification",
+                               description="Why this dataset is urgent (kept with the run and "
+                                           "its log)"),
+    },
+)
+def urgent_dissemination():
+    @task(multiple_outputs=True)
+    def resolve_request(params: dict) -> dict:
+        """Which round, for which agreements, and why: the officer's request, checked."""
+        from dissemination.source import latest_round_id
+        from dissemination_airflow import SURVEY_DB_CONN_ID, engine
+
+        round_id = params["round_id"] or latest_round_id(
+            engine(SURVEY_DB_CONN_ID), params["country"], "partial")
+        print(f"urgent request for {round_id}: {params['justification']}")
+        return {"round_ids": [round_id], "agreements": params["agreements"],
+                "country": params["country"]}
+
+    request = resolve_request()
+    disseminate(request["round_ids"], "medium", request["agreements"], request["country"])
+
+
+urgent_dissemination()

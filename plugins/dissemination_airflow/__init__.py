@@ -1,0 +1,181 @@
+"""The only place where the domain meets Airflow: connections, variables, paths, secret masking.
+
+DAG tasks call these helpers so that the domain package (``dissemination``) stays Airflow-free and
+every credential comes from Airflow Connections and Variables (any secrets backend). Imports of
+Airflow happen inside the functions: this module is imported inside tasks only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dissemination.errors import PermanentError
+
+#: Connection ids the DAGs use; in development they come from AIRFLOW_CONN_* environment variables.
+SURVEY_DB_CONN_ID = "survey_db"
+LEDGER_DB_CONN_ID = "dissemination_ledger"
+SMTP_CONN_ID = "smtp_default"
+#: Variable with the DTM coordinator's e-mail address(es), comma-separated, for alerts.
+COORDINATOR_VARIABLE = "dissemination_coordinator_email"
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+class ConfigurationError(PermanentError, RuntimeError):
+    pass
+
+
+def include_dir() -> Path:
+    return Path(os.environ.get("DISSEMINATION_INCLUDE_DIR", _REPO / "include"))
+
+
+def policy_choices() -> tuple[list[str], list[str]]:
+    """Countries and agreement ids for the trigger form, from the policy files' names only
+    (a directory listing: cheap enough for DAG parsing; the files are validated at run time)."""
+    root = include_dir()
+
+    def stems(folder: str) -> list[str]:
+        try:
+            return sorted(p.stem for p in (root / folder).glob("*.yaml") if p.stem != "default")
+        except OSError:
+            return []
+
+    return stems("rules") or ["NGA"], stems("agreements")
+
+
+def work_dir() -> Path:
+    """Where packages are staged between tasks (a shared volume under the Celery executor)."""
+    default = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow")) / "dissemination"
+    path = Path(os.environ.get("DISSEMINATION_WORK_DIR", default))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def data_docs_dir() -> Path:
+    """Great Expectations Data Docs of every validation (open index.html in a browser)."""
+    return Path(os.environ.get("DISSEMINATION_DATA_DOCS_DIR", work_dir() / "data_docs"))
+
+
+def drop_dir() -> Path:
+    """The file drop: CSV/XLSX rounds placed here are picked up by the intake."""
+    path = Path(os.environ.get("DISSEMINATION_DROP_DIR", work_dir() / "drop"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def staging_dir(run_id: str) -> Path:
+    """One folder per DAG run for its staged round and packages (run ids are not path-safe)."""
+    import hashlib
+
+    return work_dir() / "runs" / hashlib.sha256(run_id.encode()).hexdigest()[:16]
+
+
+def sqlalchemy_url(conn_id: str) -> str:
+    """Build a SQLAlchemy URL from an Airflow connection (sqlite or postgres)."""
+    from airflow.sdk import Connection
+
+    conn = Connection.get(conn_id)
+    extra = conn.extra_dejson
+    if extra.get("sqlalchemy_url"):
+        return extra["sqlalchemy_url"]
+    if conn.conn_type == "sqlite":
+        return f"sqlite:///{conn.host}"
+    if conn.conn_type in ("postgres", "postgresql"):
+        from sqlalchemy.engine import URL
+
+        return URL.create(
+            "postgresql+psycopg2",
+            username=conn.login,
+            password=conn.password,
+            host=conn.host,
+            port=conn.port,
+            database=conn.schema,
+        ).render_as_string(hide_password=False)
+    raise ConfigurationError(
+        f"connection {conn_id!r} has type {conn.conn_type!r}; use sqlite, postgres, or an "
+        "extra 'sqlalchemy_url'"
+    )
+
+
+def engine(conn_id: str):
+    import sqlalchemy as sa
+
+    return sa.create_engine(sqlalchemy_url(conn_id))
+
+
+def sftp_target(conn_id: str):
+    """An SftpTarget from an Airflow SFTP connection; a pinned ``host_key`` extra is required."""
+    from airflow.sdk import Connection
+    from airflow.sdk.log import mask_secret
+
+    from dissemination.sftp import SftpTarget
+
+    conn = Connection.get(conn_id)
+    extra = conn.extra_dejson
+    if str(extra.get("no_host_key_check", "false")).lower() == "true":
+        raise ConfigurationError(
+            f"connection {conn_id!r} sets no_host_key_check; deliveries require a pinned host_key"
+        )
+    host_key = extra.get("host_key")
+    if not host_key:
+        raise ConfigurationError(
+            f"connection {conn_id!r} has no 'host_key' extra: pin the partner server's public "
+            "host key (e.g. 'ssh-ed25519 AAAA...') after confirming it by another channel"
+        )
+    if conn.password:
+        mask_secret(conn.password)
+    return SftpTarget(
+        host=conn.host,
+        port=conn.port or 22,
+        username=conn.login,
+        host_key=host_key,
+        private_key_path=extra.get("key_file"),
+        password=conn.password or None,
+    )
+
+
+def package_password(variable: str) -> str:
+    """Read an agreement's package password and mask it in every log line from now on."""
+    from airflow.sdk import Variable
+    from airflow.sdk.log import mask_secret
+
+    value = Variable.get(variable, default=None)
+    if not value:
+        raise ConfigurationError(
+            f"Airflow Variable {variable!r} (the agreement's package password) is not set"
+        )
+    mask_secret(value, name=variable)
+    return value
+
+
+def coordinator() -> tuple[str, ...]:
+    from airflow.sdk import Variable
+
+    value = Variable.get(COORDINATOR_VARIABLE, default=None)
+    if not value:
+        raise ConfigurationError(f"Airflow Variable {COORDINATOR_VARIABLE!r} (the DTM "
+                                 "coordinator's e-mail for alerts) is not set")
+    return tuple(a.strip() for a in value.split(",") if a.strip())
+
+
+def send(email) -> None:
+    """Send a ``dissemination.notify.Email`` through Airflow's SMTP connection."""
+    from html import escape
+
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    with SmtpHook(smtp_conn_id=SMTP_CONN_ID) as hook:
+        hook.send_email_smtp(to=list(email.to), subject=email.subject,
+                             html_content=f"<pre>{escape(email.body)}</pre>")
+    print(f"e-mail sent to {', '.join(email.to)}: {email.subject}")
+
+
+def set_password(variable: str, value: str) -> None:
+    """Store a new package password in its Variable (any secrets backend that accepts writes),
+    masked from this point on."""
+    from airflow.sdk import Variable
+    from airflow.sdk.log import mask_secret
+
+    mask_secret(value, name=variable)
+    Variable.set(variable, value)

@@ -1,0 +1,239 @@
+"""TaskFlow tasks shared by the dissemination DAGs: each is a thin call into the domain.
+
+Both paths run the same chain on a list of rounds: pull -> validate -> plan -> package ->
+deliver (mapped per recipient) -> record (mapped) -> notify (mapped) -> finish. Only how the rounds are found and
+the urgency differ, and those live in the DAG files. Heavy imports stay inside the functions.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, get_current_context, task
+
+# Network hiccups are retried; a wrong host key, a bad round or a policy problem fails at once.
+RETRY_POLICY = ExceptionRetryPolicy(rules=[
+    RetryRule(exception="dissemination.errors.PermanentError", action=RetryAction.FAIL,
+              reason="permanent: fix the data, policy or connection, then clear the task"),
+])
+
+
+def default_args() -> dict:
+    import pendulum
+
+    return {"retries": 2, "retry_delay": pendulum.duration(minutes=1),
+            "retry_policy": RETRY_POLICY}
+
+
+@task
+def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -> list[dict]:
+    """Read each round from the survey database once; stage it without Secret columns."""
+    from dissemination.policy import load_policy
+    from dissemination.source import read_round
+    from dissemination.steps import stage_round
+
+    from . import SURVEY_DB_CONN_ID, engine, include_dir, staging_dir
+
+    survey, policy = engine(SURVEY_DB_CONN_ID), load_policy(include_dir())
+    staged = []
+    for round_id in round_ids:
+        meta, df = read_round(survey, round_id, country=country)
+        staged.append(stage_round(meta, df, policy, staging_dir(run_id) / f"{round_id}.parquet"))
+        print(f"round {round_id} ({meta.status}): {len(df)} sites, {df.shape[1]} columns")
+    return staged
+
+
+@task(multiple_outputs=True)
+def validate_rounds(rounds: list[dict], urgency: str, run_id: str) -> dict:
+    """Great Expectations per round, with Data Docs; a failing round stops here, the others go
+    on."""
+    import pandas as pd
+
+    from dissemination.classification import Urgency
+    from dissemination.policy import load_policy
+    from dissemination.steps import ruleset_for
+    from dissemination.validation import validate_round
+
+    from . import data_docs_dir, include_dir
+
+    policy = load_policy(include_dir())
+    passed, failed = [], []
+    for round_ in rounds:
+        ruleset = ruleset_for(policy, round_["country"])
+        report = validate_round(pd.read_parquet(round_["path"]), ruleset, round_["status"],
+                                docs_dir=data_docs_dir())
+        print(report.summary())
+        if report.blocks(Urgency(urgency)):
+            failed.append({"round_id": round_["round_id"], "summary": report.summary()})
+        else:
+            warnings = [f"validation ({report.suite}): {f}" for f in report.failures]
+            passed.append({**round_, "validation_warnings": warnings})
+    return {"passed": passed, "failed": failed}
+
+
+@task(multiple_outputs=True, show_return_value_in_logs=False)  # logged readably instead
+def plan(rounds: list[dict], urgency: str, agreements: list[str] | None = None) -> dict:
+    """Classify each round once, then select per covering agreement (names, never values).
+
+    A country whose risk assessment review is overdue stops here on the low-urgency path.
+    """
+    import pendulum
+
+    from dissemination.classification import Urgency
+    from dissemination.ledger import Ledger
+    from dissemination.policy import load_policy
+    from dissemination.source import RoundMeta
+    from dissemination.steps import ReviewOverdue, plan_deliveries
+
+    from . import LEDGER_DB_CONN_ID, engine, include_dir
+
+    policy = load_policy(include_dir())
+    history = Ledger(engine(LEDGER_DB_CONN_ID)).shared_columns
+    context = get_current_context()
+    today = (context.get("data_interval_end") or context.get("logical_date")
+             or pendulum.now("UTC")).date()
+    plans, stopped = [], []
+    for round_ in rounds:
+        try:
+            plans += plan_deliveries(
+                policy, RoundMeta.from_xcom(round_), round_["columns"], Urgency(urgency),
+                today=today, only=agreements or (),
+                active=round_["active_relational"], history=history,
+                warnings=round_.get("validation_warnings", ()),
+            )
+        except ReviewOverdue as exc:
+            print(f"STOPPED {round_['round_id']}: {exc}")
+            stopped.append({"round_id": round_["round_id"], "summary": str(exc)})
+    for p in plans:
+        for warning in p.warnings:
+            print(f"WARNING {p.round_id}: {warning}")
+        print(f"{p.round_id} -> {p.organisation} [{p.agreement_id}]: {p.status} {p.reason}")
+        print("  " + "\n  ".join(p.explanation))
+    return {"deliveries": [p.to_xcom() for p in plans], "stopped": stopped}
+
+
+@task(show_return_value_in_logs=False)
+def package(rounds: list[dict], plans: list[dict]) -> list[dict]:
+    """One AES-256 zip per agreement and round, reading each round once."""
+    from pathlib import Path
+
+    import pandas as pd
+    import pendulum
+
+    from dissemination.ledger import Ledger
+    from dissemination.policy import load_policy
+    from dissemination.source import RoundMeta
+    from dissemination.steps import Delivery, package_deliveries
+
+    from . import LEDGER_DB_CONN_ID, engine, include_dir, package_password
+
+    policy, ledger = load_policy(include_dir()), Ledger(engine(LEDGER_DB_CONN_ID))
+    out = []
+    for round_ in rounds:
+        mine = [Delivery.from_xcom(p) for p in plans if p["round_id"] == round_["round_id"]]
+        if not mine:
+            continue
+        out += package_deliveries(
+            pd.read_parquet(round_["path"]), RoundMeta.from_xcom(round_), mine, policy,
+            Path(round_["path"]).parent, package_password, ledger, pendulum.now("UTC"),
+        )
+    for d in out:
+        print(f"{d.round_id} -> {d.organisation}: {d.status} {d.package_path or d.reason}")
+        print("  " + "\n  ".join(d.explanation))
+    return [d.to_xcom() for d in out]
+
+
+@task(map_index_template="{{ organisation }}", show_return_value_in_logs=False)
+def deliver(delivery: dict) -> dict:
+    """Upload to the agreement's SFTP destination: pinned host key, temp name, rename."""
+    from dissemination import steps
+
+    from . import sftp_target
+
+    d = steps.Delivery.from_xcom(delivery)
+    get_current_context()["organisation"] = _label(d)
+    done = steps.deliver(d, sftp_target)
+    print(f"{_label(d)}: {done.status} to {done.recipient} {done.recipient_name}: "
+          f"{done.remote_path} {done.reason}")
+    return done.to_xcom()
+
+
+@task(map_index_template="{{ organisation }}", show_return_value_in_logs=False)
+def record(delivery: dict, run_id: str) -> dict:
+    """Write the ledger row: who, what, when, which rules, which hashes."""
+    import pendulum
+
+    from dissemination import steps
+    from dissemination.ledger import Ledger
+    from dissemination.policy import load_policy
+
+    from . import LEDGER_DB_CONN_ID, engine, include_dir
+
+    d = steps.Delivery.from_xcom(delivery)
+    get_current_context()["organisation"] = _label(d)
+    done = steps.record(d, load_policy(include_dir()), Ledger(engine(LEDGER_DB_CONN_ID)),
+                        pendulum.now("UTC"), run_id)
+    print(f"{d.organisation}: {done.status}")
+    return done.to_xcom()
+
+
+@task(map_index_template="{{ organisation }}", show_return_value_in_logs=False)
+def notify(delivery: dict) -> None:
+    """Tell the focal point that data arrived (never the password); tell the coordinator if the
+    agreement's window was missed."""
+    import pendulum
+
+    from dissemination import notify as notices
+    from dissemination import steps
+    from dissemination.ledger import Ledger
+
+    from . import LEDGER_DB_CONN_ID, coordinator, engine, send
+
+    d = steps.Delivery.from_xcom(delivery)
+    get_current_context()["organisation"] = _label(d)
+    if d.status != "recorded":
+        print(f"{_label(d)}: {d.status}, nothing to announce")
+        return
+    send(notices.delivery_notice(d))
+    if d.deadline_met is False:
+        print(f"ERROR {_label(d)}: delivered after the window ended at {d.deadline}")
+        now = pendulum.now("UTC")
+        if Ledger(engine(LEDGER_DB_CONN_ID)).alert_once("missed", f"{d.round_id}/"
+                                                        f"{d.agreement_id}", now):
+            state = steps.DeadlineState(d.round_id, d.agreement_id,
+                                        pendulum.parse(d.deadline), "missed",
+                                        f"delivered late to {d.recipient_name}")
+            send(notices.deadline_alert([state], coordinator()))
+
+
+def _label(d) -> str:
+    """The map index shown in the UI: organisation, round, and who receives it."""
+    from dissemination.ledger import MAIN_RECIPIENTS
+
+    who = "" if d.recipient in MAIN_RECIPIENTS else f" -> {d.recipient_name}"
+    return f"{d.organisation} ({d.round_id}){who}"
+
+
+@task(trigger_rule="none_failed")
+def finish(invalid: list[dict], stopped: list[dict], run_id: str) -> None:
+    """Remove the run's staging once every delivery is recorded; report rounds that stopped.
+
+    A run whose delivery failed keeps its staging, so clearing the failed task can resume.
+    """
+    import shutil
+
+    from dissemination.validation import RoundsStopped
+
+    from . import staging_dir
+
+    shutil.rmtree(staging_dir(run_id), ignore_errors=True)
+    if invalid or stopped:
+        raise RoundsStopped([f["summary"] for f in [*invalid, *stopped]])
+
+
+def disseminate(round_ids, urgency: str, agreements=None, country=None) -> None:
+    """Wire the common chain inside a DAG: what a reader should see in the graph."""
+    staged = pull_rounds(round_ids, country=country)
+    validated = validate_rounds(staged, urgency)
+    plans = plan(validated["passed"], urgency, agreements)
+    packaged = package(validated["passed"], plans["deliveries"])
+    recorded = record.expand(delivery=deliver.expand(delivery=packaged))
+    notify.expand(delivery=recorded) >> finish(validated["failed"], plans["stopped"])
