@@ -1,0 +1,77 @@
+"""Shared fixtures: a copy of the policy to break, a real OpenSSH SFTP server, a synthetic round."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import settings
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+# CI explores the same examples every run (a red CI must be reproducible); locally, new ones.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture
+def include(tmp_path: Path) -> Path:
+    """A private copy of include/ that a test may edit."""
+    target = tmp_path / "include"
+    shutil.copytree(REPO / "include", target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def policy():
+    from dissemination.policy import load_policy
+
+    return load_policy(REPO / "include")
+
+
+@pytest.fixture(scope="session")
+def round_nga():
+    from dissemination.synthetic import generate_round
+
+    return generate_round("NGA", 1, 200, seed=11)
+
+
+@pytest.fixture(scope="session")
+def sftp_server(tmp_path_factory):
+    """A real OpenSSH sshd on loopback with its own config, host key and port."""
+    from dissemination.local_sftp import LocalSftpServer
+
+    with LocalSftpServer(tmp_path_factory.mktemp("sftp")) as server:
+        yield server
+
+
+POSTGRES_URL = os.environ.get(
+    "DISSEMINATION_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sql_engine(request, tmp_path):
+    """The embedded default (SQLite) and the production database (the machine's PostgreSQL)."""
+    if request.param == "sqlite":
+        yield sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+        return
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    schema = f"test_dissemination_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    engine = sa.create_engine(POSTGRES_URL,
+                              connect_args={"options": f"-c search_path={schema}"})
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

@@ -1,0 +1,101 @@
+"""Team rules, enforced on the DagBag: DAGs import cleanly, parse fast and stay thin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ["pandas", "great_expectations", "paramiko", "pyzipper", "pyarrow",
+         "airflow.providers.sftp", "dissemination.sftp", "dissemination.validation"]
+
+_PROBE = """
+import json, sys, time
+from airflow.dag_processing.dagbag import DagBag
+before = set(sys.modules)
+t = time.perf_counter()
+bag = DagBag(dag_folder=sys.argv[1])
+elapsed = time.perf_counter() - t
+print(json.dumps({
+    "errors": {k: str(v) for k, v in bag.import_errors.items()},
+    "dags": {d.dag_id: {"tags": sorted(d.tags), "doc_md": bool(d.doc_md),
+                        "catchup": d.catchup,
+                        "fileloc": d.fileloc,
+                        "tasks": {t.task_id: {"retries": t.retries,
+                                              "has_retry_policy": t.retry_policy is not None}
+                                  for t in d.tasks}}
+             for d in bag.dags.values()},
+    "new_modules": sorted(set(sys.modules) - before),
+    "seconds": elapsed,
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def dagbag(tmp_path_factory):
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path_factory.mktemp("airflow_home")),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+           "PYTHONPATH": str(REPO / "plugins")}
+    out = subprocess.run([sys.executable, "-c", _PROBE, str(REPO / "dags")], env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag["errors"] == {}
+    assert "urgent_dissemination" in dagbag["dags"]
+
+
+def test_every_dag_is_documented_tagged_and_not_catching_up(dagbag):
+    for dag_id, dag in dagbag["dags"].items():
+        assert dag["doc_md"], f"{dag_id}: doc_md missing"
+        assert "dissemination" in dag["tags"], f"{dag_id}: tag 'dissemination' missing"
+        assert dag["catchup"] is False, f"{dag_id}: catchup must be off"
+
+
+def test_every_task_retries_transient_but_not_permanent_errors(dagbag):
+    for dag_id, dag in dagbag["dags"].items():
+        for task_id, task in dag["tasks"].items():
+            assert task["retries"] >= 1, f"{dag_id}.{task_id}"
+            assert task["has_retry_policy"], f"{dag_id}.{task_id}: no retry policy"
+
+
+def test_parsing_imports_nothing_heavy(dagbag):
+    """pandas, GX, paramiko and friends are imported inside tasks, never at parse time."""
+    loaded = [m for m in HEAVY if m in dagbag["new_modules"]]
+    assert loaded == [], f"DAG parsing imported {loaded}"
+
+
+def test_domain_package_does_not_import_airflow():
+    code = ("import sys, pkgutil, importlib, dissemination\n"
+            "for m in pkgutil.iter_modules(dissemination.__path__):\n"
+            "    importlib.import_module('dissemination.' + m.name)\n"
+            "print(sorted(n for n in sys.modules if n == 'airflow' or n.startswith('airflow.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(REPO / "plugins")})
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_trigger_form_offers_the_policy_files_choices():
+    code = ("import json, sys\n"
+            "from airflow.dag_processing.dagbag import DagBag\n"
+            "bag = DagBag(dag_folder=sys.argv[1])\n"
+            "p = bag.dags['urgent_dissemination'].params\n"
+            "print(json.dumps({k: p.get_param(k).schema for k in p}))")
+    env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "PYTHONPATH": str(REPO / "plugins")}
+    out = subprocess.run([sys.executable, "-c", code, str(REPO / "dags" /
+                          "urgent_dissemination.py")], env=env, capture_output=True, text=True,
+                         check=True)
+    schema = json.loads(out.stdout.strip().splitlines()[-1])
+    assert schema["country"]["enum"] == sorted(p.stem for p in (REPO / "include" / "rules")
+                                               .glob("*.yaml") if p.stem != "default")
+    assert schema["agreements"]["items"]["enum"] == sorted(
+        p.stem for p in (REPO / "include" / "agreements").glob("*.yaml"))
+    assert schema["justification"]["minLength"] == 10

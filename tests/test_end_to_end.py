@@ -1,0 +1,300 @@
+"""The whole slice through real Airflow (`airflow dags test`) and a real OpenSSH SFTP server.
+
+One sandbox per module: an Airflow home on SQLite, a survey database with a synthetic round, a
+ledger, and sshd on loopback. The partner's side is played for real: download over SFTP, decrypt
+with the password from the Airflow Variable, compare with what the policy allows.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import paramiko
+import pytest
+
+from dissemination.classification import Classification, Urgency
+from dissemination.disclosure import build_content
+from dissemination.local_sftp import LocalSftpServer
+from dissemination.package import open_package
+from dissemination.sandbox import Sandbox
+from dissemination.sensitivity import active_relational, classify_round, select_for_agreement
+from dissemination.sftp import parse_host_key
+from dissemination.source import read_round, write_round
+from dissemination.synthetic import generate_round
+
+CONF = {"country": "NGA", "justification": "end-to-end test of the urgent path"}
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    box = Sandbox(tmp_path_factory.mktemp("sandbox"))
+    with box:
+        box.init(sites=150, seed=3)
+        box.first_run = box.run_urgent(CONF)
+        yield box
+
+
+@pytest.fixture(scope="module")
+def passwords(sandbox):
+    return {a.password.variable: sandbox.password(a.password.variable)
+            for a in sandbox.policy.agreements.values()}
+
+
+def _task_states(sandbox) -> list[tuple]:
+    with sqlite3.connect(sandbox.airflow_home / "airflow.db") as db:
+        return db.execute(
+            "select task_id, map_index, rendered_map_index, state from task_instance "
+            "where run_id = (select run_id from dag_run order by id desc limit 1) "
+            "order by task_id, map_index").fetchall()
+
+
+def _download(sandbox, remote_path, local_dir):
+    """Fetch a package as the partner would: SFTP with the server's host key verified."""
+    target = sandbox.sftp.target()
+    client = paramiko.SSHClient()
+    key = parse_host_key(target.host_key)
+    client.get_host_keys().add(f"[{target.host}]:{target.port}", key.get_name(), key)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(target.host, target.port, target.username,
+                   key_filename=target.private_key_path, look_for_keys=False, allow_agent=False)
+    try:
+        local = local_dir / remote_path.rsplit("/", 1)[-1]
+        client.open_sftp().get(remote_path, str(local))
+        return local
+    finally:
+        client.close()
+
+
+def test_the_urgent_run_succeeds_with_one_mapped_delivery_per_organisation(sandbox):
+    assert sandbox.first_run.returncode == 0, sandbox.first_run.stdout[-3000:]
+    states = _task_states(sandbox)
+    assert all(state == "success" for *_, state in states), states
+    delivered = sorted(r for t, _, r, _ in states if t == "deliver")
+    assert delivered == sorted(
+        [f"{a.organisation} (NGA-R001-partial)"
+         for a in sandbox.policy.agreements_for("NGA", Urgency.MEDIUM)]
+        + ["UNICEF Nigeria (NGA-R001-partial) -> Musa Ibrahim"])
+    assert not list((sandbox.work_dir / "runs").iterdir())  # staging cleaned after success
+
+
+def test_each_partner_receives_exactly_what_the_policy_allows(sandbox, passwords, tmp_path):
+    ledger = sandbox.ledger()
+    records = {(r.agreement_id, r.recipient): r for r in ledger.all()}
+    meta, source = read_round(sandbox.survey(),
+                              "NGA-R001-partial")
+    ruleset = sandbox.policy.rulesets["NGA"]
+    base = classify_round(source.columns, ruleset)
+    active = active_relational(source, ruleset)
+    assert {a for a, _ in records} == {
+        a.id for a in sandbox.policy.agreements_for("NGA", Urgency.MEDIUM)}
+    for (agreement_id, recipient), record in records.items():
+        agreement = sandbox.policy.agreements[agreement_id]
+        local = _download(sandbox, record.remote_path, tmp_path)
+        manifest, data = open_package(local, passwords[agreement.password.variable])
+        expected = select_for_agreement(base, ruleset, agreement, Urgency.MEDIUM, active=active)
+        assert list(data.columns) == expected.columns
+        secret = {c for c, d in base.items() if d.classification is Classification.SECRET}
+        assert secret >= {"ki_name", "ki_phone", "enumerator_comments", "enumerator_id"}
+        assert not secret & set(data.columns)
+        assert all(Classification(c["classification"]) <= agreement.max_classification
+                   for c in manifest["columns"])
+        rows = source
+        for person in sandbox.policy.focal_points[agreement.focal_points].field:
+            if recipient == f"field:{person.name}":
+                for column, values in person.areas.items():
+                    rows = rows[rows[column].isin(values).to_numpy()].reset_index(drop=True)
+        want = build_content(rows, expected, ruleset).frame
+        for column in data.columns:
+            assert data[column].astype(str).tolist() == want[column].astype(str).tolist()
+        for column in expected.exact_counts:  # follow-up counts arrive exactly as collected
+            assert data[column].tolist() == rows[column].tolist()
+        assert record.row_count == len(rows) and record.level == "site" and record.content_sha256 == manifest["data_sha256"]
+        people = sandbox.policy.focal_points[agreement.focal_points]
+        assert record.focal_point_name == (people.primary.name if recipient == "primary"
+                                           else recipient.removeprefix("field:"))
+        assert record.rules_version == ruleset.version
+
+
+def test_relational_rule_holds_end_to_end(sandbox, passwords, tmp_path):
+    record = next(r for r in sandbox.ledger().all()
+                  if r.agreement_id == "protection-cluster-nga")
+    local = _download(sandbox, record.remote_path, tmp_path)
+    manifest, data = open_package(local, passwords["package_password_protection_cluster_nga"])
+    assert "feeling_of_safety" in data.columns and "armed_actors_military" not in data.columns
+    explained = {e["column"]: e for e in manifest["explanation"]}
+    assert "safety_x_military" in explained["armed_actors_military"]["reason"]
+
+
+def test_7zip_opens_the_delivered_package(sandbox, passwords, tmp_path):
+    record = next(r for r in sandbox.ledger().all()
+                  if r.agreement_id == "unicef-nga" and r.recipient == "primary")
+    local = _download(sandbox, record.remote_path, tmp_path)
+    out = tmp_path / "7z"
+    subprocess.run([shutil.which("7z") or "7z", "x",
+                    f"-p{passwords['package_password_unicef_nga']}", f"-o{out}", str(local)],
+                   check=True, capture_output=True)
+    assert json.loads((out / "manifest.json").read_text())["agreement"]["id"] == "unicef-nga"
+
+
+def test_no_password_in_any_log_or_xcom(sandbox, passwords):
+    haystacks = [sandbox.first_run.stdout]
+    haystacks += [p.read_text(errors="replace") for p in
+                  (sandbox.airflow_home / "logs").rglob("*") if p.is_file()]
+    with sqlite3.connect(sandbox.airflow_home / "airflow.db") as db:
+        haystacks += [str(v) for (v,) in db.execute("select value from xcom")]
+    for name, password in passwords.items():
+        assert len(password) >= 16
+        assert not any(password in h for h in haystacks), f"password {name} leaked"
+
+
+def test_a_rerun_delivers_nothing_twice(sandbox):
+    before = sorted(p.name for p in sandbox.landed())
+    rerun = sandbox.run_urgent(CONF)
+    assert rerun.returncode == 0, rerun.stdout[-3000:]
+    assert "already_delivered" in rerun.stdout
+    assert sorted(p.name for p in sandbox.landed()) == before
+    assert len(sandbox.ledger().all()) == len(before)
+
+
+def test_wrong_host_key_fails_the_delivery_and_leaves_nothing(sandbox, tmp_path):
+    meta, df = generate_round("NGA", 2, 80, seed=5)
+    write_round(sandbox.survey(), meta, df)
+    impostor = LocalSftpServer(tmp_path / "impostor")
+    impostor._write_config()
+    sandbox.host_key_override = impostor.host_key
+    try:
+        result = sandbox.run_urgent({**CONF, "round_id": meta.round_id})
+    finally:
+        sandbox.host_key_override = None
+    assert "presented host key" in result.stdout and "nothing was sent" in result.stdout
+    states = _task_states(sandbox)
+    assert {s for t, _, _, s in states if t == "deliver"} == {"failed"}
+    assert {s for t, _, _, s in states if t == "record"} == {"upstream_failed"}
+    assert not [p for p in sandbox.sftp.root.rglob("*") if meta.round_id in p.name]
+    # The failed run keeps its staging (to resume after a fix), and it holds no Secret column.
+    (staged,) = (sandbox.work_dir / "runs").glob(f"*/{meta.round_id}.parquet")
+    assert "ki_phone" not in pd.read_parquet(staged).columns
+    ledger = sandbox.ledger()
+    assert not [r for r in ledger.all() if r.round_id == meta.round_id]
+
+
+def test_focal_points_are_told_data_arrived_never_the_password(sandbox, passwords):
+    notices = [m for m in sandbox.smtp.messages() if "data for" in m["Subject"]]
+    people = sandbox.policy.focal_points
+    assert sorted(m["To"] for m in notices) == sorted([
+        people["unicef-nga"].primary.email, people["unicef-nga"].field[0].email,
+        people["protection-cluster-nga"].primary.email])
+    for message in sandbox.smtp.messages():
+        text = sandbox.smtp.text(message)
+        assert not any(p in text or p in message["Subject"] for p in passwords.values())
+    body = sandbox.smtp.text(notices[0])
+    assert "never sent by e-mail" in body and "SHA-256" in body
+
+
+def test_urgent_window_met_is_recorded(sandbox):
+    for row in sandbox.ledger().all():
+        if row.round_id == "NGA-R001-partial":
+            assert row.deadline_met is True and row.deadline is not None
+
+
+def test_a_late_delivery_is_recorded_missed_and_alerts_the_coordinator(sandbox):
+    meta, df = generate_round("NGA", 7, 40, seed=9,
+                              collected_at=datetime.now(UTC) - timedelta(days=4))
+    write_round(sandbox.survey(), meta, df)
+    result = sandbox.run_urgent({**CONF, "round_id": meta.round_id,
+                                 "agreements": ["protection-cluster-nga"]})
+    assert result.returncode == 0, result.stdout[-3000:]
+    (row,) = [r for r in sandbox.ledger().all()
+              if r.round_id == meta.round_id]
+    assert row.deadline_met is False  # 72 h window, collected 4 days ago
+    alerts = [m for m in sandbox.smtp.messages() if "at risk or late" in m["Subject"]]
+    assert [m["To"] for m in alerts] == [sandbox.coordinator]
+    assert f"MISSED   {meta.round_id} -> protection-cluster-nga" in \
+        sandbox.smtp.text(alerts[0])
+
+
+def test_the_monitor_alerts_once_for_windows_at_risk(sandbox):
+    meta, df = generate_round("NGA", 8, 30, seed=4,
+                              collected_at=datetime.now(UTC) - timedelta(hours=40))
+    write_round(sandbox.survey(), meta, df)
+    first = sandbox.run("deadline_monitor")
+    assert f"at_risk  {meta.round_id} -> unicef-nga" in first.stdout  # 8 h of 48 h left
+    assert f"pending  {meta.round_id} -> protection-cluster-nga" in first.stdout  # 72 h window
+    second = sandbox.run("deadline_monitor")
+    subjects = [m["Subject"] for m in sandbox.smtp.messages() if "at risk" in m["Subject"]]
+    bodies = [sandbox.smtp.text(m) for m in sandbox.smtp.messages()
+              if "at risk" in m["Subject"]]
+    assert sum(f"AT_RISK  {meta.round_id} -> unicef-nga" in b for b in bodies) == 1, subjects
+    assert second.returncode == 0
+
+
+def test_password_rotation_replaces_passwords_and_never_shows_them(sandbox, passwords):
+    result = sandbox.run("password_rotation")
+    assert result.returncode == 0, result.stdout[-3000:]
+    rotated = {v: sandbox.password(v) for v in passwords}
+    assert all(rotated[v] != passwords[v] and len(rotated[v]) >= 16 for v in passwords)
+    notices = [m for m in sandbox.smtp.messages() if "password rotated" in m["Subject"]]
+    assert len(notices) == len(sandbox.policy.agreements)
+    assert all(m["To"] == sandbox.coordinator for m in notices)
+    assert any("Tell Aisha Bello" in sandbox.smtp.text(m) for m in notices)
+    again = sandbox.run("password_rotation")
+    assert "rotated the package password" not in again.stdout  # nothing due the next day
+
+    meta, df = generate_round("NGA", 9, 30, seed=6, collected_at=datetime.now(UTC), collection_days=1)
+    write_round(sandbox.survey(), meta, df)
+    run = sandbox.run_urgent({**CONF, "round_id": meta.round_id, "agreements": ["unicef-nga"]})
+    assert run.returncode == 0, run.stdout[-3000:]
+    (path,) = [p for p in sandbox.landed() if meta.round_id in p.name and "musa" not in p.name]
+    open_package(path, rotated["package_password_unicef_nga"])
+    with pytest.raises(RuntimeError):
+        open_package(path, passwords["package_password_unicef_nga"])  # the old one is dead
+
+    everything = [result.stdout, again.stdout, run.stdout]
+    everything += [p.read_text(errors="replace") for p in
+                   (sandbox.airflow_home / "logs").rglob("*") if p.is_file()]
+    with sqlite3.connect(sandbox.airflow_home / "airflow.db") as db:
+        everything += [str(v) for (v,) in db.execute("select value from xcom")]
+    everything += [m.as_string() for m in sandbox.smtp.messages()]
+    for secret in [*passwords.values(), *rotated.values()]:
+        assert not any(secret in text for text in everything)
+
+
+def test_a_dropped_partial_round_triggers_the_urgent_path(sandbox):
+    _, df = generate_round("NGA", 11, 25, seed=11, collected_at=datetime.now(UTC), collection_days=1)
+    sandbox.drop_dir.mkdir(exist_ok=True)
+    df.drop(columns=["round_id"]).to_csv(sandbox.drop_dir / "NGA-R011-partial.csv", index=False)
+    result = sandbox.run("round_intake")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "new: NGA-R011-partial (partial) v1" in result.stdout
+    with sqlite3.connect(sandbox.airflow_home / "airflow.db") as db:
+        confs = [json.loads(c) for (c,) in db.execute(
+            "select conf from dag_run where dag_id = 'urgent_dissemination'")]
+    assert any(c.get("round_id") == "NGA-R011-partial" and
+               c["justification"].startswith("automatic: partial round") for c in confs), confs
+    again = sandbox.run("round_intake")
+    assert "new: NGA-R011-partial" not in again.stdout  # processed once
+
+
+def test_an_urgent_signal_in_a_cleaned_round_starts_the_medium_path(sandbox):
+    meta, df = generate_round("NGA", 14, 20, seed=14, status="cleaned",
+                              collected_at=datetime.now(UTC), collection_days=1)
+    df["unaccompanied_children"] = 0
+    df.loc[3, "unaccompanied_children"] = 25
+    write_round(sandbox.survey(), meta, df)
+    result = sandbox.run("round_intake")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert f"SIGNAL {meta.round_id}: many_unaccompanied_children: 1 site(s)" in result.stdout
+    alert = [m for m in sandbox.smtp.messages() if f"signal in {meta.round_id}" in m["Subject"]]
+    assert [m["To"] for m in alert] == [sandbox.coordinator]
+    assert "started for: unicef-nga" in sandbox.smtp.text(alert[0])
+    with sqlite3.connect(sandbox.airflow_home / "airflow.db") as db:
+        confs = [json.loads(c) for (c,) in db.execute(
+            "select conf from dag_run where dag_id = 'urgent_dissemination'")]
+    (conf,) = [c for c in confs if c.get("round_id") == meta.round_id]
+    assert conf["agreements"] == ["unicef-nga"]
+    assert conf["justification"].startswith("automatic: urgent signal many_unaccompanied")

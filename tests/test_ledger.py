@@ -1,0 +1,84 @@
+"""The ledger on SQLite (embedded default) and on the machine's real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from dissemination.ledger import DeliveryRecord, Ledger
+
+
+def _record(**overrides) -> DeliveryRecord:
+    values = dict(
+        agreement_id="unicef-nga", organisation="UNICEF Nigeria", recipient="primary",
+        focal_point_name="Aisha Bello",
+        focal_point_email="cp@unicef.example.org", round_id="NGA-R001-partial", country="NGA",
+        urgency="medium", level="site", rules_version="2026.11",
+        columns=DeliveryRecord.columns_json([{"name": "site_id", "source": "site_id",
+                                              "classification": "public", "rule": "r"}]),
+        row_count=10, content_sha256="a" * 64, package_sha256="b" * 64, package_name="p.zip",
+        destination="sftp_unicef_nga:in", remote_path="in/p.zip",
+        delivered_at=datetime(2026, 11, 2, 9, 30, tzinfo=UTC), run_id="run-1",
+    )
+    values.update(overrides)
+    return DeliveryRecord(**values)
+
+
+def test_record_then_find(sql_engine):
+    ledger = Ledger(sql_engine)
+    assert ledger.find("unicef-nga", "NGA-R001-partial", "medium", "a" * 64) is None
+    ledger.record(_record())
+    found = ledger.find("unicef-nga", "NGA-R001-partial", "medium", "a" * 64)
+    assert found is not None and found.remote_path == "in/p.zip" and found.row_count == 10
+    assert found.delivered_at.replace(tzinfo=UTC) == _record().delivered_at.replace(
+        tzinfo=UTC)
+
+
+def test_the_same_delivery_is_recorded_once(sql_engine):
+    ledger = Ledger(sql_engine)
+    first = ledger.record(_record())
+    again = ledger.record(_record(run_id="run-2", package_sha256="c" * 64))
+    assert again.run_id == first.run_id == "run-1"
+    assert len(ledger.all()) == 1
+
+
+def test_new_content_or_other_agreement_is_a_new_delivery(sql_engine):
+    ledger = Ledger(sql_engine)
+    ledger.record(_record())
+    ledger.record(_record(content_sha256="d" * 64))  # corrected re-export of the round
+    ledger.record(_record(agreement_id="protection-cluster-nga"))
+    assert len(ledger.all()) == 3
+
+
+def test_shared_columns_per_organisation_and_level(sql_engine):
+    ledger = Ledger(sql_engine)
+    ledger.record(_record())
+    ledger.record(_record(
+        round_id="NGA-R002-partial", level="admin1",
+        columns=DeliveryRecord.columns_json([
+            {"name": "feeling_of_safety=none", "source": "feeling_of_safety",
+             "classification": "public", "rule": "r"},
+            {"name": "sites", "source": "", "classification": "public", "rule": "r"}])))
+    ledger.record(_record(organisation="Other", content_sha256="e" * 64))
+    assert ledger.shared_columns("UNICEF Nigeria", "NGA") == {
+        "site": {"site_id"}, "admin1": {"feeling_of_safety"}}
+    assert ledger.shared_columns("UNICEF Nigeria", "SSD") == {}
+
+
+def test_rotation_notices_are_pending_until_sent(sql_engine):
+    ledger = Ledger(sql_engine)
+    now = datetime(2026, 11, 21, tzinfo=UTC)
+    ledger.record_rotation("unicef-nga", "package_password_unicef_nga", now, "Aisha Bello")
+    ledger.record_rotation("unicef-ssd", "package_password_unicef_ssd", now, "Achol Deng")
+    pending = ledger.unnotified_rotations()
+    assert [a for _, a in pending] == ["unicef-nga", "unicef-ssd"]
+    ledger.mark_rotation_notified(pending[0][0], now)
+    assert [a for _, a in ledger.unnotified_rotations()] == ["unicef-ssd"]
+    assert ledger.last_rotation("unicef-nga") == now
+
+
+def test_alerts_are_raised_once(sql_engine):
+    ledger = Ledger(sql_engine)
+    now = datetime(2026, 11, 21, tzinfo=UTC)
+    assert ledger.alert_once("missed", "NGA-R001/unicef-nga", now) is True
+    assert ledger.alert_once("missed", "NGA-R001/unicef-nga", now) is False
+    assert ledger.alert_once("at_risk", "NGA-R001/unicef-nga", now) is True

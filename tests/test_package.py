@@ -1,0 +1,89 @@
+"""Packages: AES-256 zips that standard tools open, with a manifest and no Secret column."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from datetime import UTC, datetime
+
+import pytest
+
+from dissemination.classification import Urgency
+from dissemination.disclosure import build_content
+from dissemination.package import WeakPassword, build_package, open_package
+from dissemination.sensitivity import classify_round, select_for_agreement
+
+PASSWORD = "correct-horse-battery-staple-42"
+
+
+@pytest.fixture
+def unicef_package(policy, round_nga, tmp_path):
+    meta, df = round_nga
+    ruleset, agreement = policy.rulesets["NGA"], policy.agreements["unicef-nga"]
+    selection = select_for_agreement(classify_round(df.columns, ruleset), ruleset, agreement,
+                                     Urgency.MEDIUM)
+    created = datetime(2026, 11, 2, tzinfo=UTC)
+    content = build_content(df, selection, ruleset)
+    return build_package(content, meta, selection, ruleset, agreement, tmp_path, PASSWORD, created)
+
+
+def test_package_round_trip(unicef_package, policy, round_nga):
+    meta, df = round_nga
+    manifest, data = open_package(unicef_package.path, PASSWORD)
+    expected = list(policy.agreements["unicef-nga"].tiers.medium.indicators)
+    assert list(data.columns) == [c for c in df.columns if c in expected]
+    assert len(data) == len(df) == manifest["row_count"]
+    assert manifest["round"]["id"] == meta.round_id
+    assert manifest["rules"] == {"country": "NGA", "version": "2026.11", "default_version": "2026.2",
+                                 "risk_assessment_date": "2026-10-15", "review_due": "2027-04-13",
+                                 "small_cell_threshold": 3}
+    assert manifest["level"] == "site" and manifest["warnings"] == []
+    assert [c["name"] for c in manifest["columns"]] == list(data.columns)
+    assert manifest["data_sha256"] == unicef_package.content_sha256
+    assert {e["column"] for e in manifest["explanation"]} == set(df.columns)
+    assert data["unaccompanied_children"].tolist() == df["unaccompanied_children"].tolist()
+
+
+def test_no_secret_value_and_no_password_in_the_package(unicef_package, round_nga):
+    _, df = round_nga
+    manifest, data = open_package(unicef_package.path, PASSWORD)
+    for column in ("ki_name", "ki_phone", "enumerator_comments", "enumerator_id"):
+        assert column not in data.columns
+    text = data.to_csv() + json.dumps(manifest)
+    assert not any(phone in text for phone in df["ki_phone"])
+    raw = unicef_package.path.read_bytes()
+    assert PASSWORD.encode() not in raw
+    assert b"unaccompanied_children" not in raw  # encrypted: no plaintext column names
+
+
+def test_wrong_password_is_refused(unicef_package):
+    with pytest.raises(RuntimeError, match="(?i)bad password"):
+        open_package(unicef_package.path, "not-the-password-at-all")
+
+
+def test_7zip_opens_the_package(unicef_package, tmp_path):
+    seven = shutil.which("7z")
+    assert seven, "7z (p7zip-full) is required: partners open packages with it"
+    out = tmp_path / "x"
+    subprocess.run([seven, "x", f"-p{PASSWORD}", f"-o{out}", str(unicef_package.path)],
+                   check=True, capture_output=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    header = (out / "data.csv").read_text().splitlines()[0]
+    assert header.replace('"', "").split(",") == [c["name"] for c in manifest["columns"]]
+    failed = subprocess.run([seven, "t", "-pwrong-password-here", str(unicef_package.path)],
+                            capture_output=True)
+    assert failed.returncode != 0
+
+
+def test_weak_password_is_refused_without_echoing_it(policy, round_nga, tmp_path):
+    meta, df = round_nga
+    ruleset, agreement = policy.rulesets["NGA"], policy.agreements["unicef-nga"]
+    selection = select_for_agreement(classify_round(df.columns, ruleset), ruleset, agreement,
+                                     Urgency.MEDIUM)
+    with pytest.raises(WeakPassword) as exc:
+        build_package(build_content(df, selection, ruleset), meta, selection, ruleset, agreement,
+                      tmp_path, "short-pw", datetime.now(UTC))
+    assert "short-pw" not in str(exc.value)
+    assert "package_password_unicef_nga" in str(exc.value)
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,63 @@
+"""Delivery over SFTP against a real OpenSSH sshd on loopback."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from dissemination.local_sftp import LocalSftpServer
+from dissemination.sftp import DeliveryError, HostKeyMismatch, upload
+
+
+@pytest.fixture
+def payload(tmp_path):
+    path = tmp_path / "NGA-R001_test.zip"
+    path.write_bytes(b"\x00\x01" * 300_000)
+    return path
+
+
+def test_upload_lands_under_the_final_name_only(sftp_server, payload):
+    (sftp_server.root / "p1" / "incoming").mkdir(parents=True, exist_ok=True)
+    remote = upload(sftp_server.target(), payload, "p1/incoming")
+    assert remote.path == "p1/incoming/NGA-R001_test.zip"
+    landed = sftp_server.root / "p1" / "incoming"
+    assert [p.name for p in landed.iterdir()] == [payload.name]  # no leftover .partial
+    assert (landed / payload.name).read_bytes() == payload.read_bytes()
+
+
+def test_wrong_host_key_sends_nothing(sftp_server, payload, tmp_path):
+    (sftp_server.root / "p2").mkdir(exist_ok=True)
+    impostor = LocalSftpServer(tmp_path / "other")
+    impostor._write_config()  # only to mint another host key
+    with pytest.raises(HostKeyMismatch) as exc:
+        upload(sftp_server.target(host_key=impostor.host_key), payload, "p2")
+    message = str(exc.value)
+    assert f"127.0.0.1:{sftp_server.port}" in message and "nothing was sent" in message
+    assert "SHA256:" in message
+    assert list((sftp_server.root / "p2").iterdir()) == []
+
+
+def test_malformed_pinned_key(sftp_server, payload):
+    with pytest.raises(DeliveryError, match="not of the form"):
+        upload(sftp_server.target(host_key="garbage"), payload, "p1")
+
+
+def test_missing_remote_directory_is_named(sftp_server, payload):
+    with pytest.raises(DeliveryError, match="remote directory 'no/such/dir' does not exist"):
+        upload(sftp_server.target(), payload, "no/such/dir")
+
+
+def test_refused_login(sftp_server, payload, tmp_path):
+    stranger = LocalSftpServer(tmp_path / "stranger")
+    stranger._write_config()  # mints a client key the server does not know
+    target = replace(sftp_server.target(), private_key_path=str(stranger.client_key_path))
+    with pytest.raises(DeliveryError, match="login refused"):
+        upload(target, payload, "p1")
+
+
+def test_server_down(payload, tmp_path):
+    server = LocalSftpServer(tmp_path / "down")
+    server._write_config()
+    with pytest.raises(DeliveryError, match="cannot reach"):
+        upload(server.target(), payload, "p1")  # nothing listens on that port

@@ -1,0 +1,217 @@
+"""The run's steps as plain functions (no Airflow): plan, package, deliver, record."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from dissemination import steps
+from dissemination.classification import Urgency
+from dissemination.ledger import Ledger
+from dissemination.local_sftp import LocalSftpServer
+
+NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+PASSWORD = "a-long-enough-test-password"
+
+
+def test_staging_never_writes_secret_columns(policy, round_nga, tmp_path):
+    import pandas as pd
+
+    meta, df = round_nga
+    staged = steps.stage_round(meta, df, policy, tmp_path / "r" / "round.parquet")
+    on_disk = pd.read_parquet(staged["path"])
+    assert staged["columns"] == list(df.columns) and staged["rows"] == len(df)
+    assert not {"ki_name", "ki_phone", "enumerator_comments", "enumerator_id"} & set(on_disk)
+    assert "unaccompanied_children" in on_disk
+    raw = (tmp_path / "r" / "round.parquet").read_bytes()
+    assert not any(phone.encode() in raw for phone in df["ki_phone"][:20])
+
+
+def test_plan_covers_every_medium_agreement_and_survives_xcom(policy, round_nga):
+    meta, df = round_nga
+    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+                                  today=date(2026, 11, 2))
+    assert [(p.agreement_id, p.recipient) for p in plans] == [
+        ("protection-cluster-nga", "primary"), ("unicef-nga", "primary"),
+        ("unicef-nga", "field:Musa Ibrahim")]
+    assert all(p.status == "planned" for p in plans)
+    assert plans[1].fallback["name"] == policy.focal_points["unicef-nga"].secondary.name
+    for plan in plans:
+        assert steps.Delivery.from_xcom(plan.to_xcom()) == plan
+        assert len(plan.explanation) == df.shape[1]
+        assert not any(v in " ".join(plan.explanation) for v in df["ki_phone"])
+
+
+def test_expired_agreement_is_refused_and_its_delivery_fails_loudly(policy, round_nga):
+    meta, df = round_nga
+    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+                                  today=date(2027, 6, 1))
+    refused = {p.agreement_id: p for p in plans if p.status == "refused"}
+    assert set(refused) == {"protection-cluster-nga"}
+    assert "2026-06-01..2027-05-31" in refused["protection-cluster-nga"].reason
+    with pytest.raises(steps.AgreementRefused, match="protection-cluster-nga"):
+        steps.deliver(refused["protection-cluster-nga"], lambda conn: pytest.fail("no connection"))
+
+
+def test_asking_for_an_agreement_that_does_not_cover_the_round(policy, round_nga):
+    meta, df = round_nga
+    with pytest.raises(steps.UnknownAgreement, match="'who-nga'"):
+        steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+                              today=date(2026, 11, 2), only=["who-nga"])
+    only = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+                                 today=date(2026, 11, 2), only=["unicef-nga"])
+    assert {p.agreement_id for p in only} == {"unicef-nga"}
+
+
+def _run_once(policy, meta, df, ledger, tmp_path, target_for, only=("unicef-nga",)):
+    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+                                  today=date(2026, 11, 2), only=only)
+    packaged = steps.package_deliveries(df, meta, plans, policy, tmp_path / "pk",
+                                        lambda variable: PASSWORD, ledger, NOW)
+    return [steps.record(steps.deliver(d, target_for), policy, ledger, NOW, "run")
+            for d in packaged]
+
+
+@pytest.fixture
+def server(tmp_path, policy):
+    with LocalSftpServer(tmp_path / "sftp") as server:
+        for dest in _destinations(policy):
+            (server.root / dest).mkdir(parents=True, exist_ok=True)
+        yield server
+
+
+def _destinations(policy):
+    dirs = {a.destination.remote_dir for a in policy.agreements.values()}
+    for people in policy.focal_points.values():
+        for person in (people.primary, people.secondary, *people.field):
+            if person.destination:
+                dirs.add(person.destination.remote_dir)
+    return dirs
+
+
+def test_full_cycle_then_nothing_twice(policy, round_nga, server, tmp_path):
+    meta, df = round_nga
+    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    first = _run_once(policy, meta, df, ledger, tmp_path, lambda conn: server.target())
+    assert [d.status for d in first] == ["recorded", "recorded"]  # primary and the field FP
+    assert [d.recipient for d in first] == ["primary", "field:Musa Ibrahim"]
+    second = _run_once(policy, meta, df, ledger, tmp_path, lambda conn: server.target())
+    assert [d.status for d in second] == ["already_delivered"] * 2
+    assert [d.remote_path for d in second] == [d.remote_path for d in first]
+    assert len(ledger.all()) == 2
+    assert len(list(server.root.rglob("*.zip"))) == 2
+    assert not list((tmp_path / "pk").glob("*.zip"))[2:]  # duplicates were discarded
+
+
+def test_a_field_focal_point_receives_only_their_area(policy, round_nga, server, tmp_path):
+    from dissemination.package import open_package
+
+    meta, df = round_nga
+    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    _, field = _run_once(policy, meta, df, ledger, tmp_path, lambda conn: server.target())
+    person = policy.focal_points["unicef-nga"].field[0]
+    _, data = open_package(server.root / field.remote_path, PASSWORD)
+    assert set(data["admin2_pcode"]) == set(person.areas["admin2_pcode"])
+    assert len(data) == df["admin2_pcode"].isin(person.areas["admin2_pcode"]).sum() > 0
+    assert field.remote_path.startswith(person.destination.remote_dir)
+    (row,) = [r for r in ledger.all() if r.recipient.startswith("field:")]
+    assert row.focal_point_name == person.name and row.row_count == len(data)
+
+
+def test_primary_unavailable_goes_to_the_secondary(policy, round_nga, server, tmp_path):
+    meta, df = round_nga
+    people = policy.focal_points["unicef-nga"]
+    away = policy.model_copy(update={"focal_points": {**policy.focal_points, "unicef-nga":
+        people.model_copy(update={"primary": people.primary.model_copy(
+            update={"available": False})})}})
+    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    main, _ = _run_once(away, meta, df, ledger, tmp_path, lambda conn: server.target())
+    assert main.recipient == "secondary" and main.recipient_name == people.secondary.name
+    assert main.remote_path.startswith(people.secondary.destination.remote_dir)
+
+
+def test_primary_failing_permanently_falls_back_to_the_secondary(policy, round_nga, server,
+                                                                  tmp_path):
+    """The primary's server shows another host key: nothing goes there, the secondary gets it."""
+    meta, df = round_nga
+    impostor = LocalSftpServer(tmp_path / "impostor")
+    impostor._write_config()
+    primary_conn = policy.agreements["unicef-nga"].destination.sftp_conn_id
+
+    def target_for(conn_id):
+        return server.target(impostor.host_key if conn_id == primary_conn else None)
+
+    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    main, _ = _run_once(policy, meta, df, ledger, tmp_path, target_for)
+    assert main.recipient == "secondary" and "presented host key" in main.reason
+    primary_dir = server.root / policy.agreements["unicef-nga"].destination.remote_dir
+    assert not list(primary_dir.iterdir())
+    assert {r.recipient for r in ledger.all()} == {"secondary", "field:Musa Ibrahim"}
+
+
+def test_no_available_focal_point_is_refused(policy, round_nga):
+    meta, df = round_nga
+    people = policy.focal_points["protection-cluster-nga"]
+    off = {"available": False}
+    gone = policy.model_copy(update={"focal_points": {**policy.focal_points,
+        "protection-cluster-nga": people.model_copy(update={
+            "primary": people.primary.model_copy(update=off),
+            "secondary": people.secondary.model_copy(update=off)})}})
+    (plan,) = steps.plan_deliveries(gone, meta, list(df.columns), Urgency.MEDIUM,
+                                    today=date(2026, 11, 2), only=["protection-cluster-nga"])
+    assert plan.status == "refused" and "no available focal point" in plan.reason
+    with pytest.raises(steps.AgreementRefused):
+        steps.deliver(plan, lambda conn: pytest.fail("no connection"))
+
+
+def test_deadline_states(policy, tmp_path):
+    from datetime import timedelta
+
+    from dissemination.ledger import DeliveryRecord
+    from dissemination.source import RoundMeta
+
+    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    now = NOW
+    fresh = RoundMeta("NGA-R001-partial", "NGA", "partial", now - timedelta(hours=2))
+    old = RoundMeta("NGA-R002-partial", "NGA", "partial", now - timedelta(hours=40))
+    states = {(s.round_id, s.agreement_id): s.state
+              for s in steps.deadline_states(policy, [fresh, old], ledger, now)}
+    assert states == {("NGA-R001-partial", "protection-cluster-nga"): "pending",
+                      ("NGA-R001-partial", "unicef-nga"): "pending",
+                      ("NGA-R002-partial", "protection-cluster-nga"): "pending",  # 72 h
+                      ("NGA-R002-partial", "unicef-nga"): "at_risk"}  # 8 of 48 h left
+
+    def delivered(meta, agreement_id, at):
+        ledger.record(DeliveryRecord(
+            agreement_id=agreement_id, organisation="x", recipient="primary",
+            focal_point_name="x", focal_point_email="x@y.z", round_id=meta.round_id,
+            country="NGA", urgency="medium", level="site", rules_version="1", columns="[]",
+            row_count=1, content_sha256=meta.round_id + agreement_id, package_sha256="p",
+            package_name="p", destination="d", remote_path="r", delivered_at=at))
+
+    delivered(fresh, "unicef-nga", now)
+    delivered(old, "unicef-nga", now + timedelta(hours=9))  # after the 48 h window
+    later = now + timedelta(hours=40)
+    states = {(s.round_id, s.agreement_id): s.state
+              for s in steps.deadline_states(policy, [fresh, old], ledger, later)}
+    assert states[("NGA-R001-partial", "unicef-nga")] == "met"
+    assert states[("NGA-R002-partial", "unicef-nga")] == "missed"
+    assert states[("NGA-R002-partial", "protection-cluster-nga")] == "missed"  # never delivered
+
+
+def test_rotations_are_due_on_the_plan(policy, tmp_path):
+    from datetime import timedelta
+
+    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    assert {a.id for a in steps.rotations_due(policy, ledger, NOW)} == set(policy.agreements)
+    stored = {}
+    for agreement in steps.rotations_due(policy, ledger, NOW):
+        who = steps.rotate_password(agreement, policy, ledger, NOW, stored.__setitem__)
+        assert who.startswith(policy.focal_points[agreement.focal_points].primary.name)
+    assert len(set(stored.values())) == len(policy.agreements)
+    assert all(len(v) >= 16 for v in stored.values())
+    assert steps.rotations_due(policy, ledger, NOW + timedelta(days=59)) == []
+    due = steps.rotations_due(policy, ledger, NOW + timedelta(days=60))
+    assert [a.id for a in due] == ["protection-cluster-nga"]  # rotate_every_days: 60

@@ -1,0 +1,81 @@
+"""Great Expectations on a round: the raw-partial suite passes good data and names bad data."""
+
+from __future__ import annotations
+
+import pytest
+
+from dissemination.validation import validate_round
+
+
+@pytest.fixture(scope="module")
+def ruleset(policy):
+    return policy.rulesets["NGA"]
+
+
+def test_a_clean_synthetic_round_passes(round_nga, ruleset):
+    _, df = round_nga
+    report = validate_round(df, ruleset)
+    assert report.success, report.summary()
+    assert report.evaluated >= 10 and report.failures == ()
+
+
+def test_impossible_values_and_broken_keys_are_named(round_nga, ruleset):
+    _, df = round_nga
+    bad = df.copy()
+    bad.loc[3, "unaccompanied_children"] = -2
+    bad.loc[5, "latitude"] = 123.0
+    bad.loc[7, "site_id"] = None
+    bad.loc[9, "site_id"] = bad.loc[10, "site_id"]
+    report = validate_round(bad, ruleset)
+    assert not report.success
+    text = report.summary()
+    assert "expect_column_values_to_be_between on unaccompanied_children: 1 unexpected" in text
+    assert "expect_column_values_to_be_between on latitude: 1 unexpected" in text
+    assert "expect_column_values_to_not_be_null on site_id: 1 unexpected" in text
+    assert "expect_column_values_to_be_unique on site_id" in text
+    assert str(bad.loc[5, "latitude"]) not in text  # counts, never values
+
+
+def test_missing_key_column_fails(round_nga, ruleset):
+    _, df = round_nga
+    report = validate_round(df.drop(columns=["site_id"]), ruleset)
+    assert not report.success
+    assert any("expect_column_to_exist on site_id" in f for f in report.failures)
+
+
+def test_value_failures_block_only_the_low_path(round_nga, ruleset):
+    from dissemination.classification import Urgency
+
+    _, df = round_nga
+    bad = df.copy()
+    bad.loc[3, "unaccompanied_children"] = -2
+    report = validate_round(bad, ruleset)
+    assert report.failures and not report.structural_failures
+    assert not report.blocks(Urgency.MEDIUM) and report.blocks(Urgency.LOW)
+    bad.loc[7, "site_id"] = None
+    report = validate_round(bad, ruleset)
+    assert report.blocks(Urgency.MEDIUM)
+    assert report.structural_failures == (
+        "expect_column_values_to_not_be_null on site_id: 1 unexpected value(s)",)
+
+
+def test_the_cleaned_suite_is_stricter(round_nga, ruleset):
+    _, df = round_nga
+    holes = df.copy()
+    holes["idp_households"] = holes["idp_households"].astype("float").mask(holes.index == 4)
+    assert validate_round(holes, ruleset, "partial").success
+    cleaned = validate_round(holes, ruleset, "cleaned")
+    assert not cleaned.success and cleaned.suite == "cleaned_round_NGA"
+    assert any("not_be_null on idp_households" in f for f in cleaned.failures)
+
+
+def test_data_docs_are_written_and_named(round_nga, ruleset, tmp_path):
+    _, df = round_nga
+    bad = df.copy()
+    bad.loc[3, "unaccompanied_children"] = -2
+    report = validate_round(bad, ruleset, docs_dir=tmp_path / "docs")
+    page = tmp_path / "docs" / report.docs.split("/docs/", 1)[1]
+    assert page.is_file() and page.suffix == ".html"
+    assert "unaccompanied_children" in page.read_text()
+    assert (tmp_path / "docs" / "index.html").is_file()
+    assert f"Data Docs: {report.docs}" in report.summary()
