@@ -1,0 +1,72 @@
+"""Sensitivity engine throughput on a large round, against references measured in the same run.
+
+The round is classified once (``classify_round`` + ``active_relational``), then each agreement's
+table is built (``select_for_agreement`` + ``build_content``: projection, aggregation, redaction,
+small-cell and secondary suppression). References: reading the same round back from Parquet
+(the physical floor of touching the data once) and a plain pandas projection of the same columns.
+
+    PYTHONPATH=plugins .venv/bin/python bench/engine.py [--sites 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from dissemination.classification import Urgency
+from dissemination.disclosure import build_content
+from dissemination.policy import load_policy
+from dissemination.sensitivity import active_relational, classify_round, select_for_agreement
+from dissemination.synthetic import generate_round
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def timed(fn, repeat=3):
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sites", type=int, default=200_000)
+    args = parser.parse_args()
+    policy = load_policy(REPO / "include")
+    _, df = generate_round("NGA", 1, args.sites, seed=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "round.parquet"
+        df.to_parquet(path)
+        t_read, df = timed(lambda: pd.read_parquet(path, dtype_backend="pyarrow"))
+    ruleset = policy.rulesets["NGA"]
+    t_classify, (base, active) = timed(
+        lambda: (classify_round(df.columns, ruleset), active_relational(df, ruleset)))
+    print(f"round: {args.sites} sites x {df.shape[1]} columns")
+    print(f"reference read_parquet:        {t_read * 1000:8.1f} ms")
+    print(f"classify once (all partners):  {t_classify * 1000:8.1f} ms  "
+          f"ratio {t_classify / t_read:5.2f}x read")
+    for agreement in sorted(policy.agreements.values(), key=lambda a: a.id):
+        for urgency in Urgency:
+            if "NGA" not in agreement.countries:
+                continue
+            if agreement.tiers.get(urgency) is None:
+                continue
+            selection = select_for_agreement(base, ruleset, agreement, urgency, active=active)
+            t_proj, _ = timed(lambda s=selection: df[s.columns].copy())
+            t_build, content = timed(lambda s=selection: build_content(df, s, ruleset))
+            print(f"{agreement.id:24s} {urgency.value:6s} {selection.level:6s} "
+                  f"{t_build * 1000:8.1f} ms  ratio {t_build / t_read:5.2f}x read, "
+                  f"{t_build / t_proj:6.1f}x projection; "
+                  f"suppressed {sum(content.suppressed.values())} cells")
+
+
+if __name__ == "__main__":
+    main()
