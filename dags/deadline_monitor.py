@@ -3,8 +3,8 @@
 
 Every 30 minutes, for each partial round of the last week and each agreement whose medium tier
 covers its country: the window (e.g. 48 hours from collection) is met, pending, **at risk** (less
-than a quarter left and not delivered) or **missed**. At risk and missed raise one e-mail to the
-DTM coordinator each (never repeated), and a newly missed window fails this task, so it shows red
+than a quarter left and not delivered) or **missed**. At risk and missed raise one e-mail to
+DTM's focal point on duty in the round's country (never repeated), and a newly missed window fails this task, so it shows red
 in the UI. Deliveries themselves record met/missed in the ledger.
 
 (Airflow 3.3's Deadline Alerts cannot be tested with `dags test`, apache/airflow#73428: this
@@ -43,7 +43,6 @@ def deadline_monitor():
         from dissemination_airflow import (
             LEDGER_DB_CONN_ID,
             SURVEY_DB_CONN_ID,
-            coordinator,
             engine,
             include_dir,
             send,
@@ -53,14 +52,16 @@ def deadline_monitor():
         survey, ledger = engine(SURVEY_DB_CONN_ID), Ledger(engine(LEDGER_DB_CONN_ID))
         metas = [read_meta(survey, r) for r in
                  round_ids_between(survey, "partial", now - timedelta(days=7), now)]
-        states = deadline_states(load_policy(include_dir()), metas, ledger, now)
+        policy = load_policy(include_dir())
+        states = deadline_states(policy, metas, ledger, now)
         for s in states:
             print(f"{s.state:8s} {s.round_id} -> {s.agreement_id}: {s.deadline:%Y-%m-%d %H:%M} "
                   f"UTC; {s.detail}")
         new = [s for s in states if s.state in ("at_risk", "missed")
                and ledger.alert_once(s.state, f"{s.round_id}/{s.agreement_id}", now)]
-        if new:
-            send(deadline_alert(new, coordinator()))
+        for country in sorted({s.country for s in new}):  # each to that country's DTM
+            send(deadline_alert([s for s in new if s.country == country],
+                                policy.alert_to(country)))
         missed = [s for s in new if s.state == "missed"]
         if missed:
             raise DeadlinesMissed(missed)

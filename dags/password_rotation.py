@@ -3,8 +3,8 @@
 
 Daily. When an agreement's password is older than `password.rotate_every_days` (or its age is
 unknown), a new strong password is generated and stored in the agreement's Airflow Variable, the
-rotation is recorded in the ledger with the focal point who must be told, and the DTM
-coordinator gets an e-mail saying whom to call. The password itself is never logged, returned,
+rotation is recorded in the ledger with the focal point who must be told, and DTM's focal
+point on duty (`include/focal_points/dtm/`) gets an e-mail saying whom to call. The password itself is never logged, returned,
 e-mailed or sent with a package.
 """
 
@@ -36,7 +36,6 @@ def password_rotation():
         from dissemination.steps import rotate_password, rotations_due
         from dissemination_airflow import (
             LEDGER_DB_CONN_ID,
-            coordinator,
             engine,
             include_dir,
             send,
@@ -54,7 +53,7 @@ def password_rotation():
         for rotation_id, agreement_id in ledger.unnotified_rotations():
             agreement = policy.agreements[agreement_id]
             send(rotation_notice(agreement, policy.focal_points[agreement.focal_points],
-                                 coordinator()))
+                                 policy.alert_to(*agreement.countries)))
             ledger.mark_rotation_notified(rotation_id, pendulum.now("UTC"))
         return rotated
 

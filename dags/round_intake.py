@@ -6,7 +6,7 @@ database; then every round exported since the last intake (a watermark) whose co
 registered. Partial (raw) rounds start the **medium-urgency** path at once: one
 `urgent_dissemination` run per round, with an automatic justification. Urgent-action signals named
 by the rules (e.g. more than 10 unaccompanied children at a site, or a jump since the previous
-round) alert the DTM coordinator and start the medium path for the agreements covering them, even
+round) alert DTM's focal point on duty and start the medium path for the agreements covering them, even
 for a cleaned round. Other cleaned rounds wait for the **monthly** run. A corrected re-export of a round (same id, new content) is routed again and says
 so; an unchanged re-export is ignored.
 """
@@ -60,13 +60,13 @@ def round_intake():
     @task
     def detect_signals(new: list[dict]) -> list[dict]:
         """Urgent-action signals the rules name (thresholds, jumps since the previous round):
-        alert the coordinator and start the medium path for the agreements covering them."""
+        alert DTM's focal point and start the medium path for the agreements covering them."""
         from dissemination.notify import signal_alert
         from dissemination.policy import load_policy
         from dissemination.signals import agreements_for_signals, detect
         from dissemination.source import previous_round_id, read_round
         from dissemination.steps import ruleset_for
-        from dissemination_airflow import SURVEY_DB_CONN_ID, coordinator, engine, include_dir, send
+        from dissemination_airflow import SURVEY_DB_CONN_ID, engine, include_dir, send
 
         survey, policy = engine(SURVEY_DB_CONN_ID), load_policy(include_dir())
         signalled = []
@@ -80,7 +80,7 @@ def round_intake():
             agreements = agreements_for_signals(policy, meta.country, found)
             for s in found:
                 print(f"SIGNAL {r['round_id']}: {s.name}: {s.detail}")
-            send(signal_alert(r["round_id"], found, agreements, coordinator()))
+            send(signal_alert(r["round_id"], found, agreements, policy.alert_to(meta.country)))
             signalled.append({"round_id": r["round_id"], "agreements": agreements,
                               "signals": [s.name for s in found]})
         return signalled

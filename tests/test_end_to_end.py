@@ -193,7 +193,9 @@ def test_focal_points_are_told_data_arrived_never_the_password(sandbox, password
         text = sandbox.smtp.text(message)
         assert not any(p in text or p in message["Subject"] for p in passwords.values())
     body = sandbox.smtp.text(notices[0])
+    dtm = sandbox.policy.dtm["NGA"].primary  # who phones them the password
     assert "never sent by e-mail" in body and "SHA-256" in body
+    assert dtm.name in body and dtm.mobile in body
 
 
 def test_urgent_window_met_is_recorded(sandbox):
@@ -202,7 +204,7 @@ def test_urgent_window_met_is_recorded(sandbox):
             assert row.deadline_met is True and row.deadline is not None
 
 
-def test_a_late_delivery_is_recorded_missed_and_alerts_the_coordinator(sandbox):
+def test_a_late_delivery_is_recorded_missed_and_alerts_dtm(sandbox):
     meta, df = generate_round("NGA", 7, 40, seed=9,
                               collected_at=datetime.now(UTC) - timedelta(days=4))
     write_round(sandbox.survey(), meta, df)
@@ -213,7 +215,7 @@ def test_a_late_delivery_is_recorded_missed_and_alerts_the_coordinator(sandbox):
               if r.round_id == meta.round_id]
     assert row.deadline_met is False  # 72 h window, collected 4 days ago
     alerts = [m for m in sandbox.smtp.messages() if "at risk or late" in m["Subject"]]
-    assert [m["To"] for m in alerts] == [sandbox.coordinator]
+    assert [m["To"] for m in alerts] == [sandbox.policy.dtm["NGA"].primary.email]
     assert f"MISSED   {meta.round_id} -> protection-cluster-nga" in \
         sandbox.smtp.text(alerts[0])
 
@@ -240,7 +242,10 @@ def test_password_rotation_replaces_passwords_and_never_shows_them(sandbox, pass
     assert all(rotated[v] != passwords[v] and len(rotated[v]) >= 16 for v in passwords)
     notices = [m for m in sandbox.smtp.messages() if "password rotated" in m["Subject"]]
     assert len(notices) == len(sandbox.policy.agreements)
-    assert all(m["To"] == sandbox.coordinator for m in notices)
+    # Each to DTM's focal point in the agreement's countries (NGA's for NGA, SSD's for SSD).
+    assert sorted(m["To"] for m in notices) == sorted(
+        ", ".join(sandbox.policy.alert_to(*a.countries)) for a in sandbox.policy.agreements.values())
+    assert {m["To"] for m in notices} == {sandbox.policy.dtm[c].primary.email for c in ("NGA", "SSD")}
     assert any("Tell Aisha Bello" in sandbox.smtp.text(m) for m in notices)
     again = sandbox.run("password_rotation")
     assert "rotated the package password" not in again.stdout  # nothing due the next day
@@ -290,7 +295,7 @@ def test_an_urgent_signal_in_a_cleaned_round_starts_the_medium_path(sandbox):
     assert result.returncode == 0, result.stdout[-3000:]
     assert f"SIGNAL {meta.round_id}: many_unaccompanied_children: 1 site(s)" in result.stdout
     alert = [m for m in sandbox.smtp.messages() if f"signal in {meta.round_id}" in m["Subject"]]
-    assert [m["To"] for m in alert] == [sandbox.coordinator]
+    assert [m["To"] for m in alert] == [sandbox.policy.dtm["NGA"].primary.email]
     assert "started for: unicef-nga" in sandbox.smtp.text(alert[0])
     with sqlite3.connect(sandbox.airflow_home / "airflow.db") as db:
         confs = [json.loads(c) for (c,) in db.execute(

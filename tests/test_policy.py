@@ -156,6 +156,33 @@ def test_focal_point_change_revises_no_agreement(include):
     assert (include / "agreements" / "unicef-nga.yaml").read_bytes() == before
 
 
+def test_dtm_focal_points_are_on_duty_in_turn(include):
+    """Table C's DTM column: alerts go to the primary, to the secondary while the primary is away."""
+    policy = load_policy(include)
+    nga = policy.dtm["NGA"]
+    assert policy.alert_to("NGA") == (nga.primary.email,)
+    assert policy.alert_to("NGA", "SSD", "NGA") == (nga.primary.email,
+                                                    policy.dtm["SSD"].primary.email)
+    _edit(include / "focal_points" / "dtm" / "NGA.yaml", "available: true", "available: false")
+    away = load_policy(include)
+    assert away.alert_to("NGA") == (nga.secondary.email,)
+    assert away.dtm["NGA"].on_duty().name == nga.secondary.name
+
+
+def test_every_country_needs_dtm_focal_points(include):
+    (include / "focal_points" / "dtm" / "SSD.yaml").unlink()
+    (problem,) = _problems(include)
+    assert "rules/SSD.yaml: no DTM focal points for SSD" in problem
+    assert "focal_points/dtm/SSD.yaml" in problem
+
+
+def test_a_broken_dtm_focal_point_file_is_named(include):
+    path = include / "focal_points" / "dtm" / "NGA.yaml"
+    _edit(path, "mobile: \"+234 803 100 0001\"", "mobile: call me")
+    (problem,) = _problems(include)
+    assert str(path) in problem and "primary.mobile" in problem
+
+
 def test_classification_order():
     assert Classification.PUBLIC < Classification.CONFIDENTIAL < Classification.SECRET
     assert Classification.SECRET > Classification.CONFIDENTIAL >= Classification.PUBLIC
@@ -169,7 +196,8 @@ def test_check_command(include, capsys):
     from dissemination.__main__ import main
 
     assert main(["check", "--include", str(include), "--today", "2026-11-21"]) == 0
-    assert "policy OK" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "policy OK" in out and "DTM focal point on duty: Fatima Yusuf" in out
     assert main(["check", "--include", str(include), "--today", "2028-01-01"]) == 1
     assert "valid_until: agreement expired" in capsys.readouterr().err
 

@@ -31,6 +31,10 @@ def _check(args: argparse.Namespace) -> int:
         print(f"  rules {ruleset.country} v{ruleset.version}: risk assessment review {state} {due}")
         for line in ruleset.loosened:
             print(f"    loosens the default on purpose: {line}")
+        dtm = policy.dtm[ruleset.country]
+        duty = dtm.on_duty()
+        standing_in = "" if duty is dtm.primary else " (secondary: the primary is unavailable)"
+        print(f"    DTM focal point on duty: {duty.name}, {duty.title}{standing_in}")
     return 0
 
 

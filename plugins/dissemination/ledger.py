@@ -63,7 +63,7 @@ password_rotations = sa.Table(
     sa.Column("rotated_at", sa.DateTime(timezone=True), nullable=False),
     # The new password is passed on by phone; this says that someone must do it.
     sa.Column("focal_point_to_tell", sa.String(200), nullable=False),
-    # When the coordinator was e-mailed about it; NULL until then (retried until sent).
+    # When DTM's focal point was e-mailed about it; NULL until then (retried until sent).
     sa.Column("notified_at", sa.DateTime(timezone=True), nullable=True),
 )
 
@@ -185,7 +185,7 @@ class Ledger:
                 focal_point_to_tell=focal_point_to_tell))
 
     def unnotified_rotations(self) -> list[tuple[int, str]]:
-        """(row id, agreement id) of rotations the coordinator has not been told about yet."""
+        """(row id, agreement id) of rotations DTM's focal point has not been told about yet."""
         with self.engine.connect() as conn:
             return [(r.id, r.agreement_id) for r in conn.execute(
                 sa.select(password_rotations.c.id, password_rotations.c.agreement_id)

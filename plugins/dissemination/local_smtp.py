@@ -1,7 +1,7 @@
 """A real SMTP server on loopback (aiosmtpd) that keeps every message as an .eml file.
 
 For the demo and the tests: Airflow's SMTP support talks to it like to any relay, and the tests
-read what a focal point or the coordinator would have received.
+read what a partner's or DTM's focal point would have received.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The e-mails the pipeline sends, as plain values: who, subject, body. Never a password.
 
 A focal point is told that data arrived and where; the password reaches them by another channel
-(a phone call from the DTM focal point), as the guideline asks. The DTM coordinator is told what
-needs a human: a rotated password to pass on, a deadline at risk or missed, an urgent signal.
+(a phone call from the DTM focal point), as the guideline asks. DTM's focal point on duty in the
+country (``Policy.alert_to``) is told what needs a human: a rotated password to pass on, a
+deadline at risk or missed, an urgent signal.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ class Email:
     body: str
 
 
-def delivery_notice(delivery) -> Email:
-    """To the focal point who received a package."""
+def delivery_notice(delivery, dtm) -> Email:
+    """To the focal point who received a package; ``dtm`` is DTM's focal point on duty, the
+    person who phones them the password."""
     return Email(
         to=(delivery.recipient_email,),
         subject=f"[DTM] {delivery.urgency}-urgency data for {delivery.organisation}: "
@@ -33,17 +35,18 @@ def delivery_notice(delivery) -> Email:
             f"  SHA-256: {delivery.package_sha256}\n\n"
             "The file is an AES-256 encrypted zip: open it with 7-Zip, p7zip or WinZip "
             "(not the built-in unzip). The password is never sent by e-mail: your DTM focal "
-            "point gives it to you by phone. manifest.json inside lists every column, its "
-            "classification and why other columns were not shared.\n"
+            f"point, {dtm.name} ({dtm.title}, {dtm.mobile}), gives it to you by phone. "
+            "manifest.json inside lists every column, its classification and why other "
+            "columns were not shared.\n"
         ),
     )
 
 
-def rotation_notice(agreement, people, coordinator: tuple[str, ...]) -> Email:
-    """To the DTM coordinator: a new password exists and must be passed on by phone."""
+def rotation_notice(agreement, people, to: tuple[str, ...]) -> Email:
+    """To DTM's focal point: a new password exists and must be passed on by phone."""
     p = people.primary
     return Email(
-        to=coordinator,
+        to=to,
         subject=f"[DTM] package password rotated for {agreement.organisation} "
                 f"({agreement.id})",
         body=(
@@ -55,12 +58,12 @@ def rotation_notice(agreement, people, coordinator: tuple[str, ...]) -> Email:
     )
 
 
-def deadline_alert(states: list, coordinator: tuple[str, ...]) -> Email:
-    """To the coordinator: medium-urgency deliveries at risk of missing, or that missed, their
+def deadline_alert(states: list, to: tuple[str, ...]) -> Email:
+    """To DTM's focal point: medium-urgency deliveries at risk of missing, or that missed, their
     agreement's window (e.g. 48 hours from collection)."""
     n = len(states)
     return Email(
-        to=coordinator,
+        to=to,
         subject=f"[DTM] {n} urgent deliver{'y' if n == 1 else 'ies'} at risk or late",
         body="".join(f"  {s.state.upper():8s} {s.round_id} -> {s.agreement_id}: window ends "
                      f"{s.deadline:%Y-%m-%d %H:%M} UTC; {s.detail}\n" for s in states),
@@ -68,10 +71,10 @@ def deadline_alert(states: list, coordinator: tuple[str, ...]) -> Email:
 
 
 def signal_alert(round_id: str, signals: list, agreements: list[str],
-                 coordinator: tuple[str, ...]) -> Email:
-    """To the coordinator: the data itself calls for organisational urgent action."""
+                 to: tuple[str, ...]) -> Email:
+    """To DTM's focal point: the data itself calls for organisational urgent action."""
     return Email(
-        to=coordinator,
+        to=to,
         subject=f"[DTM] urgent action signal in {round_id}: "
                 f"{', '.join(s.name for s in signals)}",
         body="".join(f"  {s.name}: {s.detail}\n" for s in signals)

@@ -5,7 +5,9 @@ Three kinds of file live under ``include/``:
 - ``rules/<ISO3>.yaml``: one rule set per country (contextual), with its risk assessment date and
   review interval (temporal) and the indicator combinations that escalate (relational);
 - ``agreements/<id>.yaml``: what an organisation may receive, on which urgency tier, where to;
-- ``focal_points/<id>.yaml``: who receives it, kept apart so that turnover revises no agreement.
+- ``focal_points/<id>.yaml``: who receives it, kept apart so that turnover revises no agreement;
+- ``focal_points/dtm/<ISO3>.yaml``: DTM's own primary and secondary focal point in the country
+  (Table C's other column): who is alerted, and who phones partners their passwords.
 
 Every model forbids unknown keys, so a typo is an error rather than a silently ignored setting.
 Loading collects every problem of every file before failing, and each message names the file and
@@ -363,15 +365,18 @@ class Agreement(PolicyModel):
 # --- focal points ------------------------------------------------------------------------------
 
 
-class FocalPoint(PolicyModel):
+class Person(PolicyModel):
     name: str = Field(min_length=1)
     title: str = Field(min_length=1)
     mobile: str = Field(pattern=r"^\+?[0-9 ()\-]{6,20}$")
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    # false while on leave or during a handover: the secondary stands in.
+    available: bool = True
+
+
+class FocalPoint(Person):
     # Where this person receives packages; default: the agreement's destination.
     destination: SftpDestination | None = None
-    # false while on leave or during a handover: packages go to the secondary instead.
-    available: bool = True
 
 
 class FieldFocalPoint(FocalPoint):
@@ -392,6 +397,21 @@ class FocalPoints(PolicyModel):
     field: tuple[FieldFocalPoint, ...] = ()
 
 
+class DtmFocalPoints(PolicyModel):
+    """Table C, IOM DTM's column: DTM's primary and secondary focal point in one country. They
+    receive the pipeline's alerts (urgent signals, deadlines at risk, rotated passwords) and are
+    the people partners hear their package passwords from. The primary, or the secondary while the
+    primary is unavailable: the same rule as for partners' deliveries."""
+
+    country: CountryCode
+    organisation: str = Field(min_length=1)
+    primary: Person
+    secondary: Person
+
+    def on_duty(self) -> Person:
+        return self.primary if self.primary.available else self.secondary
+
+
 # --- the whole policy --------------------------------------------------------------------------
 
 
@@ -399,7 +419,16 @@ class Policy(PolicyModel):
     rulesets: dict[CountryCode, RuleSet]
     agreements: dict[Identifier, Agreement]
     focal_points: dict[Identifier, FocalPoints]
+    dtm: dict[CountryCode, DtmFocalPoints]
     sources: dict[str, str] = Field(default_factory=dict)  # "agreement:<id>" -> file, for messages
+
+    def dtm_on_duty(self, *countries: str) -> tuple[Person, ...]:
+        """DTM's focal point on duty in each country (once each): who an alert goes to."""
+        people = {self.dtm[c].on_duty().email: self.dtm[c].on_duty() for c in sorted(countries)}
+        return tuple(people.values())
+
+    def alert_to(self, *countries: str) -> tuple[str, ...]:
+        return tuple(p.email for p in self.dtm_on_duty(*countries))
 
     def agreements_for(self, country: str, urgency: Urgency) -> list[Agreement]:
         return sorted(
@@ -538,6 +567,22 @@ def load_policy(include_dir: Path | str, *, today: date | None = None) -> Policy
             broken.add(f"rules/{path.stem}")
         sources[f"rules:{country.country}"] = str(path)
 
+    dtm: dict[str, DtmFocalPoints] = {}
+    dtm_dir = root / "focal_points" / "dtm"
+    for path in sorted(dtm_dir.glob("*.y*ml")):
+        people = _load_file(path, DtmFocalPoints, problems)
+        if people is not None and path.stem != people.country:
+            problems.append(f"{path}: country: {people.country!r} must match the file name "
+                            f"{path.stem!r}")
+        elif people is not None:
+            dtm[people.country] = people
+            sources[f"dtm:{people.country}"] = str(path)
+    for country in sorted(set(rulesets) - set(dtm)):
+        if not (dtm_dir / f"{country}.yaml").exists():
+            problems.append(f"{sources[f'rules:{country}']}: no DTM focal points for {country}: "
+                            f"add {dtm_dir / country}.yaml (who is alerted, who phones "
+                            "partners their passwords)")
+
     for agreement in agreements.values():
         problems.extend(
             _check_agreement(agreement, sources[f"agreement:{agreement.id}"], rulesets,
@@ -546,7 +591,8 @@ def load_policy(include_dir: Path | str, *, today: date | None = None) -> Policy
     if problems:
         raise PolicyError(problems)
     return Policy(
-        rulesets=rulesets, agreements=agreements, focal_points=focal_points, sources=sources
+        rulesets=rulesets, agreements=agreements, focal_points=focal_points, dtm=dtm,
+        sources=sources,
     )
 
 

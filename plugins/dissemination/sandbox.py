@@ -49,7 +49,6 @@ class Sandbox:
         self.drop_dir = self.home / "drop"
         self.sftp = LocalSftpServer(self.home / "sftp")
         self.smtp = LocalSmtpServer(self.home / "mail")
-        self.coordinator = "coordinator@dtm.example.org"
         self.policy: Policy = load_policy(self.include)
         self.host_key_override: str | None = None  # tests pin a wrong key through this
 
@@ -83,7 +82,6 @@ class Sandbox:
                                                   "host": str(self.survey_db)}),
             "AIRFLOW_CONN_DISSEMINATION_LEDGER": json.dumps(_connection(self.ledger_url)),
             "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(self.smtp.airflow_connection()),
-            "AIRFLOW_VAR_DISSEMINATION_COORDINATOR_EMAIL": self.coordinator,
         }
         connection = json.dumps(self.sftp.airflow_connection(self.host_key_override))
         for destination in self.destinations():

@@ -1,5 +1,5 @@
 """Urgent-action signals in a round: conditions the rule set names (e.g. unaccompanied children
-per site above a threshold, or a jump since the previous round) that the DTM coordinator must
+per site above a threshold, or a jump since the previous round) that DTM's focal point must
 hear about at once, and that start the medium-urgency path for the agreements covering them.
 
 Messages carry counts of sites, never site-level values.

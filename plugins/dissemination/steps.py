@@ -358,6 +358,7 @@ def record(
 @dataclass(frozen=True)
 class DeadlineState:
     round_id: str
+    country: str
     agreement_id: str
     deadline: datetime
     state: str  # met | missed | at_risk | pending
@@ -396,7 +397,8 @@ def deadline_states(policy: Policy, rounds: Sequence[RoundMeta], ledger: Ledger,
                 state, detail = "at_risk", f"not delivered, {deadline - now} left"
             else:
                 state, detail = "pending", f"{deadline - now} left"
-            states.append(DeadlineState(meta.round_id, agreement.id, deadline, state, detail))
+            states.append(DeadlineState(meta.round_id, meta.country, agreement.id, deadline,
+                                        state, detail))
     return states
 
 

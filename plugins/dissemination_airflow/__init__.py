@@ -16,8 +16,6 @@ from dissemination.errors import PermanentError
 SURVEY_DB_CONN_ID = "survey_db"
 LEDGER_DB_CONN_ID = "dissemination_ledger"
 SMTP_CONN_ID = "smtp_default"
-#: Variable with the DTM coordinator's e-mail address(es), comma-separated, for alerts.
-COORDINATOR_VARIABLE = "dissemination_coordinator_email"
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -147,16 +145,6 @@ def package_password(variable: str) -> str:
         )
     mask_secret(value, name=variable)
     return value
-
-
-def coordinator() -> tuple[str, ...]:
-    from airflow.sdk import Variable
-
-    value = Variable.get(COORDINATOR_VARIABLE, default=None)
-    if not value:
-        raise ConfigurationError(f"Airflow Variable {COORDINATOR_VARIABLE!r} (the DTM "
-                                 "coordinator's e-mail for alerts) is not set")
-    return tuple(a.strip() for a in value.split(",") if a.strip())
 
 
 def send(email) -> None:

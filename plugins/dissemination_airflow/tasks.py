@@ -177,31 +177,33 @@ def record(delivery: dict, run_id: str) -> dict:
 
 @task(map_index_template="{{ organisation }}", show_return_value_in_logs=False)
 def notify(delivery: dict) -> None:
-    """Tell the focal point that data arrived (never the password); tell the coordinator if the
-    agreement's window was missed."""
+    """Tell the focal point that data arrived (never the password); tell DTM's focal point if
+    the agreement's window was missed."""
     import pendulum
 
     from dissemination import notify as notices
     from dissemination import steps
     from dissemination.ledger import Ledger
+    from dissemination.policy import load_policy
 
-    from . import LEDGER_DB_CONN_ID, coordinator, engine, send
+    from . import LEDGER_DB_CONN_ID, engine, include_dir, send
 
     d = steps.Delivery.from_xcom(delivery)
     get_current_context()["organisation"] = _label(d)
     if d.status != "recorded":
         print(f"{_label(d)}: {d.status}, nothing to announce")
         return
-    send(notices.delivery_notice(d))
+    policy = load_policy(include_dir())
+    send(notices.delivery_notice(d, policy.dtm[d.country].on_duty()))
     if d.deadline_met is False:
         print(f"ERROR {_label(d)}: delivered after the window ended at {d.deadline}")
         now = pendulum.now("UTC")
         if Ledger(engine(LEDGER_DB_CONN_ID)).alert_once("missed", f"{d.round_id}/"
                                                         f"{d.agreement_id}", now):
-            state = steps.DeadlineState(d.round_id, d.agreement_id,
+            state = steps.DeadlineState(d.round_id, d.country, d.agreement_id,
                                         pendulum.parse(d.deadline), "missed",
                                         f"delivered late to {d.recipient_name}")
-            send(notices.deadline_alert([state], coordinator()))
+            send(notices.deadline_alert([state], policy.alert_to(d.country)))
 
 
 def _label(d) -> str:
