@@ -73,6 +73,13 @@ def test_a_dap_that_breaks_an_agreement_writes_nothing(include, tmp_path, capsys
 def test_a_new_country_file_from_a_dap(include, tmp_path):
     dap = _xlsx(tmp_path / "DAP_SOM.xlsx", [("site_id", "Public", "public", "key"),
                                             ("idp_individuals", "Public", "", "")])
+    # A country needs DTM's focal points before its rules can be used: refused, nothing written.
+    with pytest.raises(DapError, match=r"focal_points/dtm/SOM\.yaml"):
+        import_dap(include, "SOM", dap, write=True, today=TODAY)
+    assert not (include / "rules" / "SOM.yaml").exists()
+    nga = (include / "focal_points" / "dtm" / "NGA.yaml").read_text()
+    (include / "focal_points" / "dtm" / "SOM.yaml").write_text(
+        nga.replace("country: NGA", "country: SOM"))
     import_dap(include, "SOM", dap, write=True, today=TODAY)
     ruleset = load_policy(include).rulesets["SOM"]
     assert ruleset.risk_assessment.date == TODAY and ruleset.version == "dap-2026-11-21"
