@@ -422,13 +422,9 @@ class Policy(PolicyModel):
     dtm: dict[CountryCode, DtmFocalPoints]
     sources: dict[str, str] = Field(default_factory=dict)  # "agreement:<id>" -> file, for messages
 
-    def dtm_on_duty(self, *countries: str) -> tuple[Person, ...]:
-        """DTM's focal point on duty in each country (once each): who an alert goes to."""
-        people = {self.dtm[c].on_duty().email: self.dtm[c].on_duty() for c in sorted(countries)}
-        return tuple(people.values())
-
     def alert_to(self, *countries: str) -> tuple[str, ...]:
-        return tuple(p.email for p in self.dtm_on_duty(*countries))
+        """E-mail of DTM's focal point on duty in each country, once each: who an alert goes to."""
+        return tuple(dict.fromkeys(self.dtm[c].on_duty().email for c in sorted(countries)))
 
     def agreements_for(self, country: str, urgency: Urgency) -> list[Agreement]:
         return sorted(
