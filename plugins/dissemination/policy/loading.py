@@ -1,0 +1,290 @@
+"""Loading every policy file under include/ and cross-checking them, every problem at once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError
+
+from ..classification import CATEGORIES_BY_URGENCY, Classification, Urgency
+from ..errors import PermanentError
+from .agreements import Agreement
+from .base import CountryCode, Identifier, PolicyModel
+from .focal_points import DtmFocalPoints, FocalPoints
+from .rules import CountryRules, DefaultRules, RuleSet, merge_rules
+
+# --- the whole policy --------------------------------------------------------------------------
+
+
+class Policy(PolicyModel):
+    rulesets: dict[CountryCode, RuleSet]
+    agreements: dict[Identifier, Agreement]
+    focal_points: dict[Identifier, FocalPoints]
+    dtm: dict[CountryCode, DtmFocalPoints]
+    sources: dict[str, str] = Field(default_factory=dict)  # "agreement:<id>" -> file, for messages
+
+    def alert_to(self, *countries: str) -> tuple[str, ...]:
+        """E-mail of DTM's focal point on duty in each country, once each: who an alert goes to."""
+        return tuple(dict.fromkeys(self.dtm[c].on_duty().email for c in sorted(countries)))
+
+    def agreements_for(self, country: str, urgency: Urgency) -> list[Agreement]:
+        return sorted(
+            (a for a in self.agreements.values() if a.covers(country, urgency)),
+            key=lambda a: a.id,
+        )
+
+
+DEFAULT_RULES = "default"  # include/rules/default.yaml
+
+
+class PolicyError(PermanentError, ValueError):
+    """Every problem found in the policy files, one ``file: field: message`` line each."""
+
+    def __init__(self, problems: Iterable[str]):
+        self.problems = list(problems)
+        super().__init__(
+            f"{len(self.problems)} problem(s) in the policy files:\n  "
+            + "\n  ".join(self.problems)
+        )
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML silently keeps the last of two equal keys; a policy file must not."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
+
+
+def _format_loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "<file>"
+
+
+def _load_file(path: Path, model: type[PolicyModel], problems: list[str]):
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}" if where is not None else ""
+        problems.append(f"{path}:{line}: not valid YAML: {getattr(exc, 'problem', exc)}")
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{path}: cannot be read: {exc}")
+        return None
+    if not isinstance(data, dict):
+        problems.append(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        return None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            value = f" (got {err['input']!r})" if "input" in err and err["type"] != "missing" else ""
+            if err["type"] == "extra_forbidden":
+                value = ""
+            problems.append(f"{path}: {_format_loc(err['loc'])}: {err['msg']}{value}")
+        return None
+
+
+def load_policy(include_dir: Path | str, *, today: date | None = None) -> Policy:
+    """Load and cross-check every policy file under ``include_dir``.
+
+    ``today`` turns on the checks that depend on the calendar (expired agreements). The DAGs pass
+    the run's logical date, ``check`` passes the current date.
+    """
+    root = Path(include_dir)
+    problems: list[str] = []
+    sources: dict[str, str] = {}
+    rulesets: dict[str, RuleSet] = {}
+    agreements: dict[str, Agreement] = {}
+    focal_points: dict[str, FocalPoints] = {}
+    broken: set[str] = set()  # "<folder>/<stem>" of files that failed: no cascade of errors
+
+    for kind, folder, model, target in (
+        ("agreement", "agreements", Agreement, agreements),
+        ("focal_points", "focal_points", FocalPoints, focal_points),
+    ):
+        directory = root / folder
+        if not directory.is_dir():
+            problems.append(f"{directory}: folder missing")
+            continue
+        for path in sorted(directory.glob("*.y*ml")):
+            obj = _load_file(path, model, problems)
+            if obj is None:
+                broken.add(f"{folder}/{path.stem}")
+                continue
+            if path.stem != obj.id:
+                problems.append(f"{path}: id: {obj.id!r} must match the file name {path.stem!r}")
+                continue
+            target[obj.id] = obj
+            sources[f"{kind}:{obj.id}"] = str(path)
+
+    rules_dir = root / "rules"
+    default = None
+    default_path = rules_dir / f"{DEFAULT_RULES}.yaml"
+    if default_path.exists():
+        default = _load_file(default_path, DefaultRules, problems)
+        if default is None:
+            broken.add(f"rules/{DEFAULT_RULES}")
+    if not rules_dir.is_dir():
+        problems.append(f"{rules_dir}: folder missing")
+    for path in sorted(rules_dir.glob("*.y*ml")) if rules_dir.is_dir() else ():
+        if path.stem == DEFAULT_RULES:
+            continue
+        country = _load_file(path, CountryRules, problems)
+        if country is None or f"rules/{DEFAULT_RULES}" in broken:
+            broken.add(f"rules/{path.stem}")
+            continue
+        if path.stem != country.country:
+            problems.append(f"{path}: country: {country.country!r} must match the file name "
+                            f"{path.stem!r}")
+            continue
+        fields, merge_problems = merge_rules(default, country)
+        problems.extend(f"{path}: {p}" for p in merge_problems)
+        try:
+            rulesets[country.country] = RuleSet(**fields)
+        except ValidationError as exc:
+            problems.extend(f"{path}: {e['msg'].removeprefix('Value error, ')}"
+                            for e in exc.errors())
+            broken.add(f"rules/{path.stem}")
+            continue
+        if merge_problems:
+            broken.add(f"rules/{path.stem}")
+        sources[f"rules:{country.country}"] = str(path)
+
+    dtm: dict[str, DtmFocalPoints] = {}
+    dtm_dir = root / "focal_points" / "dtm"
+    for path in sorted(dtm_dir.glob("*.y*ml")):
+        people = _load_file(path, DtmFocalPoints, problems)
+        if people is not None and path.stem != people.country:
+            problems.append(f"{path}: country: {people.country!r} must match the file name "
+                            f"{path.stem!r}")
+        elif people is not None:
+            dtm[people.country] = people
+            sources[f"dtm:{people.country}"] = str(path)
+    for country in sorted(set(rulesets) - set(dtm)):
+        if not (dtm_dir / f"{country}.yaml").exists():
+            problems.append(f"{sources[f'rules:{country}']}: no DTM focal points for {country}: "
+                            f"add {dtm_dir / country}.yaml (who is alerted, who phones "
+                            "partners their passwords)")
+
+    for agreement in agreements.values():
+        problems.extend(
+            _check_agreement(agreement, sources[f"agreement:{agreement.id}"], rulesets,
+                             focal_points, today, broken)
+        )
+    if problems:
+        raise PolicyError(problems)
+    return Policy(
+        rulesets=rulesets, agreements=agreements, focal_points=focal_points, dtm=dtm,
+        sources=sources,
+    )
+
+
+def _check_agreement(
+    agreement: Agreement,
+    source: str,
+    rulesets: dict[str, RuleSet],
+    focal_points: dict[str, FocalPoints],
+    today: date | None,
+    broken: set[str],
+) -> list[str]:
+    problems = []
+    people = focal_points.get(agreement.focal_points)
+    for i, person in enumerate(people.field if people else ()):
+        for column in person.areas:
+            for country in agreement.countries:
+                rule = rulesets[country].indicators.get(column) if country in rulesets else None
+                if rule is not None and rule.kind != "admin":
+                    problems.append(f"focal_points/{people.id}.yaml: field.{i}.areas: {column!r} "
+                                    f"is not an admin column in {country}")
+                elif rule is None and country in rulesets:
+                    problems.append(f"focal_points/{people.id}.yaml: field.{i}.areas: unknown "
+                                    f"column {column!r} in {country}")
+    if (agreement.focal_points not in focal_points
+            and f"focal_points/{agreement.focal_points}" not in broken):
+        problems.append(
+            f"{source}: focal_points: no file focal_points/{agreement.focal_points}.yaml"
+        )
+    if today is not None and agreement.valid_until < today:
+        problems.append(
+            f"{source}: valid_until: agreement expired on {agreement.valid_until} "
+            f"(today is {today}); renew it or remove the file"
+        )
+    for c_index, country in enumerate(agreement.countries):
+        ruleset = rulesets.get(country)
+        if ruleset is None and f"rules/{country}" in broken:
+            continue  # already reported as that file's own problem
+        if ruleset is None:
+            problems.append(f"{source}: countries.{c_index}: no rule set rules/{country}.yaml")
+            continue
+        for urgency in Urgency:
+            tier = agreement.tiers.get(urgency)
+            if tier is None:
+                continue
+            allowed_categories = CATEGORIES_BY_URGENCY[urgency]
+            prefix = f"{source}: tiers.{urgency.value}"
+            if tier.aggregate_to is not None:
+                if tier.aggregate_to not in ruleset.admin_levels:
+                    problems.append(f"{prefix}.aggregate_to: {tier.aggregate_to!r} is not one of "
+                                    f"{country}'s admin_levels {list(ruleset.admin_levels)}")
+                else:
+                    missing = [c for c in ruleset.admin_levels[tier.aggregate_to]
+                               if c not in tier.indicators]
+                    if missing:
+                        problems.append(f"{prefix}.aggregate_to: aggregating to "
+                                        f"{tier.aggregate_to} needs {missing} among the indicators")
+            for i, name in enumerate(tier.exact_counts):
+                rule = ruleset.indicators.get(name)
+                if rule is not None and rule.kind != "count":
+                    problems.append(f"{prefix}.exact_counts.{i}: {name!r} is not a count")
+                elif agreement.max_classification < Classification.CONFIDENTIAL:
+                    problems.append(f"{prefix}.exact_counts.{i}: exact counts need a "
+                                    "confidential agreement (max_classification)")
+            for i, name in enumerate(tier.indicators):
+                field = f"tiers.{urgency.value}.indicators.{i}"
+                rule = ruleset.indicators.get(name)
+                if rule is not None and rule.kind == "text" and not rule.allow_free_text:
+                    problems.append(
+                        f"{source}: {field}: {name!r} is free text, Secret unless the {country} "
+                        "rules set allow_free_text"
+                    )
+                elif rule is None:
+                    problems.append(
+                        f"{source}: {field}: unknown indicator {name!r} for {country} "
+                        f"(not in {ruleset.country} rules)"
+                    )
+                elif rule.classification is Classification.SECRET:
+                    problems.append(
+                        f"{source}: {field}: {name!r} is Secret in {country}; "
+                        "Secret indicators are never shared"
+                    )
+                elif agreement.max_classification < rule.classification:
+                    problems.append(
+                        f"{source}: {field}: {name!r} is {rule.classification.value} in "
+                        f"{country}, above the agreement's max_classification "
+                        f"{agreement.max_classification.value}"
+                    )
+                elif rule.category not in allowed_categories:
+                    problems.append(
+                        f"{source}: {field}: {name!r} has dissemination category "
+                        f"{rule.category.value!r} in {country}, which the {urgency.value}-urgency "
+                        f"tier cannot carry"
+                    )
+    return problems
+
