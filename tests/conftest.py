@@ -1,4 +1,4 @@
-"""Shared fixtures: a copy of the policy to break, a real OpenSSH SFTP server, a synthetic round."""
+"""Shared fixtures: the tests' own policy and a copy of it to break, a real OpenSSH SFTP server, a synthetic round."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from hypothesis import settings
 
 REPO = Path(__file__).resolve().parents[1]
+#: The tests' own policy (rules, agreements, focal points): the shipped include/ may change freely.
+POLICY_DIR = Path(__file__).resolve().parent / "policy"
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 # CI explores the same examples every run (a red CI must be reproducible); locally, new ones.
@@ -22,9 +24,9 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 @pytest.fixture
 def include(tmp_path: Path) -> Path:
-    """A private copy of include/ that a test may edit."""
+    """A private copy of the tests' policy that a test may edit."""
     target = tmp_path / "include"
-    shutil.copytree(REPO / "include", target)
+    shutil.copytree(POLICY_DIR, target)
     return target
 
 
@@ -32,7 +34,7 @@ def include(tmp_path: Path) -> Path:
 def policy():
     from dissemination.policy import load_policy
 
-    return load_policy(REPO / "include")
+    return load_policy(POLICY_DIR)
 
 
 @pytest.fixture(scope="session")

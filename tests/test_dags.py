@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+POLICY_DIR = Path(__file__).resolve().parent / "policy"
 HEAVY = ["pandas", "great_expectations", "paramiko", "pyzipper", "pyarrow",
          "airflow.providers.sftp", "dissemination.sftp", "dissemination.validation"]
 
@@ -41,6 +42,7 @@ def dagbag(tmp_path_factory):
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path_factory.mktemp("airflow_home")),
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+           "DISSEMINATION_INCLUDE_DIR": str(POLICY_DIR),
            "PYTHONPATH": str(REPO / "plugins")}
     out = subprocess.run([sys.executable, "-c", _PROBE, str(REPO / "dags")], env=env,
                          capture_output=True, text=True, check=True)
@@ -89,13 +91,13 @@ def test_the_trigger_form_offers_the_policy_files_choices():
             "p = bag.dags['urgent_dissemination'].params\n"
             "print(json.dumps({k: p.get_param(k).schema for k in p}))")
     env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "PYTHONPATH": str(REPO / "plugins")}
+           "DISSEMINATION_INCLUDE_DIR": str(POLICY_DIR), "PYTHONPATH": str(REPO / "plugins")}
     out = subprocess.run([sys.executable, "-c", code, str(REPO / "dags" /
                           "urgent_dissemination.py")], env=env, capture_output=True, text=True,
                          check=True)
     schema = json.loads(out.stdout.strip().splitlines()[-1])
-    assert schema["country"]["enum"] == sorted(p.stem for p in (REPO / "include" / "rules")
+    assert schema["country"]["enum"] == sorted(p.stem for p in (POLICY_DIR / "rules")
                                                .glob("*.yaml") if p.stem != "default")
     assert schema["agreements"]["items"]["enum"] == sorted(
-        p.stem for p in (REPO / "include" / "agreements").glob("*.yaml"))
+        p.stem for p in (POLICY_DIR / "agreements").glob("*.yaml"))
     assert schema["justification"]["minLength"] == 10

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import paramiko
 import pytest
+from conftest import POLICY_DIR
 
 from dissemination.classification import Classification, Urgency
 from dissemination.disclosure import build_content
@@ -32,7 +33,7 @@ CONF = {"country": "NGA", "justification": "end-to-end test of the urgent path"}
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    box = Sandbox(tmp_path_factory.mktemp("sandbox"))
+    box = Sandbox(tmp_path_factory.mktemp("sandbox"), POLICY_DIR)
     with box:
         box.init(sites=150, seed=3)
         box.first_run = box.run_urgent(CONF)

@@ -6,6 +6,7 @@ import sqlite3
 from datetime import UTC, datetime
 
 import pytest
+from conftest import POLICY_DIR
 
 from dissemination.ledger import Ledger
 from dissemination.package import open_package
@@ -16,7 +17,7 @@ from dissemination.synthetic import generate_round
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    box = Sandbox(tmp_path_factory.mktemp("monthly"))
+    box = Sandbox(tmp_path_factory.mktemp("monthly"), POLICY_DIR)
     with box:
         box.init(sites=120, seed=8)
         box.november = box.run_monthly("2026-12-01")  # shares November

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import POSTGRES_URL
+from conftest import POLICY_DIR, POSTGRES_URL
 
 from dissemination.local_sftp import free_port
 from dissemination.sandbox import Sandbox
@@ -116,7 +116,7 @@ def postgres_databases():
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory, postgres_databases):
     metadata_url, ledger_url = postgres_databases
-    box = Sandbox(tmp_path_factory.mktemp("scheduler"), metadata_url=metadata_url,
+    box = Sandbox(tmp_path_factory.mktemp("scheduler"), POLICY_DIR, metadata_url=metadata_url,
                   ledger_url=ledger_url)
     with box:
         box.init(sites=60, seed=21)
