@@ -41,12 +41,12 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=200_000)
     args = parser.parse_args()
     policy = load_policy(REPO / "include")
-    _, df = generate_round("NGA", 1, args.sites, seed=1)
+    ruleset = policy.rulesets["NGA"]
+    _, df = generate_round(ruleset, 1, args.sites, seed=1)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "round.parquet"
         df.to_parquet(path)
         t_read, df = timed(lambda: pd.read_parquet(path, dtype_backend="pyarrow"))
-    ruleset = policy.rulesets["NGA"]
     t_classify, (base, active) = timed(
         lambda: (classify_round(df.columns, ruleset), active_relational(df, ruleset)))
     print(f"round: {args.sites} sites x {df.shape[1]} columns")

@@ -36,11 +36,14 @@ from dissemination_airflow.tasks import default_args
 def round_intake():
     @task
     def import_file_drop() -> list[str]:
-        """CSV/XLSX files in the drop folder -> survey database; bad files -> rejected/."""
+        """CSV/XLSX exports in the drop folder, checked against their country's contract ->
+        survey database (Secret columns dropped unread); any file that fails -> rejected/."""
         from dissemination.intake import import_drop
-        from dissemination_airflow import SURVEY_DB_CONN_ID, drop_dir, engine
+        from dissemination.policy import load_policy
+        from dissemination_airflow import SURVEY_DB_CONN_ID, drop_dir, engine, include_dir
 
-        return import_drop(drop_dir(), engine(SURVEY_DB_CONN_ID), pendulum.now("UTC"))
+        return import_drop(drop_dir(), engine(SURVEY_DB_CONN_ID), pendulum.now("UTC"),
+                           load_policy(include_dir()))
 
     @task
     def find_new_rounds() -> list[dict]:
@@ -61,20 +64,27 @@ def round_intake():
     def detect_signals(new: list[dict]) -> list[dict]:
         """Urgent-action signals the rules name (thresholds, jumps since the previous round):
         alert DTM's focal point and start the medium path for the agreements covering them."""
+        from dissemination.contract import conform
         from dissemination.notify import signal_alert
         from dissemination.policy import load_policy
         from dissemination.signals import agreements_for_signals, detect
         from dissemination.source import previous_round_id, read_round
-        from dissemination.steps import ruleset_for
         from dissemination_airflow import SURVEY_DB_CONN_ID, engine, include_dir, send
 
         survey, policy = engine(SURVEY_DB_CONN_ID), load_policy(include_dir())
         signalled = []
         for r in new:
+            ruleset = policy.rulesets.get(r["country"])
             meta, df = read_round(survey, r["round_id"])
+            round_ = conform(df, ruleset, first_row=1) if ruleset else None
+            if round_ is None or round_.violations:
+                print(f"{r['round_id']}: no signals read (no rule set, or it breaks its "
+                      "contract: the dissemination run blocks it and says why)")
+                continue
             before = previous_round_id(survey, meta)
-            previous = read_round(survey, before)[1] if before else None
-            found = detect(df, ruleset_for(policy, meta.country), previous)
+            previous = conform(read_round(survey, before)[1], ruleset, first_row=1).frame \
+                if before else None
+            found = detect(round_.frame, ruleset, previous)
             if not found:
                 continue
             agreements = agreements_for_signals(policy, meta.country, found)

@@ -38,10 +38,10 @@ def policy():
 
 
 @pytest.fixture(scope="session")
-def round_nga():
+def round_nga(policy):
     from dissemination.synthetic import generate_round
 
-    return generate_round("NGA", 1, 200, seed=11)
+    return generate_round(policy.rulesets["NGA"], 1, 200, seed=11)
 
 
 @pytest.fixture(scope="session")

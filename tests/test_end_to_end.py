@@ -163,7 +163,7 @@ def test_a_rerun_delivers_nothing_twice(sandbox):
 
 
 def test_wrong_host_key_fails_the_delivery_and_leaves_nothing(sandbox, tmp_path):
-    meta, df = generate_round("NGA", 2, 80, seed=5)
+    meta, df = generate_round(sandbox.policy.rulesets["NGA"], 2, 80, seed=5)
     write_round(sandbox.survey(), meta, df)
     impostor = LocalSftpServer(tmp_path / "impostor")
     impostor._write_config()
@@ -206,7 +206,7 @@ def test_urgent_window_met_is_recorded(sandbox):
 
 
 def test_a_late_delivery_is_recorded_missed_and_alerts_dtm(sandbox):
-    meta, df = generate_round("NGA", 7, 40, seed=9,
+    meta, df = generate_round(sandbox.policy.rulesets["NGA"], 7, 40, seed=9,
                               collected_at=datetime.now(UTC) - timedelta(days=4))
     write_round(sandbox.survey(), meta, df)
     result = sandbox.run_urgent({**CONF, "round_id": meta.round_id,
@@ -222,7 +222,7 @@ def test_a_late_delivery_is_recorded_missed_and_alerts_dtm(sandbox):
 
 
 def test_the_monitor_alerts_once_for_windows_at_risk(sandbox):
-    meta, df = generate_round("NGA", 8, 30, seed=4,
+    meta, df = generate_round(sandbox.policy.rulesets["NGA"], 8, 30, seed=4,
                               collected_at=datetime.now(UTC) - timedelta(hours=40))
     write_round(sandbox.survey(), meta, df)
     first = sandbox.run("deadline_monitor")
@@ -251,7 +251,8 @@ def test_password_rotation_replaces_passwords_and_never_shows_them(sandbox, pass
     again = sandbox.run("password_rotation")
     assert "rotated the package password" not in again.stdout  # nothing due the next day
 
-    meta, df = generate_round("NGA", 9, 30, seed=6, collected_at=datetime.now(UTC), collection_days=1)
+    meta, df = generate_round(sandbox.policy.rulesets["NGA"], 9, 30, seed=6,
+                              collected_at=datetime.now(UTC), collection_days=1)
     write_round(sandbox.survey(), meta, df)
     run = sandbox.run_urgent({**CONF, "round_id": meta.round_id, "agreements": ["unicef-nga"]})
     assert run.returncode == 0, run.stdout[-3000:]
@@ -271,7 +272,8 @@ def test_password_rotation_replaces_passwords_and_never_shows_them(sandbox, pass
 
 
 def test_a_dropped_partial_round_triggers_the_urgent_path(sandbox):
-    _, df = generate_round("NGA", 11, 25, seed=11, collected_at=datetime.now(UTC), collection_days=1)
+    _, df = generate_round(sandbox.policy.rulesets["NGA"], 11, 25, seed=11,
+                           collected_at=datetime.now(UTC), collection_days=1)
     sandbox.drop_dir.mkdir(exist_ok=True)
     df.drop(columns=["round_id"]).to_csv(sandbox.drop_dir / "NGA-R011-partial.csv", index=False)
     result = sandbox.run("round_intake")
@@ -287,7 +289,7 @@ def test_a_dropped_partial_round_triggers_the_urgent_path(sandbox):
 
 
 def test_an_urgent_signal_in_a_cleaned_round_starts_the_medium_path(sandbox):
-    meta, df = generate_round("NGA", 14, 20, seed=14, status="cleaned",
+    meta, df = generate_round(sandbox.policy.rulesets["NGA"], 14, 20, seed=14, status="cleaned",
                               collected_at=datetime.now(UTC), collection_days=1)
     df["unaccompanied_children"] = 0
     df.loc[3, "unaccompanied_children"] = 25

@@ -165,7 +165,7 @@ def test_overdue_review_flags_but_does_not_stop_the_medium_path(policy, tmp_path
     from dissemination.ledger import Ledger
     from dissemination.synthetic import generate_round
 
-    meta, df = generate_round("SSD", 1, 40, seed=2)
+    meta, df = generate_round(policy.rulesets["SSD"], 1, 40, seed=2)
     plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2027, 1, 5))
     assert plans and all("was due for review on 2026-12-30" in w

@@ -10,44 +10,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dissemination.classification import Classification, DisseminationCategory, Urgency
+from dissemination.contract import CONTACT, PERSONAL, conform
 from dissemination.disclosure import SITES, build_content
 from dissemination.policy import SITE, Agreement, RuleSet
 from dissemination.sensitivity import active_relational, classify_round, select_for_agreement
 
 KINDS = {
     "round_id": "round", "site_id": "key", "admin1_pcode": "admin", "admin2_pcode": "admin",
-    "latitude": "coordinate", "idp_individuals": "count", "idp_female": "count",
-    "idp_male": "count", "children": "count", "safety": "categorical", "military": "flag",
-    "need": "categorical", "comments": "text",
+    "collected_on": "date", "latitude": "coordinate", "idp_individuals": "count",
+    "idp_female": "count", "idp_male": "count", "children": "count", "safety": "categorical",
+    "military": "flag", "need": "categorical", "comments": "text",
 }
 COUNTS = [c for c, k in KINDS.items() if k == "count"]
 RELATABLE = ["latitude", "idp_individuals", "children", "safety", "military", "need", "comments"]
 LEVELS = {"admin1": ("admin1_pcode",), "admin2": ("admin2_pcode",)}
-
-
-@st.composite
-def rounds(draw):
-    n = draw(st.integers(1, 25))
-    a1 = draw(st.lists(st.sampled_from(["A", "B", "C"]), min_size=n, max_size=n))
-    female = draw(st.lists(st.integers(0, 12), min_size=n, max_size=n))
-    male = draw(st.lists(st.integers(0, 12), min_size=n, max_size=n))
-    return pd.DataFrame({
-        "round_id": "R1",
-        "site_id": [f"S{i}" for i in range(n)],
-        "admin1_pcode": a1,
-        "admin2_pcode": [f"{a}{draw(st.integers(1, 2))}" for a in a1],
-        "latitude": [float(i) for i in range(n)],
-        "idp_female": female,
-        "idp_male": male,
-        "idp_individuals": [f + m for f, m in zip(female, male, strict=True)],
-        "children": draw(st.lists(st.integers(0, 7), min_size=n, max_size=n)),
-        "safety": draw(st.lists(st.sampled_from(["all", "some", "none"]), min_size=n, max_size=n)),
-        "military": draw(st.lists(st.sampled_from(["yes", "no"]), min_size=n, max_size=n)),
-        "need": draw(st.lists(st.sampled_from(["food", "water"]), min_size=n, max_size=n)),
-        "comments": draw(st.lists(st.sampled_from(["ok", "call +211 912 000 111", ""]),
-                                  min_size=n, max_size=n)),
-        "uncovered": "x",
-    })
+#: Answers a contract may declare, and spellings an export may use for them.
+LABELS = ["all", "some", "nobody", "None", "food", "water", "N/A", "ne sait pas"]
+JUNK = st.one_of(
+    st.text(max_size=12), st.integers(-5, 10**12), st.floats(allow_nan=False),
+    st.booleans(), st.none(),
+    st.sampled_from(["None", "NA", "", " ", "+234 803 555 0199", "x@y.org", "Yes", " YES ",
+                     "1", "TRUE", "12.5", "-3", "1e3", "2026-13-45", "Musa Bello", "ｙｅｓ"]),
+)
 
 
 @st.composite
@@ -61,20 +45,69 @@ def rulesets(draw):
             "kind": kind,
             "allow_free_text": kind == "text" and draw(st.booleans()),
         }
+    for column in ("safety", "need"):
+        indicators[column]["values"] = draw(st.lists(st.sampled_from(LABELS), min_size=1,
+                                                     max_size=4, unique=True))
+        indicators[column]["missing"] = draw(st.lists(st.sampled_from(["NA", "N/A"]),
+                                                      unique=True))
+        indicators[column]["missing"] = [m for m in indicators[column]["missing"]
+                                         if m not in indicators[column]["values"]]
+    indicators["military"] |= {"values": ["yes", "no"],
+                               "synonyms": {"yes": ["true", "1"], "no": ["false", "0"]}}
+    low = draw(st.integers(-90, 0))
+    indicators["latitude"]["bounds"] = [low, draw(st.integers(low, 90))]
     relational = []
     for i in range(draw(st.integers(0, 3))):
         members = draw(st.lists(st.sampled_from(RELATABLE), min_size=2, max_size=3, unique=True))
         when = {"military": ["yes"]} if "military" in members and draw(st.booleans()) else {}
-        relational.append({
-            "name": f"r{i}", "indicators": members, "reason": "x", "when": when,
-            "escalate_to": draw(st.sampled_from(levels)).value,
-            "safe_at": draw(st.sampled_from([None, "admin1", "admin2"])),
-        })
+        if draw(st.booleans()):
+            per_level = {"escalate_to": draw(st.sampled_from(levels)).value,
+                         "safe_at": draw(st.sampled_from([None, "admin1", "admin2"]))}
+        else:
+            chosen = draw(st.lists(st.sampled_from(["admin1", "admin2"]), unique=True))
+            per_level = {"levels": {lvl: draw(st.sampled_from(levels)).value
+                                    for lvl in [SITE, *chosen]}}
+        relational.append({"name": f"r{i}", "indicators": members, "reason": "x", "when": when,
+                           **per_level})
     return RuleSet.model_validate({
         "country": "TST", "version": "1", "indicators": indicators, "relational": relational,
         "admin_levels": LEVELS, "small_cells": {"threshold": draw(st.integers(1, 5))},
         "additive": [{"total": "idp_individuals", "parts": ["idp_female", "idp_male"]}],
+        "site_key": "site_id", "collection_date": "collected_on",
         "risk_assessment": {"date": "2026-01-01", "review_every_days": 90},
+    })
+
+
+@st.composite
+def rounds(draw, ruleset: RuleSet):
+    """A round that keeps its contract: declared values only, counts within bounds."""
+    n = draw(st.integers(1, 25))
+    a1 = draw(st.lists(st.sampled_from(["A", "B", "C"]), min_size=n, max_size=n))
+    female = draw(st.lists(st.integers(0, 12), min_size=n, max_size=n))
+    male = draw(st.lists(st.integers(0, 12), min_size=n, max_size=n))
+    low, high = ruleset.indicators["latitude"].bounds
+
+    def declared(column):
+        return draw(st.lists(st.sampled_from(ruleset.indicators[column].values), min_size=n,
+                             max_size=n))
+
+    return pd.DataFrame({
+        "round_id": "R1",
+        "site_id": [f"S{i}" for i in range(n)],
+        "admin1_pcode": a1,
+        "admin2_pcode": [f"{a}{draw(st.integers(1, 2))}" for a in a1],
+        "collected_on": "2026-11-03",
+        "latitude": draw(st.lists(st.floats(low, high), min_size=n, max_size=n)),
+        "idp_female": female,
+        "idp_male": male,
+        "idp_individuals": [f + m for f, m in zip(female, male, strict=True)],
+        "children": draw(st.lists(st.integers(0, 7), min_size=n, max_size=n)),
+        "safety": declared("safety"),
+        "military": declared("military"),
+        "need": declared("need"),
+        "comments": draw(st.lists(st.sampled_from(["ok", "call +211 912 000 111", ""]),
+                                  min_size=n, max_size=n)),
+        "uncovered": "x",
     })
 
 
@@ -104,9 +137,18 @@ histories = st.dictionaries(st.sampled_from([SITE, "admin1", "admin2"]),
                             st.sets(st.sampled_from(RELATABLE)), max_size=3)
 
 
+@st.composite
+def scenarios(draw):
+    ruleset = draw(rulesets())
+    return ruleset, draw(rounds(ruleset))
+
+
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rounds(), rulesets(), agreements(), st.sampled_from(list(Urgency)), histories)
-def test_every_package_respects_the_policy(df, ruleset, agreement, urgency, history):
+@given(scenarios(), agreements(), st.sampled_from(list(Urgency)), histories)
+def test_every_package_respects_the_policy(scenario, agreement, urgency, history):
+    ruleset, df = scenario
+    df = conform(df, ruleset, first_row=1).raise_if_broken("a round that keeps its contract")
+    df = df.frame
     base = classify_round(df.columns, ruleset)
     active = active_relational(df, ruleset)
     selection = select_for_agreement(base, ruleset, agreement, urgency, active=active,
@@ -126,18 +168,21 @@ def test_every_package_respects_the_policy(df, ruleset, agreement, urgency, hist
             assert c.source in agreement.tiers.get(urgency).indicators
     assert set(frame.columns) == {c.name for c in content.columns}
 
-    # 3. No relational combination shared below its safe level, here or with the ledger.
+    # 3. No relational combination shared above its level's classification, here or with
+    #    the ledger.
     for rule in ruleset.relational:
-        if rule.name not in active or ruleset.safe_at_level(rule, selection.level):
+        together = ruleset.relational_at(rule, selection.level)
+        if rule.name not in active or together is Classification.PUBLIC:
             continue
         earlier = set().union(*[cols for lvl, cols in history.items()
-                                if not ruleset.safe_at_level(rule, lvl)]) if history else set()
+                                if ruleset.relational_at(rule, lvl) is not
+                                Classification.PUBLIC]) if history else set()
         here = [m for m in rule.indicators if m in sources]
         if here and all(m in sources or m in earlier for m in rule.indicators):
-            assert rule.escalate_to <= ceiling, rule
+            assert together <= ceiling, rule
             for c in content.columns:
                 if c.source in rule.indicators:
-                    assert c.classification >= rule.escalate_to
+                    assert c.classification >= together
 
     # 4. No count cell 1..threshold visible (except exact counts the agreement may receive).
     threshold = ruleset.small_cells.threshold
@@ -159,3 +204,56 @@ def test_every_package_respects_the_policy(df, ruleset, agreement, urgency, hist
     # Free text that leaves is redacted.
     if "comments" in frame:
         assert not frame["comments"].astype(str).str.contains("912").any()
+
+
+@st.composite
+def junk(draw, df: pd.DataFrame):
+    """Random cells of any column overwritten with anything an export might hold."""
+    cells = draw(st.lists(st.tuples(st.integers(0, len(df) - 1),
+                                    st.sampled_from(list(df.columns)), JUNK), max_size=6))
+    dirty = df.astype(object)
+    for row, column, value in cells:
+        dirty.at[row, column] = value
+    return dirty
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(), agreements(), st.sampled_from(list(Urgency)), st.data())
+def test_no_value_outside_its_contract_ever_reaches_a_package(scenario, agreement, urgency,
+                                                              data):
+    """Random contracts, random rounds, random junk in any column: either the round is blocked,
+    or every value in every package is one its contract allows."""
+    ruleset, clean = scenario
+    assert conform(clean, ruleset, first_row=1).violations == []  # no false alarm
+    dirty = data.draw(junk(clean))
+    conformed = conform(dirty, ruleset, first_row=1)
+    for v in conformed.violations:  # blocked, and the message carries no value
+        assert not any(str(x) in v.line() for x in ("+234", "x@y.org", "Musa Bello"))
+    if conformed.violations:
+        return
+    df = conformed.frame
+    selection = select_for_agreement(classify_round(df.columns, ruleset), ruleset, agreement,
+                                     urgency, active=active_relational(df, ruleset))
+    content = build_content(df, selection, ruleset)
+    for column in content.columns:
+        if not column.source:
+            continue
+        rule = ruleset.indicators[column.source]
+        values = content.frame[column.name].dropna()
+        if selection.level != SITE and rule.kind in ("categorical", "flag"):
+            assert column.name.split("=", 1)[1] in rule.values  # headers from declared values
+            assert (pd.to_numeric(values) >= 0).all()
+        elif rule.values:
+            assert set(values) <= set(rule.values), column
+        elif rule.kind == "count":
+            numbers = pd.to_numeric(values).astype("float64")
+            assert (numbers >= 0).all() and (numbers % 1 == 0).all()
+        elif rule.kind == "coordinate":
+            low, high = rule.bounds
+            assert pd.to_numeric(values).between(low, high).all()
+        elif rule.kind == "date":
+            assert values.astype(str).str.fullmatch(r"\d{4}-\d{2}-\d{2}").all()
+        elif rule.kind in ("key", "admin", "round"):
+            assert not values.astype(str).str.contains(CONTACT).any()
+        elif rule.kind == "text":
+            assert not values.astype(str).str.contains(PERSONAL).any()

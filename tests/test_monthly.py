@@ -77,11 +77,12 @@ def test_rerunning_the_month_delivers_nothing_twice(sandbox):
 def test_invalid_rounds_and_overdue_reviews_stop_only_themselves(sandbox):
     survey = sandbox.survey()
     december = datetime(2026, 12, 10, tzinfo=UTC)
-    good = generate_round("NGA", 2, 60, seed=1, status="cleaned", collected_at=december)
-    holes_meta, holes = generate_round("NGA", 3, 60, seed=2, status="cleaned",
+    nga, ssd = sandbox.policy.rulesets["NGA"], sandbox.policy.rulesets["SSD"]
+    good = generate_round(nga, 2, 60, seed=1, status="cleaned", collected_at=december)
+    holes_meta, holes = generate_round(nga, 3, 60, seed=2, status="cleaned",
                                        collected_at=december)
     holes["idp_households"] = holes["idp_households"].astype("float").mask(holes.index == 5)
-    overdue = generate_round("SSD", 2, 60, seed=3, status="cleaned", collected_at=december)
+    overdue = generate_round(ssd, 2, 60, seed=3, status="cleaned", collected_at=december)
     for meta, df in (good, (holes_meta, holes), overdue):
         write_round(survey, meta, df)
 

@@ -257,7 +257,8 @@ def test_relational_rule_safe_at_an_unknown_level(include):
     path = include / "rules" / "SSD.yaml"
     _edit(path, "safe_at: admin1", "safe_at: district")
     (problem,) = _problems(include)
-    assert str(path) in problem and "safe_at 'district' is not one of admin_levels" in problem
+    assert str(path) in problem and "level 'district' is not site nor one of admin_levels" \
+        in problem
 
 
 def test_relational_condition_on_a_non_member(include):

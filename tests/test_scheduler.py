@@ -121,7 +121,7 @@ def airflow(tmp_path_factory, postgres_databases):
     with box:
         box.init(sites=60, seed=21)
         # Last month's cleaned round, for the monthly schedule's first run.
-        october = generate_round("NGA", 6, 50, seed=22, status="cleaned",
+        october = generate_round(box.policy.rulesets["NGA"], 6, 50, seed=22, status="cleaned",
                                  collected_at=datetime(2026, 10, 12, tzinfo=UTC))
         write_round(box.survey(), *october)
         server = Standalone(box, free_port())
@@ -153,7 +153,8 @@ def _delivered(box: Sandbox, round_id: str) -> list:
 
 def test_a_dropped_partial_round_is_shared_without_a_manual_step(airflow):
     box, _ = airflow
-    _, df = generate_round("NGA", 12, 40, seed=12, collected_at=datetime.now(UTC), collection_days=1)
+    _, df = generate_round(box.policy.rulesets["NGA"], 12, 40, seed=12,
+                           collected_at=datetime.now(UTC), collection_days=1)
     box.drop_dir.mkdir(exist_ok=True)
     df.drop(columns=["round_id"]).to_csv(box.drop_dir / "NGA-R012-partial.csv", index=False)
     rows = wait_for("the dropped round's deliveries",
@@ -177,7 +178,8 @@ def test_the_monthly_schedule_shares_last_months_cleaned_rounds(airflow):
 
 def test_an_officer_triggers_an_urgent_dataset_through_the_rest_api(airflow):
     box, api = airflow
-    meta, df = generate_round("SSD", 13, 30, seed=13, collected_at=datetime.now(UTC), collection_days=1)
+    meta, df = generate_round(box.policy.rulesets["SSD"], 13, 30, seed=13,
+                              collected_at=datetime.now(UTC), collection_days=1)
     write_round(box.survey(), meta, df)
     response = api.post("/dags/urgent_dissemination/dagRuns", json={
         "logical_date": None,

@@ -94,6 +94,9 @@ def test_tier_not_requested_shares_nothing(policy):
 # --- properties -------------------------------------------------------------------------------
 
 _LEVELS = list(Classification)
+#: Every rule set names its site key and collection date (letters outside the drawn names').
+_IDENTITY = {"sk": {"classification": "public", "category": "public", "kind": "key"},
+             "cd": {"classification": "public", "category": "public", "kind": "date"}}
 _names = st.text("abcdefghij", min_size=1, max_size=6)
 
 
@@ -102,7 +105,8 @@ def scenarios(draw):
     names = draw(st.lists(_names, min_size=1, max_size=12, unique=True))
     indicators = {
         n: {"classification": draw(st.sampled_from(_LEVELS)).value,
-            "category": draw(st.sampled_from(list(DisseminationCategory))).value}
+            "category": draw(st.sampled_from(list(DisseminationCategory))).value,
+            "kind": "count"}
         for n in names if draw(st.booleans())
     }
     known = sorted(indicators)
@@ -113,7 +117,8 @@ def scenarios(draw):
             relational.append({"name": f"r{i}", "indicators": members, "reason": "x",
                                "escalate_to": draw(st.sampled_from(_LEVELS)).value})
     ruleset = RuleSet.model_validate({
-        "country": "TST", "version": "1", "indicators": indicators, "relational": relational,
+        "country": "TST", "version": "1", "relational": relational,
+        "indicators": {**indicators, **_IDENTITY}, "site_key": "sk", "collection_date": "cd",
         "risk_assessment": {"date": "2026-01-01", "review_every_days": 90},
     })
     round_columns = draw(st.lists(st.sampled_from(names + ["unknown_a", "unknown_b"]),
@@ -147,7 +152,7 @@ def test_selection_invariants(scenario):
         assert rule.category is not DisseminationCategory.INTERNAL
         assert d.column in agreement.tiers.get(urgency).indicators
     for rule in ruleset.relational:
-        if set(rule.indicators) <= shared:
+        if set(rule.indicators) <= shared and rule.indicators:
             assert rule.escalate_to <= agreement.max_classification
             for c in rule.indicators:
                 assert next(d for d in selection.shared if d.column == c).classification \

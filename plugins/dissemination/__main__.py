@@ -39,18 +39,39 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    import sqlalchemy as sa
+    from .policy import PolicyError, load_policy
+    from .synthetic import generate_round, write_export
 
-    from .source import write_round
-    from .synthetic import generate_round
+    try:
+        policy = load_policy(args.include)
+    except PolicyError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    ruleset = policy.rulesets.get(args.country)
+    if ruleset is None:
+        print(f"no rule set for country {args.country!r} in {args.include / 'rules'} (have: "
+              f"{', '.join(sorted(policy.rulesets)) or 'none'})", file=sys.stderr)
+        return 1
+    meta, df = generate_round(ruleset, args.round, args.sites, seed=args.seed, status=args.status)
+    if args.out:
+        write_export(df, ruleset, args.out)
+        target = f"{args.out} (export headers of rules/{args.country})"
+    else:
+        import sqlalchemy as sa
 
-    engine = sa.create_engine(args.db)
-    meta, df = generate_round(
-        args.country, args.round, args.sites, seed=args.seed, status=args.status
-    )
-    write_round(engine, meta, df)
-    print(f"wrote round {meta.round_id} ({len(df)} sites, {df.shape[1]} columns) to {args.db}")
+        from .source import write_round
+
+        write_round(sa.create_engine(args.db), meta, df)
+        target = args.db
+    print(f"wrote round {meta.round_id} ({len(df)} sites, {df.shape[1]} columns) to {target}")
     return 0
+
+
+def _export_path(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() not in (".csv", ".xlsx"):
+        raise argparse.ArgumentTypeError(f"{text!r}: an export is a .csv or .xlsx file")
+    return path
 
 
 def _dap(args: argparse.Namespace) -> int:
@@ -77,8 +98,13 @@ def main(argv: list[str] | None = None) -> int:
                        help="date for expiry checks (default: today)")
     check.set_defaults(func=_check)
 
-    synth = sub.add_parser("synth", help="write a synthetic survey round into a SQL database")
-    synth.add_argument("--db", required=True, help="SQLAlchemy URL, e.g. sqlite:///survey.db")
+    synth = sub.add_parser("synth", help="write a synthetic survey round, derived from the "
+                           "country's rule set, into a SQL database or an export file")
+    target = synth.add_mutually_exclusive_group(required=True)
+    target.add_argument("--db", help="SQLAlchemy URL, e.g. sqlite:///survey.db")
+    target.add_argument("--out", type=_export_path, metavar="FILE.csv|FILE.xlsx",
+                        help="write it as the country's export (its headers and HXL row)")
+    synth.add_argument("--include", type=Path, default=DEFAULT_INCLUDE)
     synth.add_argument("--country", default="NGA")
     synth.add_argument("--round", type=int, default=1)
     synth.add_argument("--sites", type=int, default=300)

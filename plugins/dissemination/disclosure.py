@@ -1,10 +1,12 @@
 """Turn a selection into the table a partner receives: aggregate, redact, suppress small cells.
 
 - **Aggregation** to an admin level: counts are summed per area, categorical and yes/no
-  indicators become the number of sites per value (``feeling_of_safety=none_feel_safe``), and a
+  indicators become the number of sites per declared value (``feeling_of_safety=none_feel_safe``:
+  column names come from the contract, never from the data), and a
   ``sites`` column counts the sites of each area.
-- **Free-text redaction**: phone numbers, e-mail addresses and ID-like numbers in allowed
-  free-text columns become ``[redacted]``; the number of values touched is reported.
+- **Free-text redaction**: phone numbers (any separators), e-mail addresses (also spelled out,
+  "name at ngo dot org") and ID-like tokens in allowed free-text columns become ``[redacted]``;
+  the number of values touched is reported.
 - **Small-cell suppression** (sdcTable's frequency rule): counts 1..threshold are blanked.
   **Secondary suppression** then blanks one more cell wherever a blanked cell could be recomputed
   from a total and the other cells of its group on the same row (declared ``additive`` groups, and
@@ -16,24 +18,25 @@ Pure: a DataFrame and a selection in, a DataFrame and per-column notes out.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from .classification import Classification
+from .contract import PERSONAL
+from .errors import PermanentError
 from .policy import SITE, RuleSet
 from .sensitivity import Selection
 
 SITES = "sites"
 _WHOLE = "__whole_round__"
 REDACTED = "[redacted]"
-_REDACT = re.compile(
-    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"  # e-mail addresses
-    r"|\+?\d[\d ().-]{5,}\d"  # phone numbers (7+ digits with separators)
-    r"|\b[A-Za-z]{0,4}\d{6,}\b",  # ID-like numbers
-)
+
+
+class UndeclaredValue(PermanentError, AssertionError):
+    """A value outside its declared set reached a package: a bug (rounds are conformed first),
+    never a policy outcome. Column names of aggregated packages come from declared values only."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,8 @@ def build_content(df: pd.DataFrame, selection: Selection, ruleset: RuleSet) -> C
 
 def redact(values: pd.Series) -> tuple[pd.Series, int]:
     text = values.astype("string")
-    hit = text.str.contains(_REDACT, regex=True).fillna(False)
-    return text.str.replace(_REDACT, REDACTED, regex=True), int(hit.sum())
+    hit = text.str.contains(PERSONAL, regex=True).fillna(False)
+    return text.str.replace(PERSONAL, REDACTED, regex=True), int(hit.sum())
 
 
 def _additive_groups(ruleset: RuleSet, present: set[str]) -> list[tuple[str, tuple[str, ...]]]:
@@ -107,10 +110,15 @@ def _aggregate(df, selection: Selection, ruleset: RuleSet, kinds: dict[str, str]
             parts.append(grouped[d.column].sum(min_count=1))
             columns.append(OutputColumn(d.column, d.column, d.classification, d.rule))
             content_notes[d.column].append(f"aggregated to {selection.level} (sum)")
-        else:  # categorical, flag: number of sites per value
+        else:  # categorical, flag: number of sites per declared value, and only those
+            declared = list(ruleset.indicators[d.column].values)
             counts = grouped[d.column].value_counts().unstack(fill_value=0)
-            counts = counts[sorted(counts.columns, key=str)]
-            counts.columns = [f"{d.column}={v}" for v in counts.columns]
+            undeclared = set(counts.columns) - set(declared)
+            if undeclared:
+                raise UndeclaredValue(f"{d.column}: {len(undeclared)} value(s) outside the "
+                                      "declared set reached aggregation (conform the round first)")
+            counts = counts.reindex(columns=declared, fill_value=0)
+            counts.columns = [f"{d.column}={v}" for v in declared]
             parts.append(counts)
             columns += [OutputColumn(c, d.column, d.classification, d.rule) for c in counts]
             groups.append((SITES, tuple(counts.columns)))

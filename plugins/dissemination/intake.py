@@ -4,10 +4,13 @@ Each round version is registered once by content hash in the ledger database, so
 already processed is not processed again, and a corrected re-export of a round (same id, other
 content) is recognised as such and routed again, explicitly, as a correction.
 
-File drop: files named ``<ISO3>-R<nnn>-<partial|cleaned>.csv`` (or ``.xlsx``) with the round's
-columns. Each is validated for shape, written to the survey database (one way into the pipeline),
-then moved to ``processed/``; a file that cannot be read goes to ``rejected/`` with a ``.error``
-file naming the problem, and nothing of it is used.
+File drop: files named ``<ISO3>-R<nnn>-<partial|cleaned>.csv`` (or ``.xlsx``), exactly as exported:
+human headers, an HXL row or not; the country's contract maps them. Each file is checked on its
+own (name, country, size and shape limits, then every value against the contract), its Secret
+columns are dropped unread (only their names are kept, for the explanation), the rest is written
+to the survey database (one way into the pipeline) and the file moves to ``processed/``. A file
+that fails any check goes to ``rejected/`` with a ``.error`` file naming the problem (file,
+column, rule, rows; never a value), nothing of it is used, and the other files go on.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from pathlib import Path
@@ -22,8 +26,10 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
+from .contract import ConformedRound, conform, is_hxl_row
 from .errors import PermanentError
 from .ledger import metadata as ledger_metadata
+from .policy import IntakeLimits, Policy
 from .source import RoundMeta, exported_since, read_round, write_round
 
 FILE_NAME = re.compile(r"^(?P<country>[A-Z]{3})-R(?P<number>\d{1,4})-(?P<status>partial|cleaned)"
@@ -70,48 +76,123 @@ def content_hash(df: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
-def import_drop(folder: Path, survey: sa.Engine, now: datetime) -> list[str]:
-    """Move every readable file of the drop folder into the survey database."""
+def import_drop(folder: Path, survey: sa.Engine, now: datetime, policy: Policy) -> list[str]:
+    """Move every file of the drop that passes its checks into the survey database; reject the
+    others, each with its reason, without stopping at the first."""
     folder = Path(folder)
     imported = []
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         try:
-            meta, df = read_drop_file(path)
+            meta, df = read_drop_file(path, policy)
         except DropFileRejected as exc:
             _move(path, folder / "rejected")
             (folder / "rejected" / f"{path.name}.error").write_text(f"{exc}\n")
-            print(f"rejected {path.name}: {exc}")
+            print(f"rejected {exc}")
             continue
         write_round(survey, meta, df, exported_at=now)
         _move(path, folder / "processed")
+        print(f"imported {path.name} as {meta.round_id}: {len(df)} sites; dropped unread as "
+              f"Secret: {list(meta.dropped) or 'nothing'}")
         imported.append(meta.round_id)
     return imported
 
 
-def read_drop_file(path: Path) -> tuple[RoundMeta, pd.DataFrame]:
+def read_drop_file(path: Path, policy: Policy) -> tuple[RoundMeta, pd.DataFrame]:
+    """The round in a dropped file, conformed to its country's contract, without its Secret
+    columns. Raises ``DropFileRejected`` naming the file and the problem."""
     match = FILE_NAME.match(path.name)
     if match is None:
         raise DropFileRejected(f"{path.name}: name must look like NGA-R004-partial.csv or "
                                "SSD-R012-cleaned.xlsx")
-    try:
-        if match["ext"] == "csv":
-            df = pd.read_csv(path, dtype_backend="pyarrow")
-        else:
-            df = pd.read_excel(path, engine="openpyxl", dtype_backend="pyarrow")
-    except Exception as exc:  # pandas raises many types for a malformed file
-        raise DropFileRejected(f"{path.name}: cannot be read ({type(exc).__name__}: {exc})") \
-            from None
-    round_id = f"{match['country']}-R{int(match['number']):03d}-{match['status']}"
-    for column in ("site_id", "collected_on"):
-        if column not in df.columns:
-            raise DropFileRejected(f"{path.name}: column {column!r} missing")
-    dates = pd.to_datetime(df["collected_on"], errors="coerce")
+    country = match["country"]
+    ruleset = policy.rulesets.get(country)
+    if ruleset is None:
+        raise DropFileRejected(f"{path.name}: no rule set for country {country}: add "
+                               f"include/rules/{country}.yaml (run check-round on this file first)")
+    raw = read_export(path, policy.intake)
+    conformed = conform(raw, ruleset, first_row=2)
+    if conformed.violations:
+        raise DropFileRejected(f"{path.name}: {len(conformed.violations)} contract violation(s) "
+                               f"against rules/{country} v{ruleset.version}:\n  "
+                               + "\n  ".join(v.line() for v in conformed.violations))
+    round_id = f"{country}-R{int(match['number']):03d}-{match['status']}"
+    meta = RoundMeta(round_id, country, match["status"], _collected_at(path, conformed, ruleset),
+                     tuple(conformed.dropped))
+    return meta, conformed.frame
+
+
+def _collected_at(path: Path, conformed: ConformedRound, ruleset) -> datetime:
+    """The window of an urgent delivery runs from the first day of collection: conservative."""
+    column = ruleset.collection_date
+    if column not in conformed.frame:
+        headers = ", ".join(repr(h) for h in (column, *ruleset.indicators[column].headers))
+        raise DropFileRejected(f"{path.name}: no column is the collection date {column} "
+                               f"(headers {headers})")
+    dates = pd.to_datetime(conformed.frame[column], errors="coerce")
     if dates.isna().all():
-        raise DropFileRejected(f"{path.name}: column 'collected_on' has no valid date")
-    # The window of an urgent delivery runs from the first day of collection: conservative.
-    collected_at = datetime.combine(dates.min().date(), time(0, 0), tzinfo=UTC)
-    df["round_id"] = round_id
-    return RoundMeta(round_id, match["country"], match["status"], collected_at), df
+        raise DropFileRejected(f"{path.name}: column {column!r} has no date")
+    return datetime.combine(dates.min().date(), time(0, 0), tzinfo=UTC)
+
+
+def read_export(path: Path, limits: IntakeLimits) -> pd.DataFrame:
+    """A CSV or XLSX export: every cell as exported (text in a CSV; text, numbers, booleans or
+    dates in an XLSX), with the headers exactly as written, duplicates included: nothing is read
+    as missing but empty cells, so an answer such as "None" stays an answer."""
+    size = path.stat().st_size
+    if size > limits.max_bytes:
+        raise DropFileRejected(f"{path.name}: {size} bytes, above the intake limit of "
+                               f"{limits.max_bytes} (include/intake.yaml: max_bytes)")
+    try:
+        if path.suffix.lower() == ".csv":
+            cells = _read_csv(path, limits.max_rows + 3)
+        else:
+            _check_xlsx(path, limits)
+            cells = pd.read_excel(path, header=None, dtype=object, engine="openpyxl",
+                                  na_filter=False, nrows=limits.max_rows + 3)
+    except DropFileRejected:
+        raise
+    except Exception as exc:  # pandas and openpyxl raise many types for a malformed file
+        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise DropFileRejected(f"{path.name}: cannot be read ({type(exc).__name__}: "
+                               f"{reason})") from None
+    if cells.empty:
+        raise DropFileRejected(f"{path.name}: empty file")
+    if cells.shape[1] > limits.max_columns:
+        raise DropFileRejected(f"{path.name}: {cells.shape[1]} columns, above the intake limit "
+                               f"of {limits.max_columns} (include/intake.yaml: max_columns)")
+    rows = len(cells) - 1 - (len(cells) > 1 and is_hxl_row(cells.iloc[1]))
+    if rows > limits.max_rows:  # read a row more than allowed, so this tells
+        raise DropFileRejected(f"{path.name}: more than {limits.max_rows} rows, above the "
+                               "intake limit (include/intake.yaml: max_rows)")
+    headers = [str(h).strip() if str(h).strip() else f"(column {i} has no header)"
+               for i, h in enumerate(cells.iloc[0], start=1)]
+    raw = cells.iloc[1:].reset_index(drop=True)
+    raw.columns = headers
+    return raw
+
+
+def _read_csv(path: Path, nrows: int) -> pd.DataFrame:
+    """UTF-8 (with or without a BOM), else Windows-1252: what spreadsheet exports write."""
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return pd.read_csv(path, header=None, dtype=str, keep_default_na=False,
+                               na_filter=False, encoding=encoding, nrows=nrows)
+        except UnicodeDecodeError:
+            continue
+    raise DropFileRejected(f"{path.name}: neither UTF-8 nor Windows-1252 text")
+
+
+def _check_xlsx(path: Path, limits: IntakeLimits) -> None:
+    """An XLSX is a zip: refuse one that unpacks to more than the limit before parsing it."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            unpacked = sum(i.file_size for i in zf.infolist())
+    except zipfile.BadZipFile:
+        raise DropFileRejected(f"{path.name}: cannot be read (not an XLSX workbook)") from None
+    if unpacked > limits.max_xlsx_uncompressed_bytes:
+        raise DropFileRejected(f"{path.name}: unpacks to {unpacked} bytes, above the intake "
+                               f"limit of {limits.max_xlsx_uncompressed_bytes} "
+                               "(include/intake.yaml: max_xlsx_uncompressed_bytes)")
 
 
 def _move(path: Path, target: Path) -> None:

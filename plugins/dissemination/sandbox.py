@@ -136,8 +136,9 @@ class Sandbox:
         fresh = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
         for country in sorted(self.policy.rulesets):
             for status, collected_at, days in (("partial", fresh, 1), ("cleaned", None, 3)):
-                meta, df = generate_round(country, 1, sites, seed=seed, status=status,
-                                          collected_at=collected_at, collection_days=days)
+                meta, df = generate_round(self.policy.rulesets[country], 1, sites, seed=seed,
+                                          status=status, collected_at=collected_at,
+                                          collection_days=days)
                 write_round(survey, meta, df)
         for destination in self.destinations():
             (self.sftp.root / destination.remote_dir).mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
+from . import normalise
 from .classification import CATEGORIES_BY_URGENCY, Classification, Urgency
 from .errors import PermanentError
 from .policy import SITE, Agreement, RelationalRule, RuleSet
@@ -67,14 +68,19 @@ def classify_round(columns: Iterable[str], ruleset: RuleSet) -> dict[str, Column
 
 
 def active_relational(df: pd.DataFrame, ruleset: RuleSet) -> frozenset[str]:
-    """Names of the relational rules this round triggers: members present, ``when`` matched."""
+    """Names of the relational rules this round triggers: members present, ``when`` matched.
+
+    ``df`` is a conformed round (``contract.conform``): its values are the declared ones, so the
+    condition compares canonical values, whatever spelling the export used."""
     active = set()
     for rule in ruleset.relational:
         if not all(c in df.columns for c in rule.indicators):
             continue
         match = pd.Series(True, index=df.index)
         for column, values in rule.when.items():
-            match &= df[column].astype("string").isin(list(values)).fillna(False)
+            declared = ruleset.indicators[column].canonical
+            wanted = [declared[normalise.token(v)] for v in values]
+            match &= df[column].astype("string").isin(wanted).fillna(False)
         if bool(match.any()):
             active.add(rule.name)
     return frozenset(active)
@@ -116,7 +122,7 @@ def select_for_agreement(
     """
     tier = agreement.tiers.get(urgency)
     requested = set(tier.indicators) if tier is not None else set()
-    level = (tier.aggregate_to if tier is not None else None) or SITE
+    level = ruleset.resolve_level((tier.aggregate_to if tier is not None else None) or SITE)
     allowed_categories = CATEGORIES_BY_URGENCY[urgency]
     ceiling = agreement.max_classification
     active_rules = None if active is None else set(active)
@@ -151,7 +157,8 @@ def select_for_agreement(
         for rule in ruleset.relational:
             if active_rules is not None and rule.name not in active_rules:
                 continue
-            if ruleset.safe_at_level(rule, level):
+            together = ruleset.relational_at(rule, level)
+            if together is Classification.PUBLIC:
                 continue
             earlier = _earlier(rule, ruleset, previous)
             here = [c for c in rule.indicators if c in candidates]
@@ -159,25 +166,25 @@ def select_for_agreement(
                 continue
             partners = [c for c in rule.indicators if c != here[-1]]
             told = _together(partners, candidates, earlier)
-            if ceiling < rule.escalate_to:
+            if ceiling < together:
                 victim = here[-1]
                 decided[victim] = replace(
                     candidates.pop(victim),
                     reason=f"relational rule {rule.name}: together with {told} it is "
-                    f"{rule.escalate_to.value} at {level} level, above the agreement's "
+                    f"{together.value} at {level} level, above the agreement's "
                     f"{ceiling.value}",
                     rule=_ref(ruleset, f"relational.{rule.name}"),
                 )
                 changed = True
                 continue
             for c in here:
-                if candidates[c].classification < rule.escalate_to:
+                if candidates[c].classification < together:
                     candidates[c] = replace(
                         candidates[c],
-                        classification=rule.escalate_to,
+                        classification=together,
                         rule=_ref(ruleset, f"relational.{rule.name}"),
                         notes=candidates[c].notes + (
-                            f"escalated to {rule.escalate_to.value} by relational rule "
+                            f"escalated to {together.value} by relational rule "
                             f"{rule.name} (with {_together([x for x in rule.indicators if x != c], candidates, earlier)})",
                         ),
                     )
@@ -211,9 +218,9 @@ def _earlier(rule: RelationalRule, ruleset: RuleSet, previous: Mapping[str, set[
     """Columns delivered earlier at levels where this rule is not yet safe."""
     cols: set[str] = set()
     for level, columns in previous.items():
-        if level != SITE and level not in ruleset.admin_levels:
+        if ruleset.resolve_level(level) is None:
             continue
-        if not ruleset.safe_at_level(rule, level):
+        if ruleset.relational_at(rule, level) is not Classification.PUBLIC:
             cols |= columns
     return cols
 

@@ -23,8 +23,10 @@ class Signal:
     detail: str
 
 
-def detect(df: pd.DataFrame, ruleset: RuleSet, previous: pd.DataFrame | None = None,
-           key: str = "site_id") -> list[Signal]:
+def detect(df: pd.DataFrame, ruleset: RuleSet, previous: pd.DataFrame | None = None
+           ) -> list[Signal]:
+    """Signals in a conformed round (and its conformed previous round, for jumps)."""
+    key = ruleset.site_key
     found = []
     for s in ruleset.urgent_signals:
         if s.indicator not in df.columns:

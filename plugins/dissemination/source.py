@@ -1,8 +1,12 @@
 """The survey source: rounds and their site tables in a SQL database (SQLAlchemy).
 
 Two tables: ``rounds`` (one row per round: id, country, status, collection time) and
-``site_assessments`` (one row per site and round). SQLite is the embedded default; any database
-SQLAlchemy reaches works the same way.
+``site_assessments`` (one row per site and round, partitioned by a ``round_id`` column; the other
+columns are the export's, under whatever headers it uses: the contract maps them). Rounds whose
+columns differ (schema drift) live side by side: a new column is added to the table. The file
+drop also records each round's columns in ``round_columns``, including the names (never the
+values) of the Secret columns it dropped, so packages can still explain them. SQLite is the
+embedded default; any database SQLAlchemy reaches works the same way.
 """
 
 from __future__ import annotations
@@ -24,15 +28,17 @@ class RoundMeta:
     country: str
     status: str  # "partial" (raw, not yet cleaned) or "cleaned"
     collected_at: datetime
+    # Columns of the export dropped unread at intake (Secret, or covered by no rule): names only.
+    dropped: tuple[str, ...] = ()
 
     def to_xcom(self) -> dict:
         return {"round_id": self.round_id, "country": self.country, "status": self.status,
-                "collected_at": self.collected_at.isoformat()}
+                "collected_at": self.collected_at.isoformat(), "dropped": list(self.dropped)}
 
     @classmethod
     def from_xcom(cls, data: dict) -> RoundMeta:
         return cls(data["round_id"], data["country"], data["status"],
-                   datetime.fromisoformat(data["collected_at"]))
+                   datetime.fromisoformat(data["collected_at"]), tuple(data.get("dropped", ())))
 
 
 metadata = sa.MetaData()
@@ -46,7 +52,16 @@ rounds = sa.Table(
     # When this version of the round was written: the intake's watermark.
     sa.Column("exported_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
+round_columns = sa.Table(
+    "round_columns",
+    metadata,
+    sa.Column("round_id", sa.String(64), primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(300), nullable=False),
+    sa.Column("stored", sa.Boolean, nullable=False),  # false: dropped unread at intake
+)
 SITE_TABLE = "site_assessments"
+ROUND_COLUMN = "round_id"  # the partition column of SITE_TABLE
 
 
 class RoundNotFound(PermanentError, LookupError):
@@ -55,9 +70,18 @@ class RoundNotFound(PermanentError, LookupError):
 
 def write_round(engine: sa.Engine, meta: RoundMeta, df: pd.DataFrame,
                 exported_at: datetime | None = None) -> None:
-    """Store a round (replacing an earlier export of the same round id)."""
+    """Store a round (replacing an earlier export of the same round id), with the names of the
+    columns dropped before it reached here (``meta.dropped``)."""
     metadata.create_all(engine)
+    df = df.assign(**{ROUND_COLUMN: meta.round_id})
     with engine.begin() as conn:
+        conn.execute(round_columns.delete().where(round_columns.c.round_id == meta.round_id))
+        names = [(c, True) for c in df.columns if c != ROUND_COLUMN]
+        if meta.dropped:
+            conn.execute(round_columns.insert(), [
+                {"round_id": meta.round_id, "position": i, "name": name, "stored": stored}
+                for i, (name, stored) in enumerate([*names, *((d, False) for d in meta.dropped)])
+            ])
         conn.execute(rounds.delete().where(rounds.c.round_id == meta.round_id))
         conn.execute(
             rounds.insert().values(
@@ -69,9 +93,24 @@ def write_round(engine: sa.Engine, meta: RoundMeta, df: pd.DataFrame,
             )
         )
         if sa.inspect(conn).has_table(SITE_TABLE):
-            conn.execute(sa.text(f"DELETE FROM {SITE_TABLE} WHERE round_id = :r"),
+            conn.execute(sa.text(f"DELETE FROM {SITE_TABLE} WHERE {ROUND_COLUMN} = :r"),
                          {"r": meta.round_id})
+            _add_new_columns(conn, df)
         df.to_sql(SITE_TABLE, conn, if_exists="append", index=False)
+
+
+def _add_new_columns(conn: sa.Connection, df: pd.DataFrame) -> None:
+    """Schema drift: a round with a column earlier rounds lacked adds it to the table."""
+    existing = {c["name"] for c in sa.inspect(conn).get_columns(SITE_TABLE)}
+    quote = conn.dialect.identifier_preparer.quote
+    for column in df.columns:
+        if column in existing:
+            continue
+        kind = df[column].dtype
+        sql_type = (sa.BigInteger() if pd.api.types.is_integer_dtype(kind)
+                    else sa.Float() if pd.api.types.is_float_dtype(kind) else sa.Text())
+        conn.execute(sa.text(f"ALTER TABLE {SITE_TABLE} ADD COLUMN {quote(column)} "
+                             f"{sql_type.compile(dialect=conn.dialect)}"))
 
 
 def latest_round_id(engine: sa.Engine, country: str, status: str) -> str:
@@ -136,32 +175,36 @@ def read_meta(engine: sa.Engine, round_id: str) -> RoundMeta:
     return _meta(row)
 
 
-def _meta(row) -> RoundMeta:
+def _meta(row, dropped: tuple[str, ...] = ()) -> RoundMeta:
     collected_at = row.collected_at
     if collected_at.tzinfo is None:  # SQLite drops the offset; we only ever store UTC
         collected_at = collected_at.replace(tzinfo=UTC)
-    return RoundMeta(row.round_id, row.country, row.status, collected_at)
+    return RoundMeta(row.round_id, row.country, row.status, collected_at, dropped)
 
 
 def read_round(
     engine: sa.Engine, round_id: str, country: str | None = None
 ) -> tuple[RoundMeta, pd.DataFrame]:
-    """Read one round once; strings come back as pyarrow-backed columns (less memory, faster)."""
+    """Read one round once, as stored (headers as the export wrote them; ``contract.conform``
+    maps them); strings come back as pyarrow-backed columns (less memory, faster)."""
+    metadata.create_all(engine)
     with engine.connect() as conn:
         row = conn.execute(sa.select(rounds).where(rounds.c.round_id == round_id)).first()
         if row is None:
             raise RoundNotFound(f"round {round_id!r} not found in {engine.url!r}")
         if country is not None and row.country != country:
             raise RoundNotFound(f"round {round_id!r} belongs to {row.country}, not {country}")
+        recorded = conn.execute(
+            sa.select(round_columns.c.name, round_columns.c.stored)
+            .where(round_columns.c.round_id == round_id).order_by(round_columns.c.position)).all()
+        quote = conn.dialect.identifier_preparer.quote
+        stored = [name for name, kept in recorded if kept]
+        what = ", ".join(quote(c) for c in [ROUND_COLUMN, *stored]) if stored else "*"
         df = pd.read_sql(
-            sa.text(f"SELECT * FROM {SITE_TABLE} WHERE round_id = :r"),
+            sa.text(f"SELECT {what} FROM {SITE_TABLE} WHERE {ROUND_COLUMN} = :r"),
             conn,
             params={"r": round_id},
             dtype_backend="pyarrow",
         )
-    collected_at = row.collected_at
-    if collected_at.tzinfo is None:  # SQLite drops the offset; we only ever store UTC
-        collected_at = collected_at.replace(tzinfo=UTC)
-    meta = RoundMeta(row.round_id, row.country, row.status, collected_at)
-    return meta, df
+    return _meta(row, tuple(name for name, kept in recorded if not kept)), df
 

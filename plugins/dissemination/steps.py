@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .classification import Classification, Urgency
+from .contract import conform
 from .disclosure import build_content, explain, explanation_lines
 from .errors import PermanentError
 from .ledger import MAIN_RECIPIENTS, DeliveryRecord, Ledger
@@ -52,19 +53,21 @@ def ruleset_for(policy: Policy, country: str):
 
 
 def stage_round(meta: RoundMeta, df: pd.DataFrame, policy: Policy, path: Path) -> dict:
-    """Write the round to Parquet for the next tasks, without its Secret columns.
+    """Conform the round to its contract and write it to Parquet for the next tasks.
 
-    Secret columns (including those no rule covers) are dropped here, before anything touches
-    the disk; only their names travel on, so every package can still explain that they were
-    dropped.
+    Every value is checked first (``contract.conform``): a round that breaks its contract raises
+    ``ContractBroken`` and nothing of it is written. Secret columns (including those no rule
+    covers) are dropped unread; only their names travel on, so every package can still explain
+    that they were dropped.
     """
     ruleset = ruleset_for(policy, meta.country)
-    base = classify_round(df.columns, ruleset)
-    staged = [c for c, d in base.items() if d.classification is not Classification.SECRET]
+    conformed = conform(df, ruleset, first_row=1).raise_if_broken(
+        f"round {meta.round_id} ({meta.country}; rows as read from the survey database)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    df[staged].to_parquet(path, index=False)
-    return {**meta.to_xcom(), "path": str(path), "columns": list(df.columns),
-            "rows": len(df), "active_relational": sorted(active_relational(df, ruleset))}
+    conformed.frame.to_parquet(path, index=False)
+    return {**meta.to_xcom(), "path": str(path), "columns": [*conformed.columns, *meta.dropped],
+            "rows": len(df), "active_relational": sorted(active_relational(conformed.frame,
+                                                                           ruleset))}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Validate a round with Great Expectations before anything of it is shared.
 
-The suite is derived from the country's rule set (the ``kind`` of each indicator), so adding an
-indicator to the rules also adds its checks. The raw-partial suite checks structure, keys and
+The suite is derived from the country's rule set and contract (each indicator's kind, bounds and
+declared values), so adding an indicator to the rules also adds its checks. It runs on the
+conformed round: ``contract.conform`` has already blocked any value outside its type or set, so
+these checks are the round's documented record (Data Docs) and the cleaned path's completeness. The raw-partial suite checks structure, keys and
 impossible values only: partial data is by definition not yet cleaned. The cleaned suite adds
 completeness. Structural failures (no rows, a key column missing, null or duplicated keys) block
 every path; the others block the low-urgency path only, because urgent raw data is shared before
@@ -22,8 +24,6 @@ import pandas as pd
 from .classification import Urgency
 from .errors import PermanentError
 from .policy import RuleSet
-
-_BOUNDS = {"latitude": (-90, 90), "longitude": (-180, 180)}
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,8 @@ def round_suite(ruleset: RuleSet, columns: list[str], status: str):
 
     structural = {"structural": True}
     suite = gx.ExpectationSuite(name=f"{status}_round_{ruleset.country}")
-    keys = [c for c, r in ruleset.indicators.items() if r.kind == "key"]
-    identifiers = [c for c, r in ruleset.indicators.items() if r.kind in ("round", "key")]
+    keys = [ruleset.site_key]
+    identifiers = [*(c for c, r in ruleset.indicators.items() if r.kind == "round"), *keys]
     suite.add_expectation(gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=structural))
     for column in identifiers:
         suite.add_expectation(gxe.ExpectColumnToExist(column=column, meta=structural))
@@ -79,13 +79,13 @@ def round_suite(ruleset: RuleSet, columns: list[str], status: str):
     for column, rule in ruleset.indicators.items():
         if column not in columns:
             continue
-        if rule.kind == "count":
-            suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0))
-        elif rule.kind == "coordinate" and column in _BOUNDS:
-            low, high = _BOUNDS[column]
-            suite.add_expectation(
-                gxe.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=high)
-            )
+        if rule.kind in ("count", "coordinate"):
+            low, high = rule.bounds or (0, None)
+            suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(
+                column=column, min_value=low, max_value=high))
+        elif rule.values:
+            suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(
+                column=column, value_set=list(rule.values)))
         if status == "cleaned" and rule.kind in ("count", "admin", "coordinate", "date"):
             suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=column))
     return suite

@@ -97,9 +97,10 @@ def sqlalchemy_url(conn_id: str) -> str:
 
 
 def engine(conn_id: str):
+    """An engine that never prints bound parameters (row values) in its errors."""
     import sqlalchemy as sa
 
-    return sa.create_engine(sqlalchemy_url(conn_id))
+    return sa.create_engine(sqlalchemy_url(conn_id), hide_parameters=True)
 
 
 def sftp_target(conn_id: str):

@@ -25,10 +25,13 @@ def default_args() -> dict:
 
 @task
 def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -> list[dict]:
-    """Read each round from the survey database once; stage it without Secret columns."""
+    """Read each round from the survey database once; check every value against the country's
+    contract and stage it without Secret columns. A round that breaks its contract (or has no
+    rule set) is blocked here, on every path; the others go on."""
+    from dissemination.contract import ContractBroken
     from dissemination.policy import load_policy
     from dissemination.source import read_round
-    from dissemination.steps import stage_round
+    from dissemination.steps import NoRuleSet, stage_round
 
     from . import SURVEY_DB_CONN_ID, engine, include_dir, staging_dir
 
@@ -36,7 +39,13 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
     staged = []
     for round_id in round_ids:
         meta, df = read_round(survey, round_id, country=country)
-        staged.append(stage_round(meta, df, policy, staging_dir(run_id) / f"{round_id}.parquet"))
+        try:
+            staged.append(stage_round(meta, df, policy,
+                                      staging_dir(run_id) / f"{round_id}.parquet"))
+        except (ContractBroken, NoRuleSet) as exc:
+            print(f"BLOCKED {exc}")
+            staged.append({"round_id": round_id, "blocked": str(exc)})
+            continue
         print(f"round {round_id} ({meta.status}): {len(df)} sites, {df.shape[1]} columns")
     return staged
 
@@ -57,6 +66,9 @@ def validate_rounds(rounds: list[dict], urgency: str, run_id: str) -> dict:
     policy = load_policy(include_dir())
     passed, failed = [], []
     for round_ in rounds:
+        if "blocked" in round_:  # broke its contract: never validated, never shared
+            failed.append({"round_id": round_["round_id"], "summary": round_["blocked"]})
+            continue
         ruleset = ruleset_for(policy, round_["country"])
         report = validate_round(pd.read_parquet(round_["path"]), ruleset, round_["status"],
                                 docs_dir=data_docs_dir())

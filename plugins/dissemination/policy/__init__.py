@@ -25,6 +25,7 @@ from .agreements import (
 )
 from .base import ColumnName, CountryCode, Identifier, PolicyModel
 from .focal_points import DtmFocalPoints, FieldFocalPoint, FocalPoint, FocalPoints, Person
+from .intake import IntakeLimits
 from .loading import DEFAULT_RULES, Policy, PolicyError, load_policy
 from .rules import (
     SITE,
@@ -44,7 +45,7 @@ from .rules import (
 __all__ = [
     "DEFAULT_RULES", "SITE", "AdditiveGroup", "Agreement", "ColumnName", "CountryCode",
     "CountryRules", "DefaultRules", "DtmFocalPoints", "FieldFocalPoint", "FocalPoint",
-    "FocalPoints", "Identifier", "IndicatorRule", "Kind", "LowTier", "MediumTier", "PasswordPlan",
+    "FocalPoints", "Identifier", "IndicatorRule", "IntakeLimits", "Kind", "LowTier", "MediumTier", "PasswordPlan",
     "Person", "Policy", "PolicyError", "PolicyModel", "RelationalRule", "RiskAssessment",
     "RuleSet", "SftpDestination", "SmallCells", "Tier", "Tiers", "UrgentSignal", "load_policy",
     "merge_rules",

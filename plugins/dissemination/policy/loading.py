@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
@@ -9,12 +10,14 @@ from pathlib import Path
 import yaml
 from pydantic import Field, ValidationError
 
+from .. import normalise
 from ..classification import CATEGORIES_BY_URGENCY, Classification, Urgency
 from ..errors import PermanentError
 from .agreements import Agreement
 from .base import CountryCode, Identifier, PolicyModel
 from .focal_points import DtmFocalPoints, FocalPoints
-from .rules import CountryRules, DefaultRules, RuleSet, merge_rules
+from .intake import IntakeLimits
+from .rules import SITE, CountryRules, DefaultRules, RuleSet, merge_rules
 
 # --- the whole policy --------------------------------------------------------------------------
 
@@ -24,6 +27,7 @@ class Policy(PolicyModel):
     agreements: dict[Identifier, Agreement]
     focal_points: dict[Identifier, FocalPoints]
     dtm: dict[CountryCode, DtmFocalPoints]
+    intake: IntakeLimits = IntakeLimits()
     sources: dict[str, str] = Field(default_factory=dict)  # "agreement:<id>" -> file, for messages
 
     def alert_to(self, *countries: str) -> tuple[str, ...]:
@@ -70,6 +74,15 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
 )
+# YAML 1.2 booleans: only true/false. YAML 1.1 also reads yes/no/on/off as booleans, which would
+# turn a declared value such as `values: [yes, no]` into [True, False] without a word.
+_BOOL = "tag:yaml.org,2002:bool"
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_UniqueKeyLoader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def _format_loc(loc: tuple) -> str:
@@ -94,10 +107,10 @@ def _load_file(path: Path, model: type[PolicyModel], problems: list[str]):
         return model.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
-            value = f" (got {err['input']!r})" if "input" in err and err["type"] != "missing" else ""
-            if err["type"] == "extra_forbidden":
-                value = ""
-            problems.append(f"{path}: {_format_loc(err['loc'])}: {err['msg']}{value}")
+            value = f" (got {err['input']!r})" if "input" in err and err["type"] not in (
+                "missing", "extra_forbidden", "value_error") else ""
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{path}: {_format_loc(err['loc'])}: {message}{value}")
         return None
 
 
@@ -159,8 +172,8 @@ def load_policy(include_dir: Path | str, *, today: date | None = None) -> Policy
         try:
             rulesets[country.country] = RuleSet(**fields)
         except ValidationError as exc:
-            problems.extend(f"{path}: {e['msg'].removeprefix('Value error, ')}"
-                            for e in exc.errors())
+            problems.extend(f"{path}: {_format_loc(e['loc']) + ': ' if e['loc'] else ''}"
+                            f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
             broken.add(f"rules/{path.stem}")
             continue
         if merge_problems:
@@ -183,6 +196,9 @@ def load_policy(include_dir: Path | str, *, today: date | None = None) -> Policy
                             f"add {dtm_dir / country}.yaml (who is alerted, who phones "
                             "partners their passwords)")
 
+    intake_path = root / "intake.yaml"
+    intake = _load_file(intake_path, IntakeLimits, problems) if intake_path.exists() else None
+
     for agreement in agreements.values():
         problems.extend(
             _check_agreement(agreement, sources[f"agreement:{agreement.id}"], rulesets,
@@ -192,7 +208,7 @@ def load_policy(include_dir: Path | str, *, today: date | None = None) -> Policy
         raise PolicyError(problems)
     return Policy(
         rulesets=rulesets, agreements=agreements, focal_points=focal_points, dtm=dtm,
-        sources=sources,
+        intake=intake or IntakeLimits(), sources=sources,
     )
 
 
@@ -216,6 +232,13 @@ def _check_agreement(
                 elif rule is None and country in rulesets:
                     problems.append(f"focal_points/{people.id}.yaml: field.{i}.areas: unknown "
                                     f"column {column!r} in {country}")
+                elif rule is not None and rule.values:
+                    strays = [v for v in person.areas[column]
+                              if normalise.token(v) not in rule.canonical]
+                    if strays:
+                        problems.append(f"focal_points/{people.id}.yaml: field.{i}.areas."
+                                        f"{column}: {strays} are not declared values of {column} "
+                                        f"in {country}")
     if (agreement.focal_points not in focal_points
             and f"focal_points/{agreement.focal_points}" not in broken):
         problems.append(
@@ -240,11 +263,12 @@ def _check_agreement(
             allowed_categories = CATEGORIES_BY_URGENCY[urgency]
             prefix = f"{source}: tiers.{urgency.value}"
             if tier.aggregate_to is not None:
-                if tier.aggregate_to not in ruleset.admin_levels:
+                level = ruleset.resolve_level(tier.aggregate_to)
+                if level is None or level == SITE:
                     problems.append(f"{prefix}.aggregate_to: {tier.aggregate_to!r} is not one of "
                                     f"{country}'s admin_levels {list(ruleset.admin_levels)}")
                 else:
-                    missing = [c for c in ruleset.admin_levels[tier.aggregate_to]
+                    missing = [c for c in ruleset.admin_levels[level]
                                if c not in tier.indicators]
                     if missing:
                         problems.append(f"{prefix}.aggregate_to: aggregating to "

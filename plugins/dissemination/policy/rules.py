@@ -6,25 +6,51 @@ assessment's date and review interval) and relational (indicator combinations th
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
-from typing import Literal
+from functools import cached_property
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PositiveInt,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
+from .. import normalise
 from ..classification import Classification, DisseminationCategory
 from .base import ColumnName, CountryCode, Identifier, PolicyModel
-
-# --- rules -------------------------------------------------------------------------------------
 
 Kind = Literal[
     "round", "key", "admin", "date", "coordinate", "count", "categorical", "flag", "text",
     "personal",
 ]
 SITE = "site"  # the finest level: one row per site
+#: Kinds whose values are a declared set (``values``), and kinds that may declare one.
+SET_KINDS = frozenset({"categorical", "flag"})
+_MAY_DECLARE_VALUES = SET_KINDS | {"admin"}
+_ADMIN_ALIAS = re.compile(r"^admin([1-9])$")
+
+
+def _scalar_to_text(value: object) -> object:
+    """Declared values are text; YAML numbers (``1``, ``2.5``) are read as their text."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean: write the value in quotes (e.g. 'true' or 'yes')")
+    if isinstance(value, int | float):
+        return normalise.token(value)
+    return value
+
+
+Value = Annotated[str, BeforeValidator(_scalar_to_text), Field(min_length=1, max_length=200)]
+Header = Annotated[str, Field(min_length=1, max_length=300)]
 
 
 class IndicatorRule(PolicyModel):
-    """One column of a round: how sensitive it is, and on which path it may travel."""
+    """One column of a round: how sensitive it is, on which path it may travel, and its contract
+    (how an export writes it and which values it may hold)."""
 
     classification: Classification
     category: DisseminationCategory
@@ -35,36 +61,134 @@ class IndicatorRule(PolicyModel):
     # Required, with a reason, to be less strict than include/rules/default.yaml.
     loosens_default: str | None = Field(default=None, min_length=1)
 
+    # --- the round contract --------------------------------------------------------------------
+    # Export headers as the export writes them ("Total IDP individuals (ind)"); the indicator's
+    # own name always matches too. Compared in normal form (case, spaces, Unicode NFKC).
+    headers: tuple[Header, ...] = ()
+    # The HXL hashtag of the column (e.g. "#affected+idps+ind"), matched on an HXL row.
+    hxl: str | None = None
+    # categorical and flag: the declared set (required); admin: optional (e.g. the gazetteer).
+    values: tuple[Value, ...] = ()
+    # declared value -> other spellings exports use for it (e.g. yes: ["true", "1", "oui"]).
+    synonyms: dict[Value, tuple[Value, ...]] = Field(default_factory=dict)
+    # Tokens that mean "no answer" in this column. An empty cell always does; "None", "NA" and
+    # the like are answers unless listed here.
+    missing: tuple[Value, ...] = ()
+    # count: [min, max] (default [0, no limit]); coordinate: required, e.g. [-90, 90].
+    bounds: tuple[float, float] | None = None
+    # date: a strptime format (e.g. "%d/%m/%Y"); default ISO 8601 (2026-11-03).
+    date_format: str | None = None
+    # key, admin, round: a regular expression every value must match in full.
+    pattern: str | None = None
+
     @model_validator(mode="after")
-    def _free_text_only_on_text(self) -> IndicatorRule:
+    def _contract_fits_the_kind(self) -> IndicatorRule:
+        problems = []
         if self.allow_free_text and self.kind != "text":
-            raise ValueError("allow_free_text applies to kind: text only")
+            problems.append("allow_free_text applies to kind: text only")
+        if self.kind in SET_KINDS and not self.values:
+            problems.append(f"kind {self.kind} needs its declared values (values: [...])")
+        if self.values and self.kind not in _MAY_DECLARE_VALUES:
+            problems.append(f"values apply to kinds {sorted(_MAY_DECLARE_VALUES)}, not {self.kind}")
+        if self.synonyms and not self.values:
+            problems.append("synonyms need declared values")
+        if self.kind == "coordinate" and self.bounds is None:
+            problems.append("kind coordinate needs bounds: [min, max] (e.g. [-90, 90])")
+        if self.bounds is not None:
+            low, high = self.bounds
+            if self.kind not in ("count", "coordinate"):
+                problems.append("bounds apply to kinds count and coordinate")
+            elif low > high:
+                problems.append(f"bounds: {low} is above {high}")
+            elif self.kind == "count" and low < 0:
+                problems.append("bounds: a count cannot be negative")
+        if self.date_format is not None:
+            if self.kind != "date":
+                problems.append("date_format applies to kind: date only")
+            elif "%" not in self.date_format:
+                problems.append(f"date_format {self.date_format!r} has no strptime directive")
+        if self.pattern is not None:
+            if self.kind not in ("key", "admin", "round"):
+                problems.append("pattern applies to kinds key, admin and round")
+            else:
+                try:
+                    re.compile(self.pattern)
+                except re.error as exc:
+                    problems.append(f"pattern is not a regular expression: {exc}")
+        if self.hxl is not None and not normalise.hxl(self.hxl):
+            problems.append(f"hxl {self.hxl!r} is not an HXL hashtag (e.g. #affected+idps+ind)")
+        problems += self._spellings_problems()
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    def _spellings_problems(self) -> list[str]:
+        problems, seen = [], {}
+        for value in self.values:
+            if normalise.token(value) in seen:
+                problems.append(f"values: {value!r} and {seen[normalise.token(value)]!r} are the "
+                                "same value once case and spaces are ignored")
+            seen[normalise.token(value)] = value
+        for value, spellings in self.synonyms.items():
+            if value not in self.values:
+                problems.append(f"synonyms: {value!r} is not one of the declared values")
+            for spelling in spellings:
+                other = seen.get(normalise.token(spelling))
+                if other is not None and other != value:
+                    problems.append(f"synonyms.{value}: {spelling!r} already means {other!r}")
+                seen[normalise.token(spelling)] = value
+        return problems
+
+    @cached_property
+    def canonical(self) -> dict[str, str]:
+        """Normal form of every accepted spelling -> the declared value it stands for."""
+        out = {normalise.token(v): v for v in self.values}
+        for value, spellings in self.synonyms.items():
+            out.update({normalise.token(s): value for s in spellings})
+        return out
 
     def looser_than(self, other: IndicatorRule) -> bool:
         return (self.classification < other.classification
                 or self.category.strictness < other.category.strictness)
 
 
+#: A country file's entry for an indicator of the default: only what it changes (e.g. its export
+#: headers, or a tighter classification). A new indicator must say all that IndicatorRule needs.
+IndicatorPatch = create_model(
+    "IndicatorPatch", __base__=PolicyModel,
+    **{name: (info.annotation | None, None) for name, info in IndicatorRule.model_fields.items()},
+)
+
+
 class RelationalRule(PolicyModel):
     """Indicators harmless alone but sensitive together (Table A guidance, 'relational').
 
-    ``when`` limits the rule to rounds where some site has these values (e.g. military present);
-    ``safe_at`` is the admin level at which, once aggregated, the combination may be shared.
+    ``when`` limits the rule to rounds where some site has these values (e.g. military present).
+    Either ``escalate_to`` (with ``safe_at``: the admin level at which, once aggregated, the
+    combination may be shared) or ``levels``: a classification per level, e.g. {site: secret,
+    district: confidential, province: public}; a level not listed takes the next finer one's.
     """
 
     name: Identifier
     indicators: tuple[ColumnName, ...] = Field(min_length=2)
-    escalate_to: Classification
     reason: str = Field(min_length=1)
-    when: dict[ColumnName, tuple[str, ...]] = Field(default_factory=dict)
+    when: dict[ColumnName, tuple[Value, ...]] = Field(default_factory=dict)
+    escalate_to: Classification | None = None
     safe_at: Identifier | None = None
+    levels: dict[Identifier, Classification] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _conditions_on_members(self) -> RelationalRule:
+    def _well_formed(self) -> RelationalRule:
         outside = sorted(set(self.when) - set(self.indicators))
         if outside:
             raise ValueError(f"when names {outside}, which are not among its indicators")
+        if (self.escalate_to is None) == (not self.levels):
+            raise ValueError("set either escalate_to (with safe_at) or levels, not both")
+        if self.levels and self.safe_at is not None:
+            raise ValueError("safe_at goes with escalate_to; with levels, give each level's "
+                             "classification")
+        if self.levels and SITE not in self.levels:
+            raise ValueError("levels must give the classification at site level (site: ...)")
         return self
 
 
@@ -111,10 +235,14 @@ class UrgentSignal(PolicyModel):
 
 class _RulesFile(PolicyModel):
     version: str = Field(min_length=1)
-    indicators: dict[ColumnName, IndicatorRule] = Field(default_factory=dict)
     relational: tuple[RelationalRule, ...] = ()
-    # Ordered from the coarsest to the finest, e.g. {admin1: [admin1_pcode, admin1_name], ...}.
+    # Ordered from the coarsest to the finest, named as the country names them, e.g.
+    # {province: [province_pcode, province_name], district: [...]}. Rules elsewhere may also say
+    # admin1, admin2, ... for the first, second, ... level.
     admin_levels: dict[Identifier, tuple[ColumnName, ...]] | None = None
+    # The indicator that identifies a site in a round, and the one that dates its collection.
+    site_key: ColumnName | None = None
+    collection_date: ColumnName | None = None
     small_cells: SmallCells | None = None
     additive: tuple[AdditiveGroup, ...] = ()
     urgent_signals: tuple[UrgentSignal, ...] = ()
@@ -124,13 +252,16 @@ class DefaultRules(_RulesFile):
     """include/rules/default.yaml: the global baseline every country file starts from."""
 
     scope: Literal["default"]
+    indicators: dict[ColumnName, IndicatorRule] = Field(default_factory=dict)
 
 
 class CountryRules(_RulesFile):
-    """include/rules/<ISO3>.yaml: the country's risk assessment, tightening the default."""
+    """include/rules/<ISO3>.yaml: the country's risk assessment and contract, tightening the
+    default. An entry for a default indicator lists only what changes."""
 
     country: CountryCode
     risk_assessment: RiskAssessment
+    indicators: dict[ColumnName, IndicatorPatch] = Field(default_factory=dict)  # type: ignore[valid-type]
 
 
 class RuleSet(PolicyModel):
@@ -142,6 +273,8 @@ class RuleSet(PolicyModel):
     indicators: dict[ColumnName, IndicatorRule]
     relational: tuple[RelationalRule, ...] = ()
     admin_levels: dict[Identifier, tuple[ColumnName, ...]] = Field(default_factory=dict)
+    site_key: ColumnName
+    collection_date: ColumnName
     small_cells: SmallCells = SmallCells()
     additive: tuple[AdditiveGroup, ...] = ()
     urgent_signals: tuple[UrgentSignal, ...] = ()
@@ -150,18 +283,22 @@ class RuleSet(PolicyModel):
 
     @model_validator(mode="after")
     def _references_are_known(self) -> RuleSet:
-        problems = []
+        problems = self._level_problems() + self._contract_problems()
         for i, rule in enumerate(self.relational):
+            where = f"relational.{i} ({rule.name})"
             unknown = [c for c in rule.indicators if c not in self.indicators]
             if unknown:
-                problems.append(f"relational.{i} ({rule.name}) names unknown indicator(s) {unknown}")
-            if rule.safe_at is not None and rule.safe_at not in self.admin_levels:
-                problems.append(f"relational.{i} ({rule.name}): safe_at {rule.safe_at!r} is not "
-                                f"one of admin_levels {list(self.admin_levels)}")
-        for level, columns in self.admin_levels.items():
-            for c in columns:
-                if c not in self.indicators or self.indicators[c].kind != "admin":
-                    problems.append(f"admin_levels.{level}: {c!r} is not an indicator of kind admin")
+                problems.append(f"{where} names unknown indicator(s) {unknown}")
+            for level in [*([rule.safe_at] if rule.safe_at else []), *rule.levels]:
+                if self.resolve_level(level) is None:
+                    problems.append(f"{where}: level {level!r} is not site nor one of "
+                                    f"admin_levels {list(self.admin_levels)}")
+            for column, values in rule.when.items():
+                accepted = self.indicators[column].canonical if column in self.indicators else {}
+                strays = [v for v in values if normalise.token(v) not in accepted]
+                if column in self.indicators and strays:
+                    problems.append(f"{where}: when.{column}: {strays} are not declared values "
+                                    f"of {column}")
         for i, signal in enumerate(self.urgent_signals):
             rule = self.indicators.get(signal.indicator)
             if rule is None or rule.kind != "count":
@@ -175,24 +312,92 @@ class RuleSet(PolicyModel):
             raise ValueError("; ".join(problems))
         return self
 
+    def _level_problems(self) -> list[str]:
+        problems = []
+        for position, (level, columns) in enumerate(self.admin_levels.items(), start=1):
+            alias = _ADMIN_ALIAS.match(level)
+            if level == SITE or (alias and int(alias[1]) != position):
+                problems.append(f"admin_levels.{level}: this name is reserved for "
+                                f"{'the site level' if level == SITE else f'level {alias[1]}'}")
+            for c in columns:
+                if c not in self.indicators or self.indicators[c].kind != "admin":
+                    problems.append(f"admin_levels.{level}: {c!r} is not an indicator of kind admin")
+        return problems
+
+    def _contract_problems(self) -> list[str]:
+        problems = []
+        for field, kind in (("site_key", "key"), ("collection_date", "date")):
+            name = getattr(self, field)
+            if name not in self.indicators or self.indicators[name].kind != kind:
+                problems.append(f"{field}: {name!r} is not an indicator of kind {kind}")
+        claimed: dict[str, str] = {}
+        for name, rule in self.indicators.items():
+            for header in (name, *rule.headers):
+                other = claimed.setdefault(normalise.token(header), name)
+                if other != name:
+                    problems.append(f"indicators.{name}.headers: {header!r} already names "
+                                    f"{other}")
+        tags: dict[str, str] = {}
+        for name, rule in self.indicators.items():
+            if rule.hxl and tags.setdefault(normalise.hxl(rule.hxl), name) != name:
+                problems.append(f"indicators.{name}.hxl: {rule.hxl!r} already names "
+                                f"{tags[normalise.hxl(rule.hxl)]}")
+        return problems
+
+    @cached_property
+    def header_index(self) -> dict[str, str]:
+        """Normal form of every header an export may use -> indicator."""
+        return {normalise.token(h): name for name, rule in self.indicators.items()
+                for h in (name, *rule.headers)}
+
+    @cached_property
+    def hxl_index(self) -> dict[str, str]:
+        return {normalise.hxl(rule.hxl): name for name, rule in self.indicators.items()
+                if rule.hxl}
+
     def review_overdue(self, today: date) -> bool:
         return self.risk_assessment.review_due < today
 
+    def resolve_level(self, level: str) -> str | None:
+        """The country's name of a level: itself, site, or ``adminN`` for the N-th level."""
+        if level == SITE or level in self.admin_levels:
+            return level
+        alias = _ADMIN_ALIAS.match(level)
+        names = list(self.admin_levels)
+        return names[int(alias[1]) - 1] if alias and int(alias[1]) <= len(names) else None
+
     def level_rank(self, level: str) -> int:
         """0 for the coarsest admin level ... len(admin_levels) for site level."""
+        level = self.resolve_level(level) or level
         if level == SITE:
             return len(self.admin_levels)
         return list(self.admin_levels).index(level)
 
-    def safe_at_level(self, rule: RelationalRule, level: str) -> bool:
-        return rule.safe_at is not None and self.level_rank(level) <= self.level_rank(rule.safe_at)
+    def relational_at(self, rule: RelationalRule, level: str) -> Classification:
+        """What the combination is at ``level``: escalate_to below safe_at, public from there;
+        or the rule's own classification per level (the next finer listed level's if unlisted)."""
+        rank = self.level_rank(level)
+        if rule.levels:
+            listed = sorted(((self.level_rank(lvl), c) for lvl, c in rule.levels.items()),
+                            key=lambda item: item[0])
+            return next(c for r, c in listed if r >= rank)  # site is always listed
+        if rule.safe_at is not None and rank <= self.level_rank(rule.safe_at):
+            return Classification.PUBLIC
+        return rule.escalate_to
 
     def level_columns(self, level: str) -> tuple[str, ...]:
         """Admin columns that identify rows at ``level`` (itself and every coarser level)."""
+        level = self.resolve_level(level) or level
         if level == SITE:
             return tuple(c for cols in self.admin_levels.values() for c in cols)
         names = list(self.admin_levels)
         return tuple(c for n in names[: names.index(level) + 1] for c in self.admin_levels[n])
+
+
+def _merge_indicator(base: IndicatorRule | None, patch) -> IndicatorRule:
+    """A country's entry over the default's: the fields it sets win."""
+    fields = base.model_dump(exclude={"loosens_default"}) if base is not None else {}
+    return IndicatorRule.model_validate({**fields, **patch.model_dump(exclude_unset=True)})
 
 
 def merge_rules(default: DefaultRules | None, country: CountryRules) -> tuple[dict, list[str]]:
@@ -203,8 +408,16 @@ def merge_rules(default: DefaultRules | None, country: CountryRules) -> tuple[di
     problems: list[str] = []
     loosened: list[str] = []
     indicators = dict(default.indicators) if default else {}
-    for name, rule in country.indicators.items():
+    for name, patch in country.indicators.items():
         base = indicators.get(name)
+        try:
+            rule = _merge_indicator(base, patch)
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                problems.append(f"indicators.{name}{'.' + loc if loc else ''}: "
+                                f"{err['msg'].removeprefix('Value error, ')}")
+            continue
         if base is not None and rule.looser_than(base):
             change = (f"{base.classification.value}/{base.category.value} -> "
                       f"{rule.classification.value}/{rule.category.value}")
@@ -230,13 +443,19 @@ def merge_rules(default: DefaultRules | None, country: CountryRules) -> tuple[di
             loosened.append(f"{country.country}: small_cells.threshold "
                             f"{default.small_cells.threshold} -> {small_cells.threshold} "
                             f"({small_cells.loosens_default})")
+
+    def inherited(field: str):
+        return getattr(country, field) or (getattr(default, field) if default else None)
+
     fields = dict(
         country=country.country,
         version=country.version,
         risk_assessment=country.risk_assessment,
         indicators=indicators,
         relational=relational,
-        admin_levels=country.admin_levels or (default.admin_levels if default else None) or {},
+        admin_levels=inherited("admin_levels") or {},
+        site_key=inherited("site_key"),
+        collection_date=inherited("collection_date"),
         small_cells=small_cells,
         additive=(default.additive if default else ()) + country.additive,
         urgent_signals=(default.urgent_signals if default else ()) + country.urgent_signals,
@@ -244,4 +463,3 @@ def merge_rules(default: DefaultRules | None, country: CountryRules) -> tuple[di
         loosened=tuple(loosened),
     )
     return fields, problems
-

@@ -1,0 +1,264 @@
+"""The round contract: every value checked, real exports taken as they are.
+
+One test per leak found by trying an export nobody here wrote; each goes through the paths a
+round really takes (file drop, staging, planning, packaging), so it fails if any of them skips
+the contract.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from openpyxl import Workbook
+
+from dissemination import steps
+from dissemination.classification import Urgency
+from dissemination.contract import ContractBroken, conform
+from dissemination.disclosure import UndeclaredValue, build_content
+from dissemination.intake import import_drop
+from dissemination.sensitivity import classify_round, select_for_agreement
+from dissemination.source import RoundMeta, read_round
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+META = RoundMeta("NGA-R007-partial", "NGA", "partial", datetime(2026, 11, 20, tzinfo=UTC))
+PHONE = "+234 803 555 0199"
+
+
+def _round(n: int = 6, **columns) -> pd.DataFrame:
+    """A small NGA round as an export would hold it (text cells); ``columns`` override."""
+    base = {
+        "round_id": [META.round_id] * n,
+        "site_id": [f"NGA-S{i:05d}" for i in range(1, n + 1)],
+        "site_name": [f"Bakassi camp {i}" for i in range(1, n + 1)],
+        "admin1_pcode": ["NG008"] * n,
+        "admin2_pcode": ["NG008001"] * n,
+        "collected_on": ["2026-11-20"] * n,
+        "idp_individuals": [str(100 + i) for i in range(n)],
+        "feeling_of_safety": ["some_feel_safe"] * n,
+        "armed_actors_military": ["no"] * n,
+        "ki_phone": [PHONE] * n,
+    }
+    return pd.DataFrame({**base, **columns})
+
+
+def _plan(policy, staged: dict, agreement: str):
+    (plan,) = steps.plan_deliveries(
+        policy, RoundMeta.from_xcom(staged), staged["columns"], Urgency.MEDIUM,
+        today=date(2026, 11, 21), only=[agreement], active=staged["active_relational"])
+    return plan
+
+
+@pytest.fixture
+def survey(tmp_path):
+    return sa.create_engine(f"sqlite:///{tmp_path / 'survey.db'}")
+
+
+# --- value variants and booleans: the relational rule must see the canonical value -------------
+
+
+@pytest.mark.parametrize("military", ["Yes", "YES", "yes ", " ｙｅｓ", "TRUE", "1"])
+def test_every_spelling_of_yes_triggers_safety_x_military(policy, tmp_path, military):
+    """A Public-ceiling partner never receives safety and military per site together."""
+    raw = _round(armed_actors_military=["no", military, "No", "no", "false", "0"])
+    staged = steps.stage_round(META, raw, policy, tmp_path / "r.parquet")
+    assert staged["active_relational"] == ["safety_x_military"]
+    plan = _plan(policy, staged, "protection-cluster-nga")
+    assert "feeling_of_safety" in plan.selection.columns
+    assert "armed_actors_military" not in plan.selection.columns
+    on_disk = pd.read_parquet(staged["path"])
+    assert on_disk["armed_actors_military"].tolist() == ["no", "yes", "no", "no", "no", "no"]
+
+
+def test_xlsx_booleans_are_read_as_declared_values(policy, survey, tmp_path):
+    """An XLSX TRUE/FALSE column (stored by spreadsheets as 1/0) is yes/no, not a new value."""
+    raw = _round(3, armed_actors_military=[True, False, False])
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    _xlsx(drop / "NGA-R007-partial.xlsx", raw)
+    assert import_drop(drop, survey, NOW, policy) == ["NGA-R007-partial"]
+    meta, stored = read_round(survey, "NGA-R007-partial")
+    assert stored["armed_actors_military"].tolist() == ["yes", "no", "no"]
+    staged = steps.stage_round(meta, stored, policy, tmp_path / "r.parquet")
+    assert "armed_actors_military" not in _plan(policy, staged,
+                                                "protection-cluster-nga").selection.columns
+
+
+def _xlsx(path, df: pd.DataFrame) -> None:
+    wb = Workbook()
+    ws = wb.active
+    ws.append(list(df.columns))
+    for row in df.itertuples(index=False):
+        ws.append(list(row))
+    wb.save(path)
+
+
+# --- PII in a Public or count column: blocked on the urgent path too -----------------------------
+
+
+@pytest.mark.parametrize("column, value", [
+    ("site_name", f"KI Musa Bello {PHONE}"),
+    ("site_name", "write to musa.bello at gmail dot com"),
+    ("idp_individuals", f"KI Musa Bello {PHONE}"),
+    ("idp_individuals", "12.5"),
+    ("feeling_of_safety", "Musa says nobody"),
+])
+def test_a_value_outside_its_type_blocks_the_urgent_round(policy, tmp_path, column, value):
+    values = _round()[column].tolist()
+    values[3] = value
+    with pytest.raises(ContractBroken) as caught:
+        steps.stage_round(META, _round(**{column: values}), policy, tmp_path / "r.parquet")
+    message = str(caught.value)
+    assert f"column {column!r}" in message and "in 1 row(s): 4" in message
+    assert f"indicators.{column}" in message and "NGA-R007-partial" in message
+    assert value not in message and "Musa" not in message and "555" not in message
+    assert not (tmp_path / "r.parquet").exists()  # nothing of it staged
+
+
+def test_the_same_round_is_rejected_at_the_file_drop_naming_file_column_rule_and_row(
+        policy, survey, tmp_path):
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    counts = _round()["idp_individuals"].tolist()
+    counts[1] = f"KI Musa Bello {PHONE}"
+    _round(idp_individuals=counts).to_csv(drop / "NGA-R007-partial.csv", index=False)
+    _round().to_csv(drop / "NGA-R008-partial.csv", index=False)
+    assert import_drop(drop, survey, NOW, policy) == ["NGA-R008-partial"]  # the other goes on
+    error = (drop / "rejected" / "NGA-R007-partial.csv.error").read_text()
+    assert error.startswith("NGA-R007-partial.csv: 1 contract violation(s)")
+    assert "column 'idp_individuals': not a whole number in 1 row(s): 3" in error
+    assert "[rules/NGA v2026.11: indicators.idp_individuals (count)]" in error
+    assert "Musa" not in error and "555" not in error
+
+
+# --- aggregation builds column names from declared values only --------------------------------
+
+
+def test_an_undeclared_category_never_becomes_a_column_header(policy, tmp_path):
+    safety = ["all_feel_safe"] * 5 + [f"Musa {PHONE}"]
+    with pytest.raises(ContractBroken, match="feeling_of_safety"):
+        steps.stage_round(META, _round(feeling_of_safety=safety), policy, tmp_path / "r.pq")
+    # Defence in depth: an unconformed frame reaching aggregation is refused, not headed.
+    agreement = policy.agreements["protection-cluster-nga"]
+    ruleset = policy.rulesets["NGA"]
+    raw = _round(feeling_of_safety=safety).assign(admin1_name="Borno", primary_need="food")
+    selection = select_for_agreement(classify_round(raw.columns, ruleset), ruleset, agreement,
+                                     Urgency.LOW)
+    with pytest.raises(UndeclaredValue) as caught:
+        build_content(raw, selection, ruleset)
+    assert "Musa" not in str(caught.value)
+
+
+def test_aggregated_columns_are_exactly_the_declared_values(policy, tmp_path):
+    staged = steps.stage_round(META, _round(), policy, tmp_path / "r.parquet")
+    conformed = pd.read_parquet(staged["path"]).assign(admin1_name="Borno", primary_need="food")
+    ruleset = policy.rulesets["NGA"]
+    selection = select_for_agreement(classify_round(conformed.columns, ruleset),
+                                     ruleset, policy.agreements["protection-cluster-nga"],
+                                     Urgency.LOW)
+    frame = build_content(conformed, selection, ruleset).frame
+    safety = [c for c in frame if c.startswith("feeling_of_safety=")]
+    assert safety == [f"feeling_of_safety={v}"
+                      for v in ruleset.indicators["feeling_of_safety"].values]
+
+
+# --- duplicate headers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("second", ["site_name", "Site_Name", " SITE_NAME "])
+def test_two_columns_with_one_header_are_rejected(policy, survey, tmp_path, second):
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    text = _round(3).to_csv(index=False).splitlines()
+    text[0] += f",{second}"
+    text[1:] = [line + f",KI {PHONE}" for line in text[1:]]
+    (drop / "NGA-R007-partial.csv").write_text("\n".join(text) + "\n")
+    assert import_drop(drop, survey, NOW, policy) == []
+    error = (drop / "rejected" / "NGA-R007-partial.csv.error").read_text()
+    assert "two columns are headed 'site_name'" in error and "555" not in error
+
+
+def test_two_headers_for_one_indicator_are_rejected(policy):
+    raw = _round(3).assign(**{"Site ID": ["a", "b", "c"]})  # another header of... no indicator
+    assert not conform(raw, policy.rulesets["NGA"]).violations  # uncovered: Secret, dropped
+    bfa = policy.rulesets["BFA"]
+    raw = pd.DataFrame({"Site ID": ["BFA-S00001"], "site_id": ["BFA-S00002"]})
+    (violation,) = [v for v in conform(raw, bfa).violations if "both" in v.problem]
+    assert violation.problem == "'Site ID' and 'site_id' are both site_id"
+
+
+# --- None is an answer ---------------------------------------------------------------------------
+
+
+def test_none_is_an_answer_unless_the_contract_says_otherwise(policy, survey, tmp_path):
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "BFA-R002-cleaned.csv").write_text(
+        "Site ID,Date of assessment,Which armed group?,# of unaccompanied children\n"
+        "BFA-S00001,03/11/2026,None,NSP\n"
+        "BFA-S00002,03/11/2026,Aucun,2\n"
+        "BFA-S00003,04/11/2026,GANE,NA\n")
+    assert import_drop(drop, survey, NOW, policy) == []  # NA is not a count nor declared missing
+    assert "not a whole number in 1 row(s): 4" in (
+        drop / "rejected" / "BFA-R002-cleaned.csv.error").read_text()
+    (drop / "rejected" / "BFA-R002-cleaned.csv").rename(drop / "BFA-R002-cleaned.csv")
+    (drop / "BFA-R002-cleaned.csv").write_text(
+        (drop / "BFA-R002-cleaned.csv").read_text().replace(",NA\n", ",\n"))
+    assert import_drop(drop, survey, NOW, policy) == ["BFA-R002-cleaned"]
+    _, stored = read_round(survey, "BFA-R002-cleaned")
+    assert stored["armed_groups"].tolist() == ["None", "None", "Non-state armed group"]
+    assert stored["unaccompanied_children"].isna().tolist() == [True, False, True]  # NSP: missing
+
+
+# --- intake that one bad file cannot stop --------------------------------------------------------
+
+
+def test_every_file_of_the_drop_is_judged_on_its_own(policy, survey, tmp_path):
+    from dissemination.policy import IntakeLimits
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    good = _round(3)
+    good.to_csv(drop / "NGA-R001-partial.csv", index=False)
+    good.drop(columns=["ki_phone"]).assign(new_column="x").to_csv(  # schema drift: fine
+        drop / "NGA-R002-partial.csv", index=False)
+    good.to_csv(drop / "ZZZ-R001-partial.csv", index=False)  # no rule set
+    (drop / "NGA-R003-partial.xlsx").write_bytes(b"PK\x03\x04 not a workbook")
+    (drop / "NGA-R004-partial.csv").write_bytes(b"\xff\xfe\x00garbage,\x00\n\x00")
+    big = pd.concat([good] * 20)
+    big["site_id"] = [f"NGA-S{i:05d}" for i in range(len(big))]
+    big.to_csv(drop / "NGA-R005-partial.csv", index=False)
+    small = policy.model_copy(update={"intake": IntakeLimits(max_rows=50)})
+    assert import_drop(drop, survey, NOW, small) == ["NGA-R001-partial", "NGA-R002-partial"]
+    errors = {p.name: p.read_text() for p in (drop / "rejected").glob("*.error")}
+    assert "no rule set for country ZZZ" in errors["ZZZ-R001-partial.csv.error"]
+    assert "cannot be read" in errors["NGA-R003-partial.xlsx.error"]
+    assert "more than 50 rows" in errors["NGA-R005-partial.csv.error"]
+    assert "NGA-R004-partial.csv.error" in errors
+    meta, first = read_round(survey, "NGA-R001-partial")
+    assert "ki_phone" not in first.columns and meta.dropped == ("ki_phone",)
+    _, second = read_round(survey, "NGA-R002-partial")
+    assert "new_column" not in second.columns  # uncovered: dropped unread, never stored
+    with survey.connect() as conn:  # no Secret value anywhere in the survey database
+        dump = "\n".join(str(r) for t in ("site_assessments", "round_columns")
+                         for r in conn.execute(sa.text(f"select * from {t}")))
+    assert PHONE not in dump and "'x'" not in dump
+
+
+def test_an_oversized_or_zip_bomb_file_is_refused_unread(policy, survey, tmp_path):
+    import zipfile
+
+    from dissemination.policy import IntakeLimits
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    _round(3).to_csv(drop / "NGA-R001-partial.csv", index=False)
+    with zipfile.ZipFile(drop / "NGA-R002-partial.xlsx", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("xl/worksheets/sheet1.xml", b"0" * 5_000_000)
+    limits = IntakeLimits(max_bytes=200_000, max_xlsx_uncompressed_bytes=1_000_000)
+    assert import_drop(drop, survey, NOW, policy.model_copy(update={"intake": limits})) == [
+        "NGA-R001-partial"]
+    error = (drop / "rejected" / "NGA-R002-partial.xlsx.error").read_text()
+    assert "unpacks to 5000000 bytes" in error and "max_xlsx_uncompressed_bytes" in error
