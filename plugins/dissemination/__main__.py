@@ -1,4 +1,4 @@
-"""Command line: ``python -m dissemination check`` and ``python -m dissemination synth``.
+"""Command line: ``python -m dissemination check | check-round | synth | dap``.
 
 Run with ``PYTHONPATH=plugins`` (the Makefile does) from the repository root.
 """
@@ -74,6 +74,48 @@ def _export_path(text: str) -> Path:
     return path
 
 
+def _check_round(args: argparse.Namespace) -> int:
+    """An export, exactly as exported, against a country's contract: what each header is, and
+    every violation (names and rows, never values). Exit 1 if the round would be blocked."""
+    from .contract import conform, describe
+    from .intake import DropFileRejected, read_export
+    from .policy import PolicyError, load_policy
+
+    try:
+        policy = load_policy(args.include)
+    except PolicyError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    ruleset = policy.rulesets.get(args.country)
+    if ruleset is None:
+        print(f"no rule set for country {args.country!r} in {args.include / 'rules'} (have: "
+              f"{', '.join(sorted(policy.rulesets))})", file=sys.stderr)
+        return 2
+    try:
+        raw = read_export(args.file, policy.intake)
+    except DropFileRejected as exc:
+        print(f"blocked: {exc}")
+        return 1
+    conformed = conform(raw, ruleset, first_row=2)
+    print(f"{args.file}: {len(raw) - conformed.hxl_row} row(s), {raw.shape[1]} column(s)"
+          f"{', an HXL row under the headers' if conformed.hxl_row else ''}; contract: "
+          f"rules/{ruleset.country} v{ruleset.version}")
+    print("  " + "\n  ".join(describe(conformed)))
+    dated = ruleset.collection_date
+    missing = [] if dated in conformed.frame or any(
+        v.indicator == dated for v in conformed.violations) else [
+        f"no column is the collection date {dated} (headers "
+        f"{', '.join(repr(h) for h in (dated, *ruleset.indicators[dated].headers))})"]
+    if conformed.violations or missing:
+        print(f"blocked: {len(conformed.violations) + len(missing)} problem(s); rows are "
+              "numbered as in the file (header = row 1):")
+        print("  " + "\n  ".join([*(v.line() for v in conformed.violations), *missing]))
+        return 1
+    print(f"conforms: {len(conformed.frame.columns)} column(s) checked value by value; "
+          f"{len(conformed.dropped)} Secret column(s) would be dropped unread")
+    return 0
+
+
 def _dap(args: argparse.Namespace) -> int:
     from .dap import DapError, import_dap
 
@@ -112,9 +154,17 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--status", choices=["partial", "cleaned"], default="partial")
     synth.set_defaults(func=_synth)
 
+    check_round = sub.add_parser("check-round", help="check an export (CSV or XLSX, exactly as "
+                                 "exported) against a country's round contract")
+    check_round.add_argument("file", type=Path)
+    check_round.add_argument("--country", required=True)
+    check_round.add_argument("--include", type=Path, default=DEFAULT_INCLUDE)
+    check_round.set_defaults(func=_check_round)
+
     dap = sub.add_parser("dap", help="import a Data Analysis Plan's Dissemination Category")
     dap.add_argument("file", type=Path, help="DAP sheet (.xlsx or .csv): A indicator, "
-                     "B Dissemination Category, C classification (optional), D kind (optional)")
+                     "B Dissemination Category, C classification (optional), D kind (optional); "
+                     "optional columns headed Header(s), HXL, Values fill the contract")
     dap.add_argument("--country", required=True)
     dap.add_argument("--include", type=Path, default=DEFAULT_INCLUDE)
     dap.add_argument("--write", action="store_true", help="apply the diff (default: show it)")

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import sqlalchemy as sa
 
+from .contract import is_hxl_row
 from .errors import PermanentError
 
 
@@ -199,12 +200,15 @@ def read_round(
             .where(round_columns.c.round_id == round_id).order_by(round_columns.c.position)).all()
         quote = conn.dialect.identifier_preparer.quote
         stored = [name for name, kept in recorded if kept]
-        what = ", ".join(quote(c) for c in [ROUND_COLUMN, *stored]) if stored else "*"
+        what = ", ".join(quote(c) for c in [*stored, ROUND_COLUMN]) if stored else "*"
         df = pd.read_sql(
             sa.text(f"SELECT {what} FROM {SITE_TABLE} WHERE {ROUND_COLUMN} = :r"),
             conn,
             params={"r": round_id},
             dtype_backend="pyarrow",
         )
+    if not stored and len(df) and is_hxl_row(df.drop(columns=[ROUND_COLUMN]).iloc[0]):
+        # An export loaded as it is, HXL row first: the partition cell is ours, not a hashtag.
+        df[ROUND_COLUMN] = df[ROUND_COLUMN].astype(object).mask(df.index == 0, None)
     return _meta(row, tuple(name for name, kept in recorded if not kept)), df
 
