@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from openpyxl import Workbook
 
 from dissemination import steps
-from dissemination.classification import Urgency
+from dissemination.classification import Classification, Urgency
 from dissemination.contract import ContractBroken, conform
 from dissemination.disclosure import UndeclaredValue, build_content
 from dissemination.intake import import_drop
@@ -262,3 +262,58 @@ def test_an_oversized_or_zip_bomb_file_is_refused_unread(policy, survey, tmp_pat
         "NGA-R001-partial"]
     error = (drop / "rejected" / "NGA-R002-partial.xlsx.error").read_text()
     assert "unpacks to 5000000 bytes" in error and "max_xlsx_uncompressed_bytes" in error
+
+
+# --- free text: broader redaction --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [
+    "call 0803/555/0199", "call 0803,555,0199", "call 0803–555–0199", "call 0803.555.0199",
+    "tel (0803) 555 0199", "mail musa.bello at gmail dot com", "mail musa[at]ngo[dot]org",
+    "mail musa (at) ngo (dot) org", "mail musa @ ngo . org", "NIN AB-12345678", "ID:987654321",
+])
+def test_allowed_free_text_never_carries_contacts_or_ids(text):
+    from dissemination.disclosure import REDACTED, redact
+
+    redacted, n = redact(pd.Series([text, "Road flooded since 3 days", None]))
+    assert n == 1 and REDACTED in redacted[0]
+    assert not any(ch.isdigit() for ch in redacted[0].replace(REDACTED, ""))
+    assert "ngo" not in redacted[0] and "gmail" not in redacted[0]
+    assert redacted[1] == "Road flooded since 3 days"
+
+
+# --- relational: a classification per level ----------------------------------------------------
+
+
+def test_a_combination_classified_per_level(policy):
+    """BFA: children x armed presence is Secret per site, Confidential per province, Public per
+    region; the default's safety x military (safe_at: admin1) is safe per region (BFA's admin1)."""
+    bfa = policy.rulesets["BFA"]
+    (rule,) = [r for r in bfa.relational if r.name == "children_x_armed_presence"]
+    assert [bfa.relational_at(rule, lvl).value for lvl in ("site", "province", "region")] == [
+        "secret", "confidential", "public"]
+    assert bfa.resolve_level("admin1") == "region" and bfa.resolve_level("admin3") is None
+    (default_rule,) = [r for r in bfa.relational if r.name == "safety_x_military"]
+    assert bfa.relational_at(default_rule, "region").value == "public"
+    assert bfa.relational_at(default_rule, "province").value == "confidential"
+
+    columns = ["region_pcode", "province_pcode", "unaccompanied_children",
+               "armed_actors_military"]
+    base = classify_round(columns, bfa)
+    unicef = policy.agreements["unicef-nga"]
+
+    def at(level: str, ceiling: str):
+        tier = unicef.tiers.low.model_copy(update={"indicators": tuple(columns),
+                                                   "aggregate_to": level, "exact_counts": ()})
+        agreement = unicef.model_copy(update={"countries": ("BFA",), "max_classification":
+                                              Classification(ceiling),
+                                              "tiers": unicef.tiers.model_copy(
+                                                  update={"low": tier})})
+        selection = select_for_agreement(base, bfa, agreement, Urgency.LOW)
+        return {d.column: d.classification.value for d in selection.shared}
+
+    assert at("province", "confidential") == {
+        "region_pcode": "public", "province_pcode": "public",
+        "unaccompanied_children": "confidential", "armed_actors_military": "confidential"}
+    assert "armed_actors_military" not in at("province", "public")
+    assert at("admin1", "public")["armed_actors_military"] == "public"  # per region: public
