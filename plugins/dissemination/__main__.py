@@ -38,20 +38,30 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _synth(args: argparse.Namespace) -> int:
+def _country(args: argparse.Namespace):
+    """(policy, the country's rule set), or None after saying why on stderr."""
     from .policy import PolicyError, load_policy
-    from .synthetic import generate_round, write_export
 
     try:
         policy = load_policy(args.include)
     except PolicyError as exc:
         print(exc, file=sys.stderr)
-        return 1
+        return None
     ruleset = policy.rulesets.get(args.country)
     if ruleset is None:
         print(f"no rule set for country {args.country!r} in {args.include / 'rules'} (have: "
               f"{', '.join(sorted(policy.rulesets)) or 'none'})", file=sys.stderr)
+        return None
+    return policy, ruleset
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from .synthetic import generate_round, write_export
+
+    found = _country(args)
+    if found is None:
         return 1
+    _, ruleset = found
     meta, df = generate_round(ruleset, args.round, args.sites, seed=args.seed, status=args.status)
     if args.out:
         write_export(df, ruleset, args.out)
@@ -79,18 +89,11 @@ def _check_round(args: argparse.Namespace) -> int:
     every violation (names and rows, never values). Exit 1 if the round would be blocked."""
     from .contract import conform, describe
     from .intake import DropFileRejected, read_export
-    from .policy import PolicyError, load_policy
 
-    try:
-        policy = load_policy(args.include)
-    except PolicyError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    ruleset = policy.rulesets.get(args.country)
-    if ruleset is None:
-        print(f"no rule set for country {args.country!r} in {args.include / 'rules'} (have: "
-              f"{', '.join(sorted(policy.rulesets))})", file=sys.stderr)
-        return 2
+    found = _country(args)
+    if found is None:
+        return 2  # not the round's fault: 1 is kept for "the round would be blocked"
+    policy, ruleset = found
     try:
         raw = read_export(args.file, policy.intake)
     except DropFileRejected as exc:

@@ -30,6 +30,8 @@ from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import normalise
 from .classification import Classification
@@ -37,10 +39,14 @@ from .errors import PermanentError
 from .policy import IndicatorRule, RuleSet
 
 #: Phone numbers (7+ digits, any common separators) and e-mail addresses, also spelled out.
-PHONE = r"(?<![\w])\+?\d(?:[\s().\/,\u2010-\u2015-]{0,2}\d){6,}(?![\w])"
+_PHONE_BODY = "\\+?\\d(?:[\\s().\\/,\u2010-\u2015-]{0,2}\\d){6,}"
+PHONE = rf"(?<!\w){_PHONE_BODY}(?!\w)"
 EMAIL = (r"[\w.+-]+\s*(?:@|[\[({]\s*at\s*[\])}]|\s+at\s+)\s*[\w-]+"
          r"(?:\s*(?:\.|[\[({]\s*dot\s*[\])}]|\s+dot\s+)\s*[\w-]+)*"
          r"\s*(?:\.|[\[({]\s*dot\s*[\])}]|\s+dot\s+)\s*[a-z]{2,24}\b")
+#: The same search without look-arounds, which RE2 (pyarrow) lacks: scanning a million cells
+#: stays in pyarrow instead of Python's re.
+CONTACT_SCAN = rf"(?i){EMAIL}|(?:^|\W){_PHONE_BODY}(?:\W|$)"
 #: ID-like tokens: a short prefix and 6+ digits (national ID, passport, registration numbers).
 ID_LIKE = r"\b[A-Za-z]{0,4}[-/:#]?\d{6,}\b"
 CONTACT = re.compile(f"{EMAIL}|{PHONE}", re.IGNORECASE)
@@ -204,48 +210,84 @@ def _key_violations(kept, raw, names, ruleset: RuleSet, first_row: int) -> list[
 # --- one column ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Cells:
+    """A column as its distinct cells: the Python work of a check is done once per distinct
+    value, however many sites repeat it. ``codes[i]`` is row i's cell in ``uniques``; -1 for an
+    empty cell."""
+
+    codes: np.ndarray
+    uniques: list
+
+    @classmethod
+    def of(cls, values: pd.Series) -> _Cells:
+        if values.dtype == object:  # TRUE and 1 hash alike: keep booleans apart
+            flags = np.fromiter((isinstance(v, bool | np.bool_) for v in values), bool,
+                                len(values))
+            if flags.any():
+                keyed = values.where(~flags, values.map({True: "\0true", False: "\0false"}))
+                codes, uniques = pd.factorize(keyed, use_na_sentinel=True)
+                return cls(codes, [{"\0true": True, "\0false": False}.get(u, u)
+                                   for u in uniques])
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        return cls(codes, list(uniques))
+
+    def per_row(self, per_unique: list, empty=None) -> np.ndarray:
+        table = np.empty(len(per_unique) + 1, dtype=object)
+        table[:-1], table[-1] = per_unique, empty
+        return table[self.codes]
+
+    def mask(self, per_unique: list[bool], empty: bool = False) -> np.ndarray:
+        return np.append(np.asarray(per_unique, dtype=bool), empty)[self.codes]
+
+
 def _conform_column(values: pd.Series, rule: IndicatorRule):
     """(canonical series, [(problem, row mask)]) for one column under its rule."""
-    missing = _missing(values, rule)
-    if rule.values:
-        return _declared(values, rule, missing)
-    if rule.kind in ("count", "coordinate"):
-        return _number(values, rule, missing)
-    if rule.kind == "date":
-        return _date(values, rule, missing)
-    return _text(values, rule, missing)
-
-
-def _missing(values: pd.Series, rule: IndicatorRule) -> np.ndarray:
-    """Empty cells, and the tokens the contract says mean 'no answer'; nothing else."""
+    if rule.kind in ("count", "coordinate") and not rule.values and (
+            pd.api.types.is_numeric_dtype(values.dtype)
+            and not pd.api.types.is_bool_dtype(values.dtype)):
+        return _number(pd.to_numeric(values).astype("float64"), rule,
+                       values.isna().to_numpy())  # already numbers: nothing to parse
+    if rule.kind in ("key", "admin", "round", "text", "personal") and not rule.values and \
+            pd.api.types.is_string_dtype(values.dtype) and values.dtype != object:
+        return _strings(values.astype("string[pyarrow]"), rule)
+    cells = _Cells.of(values)
     tokens = {normalise.token(m) for m in rule.missing}
-    uniques = pd.unique(values.astype(object))
-    blank = {u for u in uniques if _blank(u) or (tokens and normalise.token(u) in tokens)}
-    if not blank:
-        return np.zeros(len(values), dtype=bool)
-    return values.astype(object).isin(blank).to_numpy() | values.isna().to_numpy()
+    missing = cells.mask([_blank(u) or normalise.token(u) in tokens for u in cells.uniques],
+                         empty=True)
+    if rule.values:
+        return _declared(cells, rule, missing)
+    if rule.kind in ("count", "coordinate"):
+        numbers = [None if isinstance(u, bool | np.bool_) else _to_float(u)
+                   for u in cells.uniques]
+        return _number(pd.Series(cells.per_row(numbers), index=values.index, dtype="float64"),
+                       rule, missing)
+    if rule.kind == "date":
+        return _date(cells, rule, missing)
+    text = [normalise.token(u) if isinstance(u, bool | np.bool_) else
+            str(int(u)) if isinstance(u, float) and u.is_integer() else " ".join(str(u).split())
+            for u in cells.uniques]
+    out = pd.Series(cells.per_row(text), index=values.index).where(~missing)
+    return _strings(out.astype("string[pyarrow]"), rule)
 
 
-def _declared(values, rule: IndicatorRule, missing):
+def _to_float(value) -> float | None:
+    try:
+        return float(normalise.token(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _declared(cells: _Cells, rule: IndicatorRule, missing: np.ndarray):
     lookup = rule.canonical
-    uniques = pd.unique(values.astype(object))
-    mapping = {u: lookup.get(normalise.token(u)) for u in uniques if not _blank(u)}
-    canonical = values.astype(object).map(mapping)
-    stray = canonical.isna().to_numpy() & ~missing
-    out = canonical.where(~missing & ~stray).astype("string[pyarrow]")
+    canonical = cells.per_row([lookup.get(normalise.token(u)) for u in cells.uniques])
+    stray = pd.isna(canonical) & ~missing
+    out = pd.Series(canonical).where(~missing & ~stray).astype("string[pyarrow]")
     return out, [(f"not one of the {len(rule.values)} declared values (after case, spaces and "
                   "synonyms)", stray)] if stray.any() else []
 
 
-def _number(values, rule: IndicatorRule, missing):
-    if pd.api.types.is_bool_dtype(values.dtype):
-        numbers = pd.Series(np.nan, index=values.index)  # TRUE/FALSE is not a count
-    elif pd.api.types.is_numeric_dtype(values.dtype):
-        numbers = pd.to_numeric(values, errors="coerce").astype("float64")
-    else:
-        text = values.astype(object).map(lambda v: None if _blank(v) or isinstance(v, bool)
-                                         else normalise.token(v))
-        numbers = pd.to_numeric(text, errors="coerce").astype("float64")
+def _number(numbers: pd.Series, rule: IndicatorRule, missing: np.ndarray):
     numbers = numbers.mask(missing)
     unreadable = numbers.isna().to_numpy() & ~missing
     problems = []
@@ -265,61 +307,73 @@ def _number(values, rule: IndicatorRule, missing):
         problems.append((f"outside the bounds [{_fmt(low)}, {_fmt(high)}]", outside))
     numbers = numbers.mask(outside)
     dtype = "int64[pyarrow]" if rule.kind == "count" else "double[pyarrow]"
-    return numbers.astype(dtype), problems
+    return numbers.reset_index(drop=True).astype(dtype), problems
 
 
 def _fmt(x: float) -> str:
     return "no limit" if x == np.inf else (str(int(x)) if float(x).is_integer() else str(x))
 
 
-def _date(values, rule: IndicatorRule, missing):
-    def parse(v):
-        if _blank(v):
-            return None
+def _date(cells: _Cells, rule: IndicatorRule, missing: np.ndarray):
+    def parse(v) -> str | None:
         if isinstance(v, datetime | date | pd.Timestamp):
-            return pd.Timestamp(v)
+            return pd.Timestamp(v).strftime("%Y-%m-%d")
         text = " ".join(unicodedata.normalize("NFKC", str(v)).split())
         if rule.date_format:  # the export's own format; ISO too (a conformed round's form)
             try:
-                return pd.Timestamp(datetime.strptime(text, rule.date_format))
+                return datetime.strptime(text, rule.date_format).strftime("%Y-%m-%d")
             except ValueError:
                 pass
         try:
-            return pd.Timestamp(date.fromisoformat(text) if len(text) == 10
-                                else datetime.fromisoformat(text))
+            parsed = date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
+            return parsed.strftime("%Y-%m-%d")
         except ValueError:
             return None
 
-    uniques = pd.unique(values.astype(object))
-    mapping = {u: parse(u) for u in uniques}
-    stamps = values.astype(object).map(mapping)
-    unreadable = stamps.isna().to_numpy() & ~missing
-    text = stamps.map(lambda t: None if t is None or pd.isna(t) else t.strftime("%Y-%m-%d"))
-    out = text.where(~missing).astype("string[pyarrow]")
+    iso = cells.per_row([None if _blank(u) else parse(u) for u in cells.uniques])
+    unreadable = pd.isna(iso) & ~missing
+    out = pd.Series(iso).where(~missing).astype("string[pyarrow]")
     expected = rule.date_format or "YYYY-MM-DD"
     return out, [(f"not a date ({expected})", unreadable)] if unreadable.any() else []
 
 
-def _text(values, rule: IndicatorRule, missing):
-    if pd.api.types.is_float_dtype(values.dtype) and values.dropna().mod(1).eq(0).all():
-        values = values.astype("Int64")  # XLSX numeric ids: 1001.0 is the key 1001
-    text = values.astype(object).map(
-        lambda v: None if _blank(v) else (normalise.token(v) if isinstance(v, bool) else
-                                          str(int(v)) if isinstance(v, float) and v.is_integer()
-                                          else " ".join(str(v).split())))
-    out = text.where(~missing).astype("string[pyarrow]")
+def _strings(out: pd.Series, rule: IndicatorRule):
+    """Text kinds: NFKC, spaces tidied, the contract's missing tokens emptied; key, admin and
+    round values match their pattern, or else carry no phone number or e-mail address. In
+    pyarrow compute, so a million-site round is not a million Python calls."""
+    cells = pa.array(out.reset_index(drop=True), type=pa.string(), from_pandas=True)
+    cells = pc.utf8_trim_whitespace(pc.replace_substring_regex(
+        pc.utf8_normalize(cells, "NFKC"), r"\s+", " "))
+    blank = pc.equal(cells, "")
+    if rule.missing:
+        tokens = pa.array([normalise.token(m) for m in rule.missing])
+        blank = pc.or_(blank, pc.is_in(pc.utf8_lower(cells), value_set=tokens))
+    cells = pc.if_else(pc.fill_null(blank, True), None, cells)
     problems = []
     if rule.kind in ("key", "admin", "round"):
         if rule.pattern is not None:
-            matched = out.str.fullmatch(rule.pattern).fillna(True).to_numpy(dtype=bool)
-            if (~matched).any():
-                problems.append(("does not match the declared pattern", ~matched))
+            matched = pd.Series(cells, dtype="string[pyarrow]").str.fullmatch(rule.pattern)
+            unmatched = ~matched.fillna(True).to_numpy(dtype=bool)
+            if unmatched.any():
+                problems.append(("does not match the declared pattern", unmatched))
         else:  # nothing declares its shape: at least no phone number or e-mail address
-            contact = out.str.contains(CONTACT, regex=True).fillna(False).to_numpy(dtype=bool)
+            contact = _contains_contact(cells)
             if contact.any():
                 problems.append(("holds what looks like a phone number or e-mail address",
                                  contact))
-    return out, problems
+    return pd.Series(cells, dtype="string[pyarrow]"), problems
+
+
+def _contains_contact(cells: pa.Array) -> np.ndarray:
+    """RE2 over every cell; Python's Unicode-aware ``re`` over the few non-ASCII ones (RE2's
+    digit and word classes are ASCII only)."""
+    hit = pc.fill_null(pc.match_substring_regex(cells, CONTACT_SCAN), False).to_numpy(
+        zero_copy_only=False)
+    wide = np.flatnonzero(~pc.fill_null(pc.string_is_ascii(cells), True).to_numpy(
+        zero_copy_only=False))
+    for i in wide:
+        hit[i] = CONTACT.search(cells[int(i)].as_py()) is not None
+    return hit
 
 
 def describe(conformed: ConformedRound) -> list[str]:
