@@ -40,7 +40,7 @@ from . import normalise
 from .classification import Classification, DisseminationCategory
 from .errors import PermanentError
 from .policy import DEFAULT_RULES, PolicyError, load_policy
-from .policy.rules import _MAY_DECLARE_VALUES, SET_KINDS, Kind
+from .policy.rules import SET_KINDS, VALUE_KINDS, Kind
 
 #: What DAP templates write in column B, mapped to our categories (case-insensitive).
 CATEGORY_WORDS = {
@@ -181,9 +181,9 @@ def _row_problem(where: str, letters: dict[str, str], indicator: str, category: 
         return (f"{where}, column {letters['hxl']}: {_show(hxl)} is not an HXL hashtag "
                 "(e.g. #affected+idps+ind)")
     values = _split(extra.get("values", ""))
-    if values and kind and kind.lower() not in _MAY_DECLARE_VALUES:
+    if values and kind and kind.lower() not in VALUE_KINDS:
         return (f"{where}, column {letters['values']}: values are given but the kind in column D "
-                f"is {kind.lower()}; only {', '.join(sorted(_MAY_DECLARE_VALUES))} declare values")
+                f"is {kind.lower()}; only {', '.join(sorted(VALUE_KINDS))} declare values")
     seen: dict[str, str] = {}
     for value in values:
         if normalise.token(value) in seen:
@@ -273,7 +273,7 @@ def _explain(row: DapRow, merged: Mapping, new: bool) -> str | None:
         return (f"{row.at('kind')}: {row.indicator!r} is {'a new indicator ' if new else ''}of "
                 f"kind {kind} ({kind_from}), which needs its declared values: list them in a "
                 f"'Values' column (e.g. yes; no){'' if row.kind else ' or give its kind'}")
-    if merged.get("values") and kind not in _MAY_DECLARE_VALUES:
+    if merged.get("values") and kind not in VALUE_KINDS:
         return (f"{row.at('values' if row.values else 'kind')}: {row.indicator!r} is of kind "
                 f"{kind} ({kind_from}), which cannot declare values")
     return None

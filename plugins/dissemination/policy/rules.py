@@ -29,9 +29,9 @@ Kind = Literal[
     "personal",
 ]
 SITE = "site"  # the finest level: one row per site
-#: Kinds whose values are a declared set (``values``), and kinds that may declare one.
+#: Kinds whose values are a declared set (``values``), and the kinds that may declare one.
 SET_KINDS = frozenset({"categorical", "flag"})
-_MAY_DECLARE_VALUES = SET_KINDS | {"admin"}
+VALUE_KINDS = SET_KINDS | {"admin"}
 _ADMIN_ALIAS = re.compile(r"^admin([1-9])$")
 
 
@@ -88,8 +88,8 @@ class IndicatorRule(PolicyModel):
             problems.append("allow_free_text applies to kind: text only")
         if self.kind in SET_KINDS and not self.values:
             problems.append(f"kind {self.kind} needs its declared values (values: [...])")
-        if self.values and self.kind not in _MAY_DECLARE_VALUES:
-            problems.append(f"values apply to kinds {sorted(_MAY_DECLARE_VALUES)}, not {self.kind}")
+        if self.values and self.kind not in VALUE_KINDS:
+            problems.append(f"values apply to kinds {sorted(VALUE_KINDS)}, not {self.kind}")
         if self.synonyms and not self.values:
             problems.append("synonyms need declared values")
         if self.kind == "coordinate" and self.bounds is None:
