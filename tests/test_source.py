@@ -67,3 +67,14 @@ def test_collection_starts_at_collected_at_and_lasts_the_given_days(policy):
     assert set(df["collected_on"]) == {"2026-11-20"}
     _, df = generate_round(nga, 1, 200, seed=3, collected_at=start)
     assert set(df["collected_on"]) == {"2026-11-20", "2026-11-21", "2026-11-22"}
+
+
+def test_rounds_with_other_columns_live_side_by_side(sql_engine, policy):
+    """Schema drift: each round reads back with its own columns only."""
+    nga = generate_round(policy.rulesets["NGA"], 1, 20, seed=1)
+    bfa = generate_round(policy.rulesets["BFA"], 1, 20, seed=1)
+    for meta, df in (nga, bfa):
+        write_round(sql_engine, meta, df)
+    for meta, df in (nga, bfa):
+        _, back = read_round(sql_engine, meta.round_id)
+        assert sorted(back.columns) == sorted(df.columns)

@@ -3,9 +3,10 @@
 Two tables: ``rounds`` (one row per round: id, country, status, collection time) and
 ``site_assessments`` (one row per site and round, partitioned by a ``round_id`` column; the other
 columns are the export's, under whatever headers it uses: the contract maps them). Rounds whose
-columns differ (schema drift) live side by side: a new column is added to the table. The file
-drop also records each round's columns in ``round_columns``, including the names (never the
-values) of the Secret columns it dropped, so packages can still explain them. SQLite is the
+columns differ (schema drift) live side by side: a new column is added to the table, and
+``round_columns`` records which columns are each round's own, including the names (never the
+values) of the Secret columns the file drop dropped, so packages can still explain them. A
+table written by another system (no ``round_columns``) is read whole. SQLite is the
 embedded default; any database SQLAlchemy reaches works the same way.
 """
 
@@ -78,11 +79,10 @@ def write_round(engine: sa.Engine, meta: RoundMeta, df: pd.DataFrame,
     with engine.begin() as conn:
         conn.execute(round_columns.delete().where(round_columns.c.round_id == meta.round_id))
         names = [(c, True) for c in df.columns if c != ROUND_COLUMN]
-        if meta.dropped:
-            conn.execute(round_columns.insert(), [
-                {"round_id": meta.round_id, "position": i, "name": name, "stored": stored}
-                for i, (name, stored) in enumerate([*names, *((d, False) for d in meta.dropped)])
-            ])
+        conn.execute(round_columns.insert(), [
+            {"round_id": meta.round_id, "position": i, "name": name, "stored": stored}
+            for i, (name, stored) in enumerate([*names, *((d, False) for d in meta.dropped)])
+        ])
         conn.execute(rounds.delete().where(rounds.c.round_id == meta.round_id))
         conn.execute(
             rounds.insert().values(
@@ -207,7 +207,7 @@ def read_round(
             params={"r": round_id},
             dtype_backend="pyarrow",
         )
-    if not stored and len(df) and is_hxl_row(df.drop(columns=[ROUND_COLUMN]).iloc[0]):
+    if len(df) and is_hxl_row(df.drop(columns=[ROUND_COLUMN]).iloc[0]):
         # An export loaded as it is, HXL row first: the partition cell is ours, not a hashtag.
         df[ROUND_COLUMN] = df[ROUND_COLUMN].astype(object).mask(df.index == 0, None)
     return _meta(row, tuple(name for name, kept in recorded if not kept)), df
