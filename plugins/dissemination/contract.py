@@ -37,6 +37,7 @@ from . import normalise
 from .classification import Classification
 from .errors import PermanentError
 from .policy import IndicatorRule, RuleSet
+from .sensitivity import classify_round
 
 #: Phone numbers (7+ digits, any common separators) and e-mail addresses, also spelled out.
 _PHONE_BODY = "\\+?\\d(?:[\\s().\\/,\u2010-\u2015-]{0,2}\\d){6,}"
@@ -108,13 +109,6 @@ def _ref(ruleset: RuleSet, name: str) -> str:
         f" ({kind})" if kind else "")
 
 
-def is_secret(name: str | None, ruleset: RuleSet) -> bool:
-    """Dropped unread: no rule covers it, it is Secret, or it is free text not allowed."""
-    rule = ruleset.indicators.get(name) if name else None
-    return (rule is None or rule.classification is Classification.SECRET
-            or (rule.kind == "text" and not rule.allow_free_text))
-
-
 def conform(raw: pd.DataFrame, ruleset: RuleSet, *, first_row: int = 2) -> ConformedRound:
     """Match headers, drop Secret columns unread, check and normalise every other value.
 
@@ -157,9 +151,11 @@ def conform(raw: pd.DataFrame, ruleset: RuleSet, *, first_row: int = 2) -> Confo
         names.append(name)
 
     columns, dropped, kept = [], [], {}
+    # The one judge of Secret (uncovered, Secret, free text not allowed) is the classifier.
+    base = classify_round([n or str(h) for h, n in zip(raw.columns, names, strict=True)], ruleset)
     for position, (header, name) in enumerate(zip(raw.columns, names, strict=True)):
         columns.append(name or str(header))
-        if is_secret(name, ruleset):
+        if base[name or str(header)].classification is Classification.SECRET:
             dropped.append(name or str(header))
             continue
         if name in kept:
