@@ -53,7 +53,8 @@ def password_rotation():
         for rotation_id, agreement_id in ledger.unnotified_rotations():
             agreement = policy.agreements[agreement_id]
             send(rotation_notice(agreement, policy.focal_points[agreement.focal_points],
-                                 policy.alert_to(*agreement.countries)))
+                                 policy.alert_to(*agreement.countries),
+                                 policy.organisation_name(agreement)))
             ledger.mark_rotation_notified(rotation_id, pendulum.now("UTC"))
         return rotated
 

@@ -62,7 +62,7 @@ def bfa_policy(include):
     """The tests' policy plus two Burkina Faso agreements and their focal points."""
     (include / "agreements" / "unicef-bfa.yaml").write_text("""\
 id: unicef-bfa
-organisation: UNICEF Burkina Faso
+organisation: unicef
 focal_points: unicef-bfa
 purpose: Follow-up of unaccompanied children within 48 hours.
 valid_from: 2026-01-01
@@ -80,7 +80,7 @@ password: {variable: package_password_unicef_bfa, rotate_every_days: 90}
 """)
     (include / "agreements" / "protection-bfa.yaml").write_text("""\
 id: protection-bfa
-organisation: Protection Cluster Burkina Faso
+organisation: protection-bfa
 focal_points: protection-bfa
 purpose: Protection monitoring.
 valid_from: 2026-01-01
@@ -103,9 +103,12 @@ password: {variable: package_password_protection_bfa, rotate_every_days: 60}
   title: Officer
   mobile: "+226 70 00 00 1{n}"
   email: {email}@example.org"""
-    for i, org in enumerate(("unicef-bfa", "protection-bfa")):
+    (include / "organisations" / "protection-bfa.yaml").write_text(
+        "id: protection-bfa\nname: Protection Cluster Burkina Faso\n")
+    for i, (org, owner) in enumerate((("unicef-bfa", "unicef"),
+                                      ("protection-bfa", "protection-bfa"))):
         (include / "focal_points" / f"{org}.yaml").write_text(
-            f"id: {org}\norganisation: {org}\nprimary:{person.format(name='P', n=i, email=org)}"
+            f"id: {org}\norganisation: {owner}\nprimary:{person.format(name='P', n=i, email=org)}"
             f"\nsecondary:{person.format(name='S', n=i + 2, email=org + '.s')}\n")
     return load_policy(include)
 

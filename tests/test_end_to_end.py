@@ -77,9 +77,9 @@ def test_the_urgent_run_succeeds_with_one_mapped_delivery_per_organisation(sandb
     assert all(state == "success" for *_, state in states), states
     delivered = sorted(r for t, _, r, _ in states if t == "deliver")
     assert delivered == sorted(
-        [f"{a.organisation} (NGA-R001-partial)"
+        [f"{sandbox.policy.organisation_name(a)}, {a.id} (NGA-R001-partial)"
          for a in sandbox.policy.agreements_for("NGA", Urgency.MEDIUM)]
-        + ["UNICEF Nigeria (NGA-R001-partial) -> Musa Ibrahim"])
+        + ["UNICEF, unicef-nga (NGA-R001-partial) -> Musa Ibrahim"])
     assert not list((sandbox.work_dir / "runs").iterdir())  # staging cleaned after success
 
 

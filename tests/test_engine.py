@@ -10,6 +10,7 @@ import pytest
 from dissemination import steps
 from dissemination.classification import Classification, Urgency
 from dissemination.disclosure import REDACTED, SITES, build_content, explain, redact
+from dissemination.holdings import DisclosureState, Held, Holdings
 from dissemination.policy import Agreement
 from dissemination.sensitivity import active_relational, classify_round, select_for_agreement
 from dissemination.source import RoundMeta
@@ -20,6 +21,12 @@ def _agreement(policy, base_id: str, urgency: Urgency, **tier_update) -> Agreeme
     tier = agreement.tiers.get(urgency).model_copy(update=tier_update)
     return agreement.model_copy(update={"tiers": agreement.tiers.model_copy(
         update={urgency.value: tier})})
+
+
+def _held(levels: dict[str, set[str]], name: str = "Protection Sector Nigeria") -> Holdings:
+    """What an organisation holds: level -> columns, from an earlier round."""
+    return Holdings("org", name, "NGA", [Held(c, level, "NGA-R000-partial", "delivered earlier")
+                                         for level, cols in levels.items() for c in sorted(cols)])
 
 
 def _content(df, policy, country, agreement, urgency, **kwargs):
@@ -120,10 +127,12 @@ def test_a_combination_completed_with_an_earlier_delivery_is_broken(policy):
     alone, _ = _content(df, policy, "NGA", agreement, Urgency.MEDIUM)
     assert "feeling_of_safety" in alone.columns
     together, _ = _content(df, policy, "NGA", agreement, Urgency.MEDIUM,
-                           previously_shared={"site": {"site_id", "armed_actors_military"}})
+                           held=_held({"site": {"site_id", "armed_actors_military"}}))
     assert "feeling_of_safety" not in together.columns
     (d,) = [d for d in together.decisions if d.column == "feeling_of_safety"]
-    assert "armed_actors_military (delivered earlier)" in d.reason
+    assert d.reason.startswith("withheld: would complete safety_x_military with what "
+                               "Protection Sector Nigeria already holds (armed_actors_military: "
+                               "round NGA-R000-partial, level site")
 
 
 def test_an_earlier_delivery_at_the_safe_level_does_not_count(policy):
@@ -132,7 +141,7 @@ def test_an_earlier_delivery_at_the_safe_level_does_not_count(policy):
     agreement = _agreement(policy, "protection-cluster-nga", Urgency.MEDIUM,
                            indicators=("site_id", "feeling_of_safety"))
     selection, _ = _content(df, policy, "NGA", agreement, Urgency.MEDIUM,
-                            previously_shared={"admin1": {"armed_actors_military"}})
+                            held=_held({"admin1": {"armed_actors_military"}}))
     assert "feeling_of_safety" in selection.columns
 
 
@@ -142,12 +151,12 @@ def test_plan_reads_the_history_of_the_organisation(policy, round_nga):
 
     def history(organisation, country):
         asked.append((organisation, country))
-        return {"site": {"armed_actors_military"}}
+        return _held({"site": {"armed_actors_military"}}).items
 
     plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2026, 11, 2), only=["protection-cluster-nga"],
-                                  active=["safety_x_military"], history=history)
-    assert asked == [("Protection Sector Nigeria", "NGA")]
+                                  active=["safety_x_military"], state=DisclosureState(history))
+    assert asked == [("protection-sector-nga", "NGA")]  # by id, never by display name
     assert "feeling_of_safety" not in plans[0].selection.columns
 
 

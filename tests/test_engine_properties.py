@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from dissemination.classification import Classification, DisseminationCategory, Urgency
 from dissemination.contract import CONTACT, PERSONAL, conform
 from dissemination.disclosure import SITES, build_content
+from dissemination.holdings import Held, Holdings
 from dissemination.policy import SITE, Agreement, RuleSet
 from dissemination.sensitivity import active_relational, classify_round, select_for_agreement
 
@@ -124,7 +125,7 @@ def agreements(draw):
         ceiling == "confidential" else []
     tier = {"indicators": requested, "aggregate_to": level, "exact_counts": exact}
     return Agreement.model_validate({
-        "id": "a", "organisation": "Org", "focal_points": "fp", "purpose": "p",
+        "id": "a", "organisation": "org", "focal_points": "fp", "purpose": "p",
         "valid_from": date(2026, 1, 1), "valid_until": date(2026, 12, 31), "countries": ["TST"],
         "max_classification": ceiling,
         "tiers": {"medium": {"window_hours": 48, **tier}, "low": tier},
@@ -151,8 +152,10 @@ def test_every_package_respects_the_policy(scenario, agreement, urgency, history
     df = df.frame
     base = classify_round(df.columns, ruleset)
     active = active_relational(df, ruleset)
+    held = Holdings("org", "Org", "TST", [Held(c, level, "R0", "earlier")
+                                          for level, cols in history.items() for c in cols])
     selection = select_for_agreement(base, ruleset, agreement, urgency, active=active,
-                                     previously_shared=history)
+                                     held=held)
     content = build_content(df, selection, ruleset)
     frame = content.frame
     sources = {c.source for c in content.columns if c.source}
@@ -168,17 +171,23 @@ def test_every_package_respects_the_policy(scenario, agreement, urgency, history
             assert c.source in agreement.tiers.get(urgency).indicators
     assert set(frame.columns) == {c.name for c in content.columns}
 
-    # 3. No relational combination shared above its level's classification, here or with
-    #    the ledger.
+    # 3. No relational combination the organisation would hold (this package with what it
+    #    held before, each member at the finest level held, the join as coarse as its coarsest
+    #    member) above the agreement's ceiling; the package's members carry its class.
+    rank = ruleset.level_rank
     for rule in ruleset.relational:
-        together = ruleset.relational_at(rule, selection.level)
-        if rule.name not in active or together is Classification.PUBLIC:
-            continue
-        earlier = set().union(*[cols for lvl, cols in history.items()
-                                if ruleset.relational_at(rule, lvl) is not
-                                Classification.PUBLIC]) if history else set()
         here = [m for m in rule.indicators if m in sources]
-        if here and all(m in sources or m in earlier for m in rule.indicators):
+        levels = {m: [selection.level] * (m in sources)
+                  + [lvl for lvl, cols in history.items() if m in cols]
+                  for m in rule.indicators}
+        if not here or not all(levels.values()):
+            continue
+        combined = min((max(lv, key=rank) for lv in levels.values()), key=rank)
+        together = ruleset.relational_at(rule, combined)
+        if together is Classification.PUBLIC:
+            continue
+        if rule.name in active or any(m in cols for cols in history.values()
+                                      for m in rule.indicators):
             assert together <= ceiling, rule
             for c in content.columns:
                 if c.source in rule.indicators:

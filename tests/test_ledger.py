@@ -49,19 +49,47 @@ def test_new_content_or_other_agreement_is_a_new_delivery(sql_engine):
     assert len(ledger.all()) == 3
 
 
-def test_shared_columns_per_organisation_and_level(sql_engine):
+def test_holdings_per_organisation_id_level_and_round(sql_engine):
     ledger = Ledger(sql_engine)
-    ledger.record(_record())
+    ledger.initialise("fresh start: test", datetime(2026, 11, 1, tzinfo=UTC))
+    ledger.record(_record(organisation_id="unicef"))
     ledger.record(_record(
         round_id="NGA-R002-partial", level="admin1",
         columns=DeliveryRecord.columns_json([
             {"name": "feeling_of_safety=none", "source": "feeling_of_safety",
              "classification": "public", "rule": "r"},
             {"name": "sites", "source": "", "classification": "public", "rule": "r"}])))
-    ledger.record(_record(organisation="Other", content_sha256="e" * 64))
-    assert ledger.shared_columns("UNICEF Nigeria", "NGA") == {
-        "site": {"site_id"}, "admin1": {"feeling_of_safety"}}
-    assert ledger.shared_columns("UNICEF Nigeria", "SSD") == {}
+    # Same display name, another organisation: not UNICEF's history.
+    ledger.record(_record(agreement_id="other", organisation_id="other", content_sha256="e" * 64))
+    # A renamed UNICEF: still UNICEF's history (keyed by id, never by name).
+    ledger.record(_record(agreement_id="unicef-ssd-2", organisation="UNICEF (renamed)",
+                          organisation_id="unicef", round_id="NGA-R003-partial",
+                          content_sha256="f" * 64))
+    held = {(h.indicator, h.level, h.round_id)
+            for h in ledger.holdings("unicef", ["unicef-nga"], "NGA")}
+    assert held == {("site_id", "site", "NGA-R001-partial"),
+                    ("feeling_of_safety", "admin1", "NGA-R002-partial"),
+                    ("site_id", "site", "NGA-R003-partial")}
+    assert ledger.holdings("unicef", ["unicef-nga"], "SSD") == []
+
+
+def test_a_ledger_without_its_marker_stops_planning(sql_engine):
+    """New or wiped: its empty history would let every cross-delivery check pass silently."""
+    import pytest
+
+    from dissemination.ledger import LedgerNotInitialised
+
+    ledger = Ledger(sql_engine)
+    with pytest.raises(LedgerNotInitialised, match="ledger init .* --fresh-start"):
+        ledger.holdings("unicef", ["unicef-nga"], "NGA")
+    ledger.record(_record())  # rows alone (e.g. restored without the marker) do not count
+    with pytest.raises(LedgerNotInitialised):
+        ledger.holdings("unicef", ["unicef-nga"], "NGA")
+    assert ledger.initialise("fresh start: adopted", datetime(2026, 11, 1, tzinfo=UTC))
+    assert not ledger.initialise("again", datetime(2026, 11, 2, tzinfo=UTC))
+    how, _ = ledger.initialised()
+    assert how == "fresh start: adopted (1 earlier deliveries adopted)"
+    assert [h.indicator for h in ledger.holdings("unicef", ["unicef-nga"], "NGA")] == ["site_id"]
 
 
 def test_rotation_notices_are_pending_until_sent(sql_engine):

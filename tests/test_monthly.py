@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from conftest import POLICY_DIR
@@ -17,7 +19,9 @@ from dissemination.synthetic import generate_round
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    box = Sandbox(tmp_path_factory.mktemp("monthly"), POLICY_DIR)
+    home = tmp_path_factory.mktemp("monthly")
+    shutil.copytree(POLICY_DIR, home / "include")  # one test makes a review overdue
+    box = Sandbox(home, home / "include")
     with box:
         box.init(sites=120, seed=8)
         box.november = box.run_monthly("2026-12-01")  # shares November
@@ -86,14 +90,20 @@ def test_invalid_rounds_and_overdue_reviews_stop_only_themselves(sandbox):
     for meta, df in (good, (holes_meta, holes), overdue):
         write_round(survey, meta, df)
 
-    result = sandbox.run_monthly("2027-01-01")  # December; SSD's review was due 2026-12-30
+    # SSD's review falls due yesterday by the wall clock (not by the run's logical date).
+    rules = sandbox.include / "rules" / "SSD.yaml"
+    assessed = date.fromisoformat(re.search(r"date: (\S+)", rules.read_text()).group(1))
+    due = datetime.now(UTC).date() - timedelta(days=1)
+    rules.write_text(re.sub(r"review_every_days: \d+",
+                            f"review_every_days: {(due - assessed).days}", rules.read_text()))
+    result = sandbox.run_monthly("2027-01-01")  # December
     states = _states(sandbox)
     assert states["deliver"] == {"success"} and states["record"] == {"success"}
     assert states["finish"] == {"failed"}
     assert "NGA-R003-cleaned" in result.stdout and "not_be_null on idp_households" in result.stdout
     docs = sorted((sandbox.work_dir / "data_docs" / "validations").rglob("*.html"))
     assert docs and any(f"Data Docs: {d}" in result.stdout for d in docs)
-    assert "risk assessment for SSD" in result.stdout and "due for review on 2026-12-30" in \
+    assert "risk assessment for SSD" in result.stdout and f"due for review on {due}" in \
         result.stdout
     delivered = {r.round_id for r in _ledger(sandbox).all()}
     assert "NGA-R002-cleaned" in delivered

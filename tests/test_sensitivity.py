@@ -125,7 +125,7 @@ def scenarios(draw):
                                   min_size=1, unique=True))
     requested = draw(st.lists(st.sampled_from(names + ["unknown_a"]), min_size=1, unique=True))
     agreement = Agreement.model_validate({
-        "id": "a", "organisation": "Org", "focal_points": "fp", "purpose": "p",
+        "id": "a", "organisation": "org", "focal_points": "fp", "purpose": "p",
         "valid_from": date(2026, 1, 1), "valid_until": date(2026, 12, 31), "countries": ["TST"],
         "max_classification": draw(st.sampled_from(["public", "confidential"])),
         "tiers": {"medium": {"window_hours": 48, "indicators": requested},

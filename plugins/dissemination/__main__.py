@@ -1,4 +1,4 @@
-"""Command line: ``python -m dissemination check | check-round | synth | dap``.
+"""Command line: ``python -m dissemination check | check-round | synth | dap | ledger``.
 
 Run with ``PYTHONPATH=plugins`` (the Makefile does) from the repository root.
 """
@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 
 DEFAULT_INCLUDE = Path(__file__).resolve().parents[2] / "include"
+DEFAULT_LEDGER = f"sqlite:///{Path(__file__).resolve().parents[2] / '.demo' / 'ledger.db'}"
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -133,6 +134,35 @@ def _dap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ledger(args: argparse.Namespace) -> int:
+    """``ledger status``: is it initialised, and how; ``ledger init --fresh-start WHY``:
+    declare that this ledger starts empty on purpose (recorded with the reason)."""
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+
+    from .ledger import Ledger
+
+    ledger = Ledger(sa.create_engine(args.url, hide_parameters=True))
+    url = ledger.engine.url.render_as_string(hide_password=True)
+    if args.action == "init":
+        if not args.fresh_start or not args.fresh_start.strip():
+            print("ledger init needs --fresh-start 'why': a ledger is only started over on "
+                  "purpose (a new deployment), never to get past a wiped one", file=sys.stderr)
+            return 2
+        if ledger.initialise(f"fresh start: {args.fresh_start.strip()}", datetime.now(UTC)):
+            print(f"{url}: initialised ({args.fresh_start.strip()})")
+            return 0
+    state = ledger.initialised()
+    if state is None:
+        print(f"{url}: NOT initialised: planning stops until it is (see `ledger init`)")
+        return 1
+    how, when = state
+    print(f"{url}: initialised {when:%Y-%m-%d %H:%M} UTC: {how}; "
+          f"{len(ledger.all())} deliveries recorded")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dissemination")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -172,6 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     dap.add_argument("--include", type=Path, default=DEFAULT_INCLUDE)
     dap.add_argument("--write", action="store_true", help="apply the diff (default: show it)")
     dap.set_defaults(func=_dap)
+
+    ledger = sub.add_parser("ledger", help="the delivery ledger: status, or declare a fresh start")
+    ledger.add_argument("action", choices=["status", "init"])
+    ledger.add_argument("--url", default=DEFAULT_LEDGER,
+                        help="SQLAlchemy URL of the ledger (default: the demo's)")
+    ledger.add_argument("--fresh-start", metavar="WHY",
+                        help="init: why this ledger starts without history (recorded)")
+    ledger.set_defaults(func=_ledger)
 
     args = parser.parse_args(argv)
     return args.func(args)

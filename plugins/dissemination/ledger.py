@@ -8,10 +8,14 @@ embedded default; PostgreSQL works unchanged through SQLAlchemy.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+
+from .errors import PermanentError
+from .holdings import Held
 
 metadata = sa.MetaData()
 deliveries = sa.Table(
@@ -19,7 +23,10 @@ deliveries = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("agreement_id", sa.String(64), nullable=False),
-    sa.Column("organisation", sa.String(200), nullable=False),
+    sa.Column("organisation", sa.String(200), nullable=False),  # display name at the time
+    # include/organisations/<id>: what disclosure history is keyed by (NULL in rows written
+    # before organisations had ids; those are found through their agreement instead).
+    sa.Column("organisation_id", sa.String(64), nullable=True, index=True),
     sa.Column("recipient", sa.String(64), nullable=False),  # primary | secondary | field
     sa.Column("focal_point_name", sa.String(200), nullable=False),
     sa.Column("focal_point_email", sa.String(200), nullable=False),
@@ -68,7 +75,22 @@ password_rotations = sa.Table(
 )
 
 
+#: What the ledger knows about itself, e.g. when and how it was initialised.
+ledger_meta = sa.Table(
+    "ledger_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+INITIALISED = "initialised"
+
 MAIN_RECIPIENTS = ("primary", "secondary")
+
+
+class LedgerNotInitialised(PermanentError, RuntimeError):
+    """A ledger without its initialisation marker is new or was wiped: it cannot tell what
+    partners already hold, so nothing is planned from it until an operator says why."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +116,7 @@ class DeliveryRecord:
     run_id: str = ""
     deadline: datetime | None = None
     deadline_met: bool | None = None
+    organisation_id: str | None = None
 
     @staticmethod
     def columns_json(columns: list[dict]) -> str:
@@ -104,6 +127,43 @@ class Ledger:
     def __init__(self, engine: sa.Engine):
         self.engine = engine
         metadata.create_all(engine)
+        _add_missing_columns(engine)
+
+    # --- initialisation ----------------------------------------------------------------------
+
+    def initialised(self) -> tuple[str, datetime] | None:
+        """(how, when) the ledger was initialised, or None for a new or wiped ledger."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(ledger_meta.c.value, ledger_meta.c.at)
+                               .where(ledger_meta.c.key == INITIALISED)).first()
+        return None if row is None else (row.value, _utc(row.at))
+
+    def initialise(self, reason: str, now: datetime) -> bool:
+        """Declare a fresh start (or adopt the rows already here): recorded once, with why.
+        False if the ledger was already initialised."""
+        with self.engine.connect() as conn:
+            existing = conn.execute(sa.select(sa.func.count()).select_from(deliveries)).scalar()
+        how = f"{reason} ({existing} earlier deliveries adopted)" if existing else reason
+        return self._insert_once(ledger_meta, key=INITIALISED, value=how, at=now)
+
+    def _insert_once(self, table: sa.Table, **values) -> bool:
+        """Insert a row keyed by its primary key: True the first time, False after."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(table.insert().values(**values))
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def require_initialised(self) -> None:
+        if self.initialised() is None:
+            url = self.engine.url.render_as_string(hide_password=True)
+            raise LedgerNotInitialised(
+                f"the ledger {url} has no initialisation marker: it is new or was wiped, so "
+                "it cannot tell what partners already hold and every check against their "
+                "history would pass silently. Restore it from backup; or, if this really is "
+                "a fresh start, declare it: python -m dissemination ledger init --url "
+                f"'{url}' --fresh-start 'why'")
 
     def find(
         self, agreement_id: str, round_id: str, urgency: str,
@@ -141,31 +201,31 @@ class Ledger:
             return existing
         return record
 
-    def shared_columns(self, organisation: str, country: str) -> dict[str, set[str]]:
-        """Source columns an organisation received for a country, per level (site, admin1...).
+    def holdings(self, organisation_id: str, agreement_ids: Iterable[str], country: str
+                 ) -> list[Held]:
+        """Every source column an organisation received for a country: per level and round.
 
-        Relational rules look across deliveries: a combination completed with what the same
-        organisation already holds is as sensitive as one inside a single package.
+        Keyed by the organisation id, and by its agreements for rows written before ids (the
+        display name is never used). Refuses a ledger without its initialisation marker.
         """
+        self.require_initialised()
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(deliveries.c.level, deliveries.c.columns).where(
-                    deliveries.c.organisation == organisation, deliveries.c.country == country)
+                sa.select(deliveries.c.level, deliveries.c.columns, deliveries.c.round_id,
+                          deliveries.c.agreement_id, deliveries.c.delivered_at)
+                .where(deliveries.c.country == country,
+                       sa.or_(deliveries.c.organisation_id == organisation_id,
+                              deliveries.c.agreement_id.in_(list(agreement_ids))))
+                .order_by(deliveries.c.id)
             ).all()
-        shared: dict[str, set[str]] = {}
-        for level, columns in rows:
-            shared.setdefault(level, set()).update(
-                c["source"] for c in json.loads(columns) if c.get("source"))
-        return shared
+        return [Held(c["source"], level, round_id,
+                     f"delivered {_utc(at):%Y-%m-%d} under {agreement_id}")
+                for level, columns, round_id, agreement_id, at in rows
+                for c in json.loads(columns) if c.get("source")]
 
     def alert_once(self, kind: str, subject: str, now: datetime) -> bool:
         """True the first time an alert is raised, False after: no alert storms."""
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(alerts.insert().values(kind=kind, subject=subject, sent_at=now))
-        except sa.exc.IntegrityError:
-            return False
-        return True
+        return self._insert_once(alerts, kind=kind, subject=subject, sent_at=now)
 
     def last_rotation(self, agreement_id: str) -> datetime | None:
         with self.engine.connect() as conn:
@@ -201,6 +261,25 @@ class Ledger:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(deliveries).order_by(deliveries.c.id)).all()
         return [_to_record(r) for r in rows]
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value  # SQLite drops it
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Add columns that newer code expects to an existing ledger (nullable ones only).
+
+    A stopgap that keeps an existing ledger usable in place until schema migrations exist."""
+    inspector = sa.inspect(engine)
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present and column.nullable:
+                kind = column.type.compile(dialect=engine.dialect)
+                with engine.begin() as conn:
+                    conn.execute(sa.text(
+                        f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 def _to_record(row) -> DeliveryRecord:

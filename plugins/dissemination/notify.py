@@ -42,12 +42,12 @@ def delivery_notice(delivery, dtm) -> Email:
     )
 
 
-def rotation_notice(agreement, people, to: tuple[str, ...]) -> Email:
+def rotation_notice(agreement, people, to: tuple[str, ...], organisation: str) -> Email:
     """To DTM's focal point: a new password exists and must be passed on by phone."""
     p = people.primary
     return Email(
         to=to,
-        subject=f"[DTM] package password rotated for {agreement.organisation} "
+        subject=f"[DTM] package password rotated for {organisation} "
                 f"({agreement.id})",
         body=(
             f"The package password of agreement {agreement.id} was rotated (every "

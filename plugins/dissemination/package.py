@@ -68,6 +68,7 @@ def build_package(
     created_at: datetime,
     warnings: tuple[str, ...] = (),
     recipient: str = "primary",
+    organisation: str = "",
 ) -> Package:
     """Write the partner's table and its manifest into an AES-256 zip under ``out_dir``."""
     if len(password) < MIN_PASSWORD_LENGTH:
@@ -89,7 +90,8 @@ def build_package(
         },
         "agreement": {
             "id": agreement.id,
-            "organisation": agreement.organisation,
+            "organisation": organisation or agreement.organisation,
+            "organisation_id": agreement.organisation,
             "purpose": agreement.purpose,
         },
         "recipient": recipient,

@@ -142,6 +142,7 @@ class Sandbox:
                 write_round(survey, meta, df)
         for destination in self.destinations():
             (self.sftp.root / destination.remote_dir).mkdir(parents=True, exist_ok=True)
+        self.ledger().initialise("fresh start: a new sandbox", datetime.now(UTC))
         self.set_missing_passwords()
 
     def set_missing_passwords(self) -> None:

@@ -8,7 +8,7 @@ Two steps, so a round is classified once however many partners there are:
    trigger (a rule with ``when`` applies only if some site matches).
 2. ``select_for_agreement`` (per agreement and urgency): keep the requested columns; when the
    tier aggregates, drop what only makes sense per site; apply the relational rules to what would
-   really be shared, together with what the organisation already received (the ledger); drop
+   really be shared, together with everything the organisation holds (``holdings``); drop
    whatever is Secret, outside the tier's categories, or above the agreement's ceiling.
 
 Each decision carries the rule that made it, for the package's explanation and the task log.
@@ -17,7 +17,7 @@ Pure functions: column names, a few values and the policy in, decisions out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 import pandas as pd
@@ -25,7 +25,8 @@ import pandas as pd
 from . import normalise
 from .classification import CATEGORIES_BY_URGENCY, Classification, Urgency
 from .errors import PermanentError
-from .policy import SITE, Agreement, RelationalRule, RuleSet
+from .holdings import Held, Holdings
+from .policy import SITE, Agreement, RuleSet
 
 UNCOVERED = "default: no rule covers this column"
 #: Kinds that describe one site; they cannot survive aggregation to an admin level.
@@ -68,13 +69,17 @@ def classify_round(columns: Iterable[str], ruleset: RuleSet) -> dict[str, Column
 
 
 def active_relational(df: pd.DataFrame, ruleset: RuleSet) -> frozenset[str]:
-    """Names of the relational rules this round triggers: members present, ``when`` matched.
+    """Names of the relational rules that may apply to this round: ``when`` matched by some
+    site, or not decidable from this round (a ``when`` column is absent, yet the organisation
+    may hold it from another round). A rule with members absent here still needs them from
+    what the organisation holds before it changes anything (``select_for_agreement``).
 
     ``df`` is a conformed round (``contract.conform``): its values are the declared ones, so the
     condition compares canonical values, whatever spelling the export used."""
     active = set()
     for rule in ruleset.relational:
-        if not all(c in df.columns for c in rule.indicators):
+        if not all(c in df.columns for c in rule.when):
+            active.add(rule.name)
             continue
         match = pd.Series(True, index=df.index)
         for column, values in rule.when.items():
@@ -112,13 +117,14 @@ def select_for_agreement(
     urgency: Urgency,
     *,
     active: Iterable[str] | None = None,
-    previously_shared: Mapping[str, Iterable[str]] | None = None,
+    held: Holdings | None = None,
 ) -> Selection:
     """Per-agreement selection.
 
     ``active``: relational rules the round triggers (None: all of them, the safe assumption).
-    ``previously_shared``: level -> columns the same organisation already received for this
-    country (from the ledger); a combination they complete counts as if it were in this package.
+    ``held``: what the agreement's organisation already holds for this country (the ledger and
+    this run's earlier plans); a combination completed with it counts as if it were in this
+    package, and a rule with a held member is judged even if this round does not trigger it.
     """
     tier = agreement.tiers.get(urgency)
     requested = set(tier.indicators) if tier is not None else set()
@@ -126,7 +132,6 @@ def select_for_agreement(
     allowed_categories = CATEGORIES_BY_URGENCY[urgency]
     ceiling = agreement.max_classification
     active_rules = None if active is None else set(active)
-    previous = {lvl: set(cols) for lvl, cols in (previously_shared or {}).items()}
 
     decided: dict[str, ColumnDecision] = {}
     candidates: dict[str, ColumnDecision] = {}
@@ -147,45 +152,52 @@ def select_for_agreement(
         else:
             candidates[column] = d
 
-    # Relational rules apply to the combination that would really be shared, here or together
-    # with earlier deliveries. A combination whose level exceeds the ceiling is broken by
-    # dropping its last-listed member in this package (rule files list the most useful first);
-    # otherwise the members in this package are escalated.
+    # Relational rules apply to the combination the organisation would really hold: this
+    # package together with everything it already holds. The combination is as coarse as its
+    # coarsest member (each member taken at the finest level held). Above the ceiling, it is
+    # broken by withholding its last-listed member in this package (rule files list the most
+    # useful first); otherwise the members in this package are escalated.
+    rank = _ranker(ruleset)
     changed = True
     while changed:
         changed = False
         for rule in ruleset.relational:
-            if active_rules is not None and rule.name not in active_rules:
+            before = {c: held.finest(c, rank) for c in rule.indicators} if held else {}
+            before = {c: h for c, h in before.items() if h is not None}
+            if active_rules is not None and rule.name not in active_rules and not before:
                 continue
-            together = ruleset.relational_at(rule, level)
+            here = [c for c in rule.indicators if c in candidates]
+            if not here or not all(c in candidates or c in before for c in rule.indicators):
+                continue
+            finest = {c: max(([level] if c in candidates else [])
+                             + ([before[c].level] if c in before else []), key=rank)
+                      for c in rule.indicators}
+            combined = min(finest.values(), key=rank)
+            together = ruleset.relational_at(rule, combined)
             if together is Classification.PUBLIC:
                 continue
-            earlier = _earlier(rule, ruleset, previous)
-            here = [c for c in rule.indicators if c in candidates]
-            if not here or not all(c in candidates or c in earlier for c in rule.indicators):
-                continue
-            partners = [c for c in rule.indicators if c != here[-1]]
-            told = _together(partners, candidates, earlier)
             if ceiling < together:
                 victim = here[-1]
+                others = [c for c in rule.indicators if c != victim]
                 decided[victim] = replace(
                     candidates.pop(victim),
-                    reason=f"relational rule {rule.name}: together with {told} it is "
-                    f"{together.value} at {level} level, above the agreement's "
-                    f"{ceiling.value}",
+                    reason=_withheld(rule.name, victim, others, candidates, before, held,
+                                     f"{together.value} at {combined} level, above the "
+                                     f"agreement's {ceiling.value}"),
                     rule=_ref(ruleset, f"relational.{rule.name}"),
                 )
                 changed = True
                 continue
             for c in here:
                 if candidates[c].classification < together:
+                    others = [x for x in rule.indicators if x != c]
                     candidates[c] = replace(
                         candidates[c],
                         classification=together,
                         rule=_ref(ruleset, f"relational.{rule.name}"),
                         notes=candidates[c].notes + (
-                            f"escalated to {together.value} by relational rule "
-                            f"{rule.name} (with {_together([x for x in rule.indicators if x != c], candidates, earlier)})",
+                            f"escalated to {together.value} by relational rule {rule.name} "
+                            f"(with {_together(others, candidates, before)})",
                         ),
                     )
                     changed = True
@@ -214,18 +226,28 @@ def _site_only(column: str, kind: str, ruleset: RuleSet, level: str) -> bool:
     return False
 
 
-def _earlier(rule: RelationalRule, ruleset: RuleSet, previous: Mapping[str, set[str]]) -> set:
-    """Columns delivered earlier at levels where this rule is not yet safe."""
-    cols: set[str] = set()
-    for level, columns in previous.items():
-        if ruleset.resolve_level(level) is None:
-            continue
-        if ruleset.relational_at(rule, level) is not Classification.PUBLIC:
-            cols |= columns
-    return cols
+def _ranker(ruleset: RuleSet) -> Callable[[str], int]:
+    """Finer levels rank higher; a level the rule set no longer knows counts as site level."""
+    site = ruleset.level_rank(SITE)
+    return lambda level: ruleset.level_rank(level) if ruleset.resolve_level(level) else site
 
 
-def _together(columns: list[str], candidates: Mapping, earlier: set[str]) -> str:
+def _held_text(h: Held) -> str:
+    return f"{h.indicator}: round {h.round_id}, level {h.level}, {h.via}"
+
+
+def _withheld(rule: str, victim: str, others: list[str], candidates: Mapping,
+              before: Mapping[str, Held], held: Holdings | None, why: str) -> str:
+    outside = [before[c] for c in others if c not in candidates and c in before]
+    if outside and held is not None:
+        return (f"withheld: would complete {rule} with what {held.name} already holds ("
+                + "; ".join(_held_text(h) for h in outside) + f"): {why}")
+    return f"relational rule {rule}: together with {_together(others, candidates, before)} " \
+        f"it is {why}"
+
+
+def _together(columns: list[str], candidates: Mapping, before: Mapping[str, Held]) -> str:
     return ", ".join(
-        c if c in candidates else f"{c} (delivered earlier)" for c in columns if c
+        c if c in candidates else f"{c} (held: round {before[c].round_id}, {before[c].level})"
+        for c in columns if c in candidates or c in before
     ) or "itself"

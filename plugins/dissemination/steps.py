@@ -19,6 +19,7 @@ from .classification import Classification, Urgency
 from .contract import conform
 from .disclosure import build_content, explain, explanation_lines
 from .errors import PermanentError
+from .holdings import DisclosureState, Held
 from .ledger import MAIN_RECIPIENTS, DeliveryRecord, Ledger
 from .package import build_package
 from .policy import SITE, Policy
@@ -75,11 +76,15 @@ class Delivery:
     """One agreement's share of one round, as it moves from plan to ledger."""
 
     agreement_id: str
-    organisation: str
+    organisation: str  # display name, for people; history is keyed by organisation_id
     round_id: str
     country: str
     urgency: str
     decisions: tuple[dict, ...]
+    organisation_id: str = ""
+    # The policy the plan was made under: later steps refuse to act under another one.
+    policy_sha256: str = ""
+    rules_version: str = ""
     # planned -> packaged -> delivered -> recorded; or refused, or already_delivered
     status: str = "planned"
     reason: str = ""
@@ -157,6 +162,28 @@ class ReviewOverdue(PermanentError, RuntimeError):
     """The country's risk assessment is overdue: the low-urgency path stops until reviewed."""
 
 
+class PolicyChanged(PermanentError, RuntimeError):
+    """The policy files changed after the run planned: its decisions may no longer hold."""
+
+
+def review_overdue_message(policy: Policy, country: str, today: date) -> str | None:
+    ruleset = ruleset_for(policy, country)
+    if not ruleset.review_overdue(today):
+        return None
+    return (f"risk assessment for {country} ({policy.sources.get(f'rules:{country}')}) of "
+            f"{ruleset.risk_assessment.date} was due for review on "
+            f"{ruleset.risk_assessment.review_due}")
+
+
+def refusal(policy: Policy, agreement, today: date) -> str:
+    """Why an agreement may not receive anything on ``today`` (the wall clock's date), or ""."""
+    if agreement.is_active(today):
+        return ""
+    return (f"agreement {agreement.id} ({policy.sources.get(f'agreement:{agreement.id}')}) is "
+            f"valid {agreement.valid_from}..{agreement.valid_until}, not on {today} (checked "
+            "against today's date, whatever the run's logical date)")
+
+
 def plan_deliveries(
     policy: Policy,
     meta: RoundMeta,
@@ -166,26 +193,25 @@ def plan_deliveries(
     only: Sequence[str] = (),
     *,
     active: Sequence[str] | None = None,
-    history: Callable[[str, str], dict[str, set[str]]] | None = None,
+    state: DisclosureState | None = None,
     warnings: Sequence[str] = (),
 ) -> list[Delivery]:
     """Classify the round's columns once, then select what each covering agreement receives.
 
-    ``active``: relational rules the round's values trigger (``stage_round`` computes them);
-    ``history(organisation, country)``: what that organisation already received, per level.
+    ``today``: the wall clock's date (never a run's logical date: a backfill or an old run
+    cleared today must not deliver under an agreement that has since expired).
+    ``active``: relational rules the round triggers (``stage_round`` computes them);
+    ``state``: what each organisation holds (the ledger plus this run's earlier plans); every
+    planned delivery is added to it, so the next agreement of the same organisation sees it.
     """
     ruleset = ruleset_for(policy, meta.country)
     warnings = tuple(warnings)
-    if ruleset.review_overdue(today):
-        message = (
-            f"risk assessment for {meta.country} ({policy.sources.get(f'rules:{meta.country}')}) "
-            f"of {ruleset.risk_assessment.date} was due for review on "
-            f"{ruleset.risk_assessment.review_due}"
-        )
+    overdue = review_overdue_message(policy, meta.country, today)
+    if overdue:
         if urgency is Urgency.LOW:
-            raise ReviewOverdue(f"{message}: the low-urgency path stops until it is reviewed "
+            raise ReviewOverdue(f"{overdue}: the low-urgency path stops until it is reviewed "
                                 "(then update risk_assessment.date)")
-        warnings += (f"{message}; shared anyway at medium urgency (the risk of not sharing)",)
+        warnings += (f"{overdue}; shared anyway at medium urgency (the risk of not sharing)",)
     covering = policy.agreements_for(meta.country, urgency)
     if only:
         unknown = sorted(set(only) - {a.id for a in covering})
@@ -196,32 +222,32 @@ def plan_deliveries(
             )
         covering = [a for a in covering if a.id in only]
     base = classify_round(columns, ruleset)
+    state = state if state is not None else DisclosureState()
     plans = []
     for agreement in covering:
-        earlier = history(agreement.organisation, meta.country) if history else {}
+        name = policy.organisation_name(agreement)
+        holdings = state.of(agreement.organisation, name, meta.country)
         selection = select_for_agreement(base, ruleset, agreement, urgency, active=active,
-                                         previously_shared=earlier)
-        status, reason = "planned", ""
-        if not agreement.is_active(today):
-            status = "refused"
-            reason = (
-                f"agreement {agreement.id} ({policy.sources.get(f'agreement:{agreement.id}')}) "
-                f"is valid {agreement.valid_from}..{agreement.valid_until}, not on {today}"
-            )
+                                         held=holdings)
+        reason = refusal(policy, agreement, today)
         tier = agreement.tiers.get(urgency)
         deadline = (meta.collected_at + timedelta(hours=tier.window_hours)).isoformat() \
             if urgency is Urgency.MEDIUM else ""
         people = recipients(agreement, policy.focal_points[agreement.focal_points])
         if not people:
-            status = "refused"
             reason = (f"no available focal point for {agreement.id}: mark one available in "
                       f"focal_points/{agreement.focal_points}.yaml")
             people = [{"recipient": "primary", "destination": "", "fallback": {}, "areas": {}}]
+        if not reason:
+            holdings.add(Held(d.column, selection.level, meta.round_id,
+                              f"planned in this run for {agreement.id}")
+                         for d in selection.shared)
         for person in people:
             plans.append(
                 Delivery(
                     agreement_id=agreement.id,
-                    organisation=agreement.organisation,
+                    organisation=name,
+                    organisation_id=agreement.organisation,
                     round_id=meta.round_id,
                     country=meta.country,
                     urgency=urgency.value,
@@ -229,17 +255,42 @@ def plan_deliveries(
                         {**asdict(d), "classification": d.classification.value}
                         for d in selection.decisions
                     ),
-                    status=status,
+                    status="refused" if reason else "planned",
                     reason=reason,
                     explanation=tuple(explanation_lines(explain(selection))),
                     level=selection.level,
                     exact_counts=selection.exact_counts,
                     warnings=warnings,
                     deadline=deadline,
+                    policy_sha256=policy.content_sha256,
+                    rules_version=ruleset.version,
                     **person,
                 )
             )
     return plans
+
+
+def check_policy(delivery: Delivery, policy: Policy) -> None:
+    """Refuse to act on a plan made under other policy files than the ones loaded now."""
+    if delivery.policy_sha256 and delivery.policy_sha256 != policy.content_sha256:
+        raise PolicyChanged(
+            f"the policy files changed after this run planned {delivery.round_id} -> "
+            f"{delivery.agreement_id} (planned under {delivery.policy_sha256[:12]}, now "
+            f"{policy.content_sha256[:12]}): its decisions may no longer hold. Nothing was "
+            "sent; clear the run from its `plan` task (or trigger a new run) to plan again "
+            "under the new policy")
+
+
+def check_still_allowed(delivery: Delivery, policy: Policy, today: date) -> None:
+    """Right before upload: same policy, agreement still valid, review not overdue (low)."""
+    check_policy(delivery, policy)
+    reason = refusal(policy, policy.agreements[delivery.agreement_id], today)
+    if reason:
+        raise AgreementRefused(f"not uploaded: {reason}")
+    overdue = review_overdue_message(policy, delivery.country, today)
+    if overdue and delivery.urgency == Urgency.LOW.value:
+        raise ReviewOverdue(f"not uploaded: {overdue}: the low-urgency path stops until it is "
+                            "reviewed")
 
 
 def package_deliveries(
@@ -259,6 +310,7 @@ def package_deliveries(
         if plan.status != "planned":
             out.append(plan)
             continue
+        check_policy(plan, policy)
         agreement = policy.agreements[plan.agreement_id]
         selection = plan.selection
         rows = round_df
@@ -269,7 +321,7 @@ def package_deliveries(
         package = build_package(
             content, meta, selection, ruleset, agreement, out_dir,
             password_for(agreement.password.variable), created_at, plan.warnings,
-            recipient=plan.recipient,
+            recipient=plan.recipient, organisation=plan.organisation,
         )
         done = ledger.find(plan.agreement_id, plan.round_id, plan.urgency, package.content_sha256,
                            MAIN_RECIPIENTS if plan.recipient in MAIN_RECIPIENTS
@@ -291,13 +343,17 @@ def package_deliveries(
     return out
 
 
-def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget]) -> Delivery:
+def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget], policy: Policy,
+            today: date) -> Delivery:
     """Upload a packaged delivery to its recipient; if that fails permanently and a secondary
-    focal point exists, to the secondary. Refuse a refused one loudly; skip a duplicate."""
+    focal point exists, to the secondary. Refuse a refused one loudly; skip a duplicate.
+
+    ``policy`` and ``today`` (the wall clock's date) are checked again right before upload."""
     if delivery.status == "refused":
         raise AgreementRefused(delivery.reason)
     if delivery.status != "packaged":
         return delivery
+    check_still_allowed(delivery, policy, today)
     try:
         remote = _upload_to(delivery.destination, delivery.package_path, target_for)
     except PermanentError as exc:
@@ -318,9 +374,7 @@ def _upload_to(destination: str, package_path: str, target_for: Callable[[str], 
     return upload(target_for(conn_id), Path(package_path), remote_dir)
 
 
-def record(
-    delivery: Delivery, policy: Policy, ledger: Ledger, delivered_at: datetime, run_id: str
-) -> Delivery:
+def record(delivery: Delivery, ledger: Ledger, delivered_at: datetime, run_id: str) -> Delivery:
     if delivery.status != "delivered":
         return delivery
     deadline = datetime.fromisoformat(delivery.deadline) if delivery.deadline else None
@@ -331,6 +385,7 @@ def record(
         DeliveryRecord(
             agreement_id=delivery.agreement_id,
             organisation=delivery.organisation,
+            organisation_id=delivery.organisation_id,
             recipient=delivery.recipient,
             focal_point_name=delivery.recipient_name,
             focal_point_email=delivery.recipient_email,
@@ -338,7 +393,7 @@ def record(
             country=delivery.country,
             urgency=delivery.urgency,
             level=delivery.level,
-            rules_version=policy.rulesets[delivery.country].version,
+            rules_version=delivery.rules_version,
             columns=DeliveryRecord.columns_json(shared),
             row_count=delivery.row_count,
             content_sha256=delivery.content_sha256,

@@ -85,11 +85,14 @@ def validate_rounds(rounds: list[dict], urgency: str, run_id: str) -> dict:
 def plan(rounds: list[dict], urgency: str, agreements: list[str] | None = None) -> dict:
     """Classify each round once, then select per covering agreement (names, never values).
 
-    A country whose risk assessment review is overdue stops here on the low-urgency path.
+    Each organisation is judged on everything it holds: the ledger plus what this task has
+    planned for it so far, across rounds and agreements. Dates are checked against the wall
+    clock. A country whose risk assessment review is overdue stops here on the low-urgency path.
     """
     import pendulum
 
     from dissemination.classification import Urgency
+    from dissemination.holdings import DisclosureState
     from dissemination.ledger import Ledger
     from dissemination.policy import load_policy
     from dissemination.source import RoundMeta
@@ -98,17 +101,18 @@ def plan(rounds: list[dict], urgency: str, agreements: list[str] | None = None) 
     from . import LEDGER_DB_CONN_ID, engine, include_dir
 
     policy = load_policy(include_dir())
-    history = Ledger(engine(LEDGER_DB_CONN_ID)).shared_columns
-    context = get_current_context()
-    today = (context.get("data_interval_end") or context.get("logical_date")
-             or pendulum.now("UTC")).date()
+    ledger = Ledger(engine(LEDGER_DB_CONN_ID))
+    ledger.require_initialised()
+    state = DisclosureState(
+        lambda org, country: ledger.holdings(org, policy.agreements_of(org), country))
+    today = pendulum.now("UTC").date()
     plans, stopped = [], []
     for round_ in rounds:
         try:
             plans += plan_deliveries(
                 policy, RoundMeta.from_xcom(round_), round_["columns"], Urgency(urgency),
                 today=today, only=agreements or (),
-                active=round_["active_relational"], history=history,
+                active=round_["active_relational"], state=state,
                 warnings=round_.get("validation_warnings", ()),
             )
         except ReviewOverdue as exc:
@@ -155,14 +159,19 @@ def package(rounds: list[dict], plans: list[dict]) -> list[dict]:
 
 @task(map_index_template="{{ organisation }}", show_return_value_in_logs=False)
 def deliver(delivery: dict) -> dict:
-    """Upload to the agreement's SFTP destination: pinned host key, temp name, rename."""
-    from dissemination import steps
+    """Upload to the agreement's SFTP destination: pinned host key, temp name, rename; the
+    agreement's validity and the policy's hash are checked again right before."""
+    import pendulum
 
-    from . import sftp_target
+    from dissemination import steps
+    from dissemination.policy import load_policy
+
+    from . import include_dir, sftp_target
 
     d = steps.Delivery.from_xcom(delivery)
     get_current_context()["organisation"] = _label(d)
-    done = steps.deliver(d, sftp_target)
+    done = steps.deliver(d, sftp_target, load_policy(include_dir()),
+                         pendulum.now("UTC").date())
     print(f"{_label(d)}: {done.status} to {done.recipient} {done.recipient_name}: "
           f"{done.remote_path} {done.reason}")
     return done.to_xcom()
@@ -175,14 +184,12 @@ def record(delivery: dict, run_id: str) -> dict:
 
     from dissemination import steps
     from dissemination.ledger import Ledger
-    from dissemination.policy import load_policy
 
-    from . import LEDGER_DB_CONN_ID, engine, include_dir
+    from . import LEDGER_DB_CONN_ID, engine
 
     d = steps.Delivery.from_xcom(delivery)
     get_current_context()["organisation"] = _label(d)
-    done = steps.record(d, load_policy(include_dir()), Ledger(engine(LEDGER_DB_CONN_ID)),
-                        pendulum.now("UTC"), run_id)
+    done = steps.record(d, Ledger(engine(LEDGER_DB_CONN_ID)), pendulum.now("UTC"), run_id)
     print(f"{d.organisation}: {done.status}")
     return done.to_xcom()
 
@@ -219,11 +226,11 @@ def notify(delivery: dict) -> None:
 
 
 def _label(d) -> str:
-    """The map index shown in the UI: organisation, round, and who receives it."""
+    """The map index shown in the UI: organisation, agreement, round, and who receives it."""
     from dissemination.ledger import MAIN_RECIPIENTS
 
     who = "" if d.recipient in MAIN_RECIPIENTS else f" -> {d.recipient_name}"
-    return f"{d.organisation} ({d.round_id}){who}"
+    return f"{d.organisation}, {d.agreement_id} ({d.round_id}){who}"
 
 
 @task(trigger_rule="none_failed")

@@ -4,6 +4,7 @@ Three kinds of file live under ``include/``:
 
 - ``rules/<ISO3>.yaml``: one rule set per country (contextual), with its risk assessment date and
   review interval (temporal) and the indicator combinations that escalate (relational);
+- ``organisations/<id>.yaml``: who holds the data; history is judged per organisation;
 - ``agreements/<id>.yaml``: what an organisation may receive, on which urgency tier, where to;
 - ``focal_points/<id>.yaml``: who receives it, kept apart so that turnover revises no agreement;
 - ``focal_points/dtm/<ISO3>.yaml``: DTM's own primary and secondary focal point in the country
@@ -18,6 +19,7 @@ from .agreements import (
     Agreement,
     LowTier,
     MediumTier,
+    Organisation,
     PasswordPlan,
     SftpDestination,
     Tier,
@@ -45,7 +47,8 @@ from .rules import (
 __all__ = [
     "DEFAULT_RULES", "SITE", "AdditiveGroup", "Agreement", "ColumnName", "CountryCode",
     "CountryRules", "DefaultRules", "DtmFocalPoints", "FieldFocalPoint", "FocalPoint",
-    "FocalPoints", "Identifier", "IndicatorRule", "IntakeLimits", "Kind", "LowTier", "MediumTier", "PasswordPlan",
+    "FocalPoints", "Identifier", "IndicatorRule", "IntakeLimits", "Kind", "LowTier", "MediumTier", "Organisation",
+    "PasswordPlan",
     "Person", "Policy", "PolicyError", "PolicyModel", "RelationalRule", "RiskAssessment",
     "RuleSet", "SftpDestination", "SmallCells", "Tier", "Tiers", "UrgentSignal", "load_policy",
     "merge_rules",

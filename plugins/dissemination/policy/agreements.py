@@ -70,9 +70,18 @@ class PasswordPlan(PolicyModel):
     rotate_every_days: PositiveInt
 
 
+class Organisation(PolicyModel):
+    """include/organisations/<id>.yaml: who holds the data. Every agreement names one, and all
+    disclosure history is keyed by this id: an organisation with several agreements (or tiers)
+    is judged on everything it holds, and renaming it (``name``) changes nothing."""
+
+    id: Identifier
+    name: str = Field(min_length=1, max_length=200)
+
+
 class Agreement(PolicyModel):
     id: Identifier
-    organisation: str = Field(min_length=1)
+    organisation: Identifier  # include/organisations/<id>.yaml
     focal_points: Identifier
     purpose: str = Field(min_length=1)
     valid_from: date

@@ -35,7 +35,7 @@ class FocalPoints(PolicyModel):
     focal points by area. Replacing a person edits this file only, never the agreement."""
 
     id: Identifier
-    organisation: str = Field(min_length=1)
+    organisation: Identifier  # include/organisations/<id>.yaml, the same as the agreement's
     primary: FocalPoint
     secondary: FocalPoint
     field: tuple[FieldFocalPoint, ...] = ()

@@ -13,7 +13,7 @@ from pydantic import Field, ValidationError
 from .. import normalise
 from ..classification import CATEGORIES_BY_URGENCY, Classification, Urgency
 from ..errors import PermanentError
-from .agreements import Agreement
+from .agreements import Agreement, Organisation
 from .base import CountryCode, Identifier, PolicyModel
 from .focal_points import DtmFocalPoints, FocalPoints
 from .intake import IntakeLimits
@@ -24,11 +24,21 @@ from .rules import SITE, CountryRules, DefaultRules, RuleSet, merge_rules
 
 class Policy(PolicyModel):
     rulesets: dict[CountryCode, RuleSet]
+    organisations: dict[Identifier, Organisation]
     agreements: dict[Identifier, Agreement]
     focal_points: dict[Identifier, FocalPoints]
     dtm: dict[CountryCode, DtmFocalPoints]
     intake: IntakeLimits = IntakeLimits()
     sources: dict[str, str] = Field(default_factory=dict)  # "agreement:<id>" -> file, for messages
+    # SHA-256 over every policy file's path and bytes: a plan pins it, later steps compare.
+    content_sha256: str = ""
+
+    def organisation_name(self, agreement: Agreement) -> str:
+        return self.organisations[agreement.organisation].name
+
+    def agreements_of(self, organisation: str) -> list[str]:
+        """Ids of every agreement the organisation holds, in any country."""
+        return sorted(a.id for a in self.agreements.values() if a.organisation == organisation)
 
     def alert_to(self, *countries: str) -> tuple[str, ...]:
         """E-mail of DTM's focal point on duty in each country, once each: who an alert goes to."""
@@ -124,11 +134,13 @@ def load_policy(include_dir: Path | str, *, today: date | None = None) -> Policy
     problems: list[str] = []
     sources: dict[str, str] = {}
     rulesets: dict[str, RuleSet] = {}
+    organisations: dict[str, Organisation] = {}
     agreements: dict[str, Agreement] = {}
     focal_points: dict[str, FocalPoints] = {}
     broken: set[str] = set()  # "<folder>/<stem>" of files that failed: no cascade of errors
 
     for kind, folder, model, target in (
+        ("organisation", "organisations", Organisation, organisations),
         ("agreement", "agreements", Agreement, agreements),
         ("focal_points", "focal_points", FocalPoints, focal_points),
     ):
@@ -204,12 +216,44 @@ def load_policy(include_dir: Path | str, *, today: date | None = None) -> Policy
             _check_agreement(agreement, sources[f"agreement:{agreement.id}"], rulesets,
                              focal_points, today, broken)
         )
+        problems.extend(_check_organisation(agreement, sources[f"agreement:{agreement.id}"],
+                                            organisations, focal_points, broken))
     if problems:
         raise PolicyError(problems)
     return Policy(
-        rulesets=rulesets, agreements=agreements, focal_points=focal_points, dtm=dtm,
-        intake=intake or IntakeLimits(), sources=sources,
+        rulesets=rulesets, organisations=organisations, agreements=agreements,
+        focal_points=focal_points, dtm=dtm, intake=intake or IntakeLimits(), sources=sources,
+        content_sha256=policy_sha256(root),
     )
+
+
+def policy_sha256(include_dir: Path | str) -> str:
+    """One hash over every policy file (relative path and bytes), in a stable order."""
+    import hashlib
+
+    root = Path(include_dir)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*.y*ml") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _check_organisation(agreement: Agreement, source: str,
+                        organisations: dict[str, Organisation],
+                        focal_points: dict[str, FocalPoints], broken: set[str]) -> list[str]:
+    """The agreement's organisation exists, and its focal points belong to the same one."""
+    problems = []
+    if (agreement.organisation not in organisations
+            and f"organisations/{agreement.organisation}" not in broken):
+        problems.append(f"{source}: organisation: no file organisations/"
+                        f"{agreement.organisation}.yaml (an organisation id, not a display name)")
+    people = focal_points.get(agreement.focal_points)
+    if people is not None and people.organisation != agreement.organisation:
+        problems.append(f"{source}: focal_points: focal_points/{people.id}.yaml belongs to "
+                        f"organisation {people.organisation!r}, the agreement to "
+                        f"{agreement.organisation!r}")
+    return problems
 
 
 def _check_agreement(
