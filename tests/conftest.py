@@ -19,7 +19,10 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 # CI explores the same examples every run (a red CI must be reproducible); locally, new ones.
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 settings.register_profile("dev", deadline=None, print_blob=True)
-settings.load_profile("ci" if os.environ.get("CI") else "dev")
+# HYPOTHESIS_PROFILE=deep: new examples, and many more of them in the auditor (test_auditor.py).
+settings.register_profile("deep", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
+                      or ("ci" if os.environ.get("CI") else "dev"))
 
 
 @pytest.fixture

@@ -240,3 +240,20 @@ def test_an_old_ledger_gains_the_organisation_column_in_place(tmp_path):
                              "agreement_id VARCHAR(64))"))
     Ledger(engine)
     assert "organisation_id" in {c["name"] for c in sa.inspect(engine).get_columns("deliveries")}
+
+
+def test_a_second_agreement_cannot_get_a_round_its_organisation_already_holds_from_another_run(
+        split, tmp_path, sftp_server):
+    """Tables of one round are suppressed jointly within a run; a later run could not include
+    what was delivered, so it refuses and says how to deliver both together."""
+    ledger = _ledger(tmp_path)
+    meta, df = _round(columns=("round_id", "site_id", "feeling_of_safety"))
+    plans = _plan(split, meta, df, _state(ledger, split), only=["protection-safety"])
+    _deliver_and_record(split, meta, df, plans, ledger, tmp_path, sftp_server)
+
+    (again,) = _plan(split, meta, df, _state(ledger, split), only=["protection-safety"])
+    assert again.status == "planned"  # a re-run of the same agreement: the ledger dedupes it
+    (other,) = _plan(split, meta, df, _state(ledger, split), only=["protection-military"])
+    assert other.status == "refused"
+    assert "already holds round NGA-R001-partial (protection-safety at site" in other.reason
+    assert "['protection-military', 'protection-safety']" in other.reason

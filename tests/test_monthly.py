@@ -108,3 +108,20 @@ def test_invalid_rounds_and_overdue_reviews_stop_only_themselves(sandbox):
     delivered = {r.round_id for r in _ledger(sandbox).all()}
     assert "NGA-R002-cleaned" in delivered
     assert not {"NGA-R003-cleaned", "SSD-R002-cleaned"} & delivered
+
+
+def test_a_past_logical_date_does_not_revive_an_expired_agreement(sandbox):
+    """The Protection Sector's agreement ended yesterday. An urgent run with a logical date
+    from when it was valid (a backfill, a REST trigger, an old run cleared) must not deliver:
+    validity is checked against the wall clock."""
+    path = sandbox.include / "agreements" / "protection-cluster-nga.yaml"
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    path.write_text(re.sub(r"valid_until: \S+", f"valid_until: {yesterday}", path.read_text()))
+    result = sandbox.airflow(
+        "dags", "test", "urgent_dissemination", "2026-06-02", "-c",
+        '{"country": "NGA", "agreements": ["protection-cluster-nga"], '
+        '"justification": "a backfill of an old request"}', check=False)
+    assert result.returncode != 0
+    assert f"valid 2026-06-01..{yesterday}, not on {datetime.now(UTC).date()}" in result.stdout
+    assert not [r for r in _ledger(sandbox).all()
+                if r.agreement_id == "protection-cluster-nga" and r.urgency == "medium"]

@@ -7,22 +7,28 @@
 - **Free-text redaction**: phone numbers (any separators), e-mail addresses (also spelled out,
   "name at ngo dot org") and ID-like tokens in allowed free-text columns become ``[redacted]``;
   the number of values touched is reported.
-- **Small-cell suppression** (sdcTable's frequency rule): counts 1..threshold are blanked.
-  **Secondary suppression** then blanks one more cell wherever a blanked cell could be recomputed
-  from a total and the other cells of its group on the same row (declared ``additive`` groups, and
-  each aggregated indicator's values against ``sites``), until no group on any row has exactly one
-  hidden cell.
+- **Primary suppression**, per table: counts 1..threshold (sdcTable's frequency rule); at an
+  aggregated level, every count of an area with fewer than ``min_sites`` sites, and a count of 0
+  or of every site for a relational rule's member (it tells each site's value).
+- **Secondary suppression**, over every table one organisation receives from the round at once
+  (``build_contents`` + ``linked``): more cells are hidden until no protected cell can be
+  computed from any linear combination of the rows' identities (additive groups, values against
+  ``sites``) and the columns' (an area = the sum of its sites or sub-areas in a finer table).
+  ``sites`` itself stays visible: site lists are public.
 
-Pure: a DataFrame and a selection in, a DataFrame and per-column notes out.
+Pure: a DataFrame and selections in, DataFrames and per-column notes out.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
+from . import linked
 from .classification import Classification
 from .contract import PERSONAL
 from .errors import PermanentError
@@ -32,6 +38,7 @@ from .sensitivity import Selection
 SITES = "sites"
 _WHOLE = "__whole_round__"
 REDACTED = "[redacted]"
+RELATIONAL_ZERO = "0 or every site (relational member)"
 
 
 class UndeclaredValue(PermanentError, AssertionError):
@@ -59,22 +66,45 @@ class Content:
 
 
 def build_content(df: pd.DataFrame, selection: Selection, ruleset: RuleSet) -> Content:
-    shared = selection.shared
-    kinds = {d.column: ruleset.indicators[d.column].kind for d in shared}
-    if selection.level == SITE:
-        content = Content(
-            df[[d.column for d in shared]].reset_index(drop=True),
-            [OutputColumn(d.column, d.column, d.classification, d.rule) for d in shared],
-        )
-        content.groups = _additive_groups(ruleset, set(content.frame.columns))
-    else:
-        content = _aggregate(df, selection, ruleset, kinds)
-    for d in shared:
-        if kinds[d.column] == "text" and d.column in content.frame:
-            content.frame[d.column], n = redact(content.frame[d.column])
-            content.notes[d.column].append(f"redacted {n} value(s) with phones, e-mails or IDs")
-    _suppress(content, selection, ruleset, kinds)
-    return content
+    """One table, protected on its own (see ``build_contents``)."""
+    return build_contents(df, [(selection, None)], ruleset)[0]
+
+
+def build_contents(df: pd.DataFrame, parts: Sequence[tuple[Selection, np.ndarray | None]],
+                   ruleset: RuleSet, holder: str = "the organisation") -> list[Content]:
+    """Every table one organisation receives from one round, suppressed jointly.
+
+    ``parts``: each package's selection and the rows it covers (a boolean mask over ``df``,
+    e.g. a field focal point's areas; None for every row). Primary suppression is per table;
+    secondary suppression (``linked``) looks at all of them at once, so no hidden cell can be
+    computed from any combination of the tables the organisation holds.
+    """
+    tables = []
+    for selection, rows in parts:
+        positions = np.arange(len(df)) if rows is None else np.flatnonzero(rows)
+        sub = df if rows is None else df.iloc[positions]
+        shared = selection.shared
+        kinds = {d.column: ruleset.indicators[d.column].kind for d in shared}
+        if selection.level == SITE:
+            content = Content(
+                sub[[d.column for d in shared]].reset_index(drop=True),
+                [OutputColumn(d.column, d.column, d.classification, d.rule) for d in shared],
+            )
+            content.groups = _additive_groups(ruleset, set(content.frame.columns))
+            supports: list = list(positions)
+        else:
+            content, groups = _aggregate(sub, selection, ruleset, kinds)
+            supports = [frozenset(positions[members]) for members in groups]
+        for d in shared:
+            if kinds[d.column] == "text" and d.column in content.frame:
+                content.frame[d.column], n = redact(content.frame[d.column])
+                content.notes[d.column].append(
+                    f"redacted {n} value(s) with phones, e-mails or IDs")
+        tables.append(_primary(content, selection, ruleset, kinds, supports))
+    unprotectable = _protect_jointly(tables, len(df))
+    for table in tables:
+        _apply(table, ruleset, unprotectable, holder)
+    return [t.content for t in tables]
 
 
 def redact(values: pd.Series) -> tuple[pd.Series, int]:
@@ -88,7 +118,9 @@ def _additive_groups(ruleset: RuleSet, present: set[str]) -> list[tuple[str, tup
             if g.total in present and all(p in present for p in g.parts)]
 
 
-def _aggregate(df, selection: Selection, ruleset: RuleSet, kinds: dict[str, str]) -> Content:
+def _aggregate(df, selection: Selection, ruleset: RuleSet, kinds: dict[str, str]
+               ) -> tuple[Content, list[np.ndarray]]:
+    """The per-area table, and for each of its rows the positions (in ``df``) of its sites."""
     shared = selection.shared
     level_cols = set(ruleset.level_columns(selection.level))
     keys = [d for d in shared if kinds[d.column] == "round" or d.column in level_cols]
@@ -96,6 +128,9 @@ def _aggregate(df, selection: Selection, ruleset: RuleSet, kinds: dict[str, str]
     if not key_names:  # no area column may be shared: one row for the whole round
         df = df.assign(**{_WHOLE: "all"})
     grouped = df.groupby(key_names or [_WHOLE], dropna=False, sort=True)
+    number = grouped.ngroup().to_numpy()
+    order = np.argsort(number, kind="stable")
+    members = np.split(order, np.flatnonzero(np.diff(number[order])) + 1) if len(df) else []
     parts = [grouped.size().rename(SITES)]
     columns = [OutputColumn(d.column, d.column, d.classification, d.rule) for d in keys]
     columns.append(OutputColumn(SITES, "", Classification.PUBLIC,
@@ -130,61 +165,276 @@ def _aggregate(df, selection: Selection, ruleset: RuleSet, kinds: dict[str, str]
             frame[c] = frame[c].astype("int64[pyarrow]")
     content = Content(frame[[c.name for c in columns]], columns, content_notes)
     content.groups = groups + _additive_groups(ruleset, set(frame.columns))
-    return content
+    return content, members
 
 
-def _suppress(content: Content, selection: Selection, ruleset: RuleSet, kinds) -> None:
+@dataclass
+class _Table:
+    """One package's count cells, as the joint suppression sees them."""
+
+    content: Content
+    site_level: bool
+    supports: list  # per row: the site's position in the round, or the area's positions
+    quantity: dict[str, str]  # count column -> what it counts ("c", "c=v" or "sites")
+    hidden: pd.DataFrame  # count columns; True = blank in the package
+    reasons: pd.DataFrame  # why a cell is hidden at first ("" for visible cells)
+    exact: set[str]
+    missing: pd.DataFrame  # empty in the round: unknown to the recipient, never a choice
+    row_of: dict = field(default_factory=dict)  # site position -> row (site-level tables)
+    # The rule set's additive groups (total, parts), whether or not this table has every member:
+    # a total and its parts add up on every row, shown or not.
+    additive: list = field(default_factory=list)
+
+
+def _primary(content: Content, selection: Selection, ruleset: RuleSet, kinds, supports
+             ) -> _Table:
+    """Cells hidden for themselves: small counts (1..threshold); at aggregated levels, areas
+    under ``min_sites`` sites, and 0 or all-sites counts of a relational rule's member (they
+    tell every site's value, which completes the rule with per-site data held elsewhere)."""
     frame = content.frame
-    threshold = ruleset.small_cells.threshold
+    cells = ruleset.small_cells
     aggregated = selection.level != SITE
-    count_cols = [
-        c.name for c in content.columns
-        if c.name == SITES or kinds.get(c.source) == "count"
-        or (aggregated and kinds.get(c.source) in ("categorical", "flag"))
-    ]
+    quantity = {}
+    for c in content.columns:
+        kind = kinds.get(c.source)
+        if c.name == SITES:
+            quantity[c.name] = SITES
+        elif kind == "count":
+            quantity[c.name] = c.source
+        elif aggregated and kind in ("categorical", "flag"):
+            quantity[c.name] = c.name  # "source=value"
+    counts = list(quantity)
     exact = set(selection.exact_counts)
-    hidden = pd.DataFrame(False, index=frame.index, columns=count_cols)
-    for c in count_cols:
-        values = pd.to_numeric(frame[c], errors="coerce")
+    relational = {m for rule in ruleset.relational for m in rule.indicators
+                  if ruleset.relational_at(rule, SITE) is not Classification.PUBLIC}
+    reasons = pd.DataFrame("", index=frame.index, columns=counts)
+    values = {c: pd.to_numeric(frame[c], errors="coerce") for c in counts}
+    for c in counts:
         if c not in exact:
-            hidden[c] = values.between(1, threshold).fillna(False).to_numpy()
-    primary = hidden.copy()
-    missing = frame[count_cols].isna()
-
-    # Secondary: no group may show exactly one blank cell it could be recomputed from.
-    groups = [(t, p) for t, p in content.groups if t in hidden and all(x in hidden for x in p)]
-    changed = True
-    while changed:
-        changed = False
-        for total, group_parts in groups:
-            members = [total, *group_parts]
-            blank = hidden[members] | missing[members]
-            lonely = (blank.sum(axis=1) == 1) & hidden[members].any(axis=1)
-            if not lonely.any():
+            small = values[c].between(1, cells.threshold).fillna(False).to_numpy()
+            reasons.loc[small, c] = f"1..{cells.threshold}"
+    if aggregated:
+        sites = values[SITES]
+        for c in counts:
+            source = next(o.source for o in content.columns if o.name == c)
+            if c == SITES or source not in relational or c in exact:
                 continue
-            for i in frame.index[lonely]:
-                if not hidden.at[i, total]:
-                    hidden.at[i, total] = True
-                else:  # the total is the hidden one: hide the smallest visible part too
-                    visible = [p for p in group_parts
-                               if not hidden.at[i, p] and not missing.at[i, p]]
-                    smallest = min(visible, key=lambda p: (frame.at[i, p], p))
-                    hidden.at[i, smallest] = True
-            changed = True
+            telling = values[c] == 0  # a sum of 0: every site's count is 0
+            if quantity[c] == c:  # a value's number of sites: 0 or all tell every site's
+                telling |= values[c] == sites
+            telling = telling.fillna(False).to_numpy() & (reasons[c] == "").to_numpy()
+            reasons.loc[telling, c] = RELATIONAL_ZERO
+        few = (sites < cells.min_sites).fillna(False).to_numpy()
+        for c in counts:
+            if c not in exact and c != SITES:  # the number of sites is on public site lists
+                reasons.loc[few & (reasons[c] == "").to_numpy(), c] = \
+                    f"area under {cells.min_sites} sites"
+    hidden = reasons != ""
+    missing = pd.DataFrame({c: values[c].isna().to_numpy() for c in counts}, index=frame.index)
+    table = _Table(content, not aggregated, supports, quantity, hidden, reasons, exact, missing)
+    table.additive = [(g.total, g.parts) for g in ruleset.additive
+                      if all(ruleset.indicators.get(m) is not None
+                             and ruleset.indicators[m].kind == "count"
+                             for m in (g.total, *g.parts))]
+    if table.site_level:
+        table.row_of = {int(p): i for i, p in enumerate(supports)}
+    return table
 
-    for c in count_cols:
-        n = int(hidden[c].sum())
+
+def _protect_jointly(tables: list[_Table], n_sites: int) -> set:
+    """Secondary suppression over every table at once (``linked``); returns the cells that
+    stay computable only from what the organisation holds exactly (nothing left to hide)."""
+    site_tables = [t for t in tables if t.site_level]
+
+    def copies(key):
+        q, support = key
+        if isinstance(support, frozenset):
+            return published.get(key, [])
+        return [(t, t.row_of[support], col) for t in site_tables
+                for col, qq in t.quantity.items() if qq == q and support in t.row_of]
+
+    published: dict = defaultdict(list)
+    for t in tables:
+        if not t.site_level:
+            for col, q in t.quantity.items():
+                for i, support in enumerate(t.supports):
+                    published[(q, support)].append((t, i, col))
+
+    zero_cache: dict = {}
+
+    def zeros(q) -> np.ndarray:
+        """Sites whose ``q`` is known to be 0: inside a visible 0 (counts are not negative)."""
+        if q not in zero_cache:
+            known = np.zeros(n_sites, dtype=bool)
+            for t in tables:
+                for col in (c for c, qq in t.quantity.items() if qq == q):
+                    values = pd.to_numeric(t.content.frame[col], errors="coerce").to_numpy(
+                        dtype="float64", na_value=np.nan)
+                    for i in np.flatnonzero((values == 0) & ~t.hidden[col].to_numpy()):
+                        support = t.supports[i]
+                        known[list(support) if isinstance(support, frozenset) else support] = 1
+            zero_cache[q] = known
+        return zero_cache[q]
+
+    def state(key):
+        q, support = key
+        found = copies(key)
+        if q == SITES:
+            return linked.FIXED  # the number of sites: public in site lists
+        if not found:  # a value no table shows: unknown, unless a visible 0 covers it
+            sites = list(support) if isinstance(support, frozenset) else [support]
+            return linked.FIXED if zeros(q)[sites].all() else linked.HIDDEN
+        if any(t.missing.at[i, c] for t, i, c in found):
+            return linked.HIDDEN  # empty in the round: unknown, but never protected
+        if any(c in t.exact for t, _, c in found):
+            return linked.FIXED
+        return linked.HIDDEN if all(t.hidden.at[i, c] for t, i, c in found) else linked.VISIBLE
+
+    def value(key):
+        t, i, c = copies(key)[0]
+        return float(pd.to_numeric(t.content.frame.at[i, c], errors="coerce"))
+
+    def hide(key):
+        zero_cache.clear()
+        for t, i, c in copies(key):
+            t.hidden.at[i, c] = True
+
+    def equations():
+        return [eq for t in tables for eq in _row_equations(t)] + \
+            [eq for coarse in tables if not coarse.site_level for fine in tables
+             if fine is not coarse for eq in _column_equations(coarse, fine, state)]
+
+    targets = [(t.quantity[c], t.supports[i]) for t in tables for c in t.hidden
+               for i in np.flatnonzero(t.hidden[c].to_numpy() & ~t.missing[c].to_numpy()
+                                       & _sensitive(t, c))]
+    return linked.protect(equations, targets, state, value, hide)
+
+
+def _sensitive(t: _Table, column: str) -> np.ndarray:
+    """Cells that must not be computable: hidden for themselves, and not a plain 0 (a zero is
+    not sensitive, as in sdcTable's frequency rule, unless it is a relational member's: a
+    zero elsewhere may be told by a zero total, which says every part is 0)."""
+    reasons = t.reasons[column].to_numpy()
+    zero = pd.to_numeric(t.content.frame[column], errors="coerce").to_numpy(
+        dtype="float64", na_value=np.nan) == 0
+    return (reasons != "") & (~zero | (reasons == RELATIONAL_ZERO))
+
+
+def _row_equations(t: _Table) -> list:
+    """On every row with a hidden cell: total = sum of parts, for the table's groups (values
+    against ``sites``) and every additive group of the rule set with a member in the table
+    (members it does not show are unknowns, or known zeros)."""
+    out = []
+    by_q = {q: c for c, q in t.quantity.items()}
+    groups = [(total, parts) for total, parts in t.content.groups if total == SITES]
+    groups += [(total, parts) for total, parts in t.additive
+               if any(m in by_q for m in (total, *parts))]
+    for total, parts in groups:
+        shown = [by_q[m] for m in (total, *parts) if m in by_q]
+        rows = np.flatnonzero((t.hidden[shown] | t.missing[shown]).any(axis=1).to_numpy())
+        quantity = (t.quantity.get(total, total), *(t.quantity.get(p, p) for p in parts))
+        for i in rows:
+            support = t.supports[i]
+            out.append((((quantity[0], support), 1.0),
+                        *(((q, support), -1.0) for q in quantity[1:])))
+    return out
+
+
+def _composition(t: _Table, q: str) -> list[tuple[str, float]] | None:
+    """How a site-level table gives quantity ``q`` per site: its own column, a constant ([]),
+    a sum of other columns (an additive group), or None (it does not)."""
+    by_q = {qq: c for c, qq in t.quantity.items()}
+    if q in by_q:
+        return [(q, 1.0)]
+    source, _, _ = q.partition("=")
+    if q == SITES or (source != q and source in t.content.frame.columns):
+        return []  # one per site; a categorical value the table shows per site
+    for total, parts in t.content.groups:
+        qs = [t.quantity.get(x) for x in (total, *parts)]
+        if None in qs:
+            continue
+        if qs[0] == q:
+            return [(p, 1.0) for p in qs[1:]]
+        if q in qs[1:]:
+            return [(qs[0], 1.0)] + [(p, -1.0) for p in qs[1:] if p != q]
+    return None
+
+
+def _column_equations(coarse: _Table, fine: _Table, state, options: int = 3) -> list:
+    """Each area of ``coarse`` = the sum of ``fine``'s rows inside it, when they cover it.
+
+    Against a site-level table only the hidden site cells are written out, with the
+    ``options`` smallest visible ones (what a secondary suppression would hide): the other
+    visible cells are known constants, irrelevant to whether a hidden cell can be computed."""
+    out = []
+    if fine.site_level:
+        row_at = np.full(max(fine.row_of, default=-1) + 1, -1)
+        row_at[list(fine.row_of)] = list(fine.row_of.values())
+        areas = []
+        for support in coarse.supports:
+            sites = np.fromiter(support, dtype=np.int64, count=len(support))
+            rows = row_at[sites[sites < len(row_at)]] if len(row_at) else sites[:0]
+            areas.append((sites, rows) if len(rows) == len(sites) and (rows >= 0).all()
+                         else None)
+        columns = {c: (fine.hidden[c].to_numpy() | fine.missing[c].to_numpy(),
+                       pd.to_numeric(fine.content.frame[c], errors="coerce").to_numpy(
+                           dtype="float64", na_value=np.nan))
+                   for c in fine.hidden}
+    else:
+        areas = []
+        for support in coarse.supports:
+            rows = [j for j, sub in enumerate(fine.supports) if sub < support]
+            whole = bool(rows) and frozenset().union(*(fine.supports[j] for j in rows)) == support
+            areas.append(rows if whole else None)
+    for q in coarse.quantity.values():
+        recipe = _composition(fine, q) if fine.site_level else (
+            [(q, 1.0)] if q in fine.quantity.values() else None)
+        if recipe is None:
+            continue  # the finer table does not give this quantity: no identity
+        for i, support in enumerate(coarse.supports):
+            if areas[i] is None:
+                continue
+            if fine.site_level:
+                sites, rows = areas[i]
+                terms = []
+                for qq, coef in recipe:
+                    hidden, values = columns[qq]
+                    hid = hidden[rows]
+                    visible = np.flatnonzero(~hid)
+                    order = np.lexsort((values[rows][visible], values[rows][visible] == 0))
+                    picked = np.concatenate([np.flatnonzero(hid), visible[order[:options]]])
+                    terms += [((qq, int(s)), -coef) for s in sites[picked]]
+            else:
+                terms = [((q, fine.supports[j]), -1.0) for j in areas[i]]
+            eq = (((q, support), 1.0), *terms)
+            if any(state(k) == linked.HIDDEN for k, _ in eq):
+                out.append(eq)
+    return out
+
+
+def _apply(t: _Table, ruleset: RuleSet, unprotectable: set, holder: str) -> None:
+    content, frame = t.content, t.content.frame
+    for c in t.hidden:
+        mask = t.hidden[c].to_numpy()
+        n = int(mask.sum())
+        source = next(o.source for o in content.columns if o.name == c) or SITES
         if n:
-            frame[c] = frame[c].mask(hidden[c].to_numpy())
+            frame[c] = frame[c].mask(mask)
             content.suppressed[c] = n
-            n_primary = int(primary[c].sum())
-            source = next(o.source for o in content.columns if o.name == c) or SITES
+            why = t.reasons[c][(t.reasons[c] != "").to_numpy() & mask].value_counts()
+            first = "; ".join(f"{k}: {v}" for k, v in sorted(why.items()))
+            n_primary = int(why.sum())
             content.notes[source].append(
-                f"{c}: suppressed {n} cell(s) ({n_primary} of 1..{threshold}, "
-                f"{n - n_primary} secondary)")
-        elif c in exact:
+                f"{c}: suppressed {n} cell(s) ({first or 'none primary'}; "
+                f"{n - n_primary} secondary, jointly with every table {holder} receives)")
+        elif c in t.exact:
             content.notes[c].append("exact counts by agreement (no small-cell suppression)")
-
+        kept = sum(1 for q, support in unprotectable if q == t.quantity[c]
+                   and (support in t.row_of if t.site_level else support in t.supports))
+        if kept:
+            content.notes[source].append(
+                f"{c}: {kept} hidden cell(s) {holder} can compute from per-site values it "
+                "receives exactly")
 
 
 def explain(selection: Selection, content: Content | None = None) -> list[dict]:

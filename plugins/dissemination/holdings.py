@@ -22,6 +22,8 @@ class Held:
     level: str
     round_id: str
     via: str  # "delivered 2026-11-03 under unicef-nga" or "planned in this run for unicef-ssd"
+    agreement_id: str = ""
+    delivered: bool = True  # False: planned earlier in this run
 
 
 @dataclass
@@ -35,6 +37,10 @@ class Holdings:
 
     def add(self, held: Iterable[Held]) -> None:
         self.items.extend(held)
+
+    def earlier_deliveries(self, round_id: str) -> list[Held]:
+        """What earlier runs delivered of this very round."""
+        return [h for h in self.items if h.round_id == round_id and h.delivered]
 
     def of(self, indicator: str) -> list[Held]:
         return [h for h in self.items if h.indicator == indicator]

@@ -219,7 +219,7 @@ class Ledger:
                 .order_by(deliveries.c.id)
             ).all()
         return [Held(c["source"], level, round_id,
-                     f"delivered {_utc(at):%Y-%m-%d} under {agreement_id}")
+                     f"delivered {_utc(at):%Y-%m-%d} under {agreement_id}", agreement_id)
                 for level, columns, round_id, agreement_id, at in rows
                 for c in json.loads(columns) if c.get("source")]
 

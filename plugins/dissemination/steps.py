@@ -13,11 +13,12 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .classification import Classification, Urgency
 from .contract import conform
-from .disclosure import build_content, explain, explanation_lines
+from .disclosure import build_contents, explain, explanation_lines
 from .errors import PermanentError
 from .holdings import DisclosureState, Held
 from .ledger import MAIN_RECIPIENTS, DeliveryRecord, Ledger
@@ -229,7 +230,8 @@ def plan_deliveries(
         holdings = state.of(agreement.organisation, name, meta.country)
         selection = select_for_agreement(base, ruleset, agreement, urgency, active=active,
                                          held=holdings)
-        reason = refusal(policy, agreement, today)
+        reason = refusal(policy, agreement, today) or _joint_refusal(holdings, agreement,
+                                                                      meta.round_id)
         tier = agreement.tiers.get(urgency)
         deadline = (meta.collected_at + timedelta(hours=tier.window_hours)).isoformat() \
             if urgency is Urgency.MEDIUM else ""
@@ -240,8 +242,8 @@ def plan_deliveries(
             people = [{"recipient": "primary", "destination": "", "fallback": {}, "areas": {}}]
         if not reason:
             holdings.add(Held(d.column, selection.level, meta.round_id,
-                              f"planned in this run for {agreement.id}")
-                         for d in selection.shared)
+                              f"planned in this run for {agreement.id}", agreement.id,
+                              delivered=False) for d in selection.shared)
         for person in people:
             plans.append(
                 Delivery(
@@ -268,6 +270,20 @@ def plan_deliveries(
                 )
             )
     return plans
+
+
+def _joint_refusal(holdings, agreement, round_id: str) -> str:
+    """The tables one organisation receives from a round are suppressed jointly, in one run.
+    A new delivery of a round it already received under another agreement would be suppressed
+    without the tables it holds, and could be differenced against them: refuse, and say how."""
+    earlier = holdings.earlier_deliveries(round_id)
+    if not earlier or any(h.agreement_id == agreement.id for h in earlier):
+        return ""
+    others = sorted({f"{h.agreement_id} at {h.level}" for h in earlier})
+    return (f"withheld: {holdings.name} already holds round {round_id} ({', '.join(others)}, "
+            "delivered by an earlier run); every table one organisation receives from a round "
+            "is suppressed jointly with the others, so deliver them in one run (trigger it with "
+            f"all of them: {sorted({h.agreement_id for h in earlier} | {agreement.id})})")
 
 
 def check_policy(delivery: Delivery, policy: Policy) -> None:
@@ -303,21 +319,27 @@ def package_deliveries(
     ledger: Ledger,
     created_at: datetime,
 ) -> list[Delivery]:
-    """One AES zip per planned agreement, from one in-memory copy of the round."""
+    """One AES zip per planned delivery, from one in-memory copy of the round. The tables one
+    organisation receives from the round (its agreements, levels, field focal points) are
+    suppressed jointly, so none can be differenced against another."""
     ruleset = ruleset_for(policy, meta.country)
+    todo = [p for p in plans if p.status == "planned"]
+    for plan in todo:
+        check_policy(plan, policy)
+    contents = {}
+    for organisation in dict.fromkeys(p.organisation_id for p in todo):
+        mine = [p for p in todo if p.organisation_id == organisation]
+        parts = [(p.selection, _rows_of(round_df, p.areas)) for p in mine]
+        for plan, content in zip(mine, build_contents(round_df, parts, ruleset,
+                                                      holder=mine[0].organisation), strict=True):
+            contents[id(plan)] = content
     out = []
     for plan in plans:
         if plan.status != "planned":
             out.append(plan)
             continue
-        check_policy(plan, policy)
         agreement = policy.agreements[plan.agreement_id]
-        selection = plan.selection
-        rows = round_df
-        for column, values in plan.areas.items():  # a field focal point: only their rows
-            rows = rows[rows[column].isin(values).fillna(False).to_numpy()] \
-                if column in rows else rows.iloc[0:0]
-        content = build_content(rows, selection, ruleset)
+        selection, content = plan.selection, contents[id(plan)]
         package = build_package(
             content, meta, selection, ruleset, agreement, out_dir,
             password_for(agreement.password.variable), created_at, plan.warnings,
@@ -341,6 +363,17 @@ def package_deliveries(
             explanation=tuple(explanation_lines(package.manifest["explanation"])),
         ))
     return out
+
+
+def _rows_of(round_df: pd.DataFrame, areas: dict):
+    """A field focal point's rows (a boolean mask), or None for the whole round."""
+    if not areas:
+        return None
+    mask = np.ones(len(round_df), dtype=bool)
+    for column, values in areas.items():
+        mask &= round_df[column].isin(values).fillna(False).to_numpy() \
+            if column in round_df else False
+    return mask
 
 
 def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget], policy: Policy,

@@ -204,9 +204,13 @@ class RiskAssessment(PolicyModel):
 
 
 class SmallCells(PolicyModel):
-    """Counts 1..threshold are suppressed (sdcTable's frequency rule); 0 stays visible."""
+    """Counts 1..threshold are suppressed (sdcTable's frequency rule); 0 stays visible, except
+    where it would tell every site's value of a relational rule's member. An aggregated area
+    is published only with at least ``min_sites`` sites (3 at least; a country may only raise
+    it: an area of one or two sites shows their values)."""
 
     threshold: int = Field(default=3, ge=1, le=1000)
+    min_sites: int = Field(default=3, ge=3, le=1000)
     loosens_default: str | None = Field(default=None, min_length=1)
 
 
@@ -435,6 +439,9 @@ def merge_rules(default: DefaultRules | None, country: CountryRules) -> tuple[di
                             "rules/default.yaml (a country cannot replace a default rule)")
         seen.add(rule.name)
     small_cells = country.small_cells or (default.small_cells if default else None) or SmallCells()
+    if default and default.small_cells and small_cells.min_sites < default.small_cells.min_sites:
+        problems.append(f"small_cells.min_sites: {small_cells.min_sites} is below the default "
+                        f"{default.small_cells.min_sites}; it can only be raised")
     if default and default.small_cells and small_cells.threshold < default.small_cells.threshold:
         if small_cells.loosens_default is None:
             problems.append(f"small_cells.threshold: {small_cells.threshold} is below the "

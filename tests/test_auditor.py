@@ -1,0 +1,405 @@
+"""The recipient's auditor: everything one organisation received from a round, attacked.
+
+The auditor holds every table the organisation received (all its agreements, levels and field
+focal points), knows which site is in which area (DTM site lists are public) and that the data
+add up (totals are sums of their parts, each site has one answer per question). It writes every
+visible cell as a linear equation over per-site unknowns and solves a linear programme for each
+cell the policy protects: a small count, a zero or all-sites count of a relational rule's member,
+an area under ``min_sites``. It must never pin one down, and never learn, for any site, every
+member of a relational combination the organisation may not hold.
+
+It is written independently of ``dissemination.linked`` (LP bounds, not rank tests) so that one
+checks the other. ``HYPOTHESIS_PROFILE=deep`` runs many more examples (see the README).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.optimize import linprog
+from test_engine_properties import COUNTS, rounds, rulesets
+
+from dissemination.classification import Classification, Urgency
+from dissemination.contract import conform
+from dissemination.disclosure import SITES, build_contents
+from dissemination.holdings import Held, Holdings
+from dissemination.policy import SITE, Agreement, RuleSet
+from dissemination.sensitivity import active_relational, classify_round, select_for_agreement
+
+DEEP = os.environ.get("HYPOTHESIS_PROFILE") == "deep"
+
+
+@dataclass
+class Auditor:
+    """Linear knowledge about one round: unknowns x[site, quantity] >= 0."""
+
+    truth: pd.DataFrame  # the conformed round (never read for what it learns, only for checks)
+    ruleset: RuleSet
+    quantities: list = field(default_factory=list)
+    rows: list = field(default_factory=list)  # (coefficients dict, value)
+    baseline: list = field(default_factory=list)  # the fixed part of ``rows``
+
+    def __post_init__(self):
+        self.n = len(self.truth)
+        kinds = {c: self.ruleset.indicators[c].kind for c in self.truth.columns
+                 if c in self.ruleset.indicators}
+        self.counts = [c for c, k in kinds.items() if k == "count"]
+        self.categorical = [c for c, k in kinds.items() if k in ("categorical", "flag")]
+        self.quantities = list(self.counts) + [
+            (c, v) for c in self.categorical for v in self.ruleset.indicators[c].values]
+        self.index = {(s, q): s * len(self.quantities) + i
+                      for s in range(self.n) for i, q in enumerate(self.quantities)}
+        for s in range(self.n):  # what every recipient knows about the data's shape
+            for c in self.categorical:
+                if not pd.isna(self.truth[c].iloc[s]):
+                    self.equal({(s, (c, v)): 1 for v in self.ruleset.indicators[c].values}, 1)
+            for group in self.ruleset.additive:
+                if all(c in self.counts for c in (group.total, *group.parts)):
+                    self.equal({(s, group.total): 1, **{(s, p): -1 for p in group.parts}}, 0)
+
+    def equal(self, coefficients: dict, value: float, fixed: bool = True) -> None:
+        """``fixed``: knowledge no suppression can take away (the data's shape, answers shown
+        per site, exact counts): what the organisation may compute from it is not a leak."""
+        self.rows.append((coefficients, float(value)))
+        if fixed:
+            self.baseline.append((coefficients, float(value)))
+
+    def read(self, frame: pd.DataFrame, level: str, positions: np.ndarray,
+             exact: tuple = ()) -> list:
+        """Learn every visible cell of a received table; return its hidden count cells as
+        (coefficients, true value, column, sites in the cell)."""
+        hidden = []
+        if level == SITE:
+            groups = [[p] for p in positions]
+        else:
+            keys = [c for c in self.ruleset.level_columns(level) if c in frame.columns]
+            sub = self.truth.iloc[positions]
+            by_area = sub.groupby(keys, dropna=False, sort=True).indices if keys else {
+                "all": np.arange(len(sub))} if len(sub) else {}
+            groups = [list(positions[by_area[k]]) for k in by_area]
+        for i, sites in enumerate(groups):
+            for column in frame.columns:
+                q = self._quantity(column, level)
+                if q is None:
+                    continue
+                cell = frame[column].iloc[i]
+                if isinstance(q, str) and q in self.counts or isinstance(q, tuple):
+                    coefficients = {(s, q): 1 for s in sites}
+                    truth = sum(self._true(s, q) for s in sites)
+                elif q == "site-value":  # a categorical answer shown per site
+                    if not pd.isna(cell):
+                        for v in self.ruleset.indicators[column].values:
+                            self.equal({(sites[0], (column, v)): 1}, float(cell == v),
+                                       fixed=True)
+                    continue
+                else:
+                    continue  # sites: known to the auditor from the public site list
+                if pd.isna(cell):
+                    if not pd.isna(truth):
+                        hidden.append((coefficients, truth, column, sites))
+                else:
+                    self.equal(coefficients, cell, fixed=level == SITE and column in exact)
+        return hidden
+
+    def _quantity(self, column: str, level: str):
+        if column in self.counts:
+            return column
+        source, _, value = column.partition("=")
+        if value and source in self.categorical:
+            return (source, value)
+        if column in self.categorical and level == SITE:
+            return "site-value"
+        return None
+
+    def _true(self, s: int, q) -> float:
+        if isinstance(q, tuple):
+            value = self.truth[q[0]].iloc[s]
+            return 0.0 if pd.isna(value) else float(value == q[1])
+        value = self.truth[q].iloc[s]
+        return float("nan") if pd.isna(value) else float(value)
+
+    def bounds(self, coefficients: dict) -> tuple[float, float]:
+        size = len(self.index)
+        if getattr(self, "_built", None) != len(self.rows):
+            a = np.zeros((len(self.rows), size))
+            b = np.zeros(len(self.rows))
+            for r, (coefs, value) in enumerate(self.rows):
+                for key, c in coefs.items():
+                    a[r, self.index[key]] += c
+                b[r] = value
+            self._a, self._b, self._built = a, b, len(self.rows)
+        a, b = self._a, self._b
+        objective = np.zeros(size)
+        for key, c in coefficients.items():
+            objective[self.index[key]] += c
+        upper = [1 if isinstance(self.quantities[i % len(self.quantities)], tuple) else None
+                 for i in range(size)]
+        out = []
+        for sign in (1, -1):  # the minimum, then the maximum
+            result = linprog(sign * objective, A_eq=a if len(b) else None,
+                             b_eq=b if len(b) else None,
+                             bounds=[(0, u) for u in upper], method="highs")
+            if result.status == 3:  # unbounded
+                out.append(-sign * float("inf"))
+            else:
+                assert result.status == 0, result.message
+                out.append(sign * result.fun)
+        return out[0], out[1]
+
+    def pinned(self, coefficients: dict) -> bool:
+        low, high = self.bounds(coefficients)
+        return high - low < 0.5
+
+    def leaks(self, coefficients: dict) -> bool:
+        """Pinned by what was received, though not by fixed knowledge alone."""
+        if not self.pinned(coefficients):
+            return False
+        alone = Auditor.__new__(Auditor)
+        alone.__dict__.update(self.__dict__)
+        alone.rows, alone._built = list(self.baseline), None
+        return not alone.pinned(coefficients)
+
+
+def _protected(truth, value, column, sites, level, ruleset, exact) -> bool:
+    """Does the policy protect this cell? Decided from the truth, not from the package."""
+    if column in exact:
+        return False
+    if 1 <= value <= ruleset.small_cells.threshold:
+        return True
+    if level == SITE:
+        return False
+    source = column.partition("=")[0]
+    member = any(source in rule.indicators and ruleset.relational_at(rule, SITE)
+                 is not Classification.PUBLIC for rule in ruleset.relational)
+    if len(sites) < ruleset.small_cells.min_sites and (value != 0 or member):
+        return True  # a zero is not sensitive (a zero total tells it), unless relational
+    return member and (value == 0 or (column != source and value == len(sites)))
+
+
+def attack(truth, ruleset, received, ceiling) -> list[str]:
+    """Everything the auditor recovers that the policy withholds (empty: nothing)."""
+    auditor = Auditor(truth, ruleset)
+    hidden = []
+    for frame, selection, positions in received:
+        for cell in auditor.read(frame, selection.level, positions, selection.exact_counts):
+            hidden.append((*cell, selection))
+    found = []
+    for coefficients, value, column, sites, selection in hidden:
+        if _protected(truth, value, column, sites, selection.level, ruleset,
+                      set(selection.exact_counts)) and auditor.leaks(coefficients):
+            found.append(f"{column} at {selection.level} over {len(sites)} site(s) = {value}")
+    active = active_relational(truth, ruleset)
+    per_site = {c for frame, selection, _ in received if selection.level == SITE
+                for c in frame.columns}
+    for rule in ruleset.relational:
+        together = ruleset.relational_at(rule, SITE)
+        if rule.name not in active or together <= ceiling:
+            continue
+        for s in range(len(truth)):
+            if all(_known(auditor, truth, s, m, per_site) for m in rule.indicators):
+                found.append(f"{rule.name} ({together.value}) for site {s}")
+                break
+    return found
+
+
+def _known(auditor, truth, s, member, per_site) -> bool:
+    if member in auditor.counts:
+        return not pd.isna(truth[member].iloc[s]) and auditor.pinned({(s, member): 1})
+    if member in auditor.categorical:
+        value = truth[member].iloc[s]
+        return not pd.isna(value) and auditor.bounds({(s, (member, value)): 1})[0] > 0.5
+    return member in per_site
+
+
+# --- the organisation's packages -----------------------------------------------------------------
+
+def _agreement(agreement_id, tier, ceiling) -> Agreement:
+    return Agreement.model_validate({
+        "id": agreement_id, "organisation": "org", "focal_points": "fp", "purpose": "p",
+        "valid_from": date(2026, 1, 1), "valid_until": date(2027, 12, 31), "countries": ["TST"],
+        "max_classification": ceiling, "tiers": {"low": tier},
+        "destination": {"sftp_conn_id": "c", "remote_dir": "in"},
+        "password": {"variable": "v", "rotate_every_days": 30},
+    })
+
+
+@st.composite
+def holdings_of_one_organisation(draw):
+    """One to three agreements of one organisation, at site or area level, some limited to a
+    field focal point's areas; all for the same round."""
+    ceiling = draw(st.sampled_from(["public", "confidential"]))
+    tiers = []
+    for _ in range(draw(st.integers(1, 3))):
+        level = draw(st.sampled_from([None, "admin1", "admin2"]))
+        indicators = draw(st.lists(st.sampled_from([*COUNTS, "safety", "military", "need"]),
+                                   min_size=1, unique=True))
+        keys = ["site_id", "admin1_pcode", "admin2_pcode"] if level is None else \
+            ["admin1_pcode"] + (["admin2_pcode"] if level == "admin2" else [])
+        counts = [c for c in indicators if c in COUNTS]
+        exact = draw(st.lists(st.sampled_from(counts), unique=True)) \
+            if counts and ceiling == "confidential" and level is None else []
+        field_area = draw(st.sampled_from([None, "A", "B"]))
+        tiers.append(({"indicators": keys + indicators, "aggregate_to": level,
+                       "exact_counts": exact}, field_area))
+    return ceiling, tiers
+
+
+def _received(ruleset, truth, ceiling, tiers):
+    base = classify_round(truth.columns, ruleset)
+    active = active_relational(truth, ruleset)
+    held = Holdings("org", "Org", "TST")
+    parts = []
+    for i, (tier, field_area) in enumerate(tiers):
+        agreement = _agreement(f"a{i}", tier, ceiling)
+        selection = select_for_agreement(base, ruleset, agreement, Urgency.LOW, active=active,
+                                         held=held)
+        held.add(Held(d.column, selection.level, "R1", "planned", agreement.id, False)
+                 for d in selection.shared)
+        rows = None if field_area is None or "admin1_pcode" not in truth else \
+            (truth["admin1_pcode"] == field_area).to_numpy()
+        parts.append((selection, rows))
+    contents = build_contents(truth, parts, ruleset, holder="Org")
+    return [(content.frame, selection,
+             np.arange(len(truth)) if rows is None else np.flatnonzero(rows))
+            for content, (selection, rows) in zip(contents, parts, strict=True)]
+
+
+@settings(max_examples=1500 if DEEP else 60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.data())
+def test_the_auditor_recovers_nothing_the_policy_withholds(data):
+    ruleset = data.draw(rulesets())
+    raw = data.draw(rounds(ruleset))
+    truth = conform(raw, ruleset, first_row=1).raise_if_broken("a round that keeps its contract")
+    truth = truth.frame.reset_index(drop=True)
+    ceiling, tiers = data.draw(holdings_of_one_organisation())
+    received = _received(ruleset, truth, ceiling, tiers)
+    assert attack(truth, ruleset, received, Classification(ceiling)) == []
+
+
+# --- the scenarios an auditor found, one by one --------------------------------------------------
+
+def _fixed_ruleset(**small_cells) -> RuleSet:
+    indicators = {
+        "round_id": {"classification": "public", "category": "public", "kind": "round"},
+        "site_id": {"classification": "public", "category": "public", "kind": "key"},
+        "admin1_pcode": {"classification": "public", "category": "public", "kind": "admin"},
+        "admin2_pcode": {"classification": "public", "category": "public", "kind": "admin"},
+        "collected_on": {"classification": "public", "category": "public", "kind": "date"},
+        "children": {"classification": "confidential", "category": "public", "kind": "count"},
+        "military": {"classification": "public", "category": "public", "kind": "flag",
+                     "values": ["yes", "no"]},
+    }
+    return RuleSet.model_validate({
+        "country": "TST", "version": "1", "indicators": indicators,
+        "relational": [{"name": "children_x_military", "indicators": ["children", "military"],
+                        "reason": "recruiters", "escalate_to": "secret", "safe_at": "admin1"}],
+        "admin_levels": {"admin1": ["admin1_pcode"], "admin2": ["admin2_pcode"]},
+        "small_cells": small_cells, "site_key": "site_id", "collection_date": "collected_on",
+        "risk_assessment": {"date": "2026-01-01", "review_every_days": 90},
+    })
+
+
+def _round(military, children, areas=None):
+    n = len(military)
+    return pd.DataFrame({
+        "round_id": "R1", "site_id": [f"S{i}" for i in range(n)],
+        "admin1_pcode": areas or ["UN"] * n, "admin2_pcode": [f"UN{i % 2}" for i in range(n)],
+        "collected_on": "2026-11-03", "children": children, "military": military})
+
+
+def _packages(ruleset, truth, *tiers):
+    ceiling = "confidential"
+    return _received(ruleset, truth, ceiling, [(t, None) for t in tiers])
+
+
+def test_a_homogeneous_area_does_not_tell_every_site_s_value():
+    """Upper Nile: every site has the military. 'no: 0, yes: 55' per state would tell each
+    site's value; joined with children per site it is children x military, Secret."""
+    ruleset = _fixed_ruleset()
+    truth = _round(["yes"] * 8 + ["no"] * 5, [5] * 13, ["UN"] * 8 + ["JG"] * 5)
+    received = _packages(
+        ruleset, truth,
+        {"indicators": ["round_id", "site_id", "admin1_pcode", "children"]},
+        {"indicators": ["round_id", "admin1_pcode", "military"], "aggregate_to": "admin1"})
+    area = received[1][0]
+    assert area["military=yes"].isna().all() and area["military=no"].isna().all()
+    assert area[SITES].tolist() == [5, 8]
+    assert attack(truth, ruleset, received, Classification.CONFIDENTIAL) == []
+
+
+def test_an_area_with_fewer_than_k_sites_shows_nothing_but_its_name():
+    ruleset = _fixed_ruleset(min_sites=4)
+    truth = _round(["yes", "no", "no", "yes", "no"], [9, 7, 8, 6, 5],
+                   ["ONE", "BIG", "BIG", "BIG", "BIG"])
+    (frame, _, _), = _packages(ruleset, truth, {
+        "indicators": ["round_id", "admin1_pcode", "children"], "aggregate_to": "admin1"})
+    one = frame.set_index("admin1_pcode").loc["ONE"]
+    assert pd.isna(one["children"]) and pd.isna(one[SITES])
+
+
+def test_site_and_area_tables_of_one_organisation_cannot_be_differenced():
+    """Per site, one count is small and hidden; per area, the sum. Area minus the visible
+    sites would give the hidden one back: the joint suppression hides one more."""
+    ruleset = _fixed_ruleset()
+    truth = _round(["no"] * 6, [2, 9, 8, 7, 6, 5])
+    received = _packages(
+        ruleset, truth,
+        {"indicators": ["round_id", "site_id", "admin1_pcode", "children"]},
+        {"indicators": ["round_id", "admin1_pcode", "children"], "aggregate_to": "admin1"})
+    site, area = received[0][0], received[1][0]
+    assert pd.isna(site["children"].iloc[0])
+    assert site["children"].isna().sum() + area["children"].isna().sum() >= 2
+    assert attack(truth, ruleset, received, Classification.CONFIDENTIAL) == []
+
+
+def test_the_same_tables_protected_one_at_a_time_leak():
+    """The regression itself: without the joint suppression, the auditor pins the cell."""
+    ruleset = _fixed_ruleset()
+    truth = _round(["no"] * 6, [2, 9, 8, 7, 6, 5])
+    tiers = [{"indicators": ["round_id", "site_id", "admin1_pcode", "children"]},
+             {"indicators": ["round_id", "admin1_pcode", "children"], "aggregate_to": "admin1"}]
+    alone = [_packages(ruleset, truth, t)[0] for t in tiers]
+    assert attack(truth, ruleset, alone, Classification.CONFIDENTIAL) == [
+        "children at site over 1 site(s) = 2.0"]
+
+
+def test_min_sites_can_only_be_raised():
+    from dissemination.policy import merge_rules
+    from dissemination.policy.rules import CountryRules, DefaultRules
+
+    default = DefaultRules.model_validate({
+        "scope": "default", "version": "1", "small_cells": {"min_sites": 5}})
+    country = CountryRules.model_validate({
+        "country": "TST", "version": "1", "small_cells": {"min_sites": 3},
+        "risk_assessment": {"date": "2026-01-01", "review_every_days": 90}})
+    _, problems = merge_rules(default, country)
+    assert any("min_sites: 3 is below the default 5" in p for p in problems)
+    with pytest.raises(ValueError, match="greater than or equal to 3"):
+        RuleSet.model_validate({**_fixed_ruleset().model_dump(), "small_cells": {"min_sites": 2}})
+
+
+def test_a_one_site_area_next_to_its_site_row_is_protected_through_the_site_s_other_cells():
+    """Found by the deep profile: one site, per site (total, female, male: all 0) and per
+    area (the total, hidden: the area has one site). Hiding the site's total alone leaves it
+    computable from female + male; the protection reaches them too."""
+    ruleset = RuleSet.model_validate({
+        **_fixed_ruleset().model_dump(),
+        "indicators": {**_fixed_ruleset().model_dump()["indicators"],
+                       **{c: {"classification": "public", "category": "public", "kind": "count"}
+                          for c in ("idp_individuals", "idp_female", "idp_male")}},
+        "additive": [{"total": "idp_individuals", "parts": ["idp_female", "idp_male"]}]})
+    truth = _round(["no"], [5]).assign(idp_individuals=0, idp_female=0, idp_male=0)
+    received = _packages(
+        ruleset, truth,
+        {"indicators": ["round_id", "site_id", "admin1_pcode", "idp_individuals", "idp_female",
+                        "idp_male"]},
+        {"indicators": ["round_id", "admin1_pcode", "idp_individuals"], "aggregate_to": "admin1"})
+    assert attack(truth, ruleset, received, Classification.CONFIDENTIAL) == []
