@@ -403,3 +403,19 @@ def test_a_one_site_area_next_to_its_site_row_is_protected_through_the_site_s_ot
                         "idp_male"]},
         {"indicators": ["round_id", "admin1_pcode", "idp_individuals"], "aggregate_to": "admin1"})
     assert attack(truth, ruleset, received, Classification.CONFIDENTIAL) == []
+
+
+def test_a_visible_zero_above_does_not_give_away_an_area_below():
+    """Found by the deep profile: per state "military=no: 0" says that no site of the state
+    answered no, so two-site districts' hidden "yes" are their numbers of sites, although no
+    linear combination gives them (the zero does, because counts are never negative).
+    No relational rule here: zeros are visible."""
+    ruleset = RuleSet.model_validate({**_fixed_ruleset().model_dump(), "relational": []})
+    truth = _round(["yes"] * 8 + ["no"] * 3, [5] * 11, ["A"] * 8 + ["C"] * 3).assign(
+        admin2_pcode=["A1"] * 2 + ["A2"] * 2 + ["A3"] * 4 + ["C1"] * 3)
+    received = _packages(
+        ruleset, truth,
+        {"indicators": ["round_id", "admin1_pcode", "military"], "aggregate_to": "admin1"},
+        {"indicators": ["round_id", "admin1_pcode", "admin2_pcode", "military"],
+         "aggregate_to": "admin2"})
+    assert attack(truth, ruleset, received, Classification.CONFIDENTIAL) == []

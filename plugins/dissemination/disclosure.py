@@ -101,7 +101,7 @@ def build_contents(df: pd.DataFrame, parts: Sequence[tuple[Selection, np.ndarray
                 content.notes[d.column].append(
                     f"redacted {n} value(s) with phones, e-mails or IDs")
         tables.append(_primary(content, selection, ruleset, kinds, supports))
-    unprotectable = _protect_jointly(tables, len(df))
+    unprotectable = _protect_jointly(tables)
     for table in tables:
         _apply(table, ruleset, unprotectable, holder)
     return [t.content for t in tables]
@@ -241,7 +241,7 @@ def _primary(content: Content, selection: Selection, ruleset: RuleSet, kinds, su
     return table
 
 
-def _protect_jointly(tables: list[_Table], n_sites: int) -> set:
+def _protect_jointly(tables: list[_Table]) -> set:
     """Secondary suppression over every table at once (``linked``); returns the cells that
     stay computable only from what the organisation holds exactly (nothing left to hide)."""
     site_tables = [t for t in tables if t.site_level]
@@ -260,49 +260,49 @@ def _protect_jointly(tables: list[_Table], n_sites: int) -> set:
                 for i, support in enumerate(t.supports):
                     published[(q, support)].append((t, i, col))
 
-    zero_cache: dict = {}
-
-    def zeros(q) -> np.ndarray:
-        """Sites whose ``q`` is known to be 0: inside a visible 0 (counts are not negative)."""
-        if q not in zero_cache:
-            known = np.zeros(n_sites, dtype=bool)
-            for t in tables:
-                for col in (c for c, qq in t.quantity.items() if qq == q):
-                    values = pd.to_numeric(t.content.frame[col], errors="coerce").to_numpy(
-                        dtype="float64", na_value=np.nan)
-                    for i in np.flatnonzero((values == 0) & ~t.hidden[col].to_numpy()):
-                        support = t.supports[i]
-                        known[list(support) if isinstance(support, frozenset) else support] = 1
-            zero_cache[q] = known
-        return zero_cache[q]
-
     def state(key):
-        q, support = key
+        q, _ = key
         found = copies(key)
         if q == SITES:
             return linked.FIXED  # the number of sites: public in site lists
-        if not found:  # a value no table shows: unknown, unless a visible 0 covers it
-            sites = list(support) if isinstance(support, frozenset) else [support]
-            return linked.FIXED if zeros(q)[sites].all() else linked.HIDDEN
+        if not found:
+            return linked.HIDDEN  # a value no table shows: an unknown
         if any(t.missing.at[i, c] for t, i, c in found):
             return linked.HIDDEN  # empty in the round: unknown, but never protected
         if any(c in t.exact for t, _, c in found):
             return linked.FIXED
         return linked.HIDDEN if all(t.hidden.at[i, c] for t, i, c in found) else linked.VISIBLE
 
+    def zero_links(eqs) -> list:
+        """Counts are never negative: under a visible 0, every part is 0. Written as
+        "part = that 0", so that hiding the 0 is among the ways to protect the part."""
+        zeros = defaultdict(list)
+        for key in published:
+            if state(key) == linked.VISIBLE and value(key) == 0:
+                zeros[key[0]].append(key)
+        links = []
+        for key in {k for eq in eqs for k, _ in eq if state(k) == linked.HIDDEN}:
+            q, support = key
+            inside = support if isinstance(support, frozenset) else frozenset((support,))
+            for zero in zeros.get(q, ()):
+                if zero != key and inside <= zero[1]:
+                    links.append(((key, 1.0), (zero, -1.0)))
+                    break
+        return links
+
     def value(key):
         t, i, c = copies(key)[0]
         return float(pd.to_numeric(t.content.frame.at[i, c], errors="coerce"))
 
     def hide(key):
-        zero_cache.clear()
         for t, i, c in copies(key):
             t.hidden.at[i, c] = True
 
     def equations():
-        return [eq for t in tables for eq in _row_equations(t)] + \
+        eqs = [eq for t in tables for eq in _row_equations(t)] + \
             [eq for coarse in tables if not coarse.site_level for fine in tables
              if fine is not coarse for eq in _column_equations(coarse, fine, state)]
+        return eqs + zero_links(eqs)
 
     targets = [(t.quantity[c], t.supports[i]) for t in tables for c in t.hidden
                for i in np.flatnonzero(t.hidden[c].to_numpy() & ~t.missing[c].to_numpy()
