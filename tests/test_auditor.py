@@ -159,12 +159,14 @@ class Auditor:
 
     def leaks(self, coefficients: dict) -> bool:
         """Pinned by what was received, though not by fixed knowledge alone."""
-        if not self.pinned(coefficients):
-            return False
+        return self.pinned(coefficients) and not self.fixed().pinned(coefficients)
+
+    def fixed(self) -> Auditor:
+        """The same auditor knowing only what no suppression can take away."""
         alone = Auditor.__new__(Auditor)
         alone.__dict__.update(self.__dict__)
         alone.rows, alone._built = list(self.baseline), None
-        return not alone.pinned(coefficients)
+        return alone
 
 
 def _protected(truth, value, column, sites, level, ruleset, exact) -> bool:
@@ -212,9 +214,10 @@ def attack(truth, ruleset, received, ceiling) -> list[str]:
 def _known(auditor, truth, s, member, per_site) -> bool:
     if member in auditor.counts:
         return not pd.isna(truth[member].iloc[s]) and auditor.pinned({(s, member): 1})
-    if member in auditor.categorical:
+    if member in auditor.categorical:  # (a question with one possible answer tells nothing)
         value = truth[member].iloc[s]
-        return not pd.isna(value) and auditor.bounds({(s, (member, value)): 1})[0] > 0.5
+        return not pd.isna(value) and auditor.bounds({(s, (member, value)): 1})[0] > 0.5 \
+            and len(auditor.ruleset.indicators[member].values) > 1
     return member in per_site
 
 
@@ -418,4 +421,26 @@ def test_a_visible_zero_above_does_not_give_away_an_area_below():
         {"indicators": ["round_id", "admin1_pcode", "military"], "aggregate_to": "admin1"},
         {"indicators": ["round_id", "admin1_pcode", "admin2_pcode", "military"],
          "aggregate_to": "admin2"})
+    assert attack(truth, ruleset, received, Classification.CONFIDENTIAL) == []
+
+
+def test_a_quantity_one_table_does_not_show_is_implied_by_its_additive_group():
+    """Found by the deep profile: per site the total and the women, per district the men.
+    A one-site district's hidden men = that site's total minus its women."""
+    indicators = {**_fixed_ruleset().model_dump()["indicators"],
+                  **{c: {"classification": "public", "category": "public", "kind": "count"}
+                     for c in ("idp_individuals", "idp_female", "idp_male")}}
+    ruleset = RuleSet.model_validate({
+        **_fixed_ruleset().model_dump(), "indicators": indicators, "relational": [],
+        "additive": [{"total": "idp_individuals", "parts": ["idp_female", "idp_male"]}]})
+    truth = _round(["no"] * 5, [5] * 5).assign(
+        admin2_pcode=["B1"] + ["B2"] * 4, idp_female=[4, 4, 5, 6, 7], idp_male=[5, 5, 5, 5, 5])
+    truth["idp_individuals"] = truth["idp_female"] + truth["idp_male"]
+    received = _packages(
+        ruleset, truth,
+        {"indicators": ["round_id", "site_id", "admin1_pcode", "admin2_pcode", "idp_individuals",
+                        "idp_female"]},
+        {"indicators": ["round_id", "admin1_pcode", "admin2_pcode", "idp_male"],
+         "aggregate_to": "admin2"})
+    assert pd.isna(received[1][0].set_index("admin2_pcode").loc["B1", "idp_male"])
     assert attack(truth, ruleset, received, Classification.CONFIDENTIAL) == []

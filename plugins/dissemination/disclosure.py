@@ -80,6 +80,7 @@ def build_contents(df: pd.DataFrame, parts: Sequence[tuple[Selection, np.ndarray
     computed from any combination of the tables the organisation holds.
     """
     tables = []
+    areas: dict[frozenset, frozenset] = {}
     for selection, rows in parts:
         positions = np.arange(len(df)) if rows is None else np.flatnonzero(rows)
         sub = df if rows is None else df.iloc[positions]
@@ -94,7 +95,10 @@ def build_contents(df: pd.DataFrame, parts: Sequence[tuple[Selection, np.ndarray
             supports: list = list(positions)
         else:
             content, groups = _aggregate(sub, selection, ruleset, kinds)
-            supports = [frozenset(positions[members]) for members in groups]
+            # One object per distinct area: cells are keyed by it, and equal keys then compare
+            # by identity instead of element by element.
+            supports = [areas.setdefault(area, area)
+                        for area in (frozenset(positions[members]) for members in groups)]
         for d in shared:
             if kinds[d.column] == "text" and d.column in content.frame:
                 content.frame[d.column], n = redact(content.frame[d.column])
@@ -176,10 +180,11 @@ class _Table:
     site_level: bool
     supports: list  # per row: the site's position in the round, or the area's positions
     quantity: dict[str, str]  # count column -> what it counts ("c", "c=v" or "sites")
-    hidden: pd.DataFrame  # count columns; True = blank in the package
+    hidden: dict[str, np.ndarray]  # count column -> True where blank in the package
     reasons: pd.DataFrame  # why a cell is hidden at first ("" for visible cells)
     exact: set[str]
-    missing: pd.DataFrame  # empty in the round: unknown to the recipient, never a choice
+    missing: dict[str, np.ndarray]  # empty in the round: unknown to the recipient
+    values: dict[str, np.ndarray] = field(default_factory=dict)  # count column -> float64
     row_of: dict = field(default_factory=dict)  # site position -> row (site-level tables)
     # The rule set's additive groups (total, parts), whether or not this table has every member:
     # a total and its parts add up on every row, shown or not.
@@ -229,9 +234,10 @@ def _primary(content: Content, selection: Selection, ruleset: RuleSet, kinds, su
             if c not in exact and c != SITES:  # the number of sites is on public site lists
                 reasons.loc[few & (reasons[c] == "").to_numpy(), c] = \
                     f"area under {cells.min_sites} sites"
-    hidden = reasons != ""
-    missing = pd.DataFrame({c: values[c].isna().to_numpy() for c in counts}, index=frame.index)
-    table = _Table(content, not aggregated, supports, quantity, hidden, reasons, exact, missing)
+    hidden = {c: np.array(reasons[c] != "", dtype=bool) for c in counts}
+    missing = {c: values[c].isna().to_numpy() for c in counts}
+    table = _Table(content, not aggregated, supports, quantity, hidden, reasons, exact, missing,
+                   {c: values[c].to_numpy(dtype="float64", na_value=np.nan) for c in counts})
     table.additive = [(g.total, g.parts) for g in ruleset.additive
                       if all(ruleset.indicators.get(m) is not None
                              and ruleset.indicators[m].kind == "count"
@@ -267,11 +273,11 @@ def _protect_jointly(tables: list[_Table]) -> set:
             return linked.FIXED  # the number of sites: public in site lists
         if not found:
             return linked.HIDDEN  # a value no table shows: an unknown
-        if any(t.missing.at[i, c] for t, i, c in found):
+        if any(t.missing[c][i] for t, i, c in found):
             return linked.HIDDEN  # empty in the round: unknown, but never protected
         if any(c in t.exact for t, _, c in found):
             return linked.FIXED
-        return linked.HIDDEN if all(t.hidden.at[i, c] for t, i, c in found) else linked.VISIBLE
+        return linked.HIDDEN if all(t.hidden[c][i] for t, i, c in found) else linked.VISIBLE
 
     def zero_links(eqs) -> list:
         """Counts are never negative: under a visible 0, every part is 0. Written as
@@ -292,20 +298,22 @@ def _protect_jointly(tables: list[_Table]) -> set:
 
     def value(key):
         t, i, c = copies(key)[0]
-        return float(pd.to_numeric(t.content.frame.at[i, c], errors="coerce"))
+        return float(t.values[c][i])
 
     def hide(key):
         for t, i, c in copies(key):
-            t.hidden.at[i, c] = True
+            t.hidden[c][i] = True
+
+    layouts: dict = {}
 
     def equations():
         eqs = [eq for t in tables for eq in _row_equations(t)] + \
             [eq for coarse in tables if not coarse.site_level for fine in tables
-             if fine is not coarse for eq in _column_equations(coarse, fine, state)]
+             if fine is not coarse for eq in _column_equations(coarse, fine, state, layouts)]
         return eqs + zero_links(eqs)
 
     targets = [(t.quantity[c], t.supports[i]) for t in tables for c in t.hidden
-               for i in np.flatnonzero(t.hidden[c].to_numpy() & ~t.missing[c].to_numpy()
+               for i in np.flatnonzero(t.hidden[c] & ~t.missing[c]
                                        & _sensitive(t, c))]
     return linked.protect(equations, targets, state, value, hide)
 
@@ -315,8 +323,7 @@ def _sensitive(t: _Table, column: str) -> np.ndarray:
     not sensitive, as in sdcTable's frequency rule, unless it is a relational member's: a
     zero elsewhere may be told by a zero total, which says every part is 0)."""
     reasons = t.reasons[column].to_numpy()
-    zero = pd.to_numeric(t.content.frame[column], errors="coerce").to_numpy(
-        dtype="float64", na_value=np.nan) == 0
+    zero = t.values[column] == 0
     return (reasons != "") & (~zero | (reasons == RELATIONAL_ZERO))
 
 
@@ -331,7 +338,7 @@ def _row_equations(t: _Table) -> list:
                if any(m in by_q for m in (total, *parts))]
     for total, parts in groups:
         shown = [by_q[m] for m in (total, *parts) if m in by_q]
-        rows = np.flatnonzero((t.hidden[shown] | t.missing[shown]).any(axis=1).to_numpy())
+        rows = np.flatnonzero(np.logical_or.reduce([t.hidden[c] | t.missing[c] for c in shown]))
         quantity = (t.quantity.get(total, total), *(t.quantity.get(p, p) for p in parts))
         for i in rows:
             support = t.supports[i]
@@ -340,82 +347,114 @@ def _row_equations(t: _Table) -> list:
     return out
 
 
-def _composition(t: _Table, q: str) -> list[tuple[str, float]] | None:
-    """How a site-level table gives quantity ``q`` per site: its own column, a constant ([]),
-    a sum of other columns (an additive group), or None (it does not)."""
-    by_q = {qq: c for c, qq in t.quantity.items()}
-    if q in by_q:
+FREE = "free"  # a quantity a table neither shows nor implies: an unknown per row
+
+
+def _composition(t: _Table, q: str):
+    """How a table gives quantity ``q`` on each row: its own column ([(q, 1)]), a constant
+    ([]: one per site, or a categorical answer shown per site), a sum of its other columns (an
+    additive group whose other members it shows), or ``FREE`` (an unknown it does not give)."""
+    shown = set(t.quantity.values())
+    if q in shown:
         return [(q, 1.0)]
     source, _, _ = q.partition("=")
-    if q == SITES or (source != q and source in t.content.frame.columns):
-        return []  # one per site; a categorical value the table shows per site
-    for total, parts in t.content.groups:
-        qs = [t.quantity.get(x) for x in (total, *parts)]
-        if None in qs:
-            continue
-        if qs[0] == q:
-            return [(p, 1.0) for p in qs[1:]]
-        if q in qs[1:]:
-            return [(qs[0], 1.0)] + [(p, -1.0) for p in qs[1:] if p != q]
-    return None
+    if t.site_level and (q == SITES or (source != q and source in t.content.frame.columns)):
+        return []
+    for total, parts in t.additive:
+        members = (total, *parts)
+        if q in members and all(m in shown for m in members if m != q):
+            if q == total:
+                return [(p, 1.0) for p in parts]
+            return [(total, 1.0)] + [(p, -1.0) for p in parts if p != q]
+    return FREE
 
 
-def _column_equations(coarse: _Table, fine: _Table, state, options: int = 3) -> list:
-    """Each area of ``coarse`` = the sum of ``fine``'s rows inside it, when they cover it.
-
-    Against a site-level table only the hidden site cells are written out, with the
-    ``options`` smallest visible ones (what a secondary suppression would hide): the other
-    visible cells are known constants, irrelevant to whether a hidden cell can be computed."""
-    out = []
+def _layout(coarse: _Table, fine: _Table) -> list:
+    """For each area of ``coarse``: the rows of ``fine`` that exactly cover it (site-level:
+    (site positions, rows)), or None if ``fine`` does not cover it."""
+    areas = []
     if fine.site_level:
         row_at = np.full(max(fine.row_of, default=-1) + 1, -1)
         row_at[list(fine.row_of)] = list(fine.row_of.values())
-        areas = []
         for support in coarse.supports:
             sites = np.fromiter(support, dtype=np.int64, count=len(support))
             rows = row_at[sites[sites < len(row_at)]] if len(row_at) else sites[:0]
             areas.append((sites, rows) if len(rows) == len(sites) and (rows >= 0).all()
                          else None)
-        columns = {c: (fine.hidden[c].to_numpy() | fine.missing[c].to_numpy(),
-                       pd.to_numeric(fine.content.frame[c], errors="coerce").to_numpy(
-                           dtype="float64", na_value=np.nan))
-                   for c in fine.hidden}
-    else:
-        areas = []
-        for support in coarse.supports:
-            rows = [j for j, sub in enumerate(fine.supports) if sub < support]
-            whole = bool(rows) and frozenset().union(*(fine.supports[j] for j in rows)) == support
-            areas.append(rows if whole else None)
-    for q in coarse.quantity.values():
-        recipe = _composition(fine, q) if fine.site_level else (
-            [(q, 1.0)] if q in fine.quantity.values() else None)
-        if recipe is None:
-            continue  # the finer table does not give this quantity: no identity
+        return areas
+    for support in coarse.supports:
+        rows = [j for j, sub in enumerate(fine.supports) if sub < support]
+        whole = bool(rows) and frozenset().union(*(fine.supports[j] for j in rows)) == support
+        areas.append(rows if whole else None)
+    return areas
+
+
+def _column_equations(coarse: _Table, fine: _Table, state, layouts: dict,
+                      options: int = 3) -> list:
+    """Each area of ``coarse`` = the sum of ``fine``'s rows inside it, when they cover it, for
+    every quantity ``coarse`` shows or implies (an additive member).
+
+    Against a site-level table only the hidden site cells are written out, with the
+    ``options`` smallest visible ones (what a secondary suppression would hide): the other
+    visible cells are known constants, irrelevant to whether a hidden cell can be computed. A
+    quantity the site table does not give is written out only where every site's row equation
+    can tie it to something; otherwise it is a free unknown and the identity says nothing."""
+    out = []
+    key = (id(coarse), id(fine))
+    if key not in layouts:
+        layouts[key] = _layout(coarse, fine)
+    areas = layouts[key]
+    if fine.site_level:
+        columns = {c: (fine.hidden[c] | fine.missing[c], fine.values[c]) for c in fine.hidden}
+    implied = {m for total, parts in coarse.additive for m in (total, *parts)}
+    for q in dict.fromkeys([*coarse.quantity.values(), *sorted(implied)]):
+        recipe = _composition(fine, q)
+        tied = _tied_rows(fine, q) if recipe == FREE and fine.site_level else None
         for i, support in enumerate(coarse.supports):
             if areas[i] is None:
                 continue
+            head = [((q2, support), c) for q2, c in _composition(coarse, q)] \
+                if _composition(coarse, q) != FREE else [((q, support), 1.0)]
             if fine.site_level:
                 sites, rows = areas[i]
-                terms = []
-                for qq, coef in recipe:
-                    hidden, values = columns[qq]
-                    hid = hidden[rows]
-                    visible = np.flatnonzero(~hid)
-                    order = np.lexsort((values[rows][visible], values[rows][visible] == 0))
-                    picked = np.concatenate([np.flatnonzero(hid), visible[order[:options]]])
-                    terms += [((qq, int(s)), -coef) for s in sites[picked]]
+                if recipe == FREE:
+                    if not tied[rows].all():
+                        continue  # a site's value is free: nothing follows
+                    terms = [((q, int(s)), -1.0) for s in sites]
+                else:
+                    terms = []
+                    for qq, coef in recipe:
+                        hidden, values = columns[qq]
+                        hid = hidden[rows]
+                        visible = np.flatnonzero(~hid)
+                        order = np.lexsort((values[rows][visible], values[rows][visible] == 0))
+                        picked = np.concatenate([np.flatnonzero(hid), visible[order[:options]]])
+                        terms += [((qq, int(s)), -coef) for s in sites[picked]]
             else:
-                terms = [((q, fine.supports[j]), -1.0) for j in areas[i]]
-            eq = (((q, support), 1.0), *terms)
+                parts = [(q, 1.0)] if recipe == FREE else recipe
+                terms = [((qq, fine.supports[j]), -coef) for j in areas[i] for qq, coef in parts]
+            eq = (*head, *terms)
             if any(state(k) == linked.HIDDEN for k, _ in eq):
                 out.append(eq)
     return out
 
 
+def _tied_rows(t: _Table, q: str) -> np.ndarray:
+    """Rows of a site-level table with a row equation that holds ``q`` (``_row_equations``)."""
+    tied = np.zeros(len(t.content.frame), dtype=bool)
+    by_q = {qq: c for c, qq in t.quantity.items()}
+    for total, parts in t.additive:
+        members = (total, *parts)
+        shown = [by_q[m] for m in members if m in by_q]
+        if q in members and shown:
+            tied |= np.logical_or.reduce([t.hidden[c] | t.missing[c] for c in shown])
+    return tied
+
+
 def _apply(t: _Table, ruleset: RuleSet, unprotectable: set, holder: str) -> None:
     content, frame = t.content, t.content.frame
     for c in t.hidden:
-        mask = t.hidden[c].to_numpy()
+        mask = t.hidden[c]
         n = int(mask.sum())
         source = next(o.source for o in content.columns if o.name == c) or SITES
         if n:
