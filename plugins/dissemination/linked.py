@@ -30,6 +30,7 @@ Key = Hashable  # a cell: (quantity, support)
 Equation = tuple[tuple[Key, float], ...]  # sum of coefficient x cell = (a known constant)
 
 HIDDEN, VISIBLE, FIXED = "hidden", "visible", "fixed"  # fixed: visible and never hidden
+SMALL = 8  # identities with at most this many cells: one new hidden cell per round
 
 
 def determined(equations: Sequence[Equation], state: Callable[[Key], str]) -> set[Key]:
@@ -124,9 +125,10 @@ def _options(key: Key, eqs: Sequence[Equation], containing: dict, state) -> set[
         if not eq_ids:
             return set()
         seen_eqs |= eq_ids
-        options = {k for i in eq_ids for k, _ in eqs[i] if state(k) == VISIBLE}
-        if options:
-            return options
+        for i in sorted(eq_ids, key=lambda i: (len(eqs[i]), i)):  # the tightest identity first
+            options = {k for k, _ in eqs[i] if state(k) == VISIBLE}
+            if options:
+                return options
         frontier = {k for i in eq_ids for k, _ in eqs[i] if state(k) == HIDDEN} - seen_keys
         seen_keys |= frontier
     return set()
@@ -159,5 +161,8 @@ def protect(equations: Callable[[], Sequence[Equation]], targets: Iterable[Key],
                 continue
             chosen = min(options, key=lambda k: (value(k) == 0, value(k), repr(k)))
             hide(chosen)
-            touched |= containing[chosen]
+            # Wait for the next round before protecting another cell of the same small
+            # identity (one hidden cell may protect both); a long identity (an area's sum over
+            # its sites) is rarely what determines a cell, and waiting on it costs a round each.
+            touched |= {i for i in containing[chosen] if len(eqs[i]) <= SMALL}
     raise RuntimeError("linked suppression did not converge")
