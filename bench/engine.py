@@ -3,7 +3,8 @@
 The round is first conformed to its contract (every value checked and normalised, as every
 pull does), then classified once (``classify_round`` + ``active_relational``), then each agreement's
 table is built (``select_for_agreement`` + ``build_content``: projection, aggregation, redaction,
-small-cell and secondary suppression). References: reading the same round back from Parquet
+small-cell and secondary suppression), and all of them as one organisation's (joint
+suppression). References: reading the same round back from Parquet
 (the physical floor of touching the data once) and a plain pandas projection of the same columns.
 
     PYTHONPATH=plugins .venv/bin/python bench/engine.py [--sites 200000]
@@ -21,7 +22,7 @@ import pandas as pd
 
 from dissemination.classification import Urgency
 from dissemination.contract import conform
-from dissemination.disclosure import build_content
+from dissemination.disclosure import build_content, build_contents
 from dissemination.policy import load_policy
 from dissemination.sensitivity import active_relational, classify_round, select_for_agreement
 from dissemination.synthetic import generate_round
@@ -60,6 +61,7 @@ def main() -> None:
           f"ratio {t_conform / t_read:5.2f}x read")
     print(f"classify once (all partners):  {t_classify * 1000:8.1f} ms  "
           f"ratio {t_classify / t_read:5.2f}x read")
+    selections = []
     for agreement in sorted(policy.agreements.values(), key=lambda a: a.id):
         for urgency in Urgency:
             if "NGA" not in agreement.countries:
@@ -73,6 +75,14 @@ def main() -> None:
                   f"{t_build * 1000:8.1f} ms  ratio {t_build / t_read:5.2f}x read, "
                   f"{t_build / t_proj:6.1f}x projection; "
                   f"suppressed {sum(content.suppressed.values())} cells")
+            selections.append(selection)
+    # The worst case of the joint suppression: every NGA table above held by one organisation
+    # (site and area levels of one round, linked by their sums).
+    t_joint, contents = timed(lambda: build_contents(df, [(s, None) for s in selections],
+                                                     ruleset), repeat=1)
+    print(f"joint suppression, {len(selections)} tables of one organisation: "
+          f"{t_joint * 1000:8.1f} ms  ratio {t_joint / t_read:5.2f}x read; suppressed "
+          f"{sum(sum(c.suppressed.values()) for c in contents)} cells")
 
 
 if __name__ == "__main__":
