@@ -444,3 +444,21 @@ def test_a_quantity_one_table_does_not_show_is_implied_by_its_additive_group():
          "aggregate_to": "admin2"})
     assert pd.isna(received[1][0].set_index("admin2_pcode").loc["B1", "idp_male"])
     assert attack(truth, ruleset, received, Classification.CONFIDENTIAL) == []
+
+
+def test_two_zeros_of_a_relational_member_are_not_pinned_by_their_zero_sum():
+    """Found by the deep profile: "none: 0" and "unknown: 0" hidden, the rest visible: no
+    linear combination gives either, but their sum is 0 and counts are never negative."""
+    base = _fixed_ruleset().model_dump()
+    ruleset = RuleSet.model_validate({
+        **base,
+        "indicators": {**base["indicators"], "safety": {
+            "classification": "public", "category": "public", "kind": "categorical",
+            "values": ["all", "some", "none", "unknown"]}},
+        "relational": [{"name": "safety_x_children", "indicators": ["safety", "children"],
+                        "reason": "x", "escalate_to": "confidential", "safe_at": "admin1"}]})
+    truth = _round(["no"] * 10, [5] * 10).assign(safety=["all"] * 6 + ["some"] * 4)
+    (frame, _, _), = received = _packages(ruleset, truth, {
+        "indicators": ["round_id", "admin1_pcode", "safety"], "aggregate_to": "admin1"})
+    assert frame[["safety=none", "safety=unknown"]].isna().all(axis=None)
+    assert attack(truth, ruleset, received, Classification.CONFIDENTIAL) == []

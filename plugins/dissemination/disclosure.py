@@ -297,7 +297,11 @@ def _protect_jointly(tables: list[_Table]) -> set:
         return links
 
     def value(key):
-        t, i, c = copies(key)[0]
+        """The true value; a value no table shows counts as 0 (the cautious guess)."""
+        found = copies(key)
+        if not found:
+            return 0.0
+        t, i, c = found[0]
         return float(t.values[c][i])
 
     def hide(key):

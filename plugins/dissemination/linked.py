@@ -33,8 +33,13 @@ HIDDEN, VISIBLE, FIXED = "hidden", "visible", "fixed"  # fixed: visible and neve
 SMALL = 8  # identities with at most this many cells: one new hidden cell per round
 
 
-def determined(equations: Sequence[Equation], state: Callable[[Key], str]) -> set[Key]:
-    """Hidden cells that the equations and the visible cells determine."""
+def determined(equations: Sequence[Equation], state: Callable[[Key], str],
+               value: Callable[[Key], float] | None = None) -> set[Key]:
+    """Hidden cells that the equations and the visible cells determine.
+
+    With ``value`` (the true values), also the cells pinned because counts are never
+    negative: in an identity whose hidden cells all weigh the same way, a hidden sum of 0
+    means every one of them is 0, whatever linear algebra says."""
     unknown_eqs = []
     for eq in equations:
         coefs: dict[Key, float] = defaultdict(float)
@@ -44,8 +49,16 @@ def determined(equations: Sequence[Equation], state: Callable[[Key], str]) -> se
         unknowns = tuple((k, c) for k, c in coefs.items() if c)
         if unknowns:
             unknown_eqs.append(unknowns)
+    zeros: set[Key] = set()
+    if value is not None:
+        for eq in unknown_eqs:
+            if (all(c > 0 for _, c in eq) or all(c < 0 for _, c in eq)) and \
+                    all(value(k) == 0 for k, _ in eq):
+                zeros.update(k for k, _ in eq)
+        unknown_eqs = [u for u in (tuple((k, c) for k, c in eq if k not in zeros)
+                                   for eq in unknown_eqs) if u]
     peeled, kept = _peel(unknown_eqs)
-    known: set[Key] = set()
+    known: set[Key] = set(zeros)
     for component in _components(kept):
         known |= _rank_determined(component)
     for eq, private in reversed(peeled):
@@ -144,7 +157,7 @@ def protect(equations: Callable[[], Sequence[Equation]], targets: Iterable[Key],
     unprotectable: set[Key] = set()
     for _ in range(max_rounds):
         eqs = equations()
-        exposed = (determined(eqs, state) & targets) - unprotectable
+        exposed = (determined(eqs, state, value) & targets) - unprotectable
         if not exposed:
             return unprotectable
         containing: dict[Key, set[int]] = defaultdict(set)
