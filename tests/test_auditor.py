@@ -462,3 +462,29 @@ def test_two_zeros_of_a_relational_member_are_not_pinned_by_their_zero_sum():
         "indicators": ["round_id", "admin1_pcode", "safety"], "aggregate_to": "admin1"})
     assert frame[["safety=none", "safety=unknown"]].isna().all(axis=None)
     assert attack(truth, ruleset, received, Classification.CONFIDENTIAL) == []
+
+
+def test_a_withheld_total_does_not_come_back_as_the_sum_of_its_parts():
+    """Found by the deep profile: children x individuals is Confidential per site, above a
+    Public ceiling, so individuals (listed last) is withheld; women and men per site would
+    give it back."""
+    base = _fixed_ruleset().model_dump()
+    counts = {c: {"classification": "public", "category": "public", "kind": "count"}
+              for c in ("idp_individuals", "idp_female", "idp_male")}
+    ruleset = RuleSet.model_validate({
+        **base, "indicators": {**base["indicators"], **counts,
+                               "children": {**base["indicators"]["children"],
+                                            "classification": "public"}},
+        "additive": [{"total": "idp_individuals", "parts": ["idp_female", "idp_male"]}],
+        "relational": [{"name": "children_x_people", "indicators": ["children", "idp_individuals"],
+                        "reason": "x", "levels": {"site": "confidential"}}]})
+    truth = _round(["no"] * 4, [5] * 4).assign(idp_female=[4, 5, 6, 7], idp_male=[8, 8, 8, 8])
+    truth["idp_individuals"] = truth["idp_female"] + truth["idp_male"]
+    received = _received(ruleset, truth, "public", [({"indicators": [
+        "round_id", "site_id", "admin1_pcode", "idp_individuals", "idp_female", "idp_male",
+        "children"]}, None)])
+    (frame, selection, _), = received
+    assert "idp_individuals" not in frame and "idp_male" not in frame
+    reasons = {d.column: d.reason for d in selection.decisions}
+    assert reasons["idp_male"].startswith("withheld with idp_individuals")
+    assert attack(truth, ruleset, received, Classification.PUBLIC) == []

@@ -202,6 +202,7 @@ def select_for_agreement(
                     )
                     changed = True
 
+    _withhold_what_adds_back(decided, candidates, ruleset)
     for column, d in candidates.items():
         if ceiling < d.classification:
             decided[column] = replace(
@@ -224,6 +225,30 @@ def _site_only(column: str, kind: str, ruleset: RuleSet, level: str) -> bool:
     if kind == "admin":
         return column not in ruleset.level_columns(level)
     return False
+
+
+def _withhold_what_adds_back(decided: dict, candidates: dict, ruleset: RuleSet) -> None:
+    """A column withheld by a relational rule must not come back as the sum (or difference)
+    of shared columns: if an additive group has it as its only missing member, withhold one
+    more (its total, or its last part)."""
+    relational = {c for c, d in decided.items()
+                  if d.rule.split(": ", 1)[-1].startswith("relational.")}
+    changed = True
+    while changed:
+        changed = False
+        for group in ruleset.additive:
+            members = (group.total, *group.parts)
+            gone = [m for m in members if m in relational]
+            if len(gone) != 1 or not all(m in candidates for m in members if m != gone[0]):
+                continue
+            extra = group.total if gone[0] != group.total else group.parts[-1]
+            decided[extra] = replace(
+                candidates.pop(extra),
+                reason=f"withheld with {gone[0]}: {group.total} = {' + '.join(group.parts)} "
+                       f"would give it back",
+                rule=decided[gone[0]].rule)
+            relational.add(extra)
+            changed = True
 
 
 def _ranker(ruleset: RuleSet) -> Callable[[str], int]:
