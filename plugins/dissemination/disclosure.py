@@ -414,11 +414,12 @@ def _column_equations(coarse: _Table, fine: _Table, state, layouts: dict,
     for q in dict.fromkeys([*coarse.quantity.values(), *sorted(implied)]):
         recipe = _composition(fine, q)
         tied = _tied_rows(fine, q) if recipe == FREE and fine.site_level else None
+        own = _composition(coarse, q)
+        own = [(q, 1.0)] if own == FREE else own
         for i, support in enumerate(coarse.supports):
             if areas[i] is None:
                 continue
-            head = [((q2, support), c) for q2, c in _composition(coarse, q)] \
-                if _composition(coarse, q) != FREE else [((q, support), 1.0)]
+            head = [((q2, support), c) for q2, c in own]
             if fine.site_level:
                 sites, rows = areas[i]
                 if recipe == FREE:
