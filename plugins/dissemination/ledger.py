@@ -54,6 +54,34 @@ deliveries = sa.Table(
 )
 
 
+#: Claim, upload, confirm: a delivery is claimed here before its upload starts, so a concurrent
+#: or repeated attempt sees it. Operational state (rows change as attempts come and go), so it is
+#: not part of the audit trail; the ``deliveries`` row written at confirmation is.
+delivery_claims = sa.Table(
+    "delivery_claims",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("agreement_id", sa.String(64), nullable=False),
+    sa.Column("round_id", sa.String(64), nullable=False),
+    sa.Column("urgency", sa.String(8), nullable=False),
+    # "main" (the primary, or the secondary after a fallback) or "field:<name>"
+    sa.Column("slot", sa.String(255), nullable=False),
+    sa.Column("content_sha256", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # claimed | delivered
+    sa.Column("attempt", sa.String(64), nullable=False),  # who holds it: one per upload try
+    sa.Column("run_id", sa.String(255), nullable=False),
+    sa.Column("package_sha256", sa.String(64), nullable=False),
+    sa.Column("destination", sa.String(255), nullable=False),
+    sa.Column("remote_path", sa.String(1024), nullable=False),  # the final name, once known
+    sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("lease_until", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("delivery_id", sa.Integer, nullable=True),  # deliveries.id once confirmed
+    sa.Column("notified_at", sa.DateTime(timezone=True), nullable=True),  # notice sent once
+    sa.UniqueConstraint("agreement_id", "round_id", "urgency", "slot", "content_sha256",
+                        name="uq_claim_once"),
+)
+
+
 alerts = sa.Table(
     "alerts",
     metadata,
