@@ -175,7 +175,7 @@ def test_wrong_host_key_fails_the_delivery_and_leaves_nothing(sandbox, tmp_path)
     assert "presented host key" in result.stdout and "nothing was sent" in result.stdout
     states = _task_states(sandbox)
     assert {s for t, _, _, s in states if t == "deliver"} == {"failed"}
-    assert {s for t, _, _, s in states if t == "record"} == {"upstream_failed"}
+    assert {s for t, _, _, s in states if t == "notify"} == {"upstream_failed"}
     assert not [p for p in sandbox.sftp.root.rglob("*") if meta.round_id in p.name]
     # The failed run keeps its staging (to resume after a fix), and it holds no Secret column.
     (staged,) = (sandbox.work_dir / "runs").glob(f"*/{meta.round_id}.parquet")

@@ -103,8 +103,8 @@ def _deliver_and_record(policy, meta, df, plans, ledger, tmp_path, server):
                                         lambda variable: PASSWORD, ledger, NOW)
     for d in packaged:
         (server.root / d.destination.split(":", 1)[1]).mkdir(parents=True, exist_ok=True)
-    return [steps.record(steps.deliver(d, lambda conn: server.target(), policy, NOW.date()),
-                         ledger, NOW, "run") for d in packaged]
+    return [steps.deliver(d, lambda conn: server.target(), policy, ledger, NOW, "run")
+            for d in packaged]
 
 
 def test_two_agreements_of_one_organisation_in_one_run_cannot_split_a_combination(
@@ -200,7 +200,7 @@ def test_dates_are_checked_against_the_wall_clock_again_before_upload(policy, ro
     packaged = plan.__class__(**{**plan.to_xcom(), "status": "packaged"})
     with pytest.raises(steps.AgreementRefused, match="not on 2027-06-01"):
         steps.deliver(packaged, lambda conn: pytest.fail("nothing may be uploaded"), policy,
-                      date(2027, 6, 1))
+                      None, datetime(2027, 6, 1, tzinfo=UTC), "run")
 
 
 def test_a_policy_change_after_planning_refuses_to_package_or_deliver(include, tmp_path):
@@ -218,7 +218,7 @@ def test_a_policy_change_after_planning_refuses_to_package_or_deliver(include, t
     packaged = plans[0].__class__(**{**plans[0].to_xcom(), "status": "packaged"})
     with pytest.raises(steps.PolicyChanged):
         steps.deliver(packaged, lambda conn: pytest.fail("nothing may be uploaded"), changed,
-                      NOW.date())
+                      None, NOW, "run")
 
 
 def test_the_ledger_records_the_rules_version_the_plan_applied(policy, round_nga, tmp_path,

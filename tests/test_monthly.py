@@ -98,7 +98,7 @@ def test_invalid_rounds_and_overdue_reviews_stop_only_themselves(sandbox):
                             f"review_every_days: {(due - assessed).days}", rules.read_text()))
     result = sandbox.run_monthly("2027-01-01")  # December
     states = _states(sandbox)
-    assert states["deliver"] == {"success"} and states["record"] == {"success"}
+    assert states["deliver"] == {"success"} and states["notify"] == {"success"}
     assert states["finish"] == {"failed"}
     assert "NGA-R003-cleaned" in result.stdout and "not_be_null on idp_households" in result.stdout
     docs = sorted((sandbox.work_dir / "data_docs" / "validations").rglob("*.html"))

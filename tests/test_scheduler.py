@@ -2,7 +2,10 @@
 
 What `dags test` cannot show: that scheduling works. A partial round dropped as a file starts the
 urgent path with no manual step; the monthly schedule runs the low path for last month; an
-officer's request through the REST API (the trigger form's params) delivers an urgent dataset.
+officer's request through the REST API (the trigger form's params) delivers an urgent dataset;
+two runs of one round at once deliver it once; a task process killed with SIGKILL between its
+upload and its ledger write is retried by the scheduler and records the delivery without
+uploading it again.
 
 Airflow's metastore and the ledger live on the machine's PostgreSQL here, as in production: with
 a scheduler, api-server and parallel tasks all writing, SQLite's single writer lock makes the
@@ -12,6 +15,7 @@ support SQLite beyond a single-process trial.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -67,6 +71,7 @@ class Standalone:
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "DISSEMINATION_INTAKE_SCHEDULE": "* * * * *",
+            "DISSEMINATION_RETRY_DELAY_SECONDS": "3",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
 
@@ -197,3 +202,93 @@ def test_an_officer_triggers_an_urgent_dataset_through_the_rest_api(airflow):
     bad = api.post("/dags/urgent_dissemination/dagRuns", json={
         "logical_date": None, "conf": {"country": "SSD", "justification": "too short"}})
     assert bad.status_code == 400 and "justification" in bad.text  # the form's rules hold
+
+
+def _trigger(api: httpx.Client, conf: dict) -> str:
+    response = api.post("/dags/urgent_dissemination/dagRuns",
+                        json={"logical_date": None, "conf": conf})
+    assert response.status_code == 200, response.text
+    return response.json()["dag_run_id"]
+
+
+def _finished(api: httpx.Client, run_id: str) -> str:
+    def state():
+        value = api.get(f"/dags/urgent_dissemination/dagRuns/{run_id}").json()["state"]
+        return value if value in ("success", "failed") else None
+    return wait_for(f"run {run_id} to finish", state)
+
+
+def _notices(box: Sandbox, round_id: str) -> list[Path]:
+    return [m for m in box.smtp.maildir.glob("*.eml")
+            if "data for" in m.read_text() and round_id in m.read_text()]
+
+
+def _landed(box: Sandbox, round_id: str) -> list[Path]:
+    return [p for p in box.sftp.root.rglob("*") if p.is_file() and round_id in p.name]
+
+
+def _ssd_round(box: Sandbox, number: int):
+    meta, df = generate_round(box.policy.rulesets["SSD"], number, 30, seed=number,
+                              collected_at=datetime.now(UTC), collection_days=1)
+    write_round(box.survey(), meta, df)
+    return meta
+
+
+def test_two_runs_of_the_same_round_at_once_deliver_it_once(airflow):
+    box, api = airflow
+    meta = _ssd_round(box, 15)
+    conf = {"country": "SSD", "round_id": meta.round_id, "agreements": ["unicef-ssd"],
+            "justification": "the same request, sent twice by two officers"}
+    runs = [_trigger(api, conf), _trigger(api, conf)]
+    assert [_finished(api, run) for run in runs] == ["success", "success"]
+    (row,) = _delivered(box, meta.round_id)
+    assert row.run_id in runs
+    (landed,) = _landed(box, meta.round_id)  # no second file, no temp file
+    assert hashlib.sha256(landed.read_bytes()).hexdigest() == row.package_sha256
+    assert len(_notices(box, meta.round_id)) == 1
+
+
+def test_a_task_killed_between_upload_and_ledger_write_is_recorded_once(airflow):
+    """The ledger write is held by a lock the test owns (a trigger on the ledger's PostgreSQL);
+    once the package is on the server, the task process is killed with SIGKILL. The scheduler
+    retries the task, which finds the package whole on the server and records it."""
+    import psutil
+
+    box, api = airflow
+    meta = _ssd_round(box, 16)
+    ledger = sa.create_engine(box.ledger_url, isolation_level="AUTOCOMMIT")
+    with ledger.connect() as conn:
+        conn.execute(sa.text(f"""
+            CREATE FUNCTION hold_16() RETURNS trigger AS $$
+            BEGIN IF NEW.round_id = '{meta.round_id}' THEN PERFORM pg_advisory_xact_lock(4243);
+            END IF; RETURN NEW; END $$ LANGUAGE plpgsql;
+            CREATE TRIGGER hold_16 BEFORE INSERT ON deliveries
+            FOR EACH ROW EXECUTE FUNCTION hold_16();"""))
+    holder = ledger.connect()
+    holder.execute(sa.text("SELECT pg_advisory_lock(4243)"))
+    try:
+        run = _trigger(api, {"country": "SSD", "round_id": meta.round_id,
+                             "agreements": ["unicef-ssd"],
+                             "justification": "armed actors reported near the site"})
+        port = wait_for("the ledger write to wait on the lock", lambda: holder.execute(sa.text(
+            "SELECT client_port FROM pg_stat_activity WHERE wait_event = 'advisory' "
+            "AND query LIKE 'INSERT INTO deliveries%'")).scalar(), every=0.2)
+        (landed,) = _landed(box, meta.round_id)  # uploaded and verified, not recorded
+        before = landed.stat()
+        (task,) = {c.pid for c in psutil.net_connections("tcp")
+                   if c.laddr and c.laddr.port == port and c.pid}
+        psutil.Process(task).kill()
+    finally:
+        holder.execute(sa.text("SELECT pg_advisory_unlock(4243)"))
+        holder.close()
+    assert _finished(api, run) == "success"
+    with ledger.connect() as conn:
+        conn.execute(sa.text("DROP TRIGGER hold_16 ON deliveries"))
+    ledger.dispose()
+    (row,) = _delivered(box, meta.round_id)
+    (after,) = _landed(box, meta.round_id)
+    assert after.stat().st_ino == before.st_ino  # not uploaded again
+    assert row.package_sha256 == hashlib.sha256(after.read_bytes()).hexdigest()
+    tries = api.get(f"/dags/urgent_dissemination/dagRuns/{run}/taskInstances/deliver/0").json()
+    assert tries["try_number"] == 2
+    assert len(_notices(box, meta.round_id)) == 1

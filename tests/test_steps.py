@@ -53,7 +53,7 @@ def test_expired_agreement_is_refused_and_its_delivery_fails_loudly(policy, roun
     assert "2026-06-01..2027-05-31" in refused["protection-cluster-nga"].reason
     with pytest.raises(steps.AgreementRefused, match="protection-cluster-nga"):
         steps.deliver(refused["protection-cluster-nga"], lambda conn: pytest.fail("no connection"),
-                      policy, date(2027, 6, 1))
+                      policy, None, datetime(2027, 6, 1, tzinfo=UTC), "run")
 
 
 def test_asking_for_an_agreement_that_does_not_cover_the_round(policy, round_nga):
@@ -71,8 +71,7 @@ def _run_once(policy, meta, df, ledger, tmp_path, target_for, only=("unicef-nga"
                                   today=date(2026, 11, 2), only=only)
     packaged = steps.package_deliveries(df, meta, plans, policy, tmp_path / "pk",
                                         lambda variable: PASSWORD, ledger, NOW)
-    return [steps.record(steps.deliver(d, target_for, policy, NOW.date()), ledger, NOW, "run")
-            for d in packaged]
+    return [steps.deliver(d, target_for, policy, ledger, NOW, "run") for d in packaged]
 
 
 @pytest.fixture
@@ -164,7 +163,7 @@ def test_no_available_focal_point_is_refused(policy, round_nga):
                                     today=date(2026, 11, 2), only=["protection-cluster-nga"])
     assert plan.status == "refused" and "no available focal point" in plan.reason
     with pytest.raises(steps.AgreementRefused):
-        steps.deliver(plan, lambda conn: pytest.fail("no connection"), gone, NOW.date())
+        steps.deliver(plan, lambda conn: pytest.fail("no connection"), gone, None, NOW, "run")
 
 
 def test_deadline_states(policy, tmp_path):

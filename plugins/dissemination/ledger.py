@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -151,6 +152,67 @@ class DeliveryRecord:
         return json.dumps(columns, sort_keys=True)
 
 
+# --- claim, upload, confirm ----------------------------------------------------------------------
+
+
+class LedgerUnavailable(RuntimeError):
+    """The ledger database could not be reached or written: retryable. The message names the
+    step and what is safe, never the database's own text (it may quote row values)."""
+
+
+@dataclass(frozen=True)
+class ClaimKey:
+    agreement_id: str
+    round_id: str
+    urgency: str
+    slot: str  # "main" or "field:<name>"
+    content_sha256: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: int
+    attempt: str
+    state: str
+    run_id: str
+    package_sha256: str
+    destination: str
+    remote_path: str
+    claimed_at: datetime
+    lease_until: datetime
+    delivery_id: int | None = None
+    notified_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """``new``, ``resumed`` (this run's earlier attempt), ``taken_over`` (another run's attempt
+    whose lease ran out), ``held`` (another run's live attempt) or ``delivered``. ``previous``:
+    the claim as the earlier attempt left it, which a retry checks on the server first."""
+
+    outcome: str
+    claim: Claim
+    previous: Claim | None = None
+
+    @property
+    def ours(self) -> bool:
+        return self.outcome in ("new", "resumed", "taken_over")
+
+
+def _claim_of(row) -> Claim:
+    data = {k: getattr(row, k) for k in Claim.__dataclass_fields__}
+    for key in ("claimed_at", "lease_until", "notified_at"):
+        if data[key] is not None:
+            data[key] = _utc(data[key])
+    return Claim(**data)
+
+
+def _new_attempt() -> str:
+    import secrets
+
+    return secrets.token_hex(16)
+
+
 class Ledger:
     def __init__(self, engine: sa.Engine):
         self.engine = engine
@@ -285,10 +347,131 @@ class Ledger:
             conn.execute(password_rotations.update()
                          .where(password_rotations.c.id == rotation_id).values(notified_at=now))
 
+    # --- claim, upload, confirm --------------------------------------------------------------
+
+    def claim(self, key: ClaimKey, run_id: str, package_sha256: str, destination: str,
+              remote_path: str, now: datetime, lease: timedelta) -> ClaimResult:
+        """Claim a delivery before uploading it: exactly one attempt holds a claim at a time.
+
+        A retry of the same run resumes its claim; another run takes it over only once its
+        lease has run out (the attempt holding it is presumed dead), otherwise sees it held."""
+        mine = {"attempt": _new_attempt(), "run_id": run_id, "package_sha256": package_sha256,
+                "destination": destination, "remote_path": remote_path, "claimed_at": now,
+                "lease_until": now + lease}
+        where = sa.and_(*(delivery_claims.c[k] == v for k, v in asdict(key).items()))
+        for _ in range(5):  # lost races re-read; more than a few means something is wrong
+            try:
+                with self._begin("claim the delivery") as conn:
+                    conn.execute(delivery_claims.insert().values(
+                        **asdict(key), state="claimed", **mine))
+                    return ClaimResult("new", _claim_of(conn.execute(
+                        sa.select(delivery_claims).where(where)).one()))
+            except sa.exc.IntegrityError:
+                pass
+            with self._connect("read the delivery's claim") as conn:
+                row = conn.execute(sa.select(delivery_claims).where(where)).first()
+            if row is None:
+                continue  # released in between: claim it afresh
+            previous = _claim_of(row)
+            if previous.state == "delivered":
+                return ClaimResult("delivered", previous)
+            if previous.run_id == run_id:
+                outcome = "resumed"
+            elif previous.lease_until <= now:
+                outcome = "taken_over"
+            else:
+                return ClaimResult("held", previous)
+            with self._begin("take over the delivery's claim") as conn:
+                taken = conn.execute(delivery_claims.update().where(
+                    delivery_claims.c.id == previous.id,
+                    delivery_claims.c.attempt == previous.attempt,
+                    delivery_claims.c.state == "claimed").values(**mine)).rowcount
+            if taken == 1:
+                return ClaimResult(outcome, replace(previous, **mine), previous)
+        raise LedgerUnavailable(f"could not claim {key.agreement_id}/{key.round_id}: the "
+                                "claim kept changing under this attempt; nothing was uploaded")
+
+    def redirect(self, claim: Claim, destination: str, remote_path: str) -> Claim:
+        """Record where this attempt now uploads (e.g. the secondary focal point's server)."""
+        with self._begin("record the fallback destination in the claim") as conn:
+            conn.execute(delivery_claims.update().where(
+                delivery_claims.c.id == claim.id, delivery_claims.c.attempt == claim.attempt)
+                .values(destination=destination, remote_path=remote_path))
+        return replace(claim, destination=destination, remote_path=remote_path)
+
+    def release(self, claim: Claim) -> None:
+        """Give a claim up after an attempt that certainly left no file under the final name."""
+        with self._begin("release the delivery's claim") as conn:
+            conn.execute(delivery_claims.delete().where(
+                delivery_claims.c.id == claim.id, delivery_claims.c.attempt == claim.attempt,
+                delivery_claims.c.state == "claimed"))
+
+    def confirm(self, claim: Claim, record: DeliveryRecord) -> DeliveryRecord:
+        """The uploaded, verified package becomes a delivery: the ledger row and the claim's new
+        state are written in one transaction, so neither exists without the other."""
+        with self._begin("record the verified delivery") as conn:
+            delivery_id = conn.execute(deliveries.insert().values(**asdict(record))
+                                       ).inserted_primary_key[0]
+            moved = conn.execute(delivery_claims.update().where(
+                delivery_claims.c.id == claim.id, delivery_claims.c.attempt == claim.attempt,
+                delivery_claims.c.state == "claimed").values(
+                    state="delivered", delivery_id=delivery_id,
+                    package_sha256=record.package_sha256, destination=record.destination,
+                    remote_path=record.remote_path)).rowcount
+            if moved != 1:
+                raise ClaimLost(
+                    f"the claim on {record.agreement_id}/{record.round_id} passed to another "
+                    "attempt during this upload (its lease ran out): the delivery is left to "
+                    "that attempt, which finds this file on the server")
+        return record
+
+    def mark_notified(self, claim_id: int, now: datetime) -> bool:
+        """True for the one caller that gets to send the delivery's notice."""
+        with self._begin("record the notice") as conn:
+            return conn.execute(delivery_claims.update().where(
+                delivery_claims.c.id == claim_id, delivery_claims.c.notified_at.is_(None))
+                .values(notified_at=now)).rowcount == 1
+
+    def unmark_notified(self, claim_id: int) -> None:
+        """The notice could not be sent: let a retry send it."""
+        with self._begin("undo the notice mark") as conn:
+            conn.execute(delivery_claims.update().where(delivery_claims.c.id == claim_id)
+                         .values(notified_at=None))
+
+    def claims(self) -> list[Claim]:
+        with self.engine.connect() as conn:
+            return [_claim_of(r) for r in conn.execute(
+                sa.select(delivery_claims).order_by(delivery_claims.c.id))]
+
+    @contextmanager
+    def _begin(self, doing: str):
+        with _unavailable_as(doing, self.engine), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _connect(self, doing: str):
+        with _unavailable_as(doing, self.engine), self.engine.connect() as conn:
+            yield conn
+
     def all(self) -> list[DeliveryRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(deliveries).order_by(deliveries.c.id)).all()
         return [_to_record(r) for r in rows]
+
+
+class ClaimLost(LedgerUnavailable):
+    pass
+
+
+@contextmanager
+def _unavailable_as(doing: str, engine: sa.Engine):
+    try:
+        yield
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        url = engine.url.render_as_string(hide_password=True)
+        raise LedgerUnavailable(
+            f"the ledger {url} is unavailable ({type(exc.orig).__name__}) while trying to "
+            f"{doing}") from None
 
 
 def _utc(value: datetime) -> datetime:

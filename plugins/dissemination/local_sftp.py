@@ -128,6 +128,7 @@ class LocalSftpServer:
     def start(self, timeout: float = 20) -> LocalSftpServer:
         sshd = _sshd_binary()
         config = self._write_config()
+        self._listening = threading.Event()  # a restart waits for the new process, not the old
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir
         self._proc = subprocess.Popen(

@@ -20,6 +20,7 @@ import pyarrow.csv as pa_csv
 import pyzipper
 
 from .classification import Classification, Urgency
+from .digests import file_sha256
 from .disclosure import Content, explain
 from .errors import PermanentError
 from .ledger import MAIN_RECIPIENTS
@@ -139,14 +140,6 @@ def package_name(round_id: str, agreement_id: str, urgency: Urgency, content_sha
     who = "" if recipient in MAIN_RECIPIENTS else \
         "_" + re.sub(r"[^a-z0-9]+", "-", recipient.removeprefix("field:").lower()).strip("-")
     return f"{round_id}_{agreement_id}_{urgency.value}{who}_{content_sha256[:12]}.zip"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def open_package(path: Path, password: str) -> tuple[dict, pd.DataFrame]:

@@ -2,7 +2,9 @@
 
 A server that shows another key gets nothing: no authentication, no upload. Files are written
 under a temporary name and renamed (``posix-rename``) once complete, so a partner never picks up a
-half-written package and an interrupted upload leaves no file under the final name.
+half-written package and an interrupted upload leaves no file under the final name. The
+temporary name is unique per attempt, and the renamed file is read back and hashed before the
+delivery counts. Every network failure is a retryable ``DeliveryError`` naming the destination.
 """
 
 from __future__ import annotations
@@ -10,16 +12,27 @@ from __future__ import annotations
 import base64
 import hashlib
 import posixpath
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
 
+from .digests import file_sha256
 from .errors import PermanentError
 
 
 class DeliveryError(RuntimeError):
-    pass
+    """A delivery that did not happen this time: retryable unless also a PermanentError."""
+
+
+class UploadFailed(DeliveryError):
+    """The connection failed during an upload. ``final_may_exist``: the rename had happened, so
+    the file may be complete on the server; the claim must stay for the retry to check it."""
+
+    def __init__(self, message: str, final_may_exist: bool):
+        super().__init__(message)
+        self.final_may_exist = final_may_exist
 
 
 class HostKeyMismatch(DeliveryError, PermanentError):
@@ -52,6 +65,7 @@ class SftpTarget:
 class RemoteFile:
     path: str
     size: int
+    sha256: str = ""
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -102,43 +116,118 @@ def _connect(target: SftpTarget) -> paramiko.SSHClient:
     except paramiko.AuthenticationException as exc:
         client.close()
         raise LoginRefused(f"SFTP login refused for {target.address}: {exc}") from None
-    except (OSError, paramiko.SSHException) as exc:
+    except (OSError, EOFError, paramiko.SSHException) as exc:
         client.close()
         raise DeliveryError(f"cannot reach SFTP server {target.address}: {exc}") from exc
     return client
 
 
-def upload(target: SftpTarget, local_path: Path, remote_dir: str) -> RemoteFile:
-    """Upload ``local_path`` into ``remote_dir`` atomically; return the final remote path."""
+def _network_error(exc: BaseException) -> bool:
+    """Errors a cut connection or a server going away raises in paramiko: worth a retry."""
+    return isinstance(exc, (OSError, EOFError, paramiko.SSHException))
+
+
+def _attempt_token() -> str:
+    return secrets.token_hex(6)
+
+
+def upload(target: SftpTarget, local_path: Path, remote_dir: str,
+           expected_sha256: str | None = None) -> RemoteFile:
+    """Upload ``local_path`` into ``remote_dir`` under a temporary name unique to this attempt,
+    rename it, then read it back: the result names a complete, verified file.
+
+    A failed attempt removes its temporary file (and an earlier attempt's, left by a cut
+    connection); ``UploadFailed.final_may_exist`` says whether the rename may have happened.
+    """
     local_path = Path(local_path)
     size = local_path.stat().st_size
+    sha256 = expected_sha256 or file_sha256(local_path)
     final = posixpath.join(remote_dir, local_path.name)
-    partial = posixpath.join(remote_dir, f".{local_path.name}.partial")
+    partial = posixpath.join(remote_dir, f".{local_path.name}.{_attempt_token()}.partial")
+    where = f"{target.address}:{remote_dir}"
     client = _connect(target)
+    renamed = False
     try:
         sftp = client.open_sftp()
         try:
-            sftp.stat(remote_dir)
+            listing = sftp.listdir(remote_dir)
         except FileNotFoundError:
             raise DestinationMisconfigured(
                 f"remote directory {remote_dir!r} does not exist on {target.address}"
             ) from None
+        _remove_stale_partials(sftp, remote_dir, local_path.name, listing)
         try:
             sftp.put(str(local_path), partial, confirm=True)
             sftp.posix_rename(partial, final)
+            renamed = True
         except BaseException:
-            try:
-                sftp.remove(partial)
-            except OSError:
-                pass
+            _remove_quietly(sftp, partial)
             raise
-        remote_size = sftp.stat(final).st_size
-        if remote_size != size:
-            raise DeliveryError(
-                f"{final} on {target.address} has {remote_size} bytes, expected {size}"
-            )
-        return RemoteFile(final, size)
-    except (OSError, paramiko.SSHException) as exc:
-        raise DeliveryError(f"upload of {local_path.name} to {target.address} failed: {exc}") from exc
+        remote = _inspect(sftp, final)
+        if (remote.size, remote.sha256) != (size, sha256):
+            raise UploadFailed(
+                f"{final} on {target.address} reads back as {remote.size} bytes, SHA-256 "
+                f"{remote.sha256[:12]}…; expected {size} bytes, {sha256[:12]}…", True)
+        return remote
+    except UploadFailed:
+        raise
+    except Exception as exc:
+        if not _network_error(exc):
+            raise
+        raise UploadFailed(
+            f"upload of {local_path.name} to {where} failed ({type(exc).__name__}: "
+            f"{exc or 'connection closed'}){_disk_hint(exc)}; retrying is safe", renamed) from exc
     finally:
         client.close()
+
+
+def inspect(target: SftpTarget, remote_path: str) -> RemoteFile | None:
+    """Size and SHA-256 of a file on the server, or None if it is not there: what a retry
+    after a crash compares with the claim before uploading again."""
+    client = _connect(target)
+    try:
+        sftp = client.open_sftp()
+        try:
+            return _inspect(sftp, remote_path)
+        except FileNotFoundError:
+            return None
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        raise DeliveryError(f"cannot read {remote_path} on {target.address} "
+                            f"({type(exc).__name__}: {exc or 'connection closed'})") from exc
+    finally:
+        client.close()
+
+
+def _inspect(sftp: paramiko.SFTPClient, path: str) -> RemoteFile:
+    """Read the file back: OpenSSH offers no check-file extension, so the bytes are hashed."""
+    digest = hashlib.sha256()
+    with sftp.open(path, "rb") as remote:
+        size = remote.stat().st_size
+        remote.prefetch(size)
+        for chunk in iter(lambda: remote.read(1 << 20), b""):
+            digest.update(chunk)
+    return RemoteFile(path, size, digest.hexdigest())
+
+
+def _remove_stale_partials(sftp, remote_dir: str, name: str, listing: list[str]) -> None:
+    """Temporary files of this package left by an attempt whose connection was cut (it could
+    not remove them then). Only this package's: the delivery claim keeps other attempts out."""
+    for entry in listing:
+        if entry.startswith(f".{name}.") and entry.endswith(".partial"):
+            _remove_quietly(sftp, posixpath.join(remote_dir, entry))
+
+
+def _remove_quietly(sftp, path: str) -> None:
+    try:
+        sftp.remove(path)
+    except (OSError, EOFError, paramiko.SSHException):
+        pass  # the connection is gone: the next attempt removes it
+
+
+def _disk_hint(exc: BaseException) -> str:
+    # sftp-server reports a full disk as a bare "Failure" (SSH_FX_FAILURE), or paramiko's
+    # pipelined writes notice only at the end, as a short file.
+    text = str(exc)
+    if isinstance(exc, OSError) and (text == "Failure" or text.startswith("size mismatch")):
+        return " (the server stored less than was sent: usually a full disk or quota)"
+    return ""

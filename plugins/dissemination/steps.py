@@ -8,6 +8,7 @@ small, JSON-friendly and free of data values and secrets, because Airflow stores
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -21,7 +22,7 @@ from .contract import conform
 from .disclosure import build_contents, explain, explanation_lines
 from .errors import PermanentError
 from .holdings import DisclosureState, Held
-from .ledger import MAIN_RECIPIENTS, DeliveryRecord, Ledger
+from .ledger import MAIN_RECIPIENTS, ClaimKey, DeliveryRecord, Ledger, LedgerUnavailable
 from .package import build_package
 from .policy import SITE, Policy
 from .sensitivity import (
@@ -31,7 +32,7 @@ from .sensitivity import (
     classify_round,
     select_for_agreement,
 )
-from .sftp import SftpTarget, upload
+from .sftp import SftpTarget, inspect, upload
 from .source import RoundMeta
 
 
@@ -86,7 +87,7 @@ class Delivery:
     # The policy the plan was made under: later steps refuse to act under another one.
     policy_sha256: str = ""
     rules_version: str = ""
-    # planned -> packaged -> delivered -> recorded; or refused, or already_delivered
+    # planned -> packaged -> recorded; or refused, already_delivered, in_progress (another run)
     status: str = "planned"
     reason: str = ""
     package_path: str = ""
@@ -110,6 +111,7 @@ class Delivery:
     exact_counts: tuple[str, ...] = field(default_factory=tuple)
     warnings: tuple[str, ...] = field(default_factory=tuple)
     columns: tuple[dict, ...] = field(default_factory=tuple)  # the package's output columns
+    claim_id: int = 0  # the ledger's claim once recorded: its notice goes out once
 
     def to_xcom(self) -> dict:
         return asdict(self)
@@ -376,71 +378,146 @@ def _rows_of(round_df: pd.DataFrame, areas: dict):
     return mask
 
 
-def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget], policy: Policy,
-            today: date) -> Delivery:
-    """Upload a packaged delivery to its recipient; if that fails permanently and a secondary
-    focal point exists, to the secondary. Refuse a refused one loudly; skip a duplicate.
+#: How long a claim keeps other runs out before its attempt is presumed dead (a retry of the same
+#: run resumes at once). Longer than any upload; short enough that a crashed run blocks no one
+#: for long.
+CLAIM_LEASE = timedelta(hours=2)
 
-    ``policy`` and ``today`` (the wall clock's date) are checked again right before upload."""
+
+def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget], policy: Policy,
+            ledger: Ledger, now: datetime, run_id: str, lease: timedelta = CLAIM_LEASE
+            ) -> Delivery:
+    """Claim, upload, confirm: exactly once, whatever fails in between.
+
+    The delivery is claimed in the ledger first; a concurrent run sees the claim and stops, a
+    retry of this run resumes it. A retry whose earlier attempt may have renamed the file checks
+    the server first and, if the package is there whole, confirms without uploading again. After
+    upload and read-back, the ledger row is written in the same transaction that closes the
+    claim. If the primary's destination fails permanently, the secondary receives it.
+    ``policy`` and ``now`` (the wall clock) are checked again right before upload."""
     if delivery.status == "refused":
         raise AgreementRefused(delivery.reason)
     if delivery.status != "packaged":
         return delivery
-    check_still_allowed(delivery, policy, today)
+    check_still_allowed(delivery, policy, now.date())
+    remote_path = _final_path(delivery.destination, delivery.package_path)
+    got = ledger.claim(_claim_key(delivery), run_id, delivery.package_sha256,
+                       delivery.destination, remote_path, now, lease)
+    if got.outcome == "delivered":
+        return replace(delivery, status="already_delivered", remote_path=got.claim.remote_path,
+                       reason=f"delivered by run {got.claim.run_id}; not sent again")
+    if got.outcome == "held":
+        return replace(delivery, status="in_progress", reason=(
+            f"run {got.claim.run_id} is delivering the same package (claimed "
+            f"{got.claim.claimed_at:%Y-%m-%d %H:%M} UTC); that run reports the outcome"))
+    claim, done = got.claim, None
+    if got.previous is not None:
+        done = _already_on_server(delivery, got.previous, target_for)
+    if done is None:
+        try:
+            done, claim = _upload_with_fallback(delivery, claim, target_for, ledger)
+        except Exception as exc:
+            if not getattr(exc, "final_may_exist", False):  # nothing under the final name:
+                _release_quietly(ledger, claim)  # another run need not wait for the lease
+            raise
+    record = _delivery_record(done, now, run_id)
     try:
-        remote = _upload_to(delivery.destination, delivery.package_path, target_for)
+        ledger.confirm(claim, record)
+    except LedgerUnavailable as exc:
+        raise LedgerUnavailable(
+            f"{done.remote_path} is on {done.destination}, complete and verified, but not yet "
+            f"recorded: {exc}. The retry confirms it without uploading again.") from None
+    return replace(done, status="recorded", deadline_met=record.deadline_met, claim_id=claim.id)
+
+
+def _claim_key(delivery: Delivery) -> ClaimKey:
+    slot = "main" if delivery.recipient in MAIN_RECIPIENTS else delivery.recipient
+    return ClaimKey(delivery.agreement_id, delivery.round_id, delivery.urgency, slot,
+                    delivery.content_sha256)
+
+
+def _final_path(destination: str, package_path: str) -> str:
+    return posixpath.join(destination.split(":", 1)[1], Path(package_path).name)
+
+
+def _already_on_server(delivery: Delivery, previous, target_for) -> Delivery | None:
+    """After a crash: is the earlier attempt's package on the server, whole? Then it was
+    delivered, and only the ledger row is missing."""
+    conn_id = previous.destination.split(":", 1)[0]
+    remote = inspect(target_for(conn_id), previous.remote_path)
+    if remote is None or remote.sha256 != previous.package_sha256:
+        return None
+    done = replace(delivery, status="delivered", remote_path=remote.path,
+                   package_sha256=previous.package_sha256,
+                   reason="found complete on the server after an interrupted attempt; "
+                          "not uploaded again")
+    if previous.destination == delivery.fallback.get("destination"):
+        done = _to_secondary(done, "the earlier attempt fell back to the secondary")
+    return replace(done, destination=previous.destination)
+
+
+def _upload_with_fallback(delivery: Delivery, claim, target_for, ledger: Ledger):
+    try:
+        remote = _upload_to(delivery.destination, delivery, target_for)
     except PermanentError as exc:
         if not delivery.fallback:
             raise
-        remote = _upload_to(delivery.fallback["destination"], delivery.package_path, target_for)
-        return replace(
-            delivery, status="delivered", remote_path=remote.path, recipient="secondary",
-            recipient_name=delivery.fallback["name"], recipient_email=delivery.fallback["email"],
-            destination=delivery.fallback["destination"],
-            reason=f"primary focal point's destination failed ({exc}); sent to the secondary",
-        )
-    return replace(delivery, status="delivered", remote_path=remote.path)
+        secondary = delivery.fallback["destination"]
+        claim = ledger.redirect(claim, secondary, _final_path(secondary, delivery.package_path))
+        remote = _upload_to(secondary, delivery, target_for)
+        return replace(_to_secondary(delivery, f"primary focal point's destination failed "
+                                               f"({exc}); sent to the secondary"),
+                       status="delivered", remote_path=remote.path), claim
+    return replace(delivery, status="delivered", remote_path=remote.path), claim
 
 
-def _upload_to(destination: str, package_path: str, target_for: Callable[[str], SftpTarget]):
+def _to_secondary(delivery: Delivery, reason: str) -> Delivery:
+    return replace(delivery, recipient="secondary", recipient_name=delivery.fallback["name"],
+                   recipient_email=delivery.fallback["email"],
+                   destination=delivery.fallback["destination"], reason=reason)
+
+
+def _upload_to(destination: str, delivery: Delivery, target_for):
     conn_id, remote_dir = destination.split(":", 1)
-    return upload(target_for(conn_id), Path(package_path), remote_dir)
+    return upload(target_for(conn_id), Path(delivery.package_path), remote_dir,
+                  expected_sha256=delivery.package_sha256)
 
 
-def record(delivery: Delivery, ledger: Ledger, delivered_at: datetime, run_id: str) -> Delivery:
-    if delivery.status != "delivered":
-        return delivery
+def _release_quietly(ledger: Ledger, claim) -> None:
+    try:
+        ledger.release(claim)
+    except LedgerUnavailable:
+        pass  # the lease runs out instead; the upload's own error is what the operator needs
+
+
+def _delivery_record(delivery: Delivery, delivered_at: datetime, run_id: str) -> DeliveryRecord:
     deadline = datetime.fromisoformat(delivery.deadline) if delivery.deadline else None
-    met = None if deadline is None else delivered_at <= deadline
     shared = [{k: c[k] for k in ("name", "source", "classification", "rule")}
               for c in delivery.columns]
-    ledger.record(
-        DeliveryRecord(
-            agreement_id=delivery.agreement_id,
-            organisation=delivery.organisation,
-            organisation_id=delivery.organisation_id,
-            recipient=delivery.recipient,
-            focal_point_name=delivery.recipient_name,
-            focal_point_email=delivery.recipient_email,
-            round_id=delivery.round_id,
-            country=delivery.country,
-            urgency=delivery.urgency,
-            level=delivery.level,
-            rules_version=delivery.rules_version,
-            columns=DeliveryRecord.columns_json(shared),
-            row_count=delivery.row_count,
-            content_sha256=delivery.content_sha256,
-            package_sha256=delivery.package_sha256,
-            package_name=Path(delivery.package_path).name,
-            destination=delivery.destination,
-            remote_path=delivery.remote_path,
-            delivered_at=delivered_at,
-            run_id=run_id,
-            deadline=deadline,
-            deadline_met=met,
-        )
+    return DeliveryRecord(
+        agreement_id=delivery.agreement_id,
+        organisation=delivery.organisation,
+        organisation_id=delivery.organisation_id,
+        recipient=delivery.recipient,
+        focal_point_name=delivery.recipient_name,
+        focal_point_email=delivery.recipient_email,
+        round_id=delivery.round_id,
+        country=delivery.country,
+        urgency=delivery.urgency,
+        level=delivery.level,
+        rules_version=delivery.rules_version,
+        columns=DeliveryRecord.columns_json(shared),
+        row_count=delivery.row_count,
+        content_sha256=delivery.content_sha256,
+        package_sha256=delivery.package_sha256,
+        package_name=Path(delivery.package_path).name,
+        destination=delivery.destination,
+        remote_path=delivery.remote_path,
+        delivered_at=delivered_at,
+        run_id=run_id,
+        deadline=deadline,
+        deadline_met=None if deadline is None else delivered_at <= deadline,
     )
-    return replace(delivery, status="recorded", deadline_met=met)
 
 
 # --- deadlines (medium urgency) -----------------------------------------------------------------

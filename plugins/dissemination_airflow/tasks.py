@@ -1,7 +1,7 @@
 """TaskFlow tasks shared by the dissemination DAGs: each is a thin call into the domain.
 
 Both paths run the same chain on a list of rounds: pull -> validate -> plan -> package ->
-deliver (mapped per recipient) -> record (mapped) -> notify (mapped) -> finish. Only how the rounds are found and
+deliver (claim, upload, confirm; mapped per recipient) -> notify (mapped) -> finish. Only how the rounds are found and
 the urgency differ, and those live in the DAG files. Heavy imports stay inside the functions.
 """
 
@@ -17,9 +17,14 @@ RETRY_POLICY = ExceptionRetryPolicy(rules=[
 
 
 def default_args() -> dict:
+    """Two retries, a minute apart (``DISSEMINATION_RETRY_DELAY_SECONDS``): a cut connection or
+    a ledger restart; permanent errors fail at once."""
+    import os
+
     import pendulum
 
-    return {"retries": 2, "retry_delay": pendulum.duration(minutes=1),
+    delay = int(os.environ.get("DISSEMINATION_RETRY_DELAY_SECONDS", "60"))
+    return {"retries": 2, "retry_delay": pendulum.duration(seconds=delay),
             "retry_policy": RETRY_POLICY}
 
 
@@ -158,46 +163,32 @@ def package(rounds: list[dict], plans: list[dict]) -> list[dict]:
 
 
 @task(map_index_template="{{ organisation }}", show_return_value_in_logs=False)
-def deliver(delivery: dict) -> dict:
-    """Upload to the agreement's SFTP destination: pinned host key, temp name, rename; the
-    agreement's validity and the policy's hash are checked again right before."""
+def deliver(delivery: dict, run_id: str) -> dict:
+    """Claim, upload, confirm: the delivery is claimed in the ledger, uploaded under a temporary
+    name (pinned host key), renamed, read back, and recorded with the claim's closing, so a
+    retry, a crash or a concurrent run never sends it twice. The agreement's validity and the
+    policy's hash are checked again right before."""
     import pendulum
 
     from dissemination import steps
+    from dissemination.ledger import Ledger
     from dissemination.policy import load_policy
 
-    from . import include_dir, sftp_target
+    from . import LEDGER_DB_CONN_ID, engine, include_dir, sftp_target
 
     d = steps.Delivery.from_xcom(delivery)
     get_current_context()["organisation"] = _label(d)
     done = steps.deliver(d, sftp_target, load_policy(include_dir()),
-                         pendulum.now("UTC").date())
+                         Ledger(engine(LEDGER_DB_CONN_ID)), pendulum.now("UTC"), run_id)
     print(f"{_label(d)}: {done.status} to {done.recipient} {done.recipient_name}: "
           f"{done.remote_path} {done.reason}")
     return done.to_xcom()
 
 
 @task(map_index_template="{{ organisation }}", show_return_value_in_logs=False)
-def record(delivery: dict, run_id: str) -> dict:
-    """Write the ledger row: who, what, when, which rules, which hashes."""
-    import pendulum
-
-    from dissemination import steps
-    from dissemination.ledger import Ledger
-
-    from . import LEDGER_DB_CONN_ID, engine
-
-    d = steps.Delivery.from_xcom(delivery)
-    get_current_context()["organisation"] = _label(d)
-    done = steps.record(d, Ledger(engine(LEDGER_DB_CONN_ID)), pendulum.now("UTC"), run_id)
-    print(f"{d.organisation}: {done.status}")
-    return done.to_xcom()
-
-
-@task(map_index_template="{{ organisation }}", show_return_value_in_logs=False)
 def notify(delivery: dict) -> None:
-    """Tell the focal point that data arrived (never the password); tell DTM's focal point if
-    the agreement's window was missed."""
+    """Tell the focal point that data arrived (never the password), once per delivery; tell
+    DTM's focal point if the agreement's window was missed."""
     import pendulum
 
     from dissemination import notify as notices
@@ -212,13 +203,19 @@ def notify(delivery: dict) -> None:
     if d.status != "recorded":
         print(f"{_label(d)}: {d.status}, nothing to announce")
         return
-    policy = load_policy(include_dir())
-    send(notices.delivery_notice(d, policy.dtm[d.country].on_duty()))
+    policy, ledger, now = load_policy(include_dir()), Ledger(engine(LEDGER_DB_CONN_ID)), \
+        pendulum.now("UTC")
+    if not ledger.mark_notified(d.claim_id, now):
+        print(f"{_label(d)}: notice already sent")
+    else:
+        try:
+            send(notices.delivery_notice(d, policy.dtm[d.country].on_duty()))
+        except BaseException:
+            ledger.unmark_notified(d.claim_id)  # not sent: the retry sends it
+            raise
     if d.deadline_met is False:
         print(f"ERROR {_label(d)}: delivered after the window ended at {d.deadline}")
-        now = pendulum.now("UTC")
-        if Ledger(engine(LEDGER_DB_CONN_ID)).alert_once("missed", f"{d.round_id}/"
-                                                        f"{d.agreement_id}", now):
+        if ledger.alert_once("missed", f"{d.round_id}/{d.agreement_id}", now):
             state = steps.DeadlineState(d.round_id, d.country, d.agreement_id,
                                         pendulum.parse(d.deadline), "missed",
                                         f"delivered late to {d.recipient_name}")
@@ -256,5 +253,5 @@ def disseminate(round_ids, urgency: str, agreements=None, country=None) -> None:
     validated = validate_rounds(staged, urgency)
     plans = plan(validated["passed"], urgency, agreements)
     packaged = package(validated["passed"], plans["deliveries"])
-    recorded = record.expand(delivery=deliver.expand(delivery=packaged))
-    notify.expand(delivery=recorded) >> finish(validated["failed"], plans["stopped"])
+    delivered = deliver.expand(delivery=packaged)
+    notify.expand(delivery=delivered) >> finish(validated["failed"], plans["stopped"])

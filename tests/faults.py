@@ -1,0 +1,140 @@
+"""Real faults for the fault-matrix tests: a TCP link to PostgreSQL that can be cut, an sshd
+killed with SIGKILL, a small filesystem of the test's own, and a delivery in a child process.
+
+    python tests/faults.py deliver <json>   # one delivery attempt, as a task process makes it
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 60, what: str = "") -> object:
+    """Poll a condition the test cannot be told about (a file on the server, a lock wait)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what or condition}")
+
+
+class CuttableLink:
+    """A TCP forwarder between a client and a real server whose every connection can be cut at
+    once (the ledger database "going away" mid-task) and later restored."""
+
+    def __init__(self, host: str, port: int):
+        self.upstream = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.up = True
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            server = socket.create_connection(self.upstream)
+            with self._lock:
+                self._sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.up = False
+        with self._lock:
+            for s in self._sockets:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+            self._sockets.clear()
+
+    def restore(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def kill_sshd(server) -> None:
+    """SIGKILL the server's sshd and every session it forked: the machine "dies" mid-upload."""
+    import psutil
+
+    master = psutil.Process(server._proc.pid)
+    for process in [*master.children(recursive=True), master]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGKILL)
+    server._proc.wait()
+    server._proc = None
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str):
+    """A tmpfs of ``size`` mounted at ``path``: a remote disk that fills up for real."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+                   check=True, capture_output=True)
+    try:
+        yield lambda new_size: subprocess.run(
+            ["mount", "-o", f"remount,size={new_size}", str(path)], check=True,
+            capture_output=True)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True, capture_output=True)
+
+
+def deliver_in_child(args: dict) -> subprocess.Popen:
+    """One delivery attempt in its own process, so the test can SIGKILL it at a chosen point."""
+    plugins = str(Path(__file__).resolve().parents[1] / "plugins")
+    return subprocess.Popen([sys.executable, __file__, "deliver", json.dumps(args)],
+                            env={**os.environ, "PYTHONPATH": plugins},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _deliver(args: dict) -> None:
+    from datetime import datetime
+
+    import sqlalchemy as sa
+
+    from dissemination import steps
+    from dissemination.ledger import Ledger
+    from dissemination.policy import load_policy
+    from dissemination.sftp import SftpTarget
+
+    target = SftpTarget(**args["target"])
+    done = steps.deliver(steps.Delivery.from_xcom(args["delivery"]), lambda conn: target,
+                         load_policy(args["policy"]),
+                         Ledger(sa.create_engine(args["ledger_url"], hide_parameters=True,
+                                                 connect_args=args.get("connect_args", {}))),
+                         datetime.fromisoformat(args["now"]), args["run_id"])
+    print(done.status, flush=True)
+
+
+if __name__ == "__main__" and sys.argv[1] == "deliver":
+    _deliver(json.loads(sys.argv[2]))
