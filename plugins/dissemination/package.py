@@ -22,6 +22,7 @@ import pyzipper
 from .classification import Classification, Urgency
 from .disclosure import Content, explain
 from .errors import PermanentError
+from .ids import check_round_id
 from .ledger import MAIN_RECIPIENTS
 from .policy import Agreement, RuleSet
 from .sensitivity import SecretLeak, Selection
@@ -136,6 +137,7 @@ def build_package(
 def package_name(round_id: str, agreement_id: str, urgency: Urgency, content_sha256: str,
                  recipient: str = "primary") -> str:
     """The organisation's package, or a field focal point's (named after them)."""
+    check_round_id(round_id, "package name")
     who = "" if recipient in MAIN_RECIPIENTS else \
         "_" + re.sub(r"[^a-z0-9]+", "-", recipient.removeprefix("field:").lower()).strip("-")
     return f"{round_id}_{agreement_id}_{urgency.value}{who}_{content_sha256[:12]}.zip"

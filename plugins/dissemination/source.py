@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from .contract import is_hxl_row
 from .errors import PermanentError
+from .ids import check_round_id
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ def write_round(engine: sa.Engine, meta: RoundMeta, df: pd.DataFrame,
                 exported_at: datetime | None = None) -> None:
     """Store a round (replacing an earlier export of the same round id), with the names of the
     columns dropped before it reached here (``meta.dropped``)."""
+    check_round_id(meta.round_id, "round to store in the survey database")
     metadata.create_all(engine)
     df = df.assign(**{ROUND_COLUMN: meta.round_id})
     with engine.begin() as conn:
@@ -124,7 +126,7 @@ def latest_round_id(engine: sa.Engine, country: str, status: str) -> str:
         ).first()
     if row is None:
         raise RoundNotFound(f"no {status} round for country {country} in {engine.url!r}")
-    return row.round_id
+    return _stored_id(engine, row.round_id)
 
 
 def round_ids_between(
@@ -139,7 +141,7 @@ def round_ids_between(
                    rounds.c.collected_at < end)
             .order_by(rounds.c.collected_at, rounds.c.round_id)
         ).all()
-    return [r.round_id for r in rows]
+    return [_stored_id(engine, r.round_id) for r in rows]
 
 
 def exported_since(engine: sa.Engine, watermark: datetime | None) -> list[tuple[str, datetime]]:
@@ -149,7 +151,13 @@ def exported_since(engine: sa.Engine, watermark: datetime | None) -> list[tuple[
     if watermark is not None:
         query = query.where(rounds.c.exported_at > watermark)
     with engine.connect() as conn:
-        return [(r.round_id, _utc(r.exported_at)) for r in conn.execute(query)]
+        return [(_stored_id(engine, r.round_id), _utc(r.exported_at))
+                for r in conn.execute(query)]
+
+
+def _stored_id(engine: sa.Engine, value: object) -> str:
+    """A round id read from the database is input too: it names files and log lines."""
+    return check_round_id(value, f"survey database {engine.url!r}, table {rounds.name}")
 
 
 def _utc(value: datetime) -> datetime:
@@ -164,11 +172,12 @@ def previous_round_id(engine: sa.Engine, meta: RoundMeta) -> str | None:
             .where(rounds.c.country == meta.country, rounds.c.status == meta.status,
                    rounds.c.collected_at < meta.collected_at)
             .order_by(rounds.c.collected_at.desc()).limit(1)).first()
-    return row.round_id if row else None
+    return _stored_id(engine, row.round_id) if row else None
 
 
 def read_meta(engine: sa.Engine, round_id: str) -> RoundMeta:
     """A round's identity without its data."""
+    check_round_id(round_id, "round requested")
     with engine.connect() as conn:
         row = conn.execute(sa.select(rounds).where(rounds.c.round_id == round_id)).first()
     if row is None:
@@ -188,6 +197,7 @@ def read_round(
 ) -> tuple[RoundMeta, pd.DataFrame]:
     """Read one round once, as stored (headers as the export wrote them; ``contract.conform``
     maps them); strings come back as pyarrow-backed columns (less memory, faster)."""
+    check_round_id(round_id, "round requested")
     metadata.create_all(engine)
     with engine.connect() as conn:
         row = conn.execute(sa.select(rounds).where(rounds.c.round_id == round_id)).first()

@@ -21,6 +21,7 @@ from .contract import conform
 from .disclosure import build_contents, explain, explanation_lines
 from .errors import PermanentError
 from .holdings import DisclosureState, Held
+from .ids import check_round_id
 from .ledger import MAIN_RECIPIENTS, DeliveryRecord, Ledger
 from .package import build_package
 from .policy import SITE, Policy
@@ -62,6 +63,7 @@ def stage_round(meta: RoundMeta, df: pd.DataFrame, policy: Policy, path: Path) -
     covers) are dropped unread; only their names travel on, so every package can still explain
     that they were dropped.
     """
+    check_round_id(meta.round_id, "staging")
     ruleset = ruleset_for(policy, meta.country)
     conformed = conform(df, ruleset, first_row=1).raise_if_broken(
         f"round {meta.round_id} ({meta.country}; rows as read from the survey database)")

@@ -31,6 +31,7 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
     from dissemination.contract import ContractBroken
     from dissemination.policy import load_policy
     from dissemination.source import read_round
+    from dissemination.staging import staged_round_path
     from dissemination.steps import NoRuleSet, stage_round
 
     from . import SURVEY_DB_CONN_ID, engine, include_dir, staging_dir
@@ -41,7 +42,7 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
         meta, df = read_round(survey, round_id, country=country)
         try:
             staged.append(stage_round(meta, df, policy,
-                                      staging_dir(run_id) / f"{round_id}.parquet"))
+                                      staged_round_path(staging_dir(run_id), round_id)))
         except (ContractBroken, NoRuleSet) as exc:
             print(f"BLOCKED {exc}")
             staged.append({"round_id": round_id, "blocked": str(exc)})

@@ -1,0 +1,117 @@
+"""Hostile input, contained: round ids from every entry point, staging on disk, Data Docs, and
+database errors that must not carry a round's values into a log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from dissemination.ids import ROUND_ID_PATTERN, InvalidRoundId, check_round_id
+from dissemination.source import SITE_TABLE, metadata, rounds
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+HOSTILE = "../../tmp/evil-R001-partial"
+
+
+@pytest.mark.parametrize("value", [
+    HOSTILE, "NGA-R001-partial/../../x", "NGA-R001-partial\n", " NGA-R001-partial",
+    "nga-R001-partial", "NGA-R01-partial", "NGA-R00001-partial", "NGA-R001-draft",
+    "ＮＧＡ-R001-partial", "NGA-R\u0661\u0662\u0663-partial", "", None, 7,
+])
+def test_round_ids_outside_the_pattern_are_refused_naming_where(value):
+    with pytest.raises(InvalidRoundId) as refused:
+        check_round_id(value, "survey database")
+    assert str(refused.value).startswith("survey database: refused round id")
+    assert ROUND_ID_PATTERN in str(refused.value)
+
+
+def test_a_refused_id_is_shown_short_and_escaped():
+    long = "NGA-R001-partial" + "A" * 5000 + "\x1b[2J"
+    with pytest.raises(InvalidRoundId) as refused:
+        check_round_id(long, "trigger form")
+    assert len(str(refused.value)) < 250 and "\x1b" not in str(refused.value)
+
+
+def test_the_ids_we_make_pass(policy):
+    from dissemination.synthetic import generate_round
+
+    for country in ("NGA", "SSD", "BFA"):
+        for number, status in ((1, "partial"), (12, "cleaned"), (1234, "partial")):
+            meta, _ = generate_round(policy.rulesets[country], number, 3, seed=1, status=status)
+            assert check_round_id(meta.round_id, "synthetic") == meta.round_id
+
+
+@pytest.fixture
+def hostile_survey(tmp_path, round_nga):
+    """A survey database another system wrote, holding a round whose id is a path."""
+    meta, df = round_nga
+    survey = sa.create_engine(f"sqlite:///{tmp_path / 'survey.db'}")
+    metadata.create_all(survey)
+    with survey.begin() as conn:  # directly: write_round would refuse this id
+        conn.execute(rounds.insert().values(round_id=HOSTILE, country="NGA", status="partial",
+                                            collected_at=NOW - timedelta(days=1),
+                                            exported_at=NOW))
+        df.assign(round_id=HOSTILE).to_sql(SITE_TABLE, conn, index=False)
+    return survey, meta, df
+
+
+def test_a_path_as_round_id_in_the_survey_database_is_refused_and_nothing_escapes(
+        hostile_survey, tmp_path, policy, monkeypatch):
+    from dissemination import intake, source, steps
+    from dissemination.source import RoundMeta
+    from dissemination.staging import staged_round_path
+    from dissemination_airflow import staging_dir
+
+    survey, meta, df = hostile_survey
+    monkeypatch.setenv("DISSEMINATION_WORK_DIR", str(tmp_path / "work"))
+    before = _files(tmp_path)
+    ledger = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    stored = [  # every way a round id is read from the database
+        lambda: source.latest_round_id(survey, "NGA", "partial"),
+        lambda: source.round_ids_between(survey, "partial", NOW - timedelta(days=7), NOW),
+        lambda: source.exported_since(survey, None),
+        lambda: intake.new_rounds(survey, ledger, NOW),
+        lambda: source.previous_round_id(survey, RoundMeta("NGA-R009-partial", "NGA",
+                                                           "partial", NOW)),
+    ]
+    for read in stored:
+        with pytest.raises(InvalidRoundId, match=r"survey database .*table rounds: refused "
+                                                 r"round id '\.\./\.\./tmp/evil-R001-partial'"):
+            read()
+    for read in (source.read_round, source.read_meta):  # asked for by name
+        with pytest.raises(InvalidRoundId, match="round requested: refused"):
+            read(survey, HOSTILE)
+    folder = staging_dir("manual__2026-11-21T12:00:00+00:00")
+    with pytest.raises(InvalidRoundId, match="staging: refused"):
+        staged_round_path(folder, HOSTILE)
+    with pytest.raises(InvalidRoundId, match="staging: refused"):  # a meta made elsewhere
+        steps.stage_round(RoundMeta(HOSTILE, "NGA", "partial", NOW), df, policy,
+                          folder / f"{HOSTILE}.parquet")
+    created = _files(tmp_path) - before
+    assert {p.relative_to(tmp_path).parts[0] for p in created} <= {"ledger.db", "work"}
+    assert not list((tmp_path / "work").rglob("*.parquet"))
+    assert not (tmp_path / "work" / "tmp").exists()
+
+
+def test_the_file_drop_uses_the_same_pattern(tmp_path, policy):
+    from dissemination.intake import import_drop
+    from dissemination.synthetic import generate_round
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    _, df = generate_round(policy.rulesets["NGA"], 4, 20, seed=2)
+    for name in ("NGA-R4-partial.csv", "NGA-R004-partial.csv.csv", "NGA-R004-Partial.csv"):
+        df.drop(columns=["round_id"]).to_csv(drop / name, index=False)
+    survey = sa.create_engine(f"sqlite:///{tmp_path / 'survey.db'}")
+    assert import_drop(drop, survey, NOW, policy) == []
+    for error in (drop / "rejected").glob("*.error"):
+        assert "file drop: refused round id" in error.read_text(), error.name
+        assert ROUND_ID_PATTERN in error.read_text()
+    assert len(list((drop / "rejected").glob("*.error"))) == 3
+
+
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
