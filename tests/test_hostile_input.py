@@ -115,3 +115,83 @@ def test_the_file_drop_uses_the_same_pattern(tmp_path, policy):
 
 def _files(root: Path) -> set[Path]:
     return {p for p in root.rglob("*") if p.is_file()}
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_staging_is_private_and_named_by_hash(tmp_path, policy, round_nga, monkeypatch):
+    from dissemination import steps
+    from dissemination.staging import staged_round_path
+    from dissemination_airflow import data_docs_dir, staging_dir, work_dir
+
+    work = tmp_path / "work"
+    work.mkdir(mode=0o755)  # an older, world-readable work dir is tightened on next use
+    work.chmod(0o755)
+    monkeypatch.setenv("DISSEMINATION_WORK_DIR", str(work))
+    monkeypatch.delenv("DISSEMINATION_DATA_DOCS_DIR", raising=False)
+    run_id = "manual__2026-11-21T12:00:00+00:00/../../x"
+    folder = staging_dir(run_id)
+    assert folder.parent == work / "runs" and len(folder.name) == 16
+    assert folder == staging_dir(run_id) and folder != staging_dir(run_id + "1")
+    assert {_mode(p) for p in (work_dir(), work / "runs", folder, data_docs_dir())} == {0o700}
+    meta, df = round_nga
+    staged = steps.stage_round(meta, df, policy, staged_round_path(folder, meta.round_id))
+    assert Path(staged["path"]).parent == folder and _mode(Path(staged["path"])) == 0o600
+
+
+def test_the_retention_is_configurable_and_checked(monkeypatch):
+    from dissemination_airflow import ConfigurationError, staging_retention
+
+    monkeypatch.delenv("DISSEMINATION_STAGING_RETENTION_HOURS", raising=False)
+    assert staging_retention() == timedelta(hours=72)
+    monkeypatch.setenv("DISSEMINATION_STAGING_RETENTION_HOURS", "1.5")
+    assert staging_retention() == timedelta(minutes=90)
+    for bad in ("-1", "three days", "nan"):
+        monkeypatch.setenv("DISSEMINATION_STAGING_RETENTION_HOURS", bad)
+        with pytest.raises(ConfigurationError, match="DISSEMINATION_STAGING_RETENTION_HOURS"):
+            staging_retention()
+
+
+def test_sweep_removes_run_folders_untouched_for_longer_than_the_retention(tmp_path):
+    """Age is the newest file in the folder: a failed run resumed yesterday is kept."""
+    import os
+
+    from dissemination.staging import run_folder, sweep
+
+    root = tmp_path / "runs"
+
+    def folder(run_id: str, hours_ago: float, newest_file_hours_ago: float | None = None):
+        path = run_folder(root, run_id)
+        (path / "packages").mkdir()
+        files = [path / "NGA-R001-partial.parquet", path / "packages" / "p.zip"]
+        for f in files:
+            f.write_bytes(b"survey data")
+        at = (NOW - timedelta(hours=hours_ago)).timestamp()
+        for p in [*files, path / "packages", path]:  # children first: writing touches parents
+            os.utime(p, (at, at))
+        if newest_file_hours_ago is not None:
+            at = (NOW - timedelta(hours=newest_file_hours_ago)).timestamp()
+            os.utime(files[1], (at, at))
+        return path
+
+    old, resumed = folder("failed_old", 100), folder("failed_resumed", 100, 2)
+    recent, edge = folder("failed_recent", 10), folder("at_the_limit", 72)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not staging")
+    link = root / ("0" * 16)  # named like a run folder, but a link out of the root
+    link.symlink_to(outside)
+    (root / "notes").mkdir()
+    ancient = (NOW - timedelta(days=30)).timestamp()
+    for p in (outside, link, root / "notes"):
+        os.utime(p, (ancient, ancient), follow_symlinks=False)
+
+    assert sweep(root, timedelta(hours=72), NOW) == [old]
+    assert not old.exists()
+    assert all(p.is_dir() for p in (resumed, recent, edge, root / "notes"))
+    assert (outside / "keep.txt").read_text() == "not staging" and link.is_symlink()
+    assert sweep(root, timedelta(hours=72), NOW) == []
+    assert sweep(tmp_path / "absent", timedelta(hours=72), NOW) == []
+    assert sorted(sweep(root, timedelta(0), NOW)) == sorted([resumed, recent, edge])

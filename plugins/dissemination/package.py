@@ -130,6 +130,7 @@ def build_package(
         zf.setencryption(pyzipper.WZ_AES, nbits=256)
         zf.writestr(MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True))
         zf.writestr(DATA_FILE, data)
+    tmp.chmod(0o600)
     tmp.replace(path)
     return Package(path, content_sha256, file_sha256(path), len(content.frame), manifest)
 

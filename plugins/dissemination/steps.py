@@ -69,6 +69,7 @@ def stage_round(meta: RoundMeta, df: pd.DataFrame, policy: Policy, path: Path) -
         f"round {meta.round_id} ({meta.country}; rows as read from the survey database)")
     path.parent.mkdir(parents=True, exist_ok=True)
     conformed.frame.to_parquet(path, index=False)
+    path.chmod(0o600)
     return {**meta.to_xcom(), "path": str(path), "columns": [*conformed.columns, *meta.dropped],
             "rows": len(df), "active_relational": sorted(active_relational(conformed.frame,
                                                                            ruleset))}

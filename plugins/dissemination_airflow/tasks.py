@@ -251,6 +251,22 @@ def finish(invalid: list[dict], stopped: list[dict], run_id: str) -> None:
         raise RoundsStopped([f["summary"] for f in [*invalid, *stopped]])
 
 
+@task
+def sweep_staging() -> int:
+    """Remove failed runs' staging (kept so a cleared task can resume) once the retention has
+    passed (DISSEMINATION_STAGING_RETENTION_HOURS)."""
+    import pendulum
+
+    from dissemination.staging import sweep
+
+    from . import staging_retention, staging_root
+
+    removed = sweep(staging_root(), staging_retention(), pendulum.now("UTC"))
+    print(f"removed {len(removed)} staging folder(s) older than {staging_retention()}: "
+          f"{[p.name for p in removed]}")
+    return len(removed)
+
+
 def disseminate(round_ids, urgency: str, agreements=None, country=None) -> None:
     """Wire the common chain inside a DAG: what a reader should see in the graph."""
     staged = pull_rounds(round_ids, country=country)
