@@ -145,3 +145,24 @@ def test_the_trigger_form_and_its_task_refuse_a_round_id_outside_the_pattern():
     assert task.startswith("InvalidRoundId: trigger form (round_id): refused round id")
     form, task = seen["'NGA-R001-partial'"]
     assert form == "accepted" and not task.startswith("InvalidRoundId")
+
+
+def test_every_engine_hides_bound_parameters():
+    """Team rule: SQLAlchemy puts bound parameters (a round's values) into its error text unless
+    the engine hides them; every create_engine in plugins/ and dags/ passes
+    hide_parameters=True."""
+    import ast
+
+    calls, bare = 0, []
+    for path in sorted([*(REPO / "plugins").rglob("*.py"), *(REPO / "dags").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
+            if name != "create_engine":
+                continue
+            calls += 1
+            if not any(k.arg == "hide_parameters" and isinstance(k.value, ast.Constant)
+                       and k.value.value is True for k in node.keywords):
+                bare.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert calls >= 4 and bare == []

@@ -195,3 +195,85 @@ def test_sweep_removes_run_folders_untouched_for_longer_than_the_retention(tmp_p
     assert sweep(root, timedelta(hours=72), NOW) == []
     assert sweep(tmp_path / "absent", timedelta(hours=72), NOW) == []
     assert sorted(sweep(root, timedelta(0), NOW)) == sorted([resumed, recent, edge])
+
+
+PHONE, NAME, SITE = "+234-LEAK-5550", "Zz Leakname Okafor", "Zz-LEAK Camp 4417"
+
+
+def _everything_said(exc: BaseException, capsys, caplog) -> str:
+    """The error as a task log would show it (traceback, chained errors) and all output."""
+    import traceback
+
+    out = capsys.readouterr()
+    return "".join(traceback.format_exception(exc)) + out.out + out.err + caplog.text
+
+
+def _site_table_with_a_check(engine: sa.Engine, df) -> None:
+    """The site table as another system made it: phones must hold no letters."""
+    import pandas as pd
+
+    table = sa.Table(SITE_TABLE, sa.MetaData(), *(
+        sa.Column(c, sa.BigInteger if pd.api.types.is_integer_dtype(df[c]) else
+                  sa.Float if pd.api.types.is_float_dtype(df[c]) else sa.Text)
+        for c in df.columns),
+        sa.CheckConstraint("ki_phone NOT LIKE '%LEAK%'", name="ki_phone_digits"))
+    table.create(engine)
+
+
+def test_a_refused_insert_names_table_row_and_constraint_never_values(sql_engine, policy,
+                                                                      capsys, caplog):
+    """The survey database refuses row 3 (its own constraint). PostgreSQL's message quotes the
+    whole row ("Failing row contains ..."), SQLAlchemy adds the bound parameters: neither may
+    reach the error, the log or the output; the table, row and constraint are named."""
+    from dissemination.source import RoundNotFound, RoundNotWritten, read_round, write_round
+    from dissemination.synthetic import generate_round
+
+    meta, df = generate_round(policy.rulesets["NGA"], 1, 40, seed=3)
+    df.loc[2, ["ki_name", "ki_phone"]] = [NAME, PHONE]
+    _site_table_with_a_check(sql_engine, df)
+    with pytest.raises(RoundNotWritten) as refused:
+        write_round(sql_engine, meta, df, exported_at=NOW)
+    said = _everything_said(refused.value, capsys, caplog)
+    for value in (PHONE, NAME, "LEAK-5550", df.loc[2, "site_name"], df.loc[2, "site_id"]):
+        assert value not in said
+    assert f"table {SITE_TABLE}, data row 3 of 40" in str(refused.value)
+    assert "ki_phone_digits" in str(refused.value)
+    with pytest.raises(RoundNotFound):  # nothing of it was stored
+        read_round(sql_engine, meta.round_id)
+
+
+def test_the_file_drop_rejects_a_file_the_database_refuses_without_quoting_it(
+        sql_engine, tmp_path, policy, capsys, caplog):
+    """A unique index another system put on site names: PostgreSQL says "Key (site_name)=(...)
+    already exists". The file goes to rejected/ with a reason that names no value; the other
+    files go on."""
+    from dissemination.intake import import_drop
+    from dissemination.source import RoundNotFound, read_round, write_round
+    from dissemination.synthetic import generate_round
+
+    ruleset = policy.rulesets["NGA"]
+    meta, first = generate_round(ruleset, 1, 20, seed=1)
+    first.loc[4, "site_name"] = SITE
+    write_round(sql_engine, meta, first, exported_at=NOW)
+    with sql_engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE UNIQUE INDEX one_site_per_name ON {SITE_TABLE} "
+                             "(site_name)"))
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    _, second = generate_round(ruleset, 2, 20, seed=2)
+    second["site_name"] = [f"Other site {i}" for i in range(20)]
+    second.loc[6, "site_name"] = SITE
+    second.drop(columns=["round_id"]).to_csv(drop / "NGA-R002-partial.csv", index=False)
+    _, third = generate_round(ruleset, 3, 20, seed=3)
+    third["site_name"] = [f"Third site {i}" for i in range(20)]
+    third.drop(columns=["round_id"]).to_csv(drop / "NGA-R003-partial.csv", index=False)
+
+    assert import_drop(drop, sql_engine, NOW, policy) == ["NGA-R003-partial"]
+    reason = (drop / "rejected" / "NGA-R002-partial.csv.error").read_text()
+    assert reason.startswith(f"NGA-R002-partial.csv: the survey database refused round "
+                             f"NGA-R002-partial: table {SITE_TABLE}, data row 7 of 20")
+    out = capsys.readouterr()
+    for text in (reason, out.out, out.err, caplog.text):
+        assert SITE not in text and "LEAK" not in text
+    with pytest.raises(RoundNotFound):
+        read_round(sql_engine, "NGA-R002-partial")

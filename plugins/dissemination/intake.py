@@ -9,8 +9,9 @@ human headers, an HXL row or not; the country's contract maps them. Each file is
 own (name, country, size and shape limits, then every value against the contract), its Secret
 columns are dropped unread (only their names are kept, for the explanation), the rest is written
 to the survey database (one way into the pipeline) and the file moves to ``processed/``. A file
-that fails any check goes to ``rejected/`` with a ``.error`` file naming the problem (file,
-column, rule, rows; never a value), nothing of it is used, and the other files go on.
+that fails any check, or that the survey database refuses (a constraint), goes to ``rejected/``
+with a ``.error`` file naming the problem (file, column, rule, rows; never a value), nothing of
+it is used, and the other files go on.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .errors import PermanentError
 from .ids import InvalidRoundId, check_round_id
 from .ledger import metadata as ledger_metadata
 from .policy import IntakeLimits, Policy
-from .source import RoundMeta, exported_since, read_round, write_round
+from .source import RoundMeta, RoundNotWritten, exported_since, read_round, write_round
 
 #: A dropped file is named after its round: ``<round id>.csv`` or ``.xlsx`` (``ids.ROUND_ID``).
 FILE_NAME = re.compile(r"(?P<round_id>.+)\.(?P<ext>csv|xlsx)")
@@ -85,12 +86,13 @@ def import_drop(folder: Path, survey: sa.Engine, now: datetime, policy: Policy) 
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         try:
             meta, df = read_drop_file(path, policy)
-        except DropFileRejected as exc:
+            write_round(survey, meta, df, exported_at=now)
+        except (DropFileRejected, RoundNotWritten) as exc:  # neither quotes a value
+            reason = str(exc) if isinstance(exc, DropFileRejected) else f"{path.name}: {exc}"
             _move(path, folder / "rejected")
-            (folder / "rejected" / f"{path.name}.error").write_text(f"{exc}\n")
-            print(f"rejected {exc}")
+            (folder / "rejected" / f"{path.name}.error").write_text(f"{reason}\n")
+            print(f"rejected {reason}")
             continue
-        write_round(survey, meta, df, exported_at=now)
         _move(path, folder / "processed")
         print(f"imported {path.name} as {meta.round_id}: {len(df)} sites; dropped unread as "
               f"Secret: {list(meta.dropped) or 'nothing'}")
