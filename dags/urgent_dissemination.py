@@ -17,6 +17,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from dissemination.ids import ROUND_ID_PATTERN
 from dissemination_airflow import policy_choices
 from dissemination_airflow.tasks import default_args, disseminate
 
@@ -35,7 +36,8 @@ COUNTRIES, AGREEMENTS = policy_choices()
     params={
         "country": Param(COUNTRIES[0], type="string", enum=COUNTRIES, title="Country",
                          description="Country whose partial round is shared"),
-        "round_id": Param(None, type=["null", "string"], title="Round",
+        "round_id": Param(None, type=["null", "string"], pattern=ROUND_ID_PATTERN,
+                          title="Round",
                           description="Round id, e.g. NGA-R004-partial; empty = the latest "
                                       "partial round of the country"),
         "agreements": Param([], type="array", title="Agreements",
@@ -51,9 +53,12 @@ def urgent_dissemination():
     @task(multiple_outputs=True)
     def resolve_request(params: dict) -> dict:
         """Which round, for which agreements, and why: the officer's request, checked."""
+        from dissemination.ids import check_round_id
         from dissemination.source import latest_round_id
         from dissemination_airflow import SURVEY_DB_CONN_ID, engine
 
+        if params["round_id"] is not None:  # the form checks it too; conf may bypass forms
+            check_round_id(params["round_id"], "trigger form (round_id)")
         round_id = params["round_id"] or latest_round_id(
             engine(SURVEY_DB_CONN_ID), params["country"], "partial")
         print(f"urgent request for {round_id}: {params['justification']}")

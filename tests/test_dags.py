@@ -101,3 +101,68 @@ def test_the_trigger_form_offers_the_policy_files_choices():
     assert schema["agreements"]["items"]["enum"] == sorted(
         p.stem for p in (POLICY_DIR / "agreements").glob("*.yaml"))
     assert schema["justification"]["minLength"] == 10
+
+
+_FORM_PROBE = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk.definitions.param import ParamValidationError
+dag = DagBag(dag_folder=sys.argv[1]).dags['urgent_dissemination']
+out = {}
+for value in json.loads(sys.argv[2]):
+    try:
+        dag.params.get_param('round_id').resolve(value)
+        form = 'accepted'
+    except ParamValidationError:
+        form = 'refused'
+    try:
+        dag.get_task('resolve_request').python_callable(params={
+            'round_id': value, 'country': 'NGA', 'agreements': [], 'justification': 'x' * 10})
+        task = 'accepted'
+    except Exception as exc:
+        task = f'{type(exc).__name__}: {exc}'
+    out[repr(value)] = [form, task]
+print(json.dumps(out))
+"""
+
+
+def test_the_trigger_form_and_its_task_refuse_a_round_id_outside_the_pattern():
+    """The form (and a REST/CLI conf, validated against the same Params) refuses a path as round
+    id; the task checks again with the domain's pattern, which also refuses what JSON Schema's
+    ``$`` lets through (a trailing newline)."""
+    values = ["../../tmp/evil-R001-partial", "NGA-R001-partial\n", "NGA-R001-partial"]
+    env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "DISSEMINATION_INCLUDE_DIR": str(POLICY_DIR), "PYTHONPATH": str(REPO / "plugins"),
+           "AIRFLOW_CONN_SURVEY_DB": json.dumps({"conn_type": "sqlite", "host": "/nonexistent"})}
+    out = subprocess.run([sys.executable, "-c", _FORM_PROBE,
+                          str(REPO / "dags" / "urgent_dissemination.py"), json.dumps(values)],
+                         env=env, capture_output=True, text=True, check=True)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    form, task = seen["'../../tmp/evil-R001-partial'"]
+    assert form == "refused"
+    assert task.startswith("InvalidRoundId: trigger form (round_id): refused round id")
+    form, task = seen[repr("NGA-R001-partial\n")]
+    assert task.startswith("InvalidRoundId: trigger form (round_id): refused round id")
+    form, task = seen["'NGA-R001-partial'"]
+    assert form == "accepted" and not task.startswith("InvalidRoundId")
+
+
+def test_every_engine_hides_bound_parameters():
+    """Team rule: SQLAlchemy puts bound parameters (a round's values) into its error text unless
+    the engine hides them; every create_engine in plugins/ and dags/ passes
+    hide_parameters=True."""
+    import ast
+
+    calls, bare = 0, []
+    for path in sorted([*(REPO / "plugins").rglob("*.py"), *(REPO / "dags").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
+            if name != "create_engine":
+                continue
+            calls += 1
+            if not any(k.arg == "hide_parameters" and isinstance(k.value, ast.Constant)
+                       and k.value.value is True for k in node.keywords):
+                bare.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert calls >= 4 and bare == []

@@ -87,3 +87,7 @@ def test_weak_password_is_refused_without_echoing_it(policy, round_nga, tmp_path
     assert "short-pw" not in str(exc.value)
     assert "package_password_unicef_nga" in str(exc.value)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_package_is_readable_by_its_owner_only(unicef_package):
+    assert unicef_package.path.stat().st_mode & 0o777 == 0o600

@@ -54,8 +54,8 @@ def test_round_trip_and_latest(sql_engine, policy):
         latest_round_id(sql_engine, "NGA", "cleaned")
     with pytest.raises(RoundNotFound, match="belongs to NGA, not SSD"):
         read_round(sql_engine, meta1.round_id, country="SSD")
-    with pytest.raises(RoundNotFound, match="'NGA-R404'"):
-        read_round(sql_engine, "NGA-R404")
+    with pytest.raises(RoundNotFound, match="'NGA-R404-partial'"):
+        read_round(sql_engine, "NGA-R404-partial")
 
 
 def test_collection_starts_at_collected_at_and_lasts_the_given_days(policy):

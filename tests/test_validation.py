@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dissemination.validation import validate_round
@@ -79,3 +81,28 @@ def test_data_docs_are_written_and_named(round_nga, ruleset, tmp_path):
     assert "unaccompanied_children" in page.read_text()
     assert (tmp_path / "docs" / "index.html").is_file()
     assert f"Data Docs: {report.docs}" in report.summary()
+
+
+def test_data_docs_count_unexpected_values_and_never_show_them(round_nga, ruleset, tmp_path):
+    """Data Docs outlive the run: they say how many values failed, never which (a site's name,
+    a duplicated key, an impossible count), and only their owner can open them."""
+    import re
+
+    _, df = round_nga
+    bad = df.copy()
+    bad.loc[3, "admin2_name"] = "Zz-LEAK-7731"
+    bad.loc[5, "unaccompanied_children"] = -7731
+    bad.loc[9, "site_id"] = "NGA-DUP-5521"
+    bad.loc[10, "site_id"] = "NGA-DUP-5521"
+    docs = tmp_path / "docs"
+    report = validate_round(bad, ruleset, docs_dir=docs)
+    assert "expect_column_values_to_be_in_set on admin2_name: 1 unexpected" in report.summary()
+    written = [p for p in docs.rglob("*") if p.is_file()]
+    assert written and docs.stat().st_mode & 0o777 == 0o700
+    for path in written:
+        content = path.read_bytes()
+        for value in (b"Zz-LEAK-7731", b"-7731", b"NGA-DUP-5521"):
+            assert value not in content, f"{value!r} in {path.relative_to(docs)}"
+    page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", Path(report.docs).read_text()))
+    assert re.search(r"admin2_name .*? 1 unexpected values? found", page)
+    assert re.search(r"unaccompanied_children .*? 1 unexpected values? found", page)

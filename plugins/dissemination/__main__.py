@@ -72,7 +72,7 @@ def _synth(args: argparse.Namespace) -> int:
 
         from .source import write_round
 
-        write_round(sa.create_engine(args.db), meta, df)
+        write_round(sa.create_engine(args.db, hide_parameters=True), meta, df)
         target = args.db
     print(f"wrote round {meta.round_id} ({len(df)} sites, {df.shape[1]} columns) to {target}")
     return 0

@@ -9,8 +9,9 @@ human headers, an HXL row or not; the country's contract maps them. Each file is
 own (name, country, size and shape limits, then every value against the contract), its Secret
 columns are dropped unread (only their names are kept, for the explanation), the rest is written
 to the survey database (one way into the pipeline) and the file moves to ``processed/``. A file
-that fails any check goes to ``rejected/`` with a ``.error`` file naming the problem (file,
-column, rule, rows; never a value), nothing of it is used, and the other files go on.
+that fails any check, or that the survey database refuses (a constraint), goes to ``rejected/``
+with a ``.error`` file naming the problem (file, column, rule, rows; never a value), nothing of
+it is used, and the other files go on.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ import sqlalchemy as sa
 
 from .contract import ConformedRound, conform, is_hxl_row
 from .errors import PermanentError
+from .ids import InvalidRoundId, check_round_id
 from .ledger import metadata as ledger_metadata
 from .policy import IntakeLimits, Policy
-from .source import RoundMeta, exported_since, read_round, write_round
+from .source import RoundMeta, RoundNotWritten, exported_since, read_round, write_round
 
-FILE_NAME = re.compile(r"^(?P<country>[A-Z]{3})-R(?P<number>\d{1,4})-(?P<status>partial|cleaned)"
-                       r"\.(?P<ext>csv|xlsx)$")
+#: A dropped file is named after its round: ``<round id>.csv`` or ``.xlsx`` (``ids.ROUND_ID``).
+FILE_NAME = re.compile(r"(?P<round_id>.+)\.(?P<ext>csv|xlsx)")
 
 intake_log = sa.Table(
     "intake",
@@ -84,12 +86,13 @@ def import_drop(folder: Path, survey: sa.Engine, now: datetime, policy: Policy) 
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         try:
             meta, df = read_drop_file(path, policy)
-        except DropFileRejected as exc:
+            write_round(survey, meta, df, exported_at=now)
+        except (DropFileRejected, RoundNotWritten) as exc:  # neither quotes a value
+            reason = str(exc) if isinstance(exc, DropFileRejected) else f"{path.name}: {exc}"
             _move(path, folder / "rejected")
-            (folder / "rejected" / f"{path.name}.error").write_text(f"{exc}\n")
-            print(f"rejected {exc}")
+            (folder / "rejected" / f"{path.name}.error").write_text(f"{reason}\n")
+            print(f"rejected {reason}")
             continue
-        write_round(survey, meta, df, exported_at=now)
         _move(path, folder / "processed")
         print(f"imported {path.name} as {meta.round_id}: {len(df)} sites; dropped unread as "
               f"Secret: {list(meta.dropped) or 'nothing'}")
@@ -100,11 +103,13 @@ def import_drop(folder: Path, survey: sa.Engine, now: datetime, policy: Policy) 
 def read_drop_file(path: Path, policy: Policy) -> tuple[RoundMeta, pd.DataFrame]:
     """The round in a dropped file, conformed to its country's contract, without its Secret
     columns. Raises ``DropFileRejected`` naming the file and the problem."""
-    match = FILE_NAME.match(path.name)
-    if match is None:
+    match = FILE_NAME.fullmatch(path.name)
+    try:
+        round_id = check_round_id(match["round_id"] if match else path.name, "file drop")
+    except InvalidRoundId as exc:
         raise DropFileRejected(f"{path.name}: name must look like NGA-R004-partial.csv or "
-                               "SSD-R012-cleaned.xlsx")
-    country = match["country"]
+                               f"SSD-R012-cleaned.xlsx ({exc})") from None
+    country, _, status = round_id.split("-")
     ruleset = policy.rulesets.get(country)
     if ruleset is None:
         raise DropFileRejected(f"{path.name}: no rule set for country {country}: add "
@@ -115,8 +120,7 @@ def read_drop_file(path: Path, policy: Policy) -> tuple[RoundMeta, pd.DataFrame]
         raise DropFileRejected(f"{path.name}: {len(conformed.violations)} contract violation(s) "
                                f"against rules/{country} v{ruleset.version}:\n  "
                                + "\n  ".join(v.line() for v in conformed.violations))
-    round_id = f"{country}-R{int(match['number']):03d}-{match['status']}"
-    meta = RoundMeta(round_id, country, match["status"], _collected_at(path, conformed, ruleset),
+    meta = RoundMeta(round_id, country, status, _collected_at(path, conformed, ruleset),
                      tuple(conformed.dropped))
     return meta, conformed.frame
 

@@ -23,6 +23,7 @@ from .classification import Classification, Urgency
 from .digests import file_sha256
 from .disclosure import Content, explain
 from .errors import PermanentError
+from .ids import check_round_id
 from .ledger import MAIN_RECIPIENTS
 from .policy import Agreement, RuleSet
 from .sensitivity import SecretLeak, Selection
@@ -130,6 +131,7 @@ def build_package(
         zf.setencryption(pyzipper.WZ_AES, nbits=256)
         zf.writestr(MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True))
         zf.writestr(DATA_FILE, data)
+    tmp.chmod(0o600)
     tmp.replace(path)
     return Package(path, content_sha256, file_sha256(path), len(content.frame), manifest)
 
@@ -137,6 +139,7 @@ def build_package(
 def package_name(round_id: str, agreement_id: str, urgency: Urgency, content_sha256: str,
                  recipient: str = "primary") -> str:
     """The organisation's package, or a field focal point's (named after them)."""
+    check_round_id(round_id, "package name")
     who = "" if recipient in MAIN_RECIPIENTS else \
         "_" + re.sub(r"[^a-z0-9]+", "-", recipient.removeprefix("field:").lower()).strip("-")
     return f"{round_id}_{agreement_id}_{urgency.value}{who}_{content_sha256[:12]}.zip"

@@ -89,10 +89,10 @@ class Sandbox:
         return env
 
     def survey(self) -> sa.Engine:
-        return sa.create_engine(f"sqlite:///{self.survey_db}")
+        return sa.create_engine(f"sqlite:///{self.survey_db}", hide_parameters=True)
 
     def ledger(self) -> Ledger:
-        return Ledger(sa.create_engine(self.ledger_url))
+        return Ledger(sa.create_engine(self.ledger_url, hide_parameters=True))
 
     def destinations(self) -> list:
         """Every SFTP destination of the policy: agreements' and focal points' own."""

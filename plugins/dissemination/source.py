@@ -12,6 +12,7 @@ embedded default; any database SQLAlchemy reaches works the same way.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -20,6 +21,7 @@ import sqlalchemy as sa
 
 from .contract import is_hxl_row
 from .errors import PermanentError
+from .ids import check_round_id
 
 
 @dataclass(frozen=True)
@@ -70,34 +72,111 @@ class RoundNotFound(PermanentError, LookupError):
     pass
 
 
+class RoundNotWritten(PermanentError, RuntimeError):
+    """The survey database refused a round's rows (a constraint, a type): a retry fails alike."""
+
+
+class SurveyDatabaseError(RuntimeError):
+    """Any other database failure while storing a round (retried)."""
+
+
+_SQLITE_CONSTRAINT = re.compile(r"(CHECK|UNIQUE|NOT NULL|FOREIGN KEY) constraint failed: "
+                                r"([\w.]+(?:, [\w.]+)*)")
+_REFUSED = (sa.exc.IntegrityError, sa.exc.DataError)  # the row's fault, not the connection's
+
+
+def _refusal(exc: sa.exc.StatementError) -> str:
+    """A database error by kind and names only: its text can quote the row (PostgreSQL's
+    DETAIL, SQLAlchemy's bound parameters), so it is never shown."""
+    orig = exc.orig
+    said = [f"{type(orig).__module__}.{type(orig).__qualname__}"]
+    diag = getattr(orig, "diag", None)  # psycopg: names, apart from the message
+    for label, attr in (("constraint", "constraint_name"), ("column", "column_name")):
+        if name := getattr(diag, attr, None):
+            said.append(f"{label} {name}")
+    if code := getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None):
+        said.append(f"SQLSTATE {code}")
+    if known := _SQLITE_CONSTRAINT.fullmatch(str(orig)):  # SQLite's own names no value
+        said.append(f"{known[1]} constraint {known[2]}")
+    return ", ".join(said) + "; the database's message is withheld: it can quote the row"
+
+
 def write_round(engine: sa.Engine, meta: RoundMeta, df: pd.DataFrame,
                 exported_at: datetime | None = None) -> None:
     """Store a round (replacing an earlier export of the same round id), with the names of the
     columns dropped before it reached here (``meta.dropped``)."""
-    metadata.create_all(engine)
+    check_round_id(meta.round_id, "round to store in the survey database")
     df = df.assign(**{ROUND_COLUMN: meta.round_id})
-    with engine.begin() as conn:
-        conn.execute(round_columns.delete().where(round_columns.c.round_id == meta.round_id))
-        names = [(c, True) for c in df.columns if c != ROUND_COLUMN]
-        conn.execute(round_columns.insert(), [
-            {"round_id": meta.round_id, "position": i, "name": name, "stored": stored}
-            for i, (name, stored) in enumerate([*names, *((d, False) for d in meta.dropped)])
-        ])
-        conn.execute(rounds.delete().where(rounds.c.round_id == meta.round_id))
-        conn.execute(
-            rounds.insert().values(
-                round_id=meta.round_id,
-                country=meta.country,
-                status=meta.status,
-                collected_at=meta.collected_at,
-                exported_at=exported_at or datetime.now(UTC),
-            )
-        )
-        if sa.inspect(conn).has_table(SITE_TABLE):
-            conn.execute(sa.text(f"DELETE FROM {SITE_TABLE} WHERE {ROUND_COLUMN} = :r"),
-                         {"r": meta.round_id})
-            _add_new_columns(conn, df)
-        df.to_sql(SITE_TABLE, conn, if_exists="append", index=False)
+    error: Exception | None = None
+    try:
+        metadata.create_all(engine)
+        with engine.begin() as conn:
+            _replace_round(conn, meta, df, exported_at or datetime.now(UTC))
+    except _REFUSED as exc:
+        error = RoundNotWritten(f"the survey database refused round {meta.round_id}: "
+                                f"{getattr(exc, 'refused_at', '')}{_refusal(exc)}")
+    except sa.exc.StatementError as exc:  # DBAPIError too; either can quote the parameters
+        error = SurveyDatabaseError(f"storing round {meta.round_id}: {_refusal(exc)}")
+    if error is not None:
+        raise error  # outside the except: not even chained to the database's message
+
+
+def _replace_round(conn: sa.Connection, meta: RoundMeta, df: pd.DataFrame,
+                   exported_at: datetime) -> None:
+    conn.execute(round_columns.delete().where(round_columns.c.round_id == meta.round_id))
+    names = [(c, True) for c in df.columns if c != ROUND_COLUMN]
+    conn.execute(round_columns.insert(), [
+        {"round_id": meta.round_id, "position": i, "name": name, "stored": stored}
+        for i, (name, stored) in enumerate([*names, *((d, False) for d in meta.dropped)])
+    ])
+    conn.execute(rounds.delete().where(rounds.c.round_id == meta.round_id))
+    conn.execute(rounds.insert().values(
+        round_id=meta.round_id, country=meta.country, status=meta.status,
+        collected_at=meta.collected_at, exported_at=exported_at))
+    if sa.inspect(conn).has_table(SITE_TABLE):
+        conn.execute(sa.text(f"DELETE FROM {SITE_TABLE} WHERE {ROUND_COLUMN} = :r"),
+                     {"r": meta.round_id})
+        _add_new_columns(conn, df)
+    try:
+        with conn.begin_nested():
+            _insert(conn, df)
+    except _REFUSED as exc:
+        row = _first_refused_row(conn, df)
+        exc.refused_at = (  # where, for write_round's message; the error itself is never shown
+            f"table {SITE_TABLE}, data row {row} of {len(df)} (1 = the first site): "
+            if row else f"table {SITE_TABLE}: ")
+        raise
+
+
+def _insert(conn: sa.Connection, rows: pd.DataFrame) -> None:
+    """Append to the site table; a failure surfaces as SQLAlchemy's own error, not as pandas'
+    wrapper (whose text quotes the statement and the values)."""
+    try:
+        rows.to_sql(SITE_TABLE, conn, if_exists="append", index=False)
+    except pd.errors.DatabaseError as exc:
+        if isinstance(exc.__cause__, sa.exc.StatementError):
+            raise exc.__cause__ from None
+        raise SurveyDatabaseError("appending to the site table: pandas.errors.DatabaseError; "
+                                  "its message is withheld: it can quote the rows") from None
+
+
+def _first_refused_row(conn: sa.Connection, df: pd.DataFrame) -> int | None:
+    """The first row the database refuses (1-based), found by inserting halves in savepoints
+    that the caller's rollback undoes; None if no single row is refused."""
+    lo, hi = 0, len(df)  # rows before lo are in; inserting rows lo..hi-1 fails
+
+    def accepted(rows: pd.DataFrame) -> bool:
+        try:
+            with conn.begin_nested():
+                _insert(conn, rows)
+        except _REFUSED:
+            return False
+        return True
+
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if accepted(df.iloc[lo:mid]) else (lo, mid)
+    return lo + 1 if hi > lo and not accepted(df.iloc[lo:hi]) else None
 
 
 def _add_new_columns(conn: sa.Connection, df: pd.DataFrame) -> None:
@@ -124,7 +203,7 @@ def latest_round_id(engine: sa.Engine, country: str, status: str) -> str:
         ).first()
     if row is None:
         raise RoundNotFound(f"no {status} round for country {country} in {engine.url!r}")
-    return row.round_id
+    return _stored_id(engine, row.round_id)
 
 
 def round_ids_between(
@@ -139,7 +218,7 @@ def round_ids_between(
                    rounds.c.collected_at < end)
             .order_by(rounds.c.collected_at, rounds.c.round_id)
         ).all()
-    return [r.round_id for r in rows]
+    return [_stored_id(engine, r.round_id) for r in rows]
 
 
 def exported_since(engine: sa.Engine, watermark: datetime | None) -> list[tuple[str, datetime]]:
@@ -149,7 +228,13 @@ def exported_since(engine: sa.Engine, watermark: datetime | None) -> list[tuple[
     if watermark is not None:
         query = query.where(rounds.c.exported_at > watermark)
     with engine.connect() as conn:
-        return [(r.round_id, _utc(r.exported_at)) for r in conn.execute(query)]
+        return [(_stored_id(engine, r.round_id), _utc(r.exported_at))
+                for r in conn.execute(query)]
+
+
+def _stored_id(engine: sa.Engine, value: object) -> str:
+    """A round id read from the database is input too: it names files and log lines."""
+    return check_round_id(value, f"survey database {engine.url!r}, table {rounds.name}")
 
 
 def _utc(value: datetime) -> datetime:
@@ -164,11 +249,12 @@ def previous_round_id(engine: sa.Engine, meta: RoundMeta) -> str | None:
             .where(rounds.c.country == meta.country, rounds.c.status == meta.status,
                    rounds.c.collected_at < meta.collected_at)
             .order_by(rounds.c.collected_at.desc()).limit(1)).first()
-    return row.round_id if row else None
+    return _stored_id(engine, row.round_id) if row else None
 
 
 def read_meta(engine: sa.Engine, round_id: str) -> RoundMeta:
     """A round's identity without its data."""
+    check_round_id(round_id, "round requested")
     with engine.connect() as conn:
         row = conn.execute(sa.select(rounds).where(rounds.c.round_id == round_id)).first()
     if row is None:
@@ -188,6 +274,7 @@ def read_round(
 ) -> tuple[RoundMeta, pd.DataFrame]:
     """Read one round once, as stored (headers as the export wrote them; ``contract.conform``
     maps them); strings come back as pyarrow-backed columns (less memory, faster)."""
+    check_round_id(round_id, "round requested")
     metadata.create_all(engine)
     with engine.connect() as conn:
         row = conn.execute(sa.select(rounds).where(rounds.c.round_id == round_id)).first()

@@ -22,6 +22,7 @@ from .contract import conform
 from .disclosure import build_contents, explain, explanation_lines
 from .errors import PermanentError
 from .holdings import DisclosureState, Held
+from .ids import check_round_id
 from .ledger import MAIN_RECIPIENTS, ClaimKey, DeliveryRecord, Ledger, LedgerUnavailable
 from .package import build_package
 from .policy import SITE, Policy
@@ -63,11 +64,13 @@ def stage_round(meta: RoundMeta, df: pd.DataFrame, policy: Policy, path: Path) -
     covers) are dropped unread; only their names travel on, so every package can still explain
     that they were dropped.
     """
+    check_round_id(meta.round_id, "staging")
     ruleset = ruleset_for(policy, meta.country)
     conformed = conform(df, ruleset, first_row=1).raise_if_broken(
         f"round {meta.round_id} ({meta.country}; rows as read from the survey database)")
     path.parent.mkdir(parents=True, exist_ok=True)
     conformed.frame.to_parquet(path, index=False)
+    path.chmod(0o600)
     return {**meta.to_xcom(), "path": str(path), "columns": [*conformed.columns, *meta.dropped],
             "rows": len(df), "active_relational": sorted(active_relational(conformed.frame,
                                                                            ruleset))}

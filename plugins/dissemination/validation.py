@@ -24,6 +24,13 @@ import pandas as pd
 from .classification import Urgency
 from .errors import PermanentError
 from .policy import RuleSet
+from .staging import private_dir
+
+#: Counts, never values: Data Docs otherwise list sample unexpected values (a site's name, a
+#: phone) and the rows holding them, in HTML that outlives the run.
+RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0,
+                 "exclude_unexpected_values": True, "include_unexpected_rows": False,
+                 "return_unexpected_index_query": False}
 
 
 @dataclass(frozen=True)
@@ -119,9 +126,9 @@ def validate_round(df: pd.DataFrame, ruleset: RuleSet, status: str = "partial",
     )
     docs_page = ""
     if docs_dir is None:
-        result = definition.run(batch_parameters={"dataframe": df})
+        result = definition.run(batch_parameters={"dataframe": df}, result_format=RESULT_FORMAT)
     else:
-        docs_dir = Path(docs_dir)
+        docs_dir = private_dir(docs_dir)
         context.add_data_docs_site(site_name="dissemination", site_config={
             "class_name": "SiteBuilder",
             "store_backend": {"class_name": "TupleFilesystemStoreBackend",
@@ -131,7 +138,8 @@ def validate_round(df: pd.DataFrame, ruleset: RuleSet, status: str = "partial",
         before = set(docs_dir.glob("validations/**/*.html"))
         checkpoint = context.checkpoints.add(gx.Checkpoint(
             name=suite.name, validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")]))
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+            result_format=RESULT_FORMAT))
         run = checkpoint.run(batch_parameters={"dataframe": df})
         (result,) = run.run_results.values()
         pages = sorted(set(docs_dir.glob("validations/**/*.html")) - before)
@@ -145,7 +153,7 @@ def validate_round(df: pd.DataFrame, ruleset: RuleSet, status: str = "partial",
         detail = r.result or {}
         count = detail.get("unexpected_count")  # counts only: logs never carry values
         if r.exception_info and r.exception_info.get("raised_exception"):
-            what = r.exception_info.get("exception_message", "error")
+            what = "could not be checked (an error; its message may quote values)"
         elif count is not None:
             what = f"{count} unexpected value(s)"
         else:

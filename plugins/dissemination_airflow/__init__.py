@@ -43,16 +43,20 @@ def policy_choices() -> tuple[list[str], list[str]]:
 
 
 def work_dir() -> Path:
-    """Where packages are staged between tasks (a shared volume under the Celery executor)."""
+    """Where packages are staged between tasks (a shared volume under the Celery executor);
+    private to this user: it holds survey data."""
+    from dissemination.staging import private_dir
+
     default = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow")) / "dissemination"
-    path = Path(os.environ.get("DISSEMINATION_WORK_DIR", default))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return private_dir(Path(os.environ.get("DISSEMINATION_WORK_DIR", default)))
 
 
 def data_docs_dir() -> Path:
     """Great Expectations Data Docs of every validation (open index.html in a browser)."""
-    return Path(os.environ.get("DISSEMINATION_DATA_DOCS_DIR", work_dir() / "data_docs"))
+    from dissemination.staging import private_dir
+
+    return private_dir(Path(os.environ.get("DISSEMINATION_DATA_DOCS_DIR",
+                                           work_dir() / "data_docs")))
 
 
 def drop_dir() -> Path:
@@ -62,11 +66,31 @@ def drop_dir() -> Path:
     return path
 
 
-def staging_dir(run_id: str) -> Path:
-    """One folder per DAG run for its staged round and packages (run ids are not path-safe)."""
-    import hashlib
+def staging_root() -> Path:
+    return work_dir() / "runs"
 
-    return work_dir() / "runs" / hashlib.sha256(run_id.encode()).hexdigest()[:16]
+
+def staging_dir(run_id: str) -> Path:
+    """One private folder per DAG run for its staged rounds and packages, named by hash."""
+    from dissemination.staging import run_folder
+
+    return run_folder(staging_root(), run_id)
+
+
+def staging_retention():
+    """How long a failed run's staging is kept for a resume: DISSEMINATION_STAGING_RETENTION_HOURS
+    (default 72)."""
+    from datetime import timedelta
+
+    text = os.environ.get("DISSEMINATION_STAGING_RETENTION_HOURS", "72")
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = -1.0
+    if not hours >= 0:  # also refuses nan
+        raise ConfigurationError(f"DISSEMINATION_STAGING_RETENTION_HOURS={text!r}: give a number "
+                                 "of hours, 0 or more")
+    return timedelta(hours=hours)
 
 
 def sqlalchemy_url(conn_id: str) -> str:

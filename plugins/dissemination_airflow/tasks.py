@@ -36,6 +36,7 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
     from dissemination.contract import ContractBroken
     from dissemination.policy import load_policy
     from dissemination.source import read_round
+    from dissemination.staging import staged_round_path
     from dissemination.steps import NoRuleSet, stage_round
 
     from . import SURVEY_DB_CONN_ID, engine, include_dir, staging_dir
@@ -46,7 +47,7 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
         meta, df = read_round(survey, round_id, country=country)
         try:
             staged.append(stage_round(meta, df, policy,
-                                      staging_dir(run_id) / f"{round_id}.parquet"))
+                                      staged_round_path(staging_dir(run_id), round_id)))
         except (ContractBroken, NoRuleSet) as exc:
             print(f"BLOCKED {exc}")
             staged.append({"round_id": round_id, "blocked": str(exc)})
@@ -245,6 +246,22 @@ def finish(invalid: list[dict], stopped: list[dict], run_id: str) -> None:
     shutil.rmtree(staging_dir(run_id), ignore_errors=True)
     if invalid or stopped:
         raise RoundsStopped([f["summary"] for f in [*invalid, *stopped]])
+
+
+@task
+def sweep_staging() -> int:
+    """Remove failed runs' staging (kept so a cleared task can resume) once the retention has
+    passed (DISSEMINATION_STAGING_RETENTION_HOURS)."""
+    import pendulum
+
+    from dissemination.staging import sweep
+
+    from . import staging_retention, staging_root
+
+    removed = sweep(staging_root(), staging_retention(), pendulum.now("UTC"))
+    print(f"removed {len(removed)} staging folder(s) older than {staging_retention()}: "
+          f"{[p.name for p in removed]}")
+    return len(removed)
 
 
 def disseminate(round_ids, urgency: str, agreements=None, country=None) -> None:

@@ -1,0 +1,61 @@
+"""Staging on disk: private folders named by hash, and their removal after a retention.
+
+A run's folder holds its rounds (Parquet, Secret columns already dropped) and its packages. It is
+named by a hash of the run id (run ids are free text), readable by this user only, and removed
+when the run finishes; a failed run keeps it, so a cleared task can resume, until ``sweep``
+removes it once the retention has passed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from .ids import check_round_id
+
+RUN_FOLDER = re.compile(r"[0-9a-f]{16}")  # what run_folder names; sweep touches nothing else
+
+
+def private_dir(path: Path) -> Path:
+    """Create (or tighten) a folder only this user can open."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(PermissionError):  # a shared parent we do not own stays as it is
+        path.chmod(0o700)
+    return path
+
+
+def run_folder(root: Path, run_id: str) -> Path:
+    """The private folder of one run under ``root`` (itself private)."""
+    name = hashlib.sha256(run_id.encode()).hexdigest()[:16]
+    return private_dir(private_dir(root) / name)
+
+
+def staged_round_path(folder: Path, round_id: str) -> Path:
+    """Where a round is staged: built from a checked round id only, so it stays in ``folder``."""
+    return Path(folder) / f"{check_round_id(round_id, 'staging')}.parquet"
+
+
+def sweep(root: Path, retention: timedelta, now: datetime) -> list[Path]:
+    """Remove the run folders under ``root`` untouched (no file in them changed) for longer than
+    ``retention``; anything not named like a run folder is left alone."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    removed = []
+    for folder in sorted(root.iterdir()):
+        if folder.is_symlink() or not folder.is_dir() or not RUN_FOLDER.fullmatch(folder.name):
+            continue
+        if now - _last_touched(folder) > retention:
+            shutil.rmtree(folder)
+            removed.append(folder)
+    return removed
+
+
+def _last_touched(folder: Path) -> datetime:
+    newest = max(p.lstat().st_mtime for p in (folder, *folder.rglob("*")))
+    return datetime.fromtimestamp(newest, UTC)
