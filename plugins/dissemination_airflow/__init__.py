@@ -103,6 +103,15 @@ def engine(conn_id: str):
     return sa.create_engine(sqlalchemy_url(conn_id), hide_parameters=True)
 
 
+def upgrade_ledger() -> None:
+    """Migrate the ledger to this code's schema, in place (a no-op when it is there): the
+    first ledger task of every DAG that writes it calls this, so a deployment needs no step."""
+    from dissemination.ledger_migrations import upgrade
+
+    ledger = engine(LEDGER_DB_CONN_ID)
+    print(upgrade(ledger).line(ledger.url.render_as_string(hide_password=True)))
+
+
 def sftp_target(conn_id: str):
     """An SftpTarget from an Airflow SFTP connection; a pinned ``host_key`` extra is required."""
     from airflow.sdk import Connection
