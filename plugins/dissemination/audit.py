@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from .errors import PermanentError
 from .ledger import (
     CHAIN_ADOPTED,
     CHAINED,
@@ -27,6 +28,10 @@ from .ledger import (
     row_key,
     row_sha256,
 )
+
+
+class LedgerAuditFailed(PermanentError, RuntimeError):
+    """The ledger is not as it was written: a human must look (a retry finds the same)."""
 
 
 @dataclass(frozen=True)
