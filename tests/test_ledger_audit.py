@@ -109,6 +109,17 @@ def test_an_untouched_ledger_verifies(sql_engine):
 LATER = T0 + timedelta(seconds=1)
 
 
+def test_a_rows_hash_is_the_same_on_every_backend(sql_engine):
+    """Datetimes hash as UTC text: SQLite drops the offset, PostgreSQL converts it; both read
+    back to the hash of the values as written."""
+    from dissemination.ledger import audit_chain, row_sha256
+
+    open_upgraded(sql_engine).record(_record(1))
+    with sql_engine.connect() as conn:
+        chained = conn.execute(sa.select(audit_chain.c.row_sha256)).scalar_one()
+    assert chained == row_sha256("deliveries", vars(_record(1)))
+
+
 @pytest.mark.parametrize(("statement", "where"), [
     ("UPDATE deliveries SET row_count = 999 WHERE id = 2", "deliveries id=2 (chain seq 2)"),
     ("UPDATE deliveries SET focal_point_email = 'x@example.org' WHERE id = 3",
