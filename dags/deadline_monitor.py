@@ -47,8 +47,10 @@ def deadline_monitor():
             engine,
             include_dir,
             send,
+            upgrade_ledger,
         )
 
+        upgrade_ledger()
         now = data_interval_end or pendulum.now("UTC")
         survey, ledger = engine(SURVEY_DB_CONN_ID), Ledger(engine(LEDGER_DB_CONN_ID))
         metas = [read_meta(survey, r) for r in

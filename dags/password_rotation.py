@@ -40,8 +40,10 @@ def password_rotation():
             include_dir,
             send,
             set_password,
+            upgrade_ledger,
         )
 
+        upgrade_ledger()
         now = data_interval_end or pendulum.now("UTC")
         policy, ledger = load_policy(include_dir()), Ledger(engine(LEDGER_DB_CONN_ID))
         rotated = []

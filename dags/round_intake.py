@@ -51,8 +51,14 @@ def round_intake():
         from dataclasses import asdict
 
         from dissemination.intake import new_rounds
-        from dissemination_airflow import LEDGER_DB_CONN_ID, SURVEY_DB_CONN_ID, engine
+        from dissemination_airflow import (
+            LEDGER_DB_CONN_ID,
+            SURVEY_DB_CONN_ID,
+            engine,
+            upgrade_ledger,
+        )
 
+        upgrade_ledger()  # the first task that writes the ledger
         found = new_rounds(engine(SURVEY_DB_CONN_ID), engine(LEDGER_DB_CONN_ID),
                            pendulum.now("UTC"))
         for r in found:

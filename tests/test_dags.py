@@ -51,7 +51,7 @@ def dagbag(tmp_path_factory):
 
 def test_no_import_errors(dagbag):
     assert dagbag["errors"] == {}
-    assert "urgent_dissemination" in dagbag["dags"]
+    assert {"urgent_dissemination", "ledger_audit"} <= set(dagbag["dags"])
 
 
 def test_every_dag_is_documented_tagged_and_not_catching_up(dagbag):
@@ -59,6 +59,13 @@ def test_every_dag_is_documented_tagged_and_not_catching_up(dagbag):
         assert dag["doc_md"], f"{dag_id}: doc_md missing"
         assert "dissemination" in dag["tags"], f"{dag_id}: tag 'dissemination' missing"
         assert dag["catchup"] is False, f"{dag_id}: catchup must be off"
+
+
+def test_the_ledger_audit_only_verifies(dagbag):
+    """An audit must not change what it audits: one task, which reads the ledger."""
+    audit = dagbag["dags"]["ledger_audit"]
+    assert list(audit["tasks"]) == ["verify_ledger"]
+    assert {"dissemination", "security"} <= set(audit["tags"])
 
 
 def test_every_task_retries_transient_but_not_permanent_errors(dagbag):

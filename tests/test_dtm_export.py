@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from dissemination import steps
 from dissemination.classification import Urgency
 from dissemination.intake import import_drop
-from dissemination.ledger import Ledger
+from dissemination.ledger_migrations import open_upgraded
 from dissemination.package import open_package
 from dissemination.policy import load_policy
 from dissemination.source import RoundMeta, read_round, write_round
@@ -137,7 +137,7 @@ def _packages(policy, meta, df, tmp_path, urgency=Urgency.MEDIUM) -> dict[str, t
     plans = steps.plan_deliveries(policy, RoundMeta.from_xcom(staged), staged["columns"],
                                   urgency, today=date(2026, 11, 5),
                                   active=staged["active_relational"])
-    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
     packaged = steps.package_deliveries(pd.read_parquet(staged["path"]), meta, plans, policy,
                                         tmp_path / "out", lambda _: PASSWORD, ledger, NOW)
     return {p.agreement_id: open_package(p.package_path, PASSWORD) for p in packaged}

@@ -306,3 +306,59 @@ def test_an_urgent_signal_in_a_cleaned_round_starts_the_medium_path(sandbox):
     (conf,) = [c for c in confs if c.get("round_id") == meta.round_id]
     assert conf["agreements"] == ["unicef-nga"]
     assert conf["justification"].startswith("automatic: urgent signal many_unaccompanied")
+
+
+# --- the ledger as an audit trail (last: it reads everything the runs above wrote) ------------
+
+
+def test_the_ledger_audit_passes_then_alerts_dtm_when_a_row_is_changed_or_cut(sandbox, tmp_path):
+    """Every delivery, alert, rotation and intake row the runs above wrote is chained: the daily
+    audit passes and keeps its head. On a copy of the ledger (the runs' own stays intact): an
+    edited row fails the task and e-mails DTM's focal points the row, never a value; so does a
+    chain cut short since the last audit."""
+    from dissemination.ledger import CHAINED
+
+    subject = "[DTM] the delivery ledger failed its audit"
+    passed = sandbox.run("ledger_audit")
+    assert passed.returncode == 0, passed.stdout[-3000:]
+    counts = sandbox.ledger().all()
+    assert f"(deliveries {len(counts)}, password_rotations " in passed.stdout
+    assert "intake 0" not in passed.stdout and "alerts 0" not in passed.stdout
+
+    copy = tmp_path / "ledger.db"
+    shutil.copy(sandbox.ledger_db, copy)
+    own_url, sandbox.ledger_url = sandbox.ledger_url, f"sqlite:///{copy}"
+    try:
+        first = sandbox.run("ledger_audit")  # its head is now the copy's: kept as the anchor
+        assert first.returncode == 0, first.stdout[-3000:]
+        email = counts[1].focal_point_email
+        with sqlite3.connect(copy) as db:
+            db.execute("UPDATE deliveries SET focal_point_email = 'someone@example.org' "
+                       "WHERE id = 2")
+        tampered = sandbox.run("ledger_audit")
+        assert tampered.returncode != 0
+        assert "FAILED at deliveries id=2 (chain seq " in tampered.stdout
+        (mail,) = [m for m in sandbox.smtp.messages() if m["Subject"] == subject]
+        assert {a.addr_spec for a in mail["To"].addresses} == set(
+            sandbox.policy.alert_to(*sandbox.policy.dtm))
+        body = sandbox.smtp.text(mail)
+        assert "deliveries id=2 (chain seq " in body and "changed since it was recorded" in body
+        for text in (body, tampered.stdout):
+            assert "someone@example.org" not in text and email not in text
+
+        # Put back: the chain verifies again; drop the newest row and its chain entry: the
+        # chain alone is still consistent, but the head the last audit kept is gone.
+        with sqlite3.connect(copy) as db:
+            db.execute("UPDATE deliveries SET focal_point_email = ? WHERE id = 2", (email,))
+            table, key = db.execute("SELECT table_name, row_key FROM audit_chain "
+                                    "ORDER BY seq DESC LIMIT 1").fetchone()
+            db.execute("DELETE FROM audit_chain WHERE seq = (SELECT MAX(seq) FROM audit_chain)")
+            keys = CHAINED[table][0]
+            db.execute(f"DELETE FROM {table} WHERE " + " AND ".join(f"{k} = ?" for k in keys),
+                       json.loads(key))
+        cut = sandbox.run("ledger_audit")
+        assert cut.returncode != 0 and "the chain ends at seq" in cut.stdout
+        assert len([m for m in sandbox.smtp.messages() if m["Subject"] == subject]) == 2
+    finally:
+        sandbox.ledger_url = own_url
+        sandbox.airflow("variables", "delete", "ledger_audit_anchor", check=False)

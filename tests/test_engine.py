@@ -171,7 +171,7 @@ def test_overdue_review_stops_the_low_path(policy):
 def test_overdue_review_flags_but_does_not_stop_the_medium_path(policy, tmp_path):
     import sqlalchemy as sa
 
-    from dissemination.ledger import Ledger
+    from dissemination.ledger_migrations import open_upgraded
     from dissemination.synthetic import generate_round
 
     meta, df = generate_round(policy.rulesets["SSD"], 1, 40, seed=2)
@@ -179,7 +179,7 @@ def test_overdue_review_flags_but_does_not_stop_the_medium_path(policy, tmp_path
                                   today=date(2027, 1, 5))
     assert plans and all("was due for review on 2026-12-30" in w
                          for p in plans for w in p.warnings)
-    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'l.db'}"))
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'l.db'}"))
     (packaged,) = steps.package_deliveries(df, meta, plans, policy, tmp_path, lambda v: "x" * 20,
                                            ledger, pd.Timestamp("2027-01-05", tz="UTC"))
     from dissemination.package import open_package

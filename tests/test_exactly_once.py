@@ -19,10 +19,12 @@ from conftest import POLICY_DIR, POSTGRES_URL
 from faults import CuttableLink, deliver_in_child, kill_sshd, small_filesystem, wait_until
 
 from dissemination import steps
+from dissemination.audit import verify
 from dissemination.classification import Urgency
 from dissemination.digests import file_sha256
 from dissemination.errors import PermanentError
 from dissemination.ledger import ClaimKey, Ledger, LedgerUnavailable
+from dissemination.ledger_migrations import open_upgraded
 from dissemination.local_sftp import LocalSftpServer
 from dissemination.sftp import DeliveryError, UploadFailed
 
@@ -50,8 +52,12 @@ def pg_schema():
 
 
 def _pg_ledger(schema: str, url: str = POSTGRES_URL) -> Ledger:
-    return Ledger(sa.create_engine(url, hide_parameters=True,
-                                   connect_args={"options": f"-c search_path={schema}"}))
+    return open_upgraded(sa.create_engine(url, hide_parameters=True,
+                                          connect_args={"options": f"-c search_path={schema}"}))
+
+
+def _sqlite_ledger(tmp_path) -> Ledger:
+    return open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
 
 
 def _packaged(policy, round_nga, server, tmp_path, ledger, *, size: int = 0, folder="pk"):
@@ -77,12 +83,14 @@ def _remote(server, delivery) -> Path:
 
 
 def _finals_are_verified(server, ledger: Ledger) -> None:
-    """Every file under a final name is a recorded, complete package; no temp file remains."""
+    """Every file under a final name is a recorded, complete package; no temp file remains;
+    the ledger's hash chain holds."""
     files = [p for p in server.root.rglob("*") if p.is_file()]
     assert not [p for p in files if p.name.endswith(".partial")]
     recorded = {r.remote_path: r.package_sha256 for r in ledger.all()}
     assert {str(p.relative_to(server.root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in files} == recorded
+    assert verify(ledger.engine).ok  # every delivery row is chained in the audit trail
 
 
 def _deliver(delivery, server, policy, ledger, run_id="run-1", **kw):
@@ -90,7 +98,7 @@ def _deliver(delivery, server, policy, ledger, run_id="run-1", **kw):
 
 
 def test_sshd_killed_mid_upload_then_back(policy, round_nga, server, tmp_path):
-    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    ledger = _sqlite_ledger(tmp_path)
     delivery = _packaged(policy, round_nga, server, tmp_path, ledger, size=128 << 20)
     outcome = {}
 
@@ -121,7 +129,7 @@ def test_sshd_killed_mid_upload_then_back(policy, round_nga, server, tmp_path):
 
 def test_server_down_then_back(policy, round_nga, tmp_path):
     server = LocalSftpServer(tmp_path / "sftp")
-    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    ledger = _sqlite_ledger(tmp_path)
     delivery = _packaged(policy, round_nga, server, tmp_path, ledger)
     server._write_config()  # keys exist, nothing listens yet
     with pytest.raises(DeliveryError, match=f"cannot reach SFTP server .*:{server.port}") as exc:
@@ -134,7 +142,7 @@ def test_server_down_then_back(policy, round_nga, tmp_path):
 
 
 def test_host_key_changed_sends_nothing_and_reports_why(policy, round_nga, server, tmp_path):
-    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    ledger = _sqlite_ledger(tmp_path)
     delivery = replace(_packaged(policy, round_nga, server, tmp_path, ledger), fallback={})
     impostor = LocalSftpServer(tmp_path / "impostor")
     impostor._write_config()
@@ -148,7 +156,7 @@ def test_host_key_changed_sends_nothing_and_reports_why(policy, round_nga, serve
 def test_login_revoked_falls_back_to_the_secondary_once(policy, round_nga, server, tmp_path):
     """The primary's server refuses the login: the secondary receives it, recorded as such;
     without a secondary the delivery fails naming the login, and nothing is recorded."""
-    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    ledger = _sqlite_ledger(tmp_path)
     delivery = _packaged(policy, round_nga, server, tmp_path, ledger)
     (server.home / "authorized_keys").write_text("")  # revoked
     with pytest.raises(PermanentError, match="login refused"):
@@ -176,7 +184,7 @@ def test_login_revoked_falls_back_to_the_secondary_once(policy, round_nga, serve
 
 
 def test_remote_disk_full(policy, round_nga, server, tmp_path):
-    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    ledger = _sqlite_ledger(tmp_path)
     delivery = _packaged(policy, round_nga, server, tmp_path, ledger, size=3 << 20)
     with small_filesystem(_remote(server, delivery), "1m") as resize:
         with pytest.raises(UploadFailed, match="full disk") as exc:
@@ -285,8 +293,12 @@ def test_two_runs_of_the_same_round_at_once(backend, policy, round_nga, server, 
     """Two runs package the same round separately (different bytes, same content) and deliver
     at the same instant: one uploads and records; the other sees the claim and stops."""
     _, schema = pg_schema
-    make = (lambda: Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))) \
-        if backend == "sqlite" else (lambda: _pg_ledger(schema))
+    first = _sqlite_ledger(tmp_path) if backend == "sqlite" else _pg_ledger(schema)
+
+    def make():  # each run its own process, hence its own engine
+        return Ledger(sa.create_engine(first.engine.url, hide_parameters=True,
+                                       connect_args={} if backend == "sqlite" else
+                                       {"options": f"-c search_path={schema}"}))
     a = _packaged(policy, round_nga, server, tmp_path, make(), folder="a")
     b = _packaged(policy, round_nga, server, tmp_path, make(), folder="b")
     assert a.package_sha256 != b.package_sha256 and a.content_sha256 == b.content_sha256
@@ -312,7 +324,7 @@ def test_two_runs_of_the_same_round_at_once(backend, policy, round_nga, server, 
 
 def test_a_stale_claim_of_a_dead_run_is_taken_over_after_its_lease(policy, round_nga, server,
                                                                    tmp_path):
-    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    ledger = _sqlite_ledger(tmp_path)
     delivery = _packaged(policy, round_nga, server, tmp_path, ledger)
     key = steps._claim_key(delivery)
     ledger.claim(key, "dead-run", "0" * 64, delivery.destination, "nowhere.zip", NOW,
@@ -326,7 +338,7 @@ def test_a_stale_claim_of_a_dead_run_is_taken_over_after_its_lease(policy, round
 
 
 def test_a_notice_is_sent_once_per_delivery(tmp_path):
-    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    ledger = _sqlite_ledger(tmp_path)
     got = ledger.claim(ClaimKey("a", "NGA-R001-partial", "medium", "main", "c" * 64),
                        "run", "p" * 64, "sftp:in", "in/x.zip", NOW, timedelta(hours=1))
     assert ledger.mark_notified(got.claim.id, NOW) is True

@@ -18,6 +18,7 @@ from dissemination import steps
 from dissemination.classification import Urgency
 from dissemination.holdings import DisclosureState
 from dissemination.ledger import Ledger, LedgerNotInitialised
+from dissemination.ledger_migrations import open_upgraded
 from dissemination.policy import load_policy
 from dissemination.sensitivity import active_relational
 from dissemination.source import RoundMeta
@@ -76,7 +77,7 @@ def _round(n=1, columns=("round_id", "site_id", "feeling_of_safety", "armed_acto
 
 
 def _ledger(tmp_path, *, initialised=True) -> Ledger:
-    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
     if initialised:
         ledger.initialise("fresh start: test", NOW)
     return ledger
@@ -232,12 +233,18 @@ def test_the_ledger_records_the_rules_version_the_plan_applied(policy, round_nga
     assert {r.organisation_id for r in ledger.all()} == {"unicef"}
 
 
-def test_an_old_ledger_gains_the_organisation_column_in_place(tmp_path):
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE deliveries (id INTEGER PRIMARY KEY, "
-                             "agreement_id VARCHAR(64))"))
+def test_an_old_ledger_is_refused_until_upgraded_then_gains_the_organisation_column(tmp_path):
+    from dissemination.ledger import LedgerNeedsUpgrade
+    from dissemination.ledger_migrations import upgrade
+    from dissemination.ledger_migrations.baseline import first_release_tables
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    metadata = sa.MetaData()
+    first_release_tables(metadata)
+    metadata.create_all(engine)  # as the first release left it
+    with pytest.raises(LedgerNeedsUpgrade, match="python -m dissemination ledger upgrade"):
+        Ledger(engine)
+    upgrade(engine)
     Ledger(engine)
     assert "organisation_id" in {c["name"] for c in sa.inspect(engine).get_columns("deliveries")}
 

@@ -22,8 +22,11 @@ NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def dbs(tmp_path):
-    return (sa.create_engine(f"sqlite:///{tmp_path / 'survey.db'}"),
-            sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    from dissemination.ledger_migrations import upgrade
+
+    ledger = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    upgrade(ledger)
+    return sa.create_engine(f"sqlite:///{tmp_path / 'survey.db'}"), ledger
 
 
 def test_content_hash_ignores_order_but_not_values(policy):

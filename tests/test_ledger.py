@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from dissemination.ledger import DeliveryRecord, Ledger
+from dissemination.ledger import DeliveryRecord
+from dissemination.ledger_migrations import open_upgraded
 
 
 def _record(**overrides) -> DeliveryRecord:
@@ -24,7 +25,7 @@ def _record(**overrides) -> DeliveryRecord:
 
 
 def test_record_then_find(sql_engine):
-    ledger = Ledger(sql_engine)
+    ledger = open_upgraded(sql_engine)
     assert ledger.find("unicef-nga", "NGA-R001-partial", "medium", "a" * 64) is None
     ledger.record(_record())
     found = ledger.find("unicef-nga", "NGA-R001-partial", "medium", "a" * 64)
@@ -34,7 +35,7 @@ def test_record_then_find(sql_engine):
 
 
 def test_the_same_delivery_is_recorded_once(sql_engine):
-    ledger = Ledger(sql_engine)
+    ledger = open_upgraded(sql_engine)
     first = ledger.record(_record())
     again = ledger.record(_record(run_id="run-2", package_sha256="c" * 64))
     assert again.run_id == first.run_id == "run-1"
@@ -42,7 +43,7 @@ def test_the_same_delivery_is_recorded_once(sql_engine):
 
 
 def test_new_content_or_other_agreement_is_a_new_delivery(sql_engine):
-    ledger = Ledger(sql_engine)
+    ledger = open_upgraded(sql_engine)
     ledger.record(_record())
     ledger.record(_record(content_sha256="d" * 64))  # corrected re-export of the round
     ledger.record(_record(agreement_id="protection-cluster-nga"))
@@ -50,7 +51,7 @@ def test_new_content_or_other_agreement_is_a_new_delivery(sql_engine):
 
 
 def test_holdings_per_organisation_id_level_and_round(sql_engine):
-    ledger = Ledger(sql_engine)
+    ledger = open_upgraded(sql_engine)
     ledger.initialise("fresh start: test", datetime(2026, 11, 1, tzinfo=UTC))
     ledger.record(_record(organisation_id="unicef"))
     ledger.record(_record(
@@ -79,7 +80,7 @@ def test_a_ledger_without_its_marker_stops_planning(sql_engine):
 
     from dissemination.ledger import LedgerNotInitialised
 
-    ledger = Ledger(sql_engine)
+    ledger = open_upgraded(sql_engine)
     with pytest.raises(LedgerNotInitialised, match="ledger init .* --fresh-start"):
         ledger.holdings("unicef", ["unicef-nga"], "NGA")
     ledger.record(_record())  # rows alone (e.g. restored without the marker) do not count
@@ -93,7 +94,7 @@ def test_a_ledger_without_its_marker_stops_planning(sql_engine):
 
 
 def test_rotation_notices_are_pending_until_sent(sql_engine):
-    ledger = Ledger(sql_engine)
+    ledger = open_upgraded(sql_engine)
     now = datetime(2026, 11, 21, tzinfo=UTC)
     ledger.record_rotation("unicef-nga", "package_password_unicef_nga", now, "Aisha Bello")
     ledger.record_rotation("unicef-ssd", "package_password_unicef_ssd", now, "Achol Deng")
@@ -105,7 +106,7 @@ def test_rotation_notices_are_pending_until_sent(sql_engine):
 
 
 def test_alerts_are_raised_once(sql_engine):
-    ledger = Ledger(sql_engine)
+    ledger = open_upgraded(sql_engine)
     now = datetime(2026, 11, 21, tzinfo=UTC)
     assert ledger.alert_once("missed", "NGA-R001/unicef-nga", now) is True
     assert ledger.alert_once("missed", "NGA-R001/unicef-nga", now) is False

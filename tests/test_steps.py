@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from dissemination import steps
 from dissemination.classification import Urgency
-from dissemination.ledger import Ledger
+from dissemination.ledger_migrations import open_upgraded
 from dissemination.local_sftp import LocalSftpServer
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
@@ -93,7 +93,7 @@ def _destinations(policy):
 
 def test_full_cycle_then_nothing_twice(policy, round_nga, server, tmp_path):
     meta, df = round_nga
-    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
     first = _run_once(policy, meta, df, ledger, tmp_path, lambda conn: server.target())
     assert [d.status for d in first] == ["recorded", "recorded"]  # primary and the field FP
     assert [d.recipient for d in first] == ["primary", "field:Musa Ibrahim"]
@@ -109,7 +109,7 @@ def test_a_field_focal_point_receives_only_their_area(policy, round_nga, server,
     from dissemination.package import open_package
 
     meta, df = round_nga
-    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
     _, field = _run_once(policy, meta, df, ledger, tmp_path, lambda conn: server.target())
     person = policy.focal_points["unicef-nga"].field[0]
     _, data = open_package(server.root / field.remote_path, PASSWORD)
@@ -126,7 +126,7 @@ def test_primary_unavailable_goes_to_the_secondary(policy, round_nga, server, tm
     away = policy.model_copy(update={"focal_points": {**policy.focal_points, "unicef-nga":
         people.model_copy(update={"primary": people.primary.model_copy(
             update={"available": False})})}})
-    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
     main, _ = _run_once(away, meta, df, ledger, tmp_path, lambda conn: server.target())
     assert main.recipient == "secondary" and main.recipient_name == people.secondary.name
     assert main.remote_path.startswith(people.secondary.destination.remote_dir)
@@ -143,7 +143,7 @@ def test_primary_failing_permanently_falls_back_to_the_secondary(policy, round_n
     def target_for(conn_id):
         return server.target(impostor.host_key if conn_id == primary_conn else None)
 
-    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
     main, _ = _run_once(policy, meta, df, ledger, tmp_path, target_for)
     assert main.recipient == "secondary" and "presented host key" in main.reason
     primary_dir = server.root / policy.agreements["unicef-nga"].destination.remote_dir
@@ -172,7 +172,7 @@ def test_deadline_states(policy, tmp_path):
     from dissemination.ledger import DeliveryRecord
     from dissemination.source import RoundMeta
 
-    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
     now = NOW
     fresh = RoundMeta("NGA-R001-partial", "NGA", "partial", now - timedelta(hours=2))
     old = RoundMeta("NGA-R002-partial", "NGA", "partial", now - timedelta(hours=40))
@@ -204,7 +204,7 @@ def test_deadline_states(policy, tmp_path):
 def test_rotations_are_due_on_the_plan(policy, tmp_path):
     from datetime import timedelta
 
-    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
     assert {a.id for a in steps.rotations_due(policy, ledger, NOW)} == set(policy.agreements)
     stored = {}
     for agreement in steps.rotations_due(policy, ledger, NOW):

@@ -136,15 +136,37 @@ def _dap(args: argparse.Namespace) -> int:
 
 def _ledger(args: argparse.Namespace) -> int:
     """``ledger status``: is it initialised, and how; ``ledger init --fresh-start WHY``:
-    declare that this ledger starts empty on purpose (recorded with the reason)."""
+    declare that this ledger starts empty on purpose (recorded with the reason);
+    ``ledger upgrade``: migrate its schema in place; ``ledger verify``: check its hash chain
+    (exit 1 naming the first row changed, deleted or reordered)."""
     from datetime import UTC, datetime
 
     import sqlalchemy as sa
 
-    from .ledger import Ledger
+    from .ledger import Ledger, LedgerNeedsUpgrade
 
-    ledger = Ledger(sa.create_engine(args.url, hide_parameters=True))
-    url = ledger.engine.url.render_as_string(hide_password=True)
+    engine = sa.create_engine(args.url, hide_parameters=True)
+    url = engine.url.render_as_string(hide_password=True)
+    if args.action == "upgrade":
+        from .ledger_migrations import upgrade
+
+        print(upgrade(engine).line(url))
+        return 0
+    if args.action == "verify":
+        from .audit import parse_anchor, verify
+
+        try:
+            result = verify(engine, parse_anchor(args.anchor) if args.anchor else None)
+        except (LedgerNeedsUpgrade, ValueError) as exc:
+            print(f"ledger verify: cannot check: {exc}", file=sys.stderr)
+            return 2
+        print(f"{url}: {result.line()}")
+        return 0 if result.ok else 1
+    try:
+        ledger = Ledger(engine)
+    except LedgerNeedsUpgrade as exc:
+        print(exc, file=sys.stderr)
+        return 1
     if args.action == "init":
         if not args.fresh_start or not args.fresh_start.strip():
             print("ledger init needs --fresh-start 'why': a ledger is only started over on "
@@ -203,12 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     dap.add_argument("--write", action="store_true", help="apply the diff (default: show it)")
     dap.set_defaults(func=_dap)
 
-    ledger = sub.add_parser("ledger", help="the delivery ledger: status, or declare a fresh start")
-    ledger.add_argument("action", choices=["status", "init"])
+    ledger = sub.add_parser("ledger", help="the delivery ledger: status, declare a fresh start, "
+                            "upgrade its schema, verify its hash chain")
+    ledger.add_argument("action", choices=["status", "init", "upgrade", "verify"])
     ledger.add_argument("--url", default=DEFAULT_LEDGER,
                         help="SQLAlchemy URL of the ledger (default: the demo's)")
     ledger.add_argument("--fresh-start", metavar="WHY",
                         help="init: why this ledger starts without history (recorded)")
+    ledger.add_argument("--anchor", metavar="SEQ:SHA256",
+                        help="verify: the chain head a previous verify printed or stored; "
+                        "fails if the chain no longer holds it (cut short or rewritten)")
     ledger.set_defaults(func=_ledger)
 
     args = parser.parse_args(argv)

@@ -30,24 +30,12 @@ import sqlalchemy as sa
 from .contract import ConformedRound, conform, is_hxl_row
 from .errors import PermanentError
 from .ids import InvalidRoundId, check_round_id
-from .ledger import metadata as ledger_metadata
+from .ledger import insert_chained, intake_log, require_schema
 from .policy import IntakeLimits, Policy
 from .source import RoundMeta, RoundNotWritten, exported_since, read_round, write_round
 
 #: A dropped file is named after its round: ``<round id>.csv`` or ``.xlsx`` (``ids.ROUND_ID``).
 FILE_NAME = re.compile(r"(?P<round_id>.+)\.(?P<ext>csv|xlsx)")
-
-intake_log = sa.Table(
-    "intake",
-    ledger_metadata,
-    sa.Column("round_id", sa.String(64), primary_key=True),
-    sa.Column("content_sha256", sa.String(64), primary_key=True),
-    sa.Column("country", sa.String(3), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("exported_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-)
 
 
 class DropFileRejected(PermanentError, ValueError):
@@ -205,8 +193,9 @@ def _move(path: Path, target: Path) -> None:
 
 
 def new_rounds(survey: sa.Engine, ledger: sa.Engine, now: datetime) -> list[NewRound]:
-    """Rounds exported since the last intake whose content is new; registers them."""
-    ledger_metadata.create_all(ledger)
+    """Rounds exported since the last intake whose content is new; registers them (chained in
+    the ledger's audit trail)."""
+    require_schema(ledger)
     with ledger.connect() as conn:
         watermark = conn.execute(sa.select(sa.func.max(intake_log.c.exported_at))).scalar()
     watermark = watermark.replace(tzinfo=UTC) if watermark and watermark.tzinfo is None \
@@ -227,7 +216,7 @@ def new_rounds(survey: sa.Engine, ledger: sa.Engine, now: datetime) -> list[NewR
                     .values(exported_at=exported_at))
                 continue
             version = versions[0].version + 1 if versions else 1
-            conn.execute(intake_log.insert().values(
+            insert_chained(conn, intake_log, dict(
                 round_id=round_id, content_sha256=digest, country=meta.country,
                 status=meta.status, exported_at=exported_at, seen_at=now, version=version))
         found.append(NewRound(round_id, meta.country, meta.status, digest, version,

@@ -1,14 +1,21 @@
 """The delivery ledger: who received what, when, under which rules, with which hashes.
 
 One row per delivered package. The unique key (agreement, round, urgency, content hash) is what
-makes a re-run harmless: the same data is never sent to the same agreement twice. SQLite is the
-embedded default; PostgreSQL works unchanged through SQLAlchemy.
+makes a re-run harmless: the same data is never sent to the same agreement twice. PostgreSQL is
+the production ledger; SQLite the embedded default. The schema is managed by migrations
+(``ledger_migrations``; ``python -m dissemination ledger upgrade``).
+
+It is also an audit trail: every delivery, password rotation, alert and intake row is chained in
+``audit_chain`` by a SHA-256 over its content and the previous entry's hash, so a row changed,
+deleted or reordered afterwards is found by ``python -m dissemination ledger verify``
+(``audit.py``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -104,6 +111,20 @@ password_rotations = sa.Table(
 )
 
 
+intake_log = sa.Table(
+    "intake",
+    metadata,
+    sa.Column("round_id", sa.String(64), primary_key=True),
+    sa.Column("content_sha256", sa.String(64), primary_key=True),
+    sa.Column("country", sa.String(3), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    # The intake's watermark: moves when the same content is exported again (not chained).
+    sa.Column("exported_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+
 #: What the ledger knows about itself, e.g. when and how it was initialised.
 ledger_meta = sa.Table(
     "ledger_meta",
@@ -113,8 +134,48 @@ ledger_meta = sa.Table(
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
 INITIALISED = "initialised"
+CHAIN_ADOPTED = "chain_adopted"  # rows that existed before the chain, chained at upgrade time
+
+
+#: The hash chain: one entry per chained row, in the order they were written. Append-only.
+audit_chain = sa.Table(
+    "audit_chain",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),  # 1, 2, 3...
+    sa.Column("table_name", sa.String(64), nullable=False),
+    sa.Column("row_key", sa.String(1024), nullable=False),  # JSON list of primary key values
+    sa.Column("row_sha256", sa.String(64), nullable=False),
+    sa.Column("prev_sha256", sa.String(64), nullable=False),
+    sa.Column("chain_sha256", sa.String(64), nullable=False),
+    sa.UniqueConstraint("table_name", "row_key", name="uq_chained_once"),
+)
+GENESIS = "0" * 64
+
+#: What is chained: per table, its key and the columns hashed. An explicit list, so a column
+#: added later does not change old rows' hashes; mutable columns are left out on purpose.
+CHAINED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "deliveries": (("id",), (
+        "agreement_id", "organisation", "organisation_id", "recipient", "focal_point_name",
+        "focal_point_email", "round_id", "country", "urgency", "level", "rules_version",
+        "columns", "row_count", "content_sha256", "package_sha256", "package_name",
+        "destination", "remote_path", "delivered_at", "run_id", "deadline", "deadline_met")),
+    # notified_at is set when DTM's focal point has been e-mailed, after the row was written.
+    "password_rotations": (("id",), ("agreement_id", "variable", "rotated_at",
+                                     "focal_point_to_tell")),
+    "alerts": (("kind", "subject"), ("kind", "subject", "sent_at")),
+    # exported_at is the intake's watermark: it moves when the same content is exported again.
+    "intake": (("round_id", "content_sha256"),
+               ("round_id", "content_sha256", "country", "status", "seen_at", "version")),
+}
+#: Must match the newest revision in ledger_migrations/versions (a test checks it).
+SCHEMA_REVISION = "0004"
+VERSION_TABLE = "ledger_alembic_version"
 
 MAIN_RECIPIENTS = ("primary", "secondary")
+
+
+class LedgerNeedsUpgrade(PermanentError, RuntimeError):
+    """The ledger's schema is not the one this code writes: upgrade it first (never guessed)."""
 
 
 class LedgerNotInitialised(PermanentError, RuntimeError):
@@ -215,9 +276,9 @@ def _new_attempt() -> str:
 
 class Ledger:
     def __init__(self, engine: sa.Engine):
+        """Open a ledger at the current schema; refuses any other (``upgrade`` migrates it)."""
         self.engine = engine
-        metadata.create_all(engine)
-        _add_missing_columns(engine)
+        require_schema(engine)
 
     # --- initialisation ----------------------------------------------------------------------
 
@@ -237,13 +298,26 @@ class Ledger:
         return self._insert_once(ledger_meta, key=INITIALISED, value=how, at=now)
 
     def _insert_once(self, table: sa.Table, **values) -> bool:
-        """Insert a row keyed by its primary key: True the first time, False after."""
+        """Insert a row keyed by its primary key (chained if its table is): True the first
+        time, False after."""
         try:
             with self.engine.begin() as conn:
-                conn.execute(table.insert().values(**values))
+                if table.name in CHAINED:
+                    insert_chained(conn, table, values)
+                else:
+                    conn.execute(table.insert().values(**values))
         except sa.exc.IntegrityError:
             return False
         return True
+
+    @contextmanager
+    def _begin(self, conn: sa.Connection | None) -> Iterator[sa.Connection]:
+        """The caller's connection (its transaction), or a transaction of our own."""
+        if conn is not None:
+            yield conn
+            return
+        with self.engine.begin() as own:
+            yield own
 
     def require_initialised(self) -> None:
         if self.initialised() is None:
@@ -258,6 +332,7 @@ class Ledger:
     def find(
         self, agreement_id: str, round_id: str, urgency: str,
         content_sha256: str | None = None, recipients: tuple[str, ...] = MAIN_RECIPIENTS,
+        conn: sa.Connection | None = None,
     ) -> DeliveryRecord | None:
         """The first delivery of a round (of this content, if given) to any of ``recipients``.
 
@@ -272,23 +347,32 @@ class Ledger:
         )
         if content_sha256 is not None:
             query = query.where(deliveries.c.content_sha256 == content_sha256)
-        with self.engine.connect() as conn:
-            row = conn.execute(query.order_by(deliveries.c.delivered_at).limit(1)).first()
+        with self._begin(conn) as c:
+            row = c.execute(query.order_by(deliveries.c.delivered_at).limit(1)).first()
         return _to_record(row) if row is not None else None
 
-    def record(self, record: DeliveryRecord) -> DeliveryRecord:
-        """Insert; if this exact delivery is already recorded, keep and return the first row."""
+    def record(self, record: DeliveryRecord, conn: sa.Connection | None = None
+               ) -> DeliveryRecord:
+        """Insert, chained; if this exact delivery is already recorded, keep and return the
+        first row. With ``conn``, inside the caller's transaction (e.g. with the claim's
+        update); a concurrent duplicate then raises IntegrityError for the caller to handle."""
+        def existing(c: sa.Connection | None) -> DeliveryRecord | None:
+            return self.find(record.agreement_id, record.round_id, record.urgency,
+                             record.content_sha256, (record.recipient,), conn=c)
+
+        if conn is not None:  # no savepoint (pysqlite's are unreliable): look first
+            found = existing(conn)
+            if found is None:
+                insert_chained(conn, deliveries, asdict(record))
+            return found or record
         try:
-            with self.engine.begin() as conn:
-                conn.execute(deliveries.insert().values(**asdict(record)))
+            with self.engine.begin() as own:
+                insert_chained(own, deliveries, asdict(record))
         except sa.exc.IntegrityError:
-            existing = self.find(
-                record.agreement_id, record.round_id, record.urgency, record.content_sha256,
-                (record.recipient,),
-            )
-            if existing is None:
+            found = existing(None)
+            if found is None:
                 raise
-            return existing
+            return found
         return record
 
     def holdings(self, organisation_id: str, agreement_ids: Iterable[str], country: str
@@ -330,7 +414,7 @@ class Ledger:
     def record_rotation(self, agreement_id: str, variable: str, rotated_at: datetime,
                         focal_point_to_tell: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(password_rotations.insert().values(
+            insert_chained(conn, password_rotations, dict(
                 agreement_id=agreement_id, variable=variable, rotated_at=rotated_at,
                 focal_point_to_tell=focal_point_to_tell))
 
@@ -361,14 +445,14 @@ class Ledger:
         where = sa.and_(*(delivery_claims.c[k] == v for k, v in asdict(key).items()))
         for _ in range(5):  # lost races re-read; more than a few means something is wrong
             try:
-                with self._begin("claim the delivery") as conn:
+                with self._writing("claim the delivery") as conn:
                     conn.execute(delivery_claims.insert().values(
                         **asdict(key), state="claimed", **mine))
                     return ClaimResult("new", _claim_of(conn.execute(
                         sa.select(delivery_claims).where(where)).one()))
             except sa.exc.IntegrityError:
                 pass
-            with self._connect("read the delivery's claim") as conn:
+            with self._reading("read the delivery's claim") as conn:
                 row = conn.execute(sa.select(delivery_claims).where(where)).first()
             if row is None:
                 continue  # released in between: claim it afresh
@@ -381,7 +465,7 @@ class Ledger:
                 outcome = "taken_over"
             else:
                 return ClaimResult("held", previous)
-            with self._begin("take over the delivery's claim") as conn:
+            with self._writing("take over the delivery's claim") as conn:
                 taken = conn.execute(delivery_claims.update().where(
                     delivery_claims.c.id == previous.id,
                     delivery_claims.c.attempt == previous.attempt,
@@ -393,7 +477,7 @@ class Ledger:
 
     def redirect(self, claim: Claim, destination: str, remote_path: str) -> Claim:
         """Record where this attempt now uploads (e.g. the secondary focal point's server)."""
-        with self._begin("record the fallback destination in the claim") as conn:
+        with self._writing("record the fallback destination in the claim") as conn:
             conn.execute(delivery_claims.update().where(
                 delivery_claims.c.id == claim.id, delivery_claims.c.attempt == claim.attempt)
                 .values(destination=destination, remote_path=remote_path))
@@ -401,7 +485,7 @@ class Ledger:
 
     def release(self, claim: Claim) -> None:
         """Give a claim up after an attempt that certainly left no file under the final name."""
-        with self._begin("release the delivery's claim") as conn:
+        with self._writing("release the delivery's claim") as conn:
             conn.execute(delivery_claims.delete().where(
                 delivery_claims.c.id == claim.id, delivery_claims.c.attempt == claim.attempt,
                 delivery_claims.c.state == "claimed"))
@@ -409,9 +493,8 @@ class Ledger:
     def confirm(self, claim: Claim, record: DeliveryRecord) -> DeliveryRecord:
         """The uploaded, verified package becomes a delivery: the ledger row and the claim's new
         state are written in one transaction, so neither exists without the other."""
-        with self._begin("record the verified delivery") as conn:
-            delivery_id = conn.execute(deliveries.insert().values(**asdict(record))
-                                       ).inserted_primary_key[0]
+        with self._writing("record the verified delivery") as conn:
+            (delivery_id,) = insert_chained(conn, deliveries, asdict(record))
             moved = conn.execute(delivery_claims.update().where(
                 delivery_claims.c.id == claim.id, delivery_claims.c.attempt == claim.attempt,
                 delivery_claims.c.state == "claimed").values(
@@ -427,14 +510,14 @@ class Ledger:
 
     def mark_notified(self, claim_id: int, now: datetime) -> bool:
         """True for the one caller that gets to send the delivery's notice."""
-        with self._begin("record the notice") as conn:
+        with self._writing("record the notice") as conn:
             return conn.execute(delivery_claims.update().where(
                 delivery_claims.c.id == claim_id, delivery_claims.c.notified_at.is_(None))
                 .values(notified_at=now)).rowcount == 1
 
     def unmark_notified(self, claim_id: int) -> None:
         """The notice could not be sent: let a retry send it."""
-        with self._begin("undo the notice mark") as conn:
+        with self._writing("undo the notice mark") as conn:
             conn.execute(delivery_claims.update().where(delivery_claims.c.id == claim_id)
                          .values(notified_at=None))
 
@@ -444,12 +527,12 @@ class Ledger:
                 sa.select(delivery_claims).order_by(delivery_claims.c.id))]
 
     @contextmanager
-    def _begin(self, doing: str):
+    def _writing(self, doing: str):
         with _unavailable_as(doing, self.engine), self.engine.begin() as conn:
             yield conn
 
     @contextmanager
-    def _connect(self, doing: str):
+    def _reading(self, doing: str):
         with _unavailable_as(doing, self.engine), self.engine.connect() as conn:
             yield conn
 
@@ -478,19 +561,108 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value  # SQLite drops it
 
 
-def _add_missing_columns(engine: sa.Engine) -> None:
-    """Add columns that newer code expects to an existing ledger (nullable ones only).
+def schema_revision(conn: sa.Connection) -> str | None:
+    """The ledger's migration revision; None if it has none (new, or made before migrations)."""
+    if not sa.inspect(conn).has_table(VERSION_TABLE):
+        return None
+    return conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
 
-    A stopgap that keeps an existing ledger usable in place until schema migrations exist."""
-    inspector = sa.inspect(engine)
-    for table in metadata.sorted_tables:
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in present and column.nullable:
-                kind = column.type.compile(dialect=engine.dialect)
-                with engine.begin() as conn:
-                    conn.execute(sa.text(
-                        f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+
+def require_schema(engine: sa.Engine) -> None:
+    """Raise ``LedgerNeedsUpgrade`` naming the command unless the ledger is at this code's
+    schema: writing to an older one would fail half-way or write unchained rows."""
+    with engine.connect() as conn:
+        found = schema_revision(conn)
+    if found != SCHEMA_REVISION:
+        url = engine.url.render_as_string(hide_password=True)
+        raise LedgerNeedsUpgrade(
+            f"the ledger {url} is at schema revision {found or 'none'}, this code needs "
+            f"{SCHEMA_REVISION}: back it up, then run python -m dissemination ledger upgrade "
+            f"--url '{url}' (the DAGs' first task does it too)")
+
+
+# --- the hash chain ---------------------------------------------------------------------------
+
+
+def _canonical(value):
+    """One text per value on every backend: datetimes as UTC ISO (SQLite drops the offset)."""
+    if isinstance(value, datetime):
+        return _utc(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value
+
+
+def row_key(table_name: str, row: Mapping) -> str:
+    return json.dumps([row[k] for k in CHAINED[table_name][0]], ensure_ascii=False)
+
+
+def row_sha256(table_name: str, row: Mapping) -> str:
+    """SHA-256 of a row's chained columns (not its surrogate id: the chain entry binds that)."""
+    content = {c: _canonical(row[c]) for c in CHAINED[table_name][1]}
+    text = json.dumps([table_name, content], sort_keys=True, ensure_ascii=False,
+                      separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def chain_sha256(prev: str, seq: int, table_name: str, key: str, row_hash: str) -> str:
+    """An entry's hash covers the previous one's, its position, which row, and the row's hash:
+    changing, dropping or moving any entry breaks every later link."""
+    return hashlib.sha256("\n".join([prev, str(seq), table_name, key, row_hash]).encode()
+                          ).hexdigest()
+
+
+def chained_select(table: sa.Table) -> sa.Select:
+    """Only the key and the chained columns: what a row's hash is over, at any later schema."""
+    keys, columns = CHAINED[table.name]
+    return sa.select(*(table.c[c] for c in dict.fromkeys(keys + columns)))
+
+
+def chain_row(conn: sa.Connection, table: sa.Table, key: Iterable) -> int:
+    """Append the row of ``table`` with primary key ``key`` to the chain; its sequence number.
+
+    Inside the caller's transaction, after the row's insert: on SQLite that insert already
+    holds the single writer lock, on PostgreSQL an advisory lock held to commit serialises
+    appenders, so two writers never link to the same head (``seq`` is unique besides)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CHAIN_LOCK)))
+    keys = CHAINED[table.name][0]
+    row = conn.execute(chained_select(table).where(
+        *(table.c[k] == v for k, v in zip(keys, key, strict=True)))).mappings().one()
+    head = conn.execute(sa.select(audit_chain.c.seq, audit_chain.c.chain_sha256)
+                        .order_by(audit_chain.c.seq.desc()).limit(1)).first()
+    seq, prev = (head.seq + 1, head.chain_sha256) if head else (1, GENESIS)
+    text_key, digest = row_key(table.name, row), row_sha256(table.name, row)
+    conn.execute(audit_chain.insert().values(
+        seq=seq, table_name=table.name, row_key=text_key, row_sha256=digest, prev_sha256=prev,
+        chain_sha256=chain_sha256(prev, seq, table.name, text_key, digest)))
+    return seq
+
+
+def adopt_unchained(conn: sa.Connection) -> int:
+    """Chain every row not chained yet, table by table in key order; how many. The upgrade that
+    introduced the chain adopts the rows written before it this way."""
+    chained = {(t, k) for t, k in conn.execute(
+        sa.select(audit_chain.c.table_name, audit_chain.c.row_key))}
+    adopted = 0
+    for name, (keys, _) in CHAINED.items():
+        table = metadata.tables[name]
+        for row in conn.execute(sa.select(*(table.c[k] for k in keys))
+                                .order_by(*(table.c[k] for k in keys))).all():
+            if (name, row_key(name, row._mapping)) not in chained:
+                chain_row(conn, table, tuple(row))
+                adopted += 1
+    return adopted
+
+
+def insert_chained(conn: sa.Connection, table: sa.Table, values: Mapping) -> tuple:
+    """Insert a row of a chained table and its chain entry in the caller's transaction; the
+    row's primary key (e.g. ``(id,)``). The only way rows enter a chained table."""
+    key = tuple(conn.execute(table.insert().values(**values)).inserted_primary_key)
+    chain_row(conn, table, key)
+    return key
+
+
+#: pg_advisory_xact_lock key of the chain head (any constant; "ledger" in ASCII).
+CHAIN_LOCK = 0x6C6564676572
 
 
 def _to_record(row) -> DeliveryRecord:

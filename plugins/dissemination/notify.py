@@ -81,3 +81,21 @@ def signal_alert(round_id: str, signals: list, agreements: list[str],
         + (f"\nThe medium-urgency path was started for: {', '.join(agreements)}.\n"
            if agreements else "\nNo agreement covers these indicators at medium urgency.\n"),
     )
+
+
+def ledger_alert(finding_line: str, ledger: str, to: tuple[str, ...]) -> Email:
+    """To DTM's focal points: the ledger's hash chain does not verify. Names the first bad row
+    by table and key only (the line from ``audit.Verified.line``), never a value."""
+    return Email(
+        to=to,
+        subject="[DTM] the delivery ledger failed its audit",
+        body=(
+            f"The daily audit of the delivery ledger ({ledger}) found a row that was changed, "
+            f"deleted or reordered after it was written:\n\n  {finding_line}\n\n"
+            "The ledger is the record of what every partner received: until this is resolved, "
+            "do not rely on it. Ask the database administrators to restore it from the last "
+            "backup that verifies (python -m dissemination ledger verify --url ...), find out "
+            "who had write access and what changed (database logs), then delete the Airflow "
+            "Variable ledger_audit_anchor so the next audit starts from the restored ledger.\n"
+        ),
+    )

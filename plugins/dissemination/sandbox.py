@@ -21,6 +21,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from .ledger import Ledger
+from .ledger_migrations import upgrade as upgrade_ledger
 from .local_sftp import LocalSftpServer
 from .local_smtp import LocalSmtpServer
 from .policy import Policy, load_policy
@@ -127,7 +128,8 @@ class Sandbox:
     # --- set-up ------------------------------------------------------------------------------
 
     def init(self, *, sites: int = 300, seed: int = 7) -> None:
-        """Idempotent: migrate the metastore, write the round, make folders, set passwords."""
+        """Idempotent: migrate the metastore and the ledger, write the round, make folders,
+        set passwords."""
         self.airflow_home.mkdir(parents=True, exist_ok=True)
         self.airflow("db", "migrate")
         survey = self.survey()
@@ -142,6 +144,7 @@ class Sandbox:
                 write_round(survey, meta, df)
         for destination in self.destinations():
             (self.sftp.root / destination.remote_dir).mkdir(parents=True, exist_ok=True)
+        upgrade_ledger(sa.create_engine(self.ledger_url, hide_parameters=True))
         self.ledger().initialise("fresh start: a new sandbox", datetime.now(UTC))
         self.set_missing_passwords()
 
@@ -246,7 +249,8 @@ def main() -> int:
     print(f"  7z x -p\"$(airflow variables get {agreement.password.variable})\" {path}")
     print("  (or Python: dissemination.package.open_package(path, password))")
     print(f"\n== e-mails sent (no password in any): {sandbox.smtp.maildir}/*.eml")
-    print(f"== ledger: sqlite3 {sandbox.ledger_db} 'select * from deliveries'")
+    print(f"== ledger: sqlite3 {sandbox.ledger_db} 'select * from deliveries'; its hash chain: "
+          f"PYTHONPATH=plugins python -m dissemination ledger verify --url {sandbox.ledger_url}")
     print("Info-ZIP `unzip` cannot open AES zips: use 7-Zip, p7zip, WinZip or Python (pyzipper).")
     return 0
 

@@ -16,6 +16,8 @@ from dissemination.errors import PermanentError
 SURVEY_DB_CONN_ID = "survey_db"
 LEDGER_DB_CONN_ID = "dissemination_ledger"
 SMTP_CONN_ID = "smtp_default"
+#: The ledger's chain head at the last audit that passed (``SEQ:SHA256``), kept outside it.
+AUDIT_ANCHOR_VARIABLE = "ledger_audit_anchor"
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -125,6 +127,28 @@ def engine(conn_id: str):
     import sqlalchemy as sa
 
     return sa.create_engine(sqlalchemy_url(conn_id), hide_parameters=True)
+
+
+def upgrade_ledger() -> None:
+    """Migrate the ledger to this code's schema, in place (a no-op when it is there): the
+    first ledger task of every DAG that writes it calls this, so a deployment needs no step."""
+    from dissemination.ledger_migrations import upgrade
+
+    ledger = engine(LEDGER_DB_CONN_ID)
+    print(upgrade(ledger).line(ledger.url.render_as_string(hide_password=True)))
+
+
+def audit_anchor() -> str | None:
+    """The head the last passing ledger audit verified, if any."""
+    from airflow.sdk import Variable
+
+    return Variable.get(AUDIT_ANCHOR_VARIABLE, default=None)
+
+
+def keep_audit_anchor(anchor: str) -> None:
+    from airflow.sdk import Variable
+
+    Variable.set(AUDIT_ANCHOR_VARIABLE, anchor)
 
 
 def sftp_target(conn_id: str):

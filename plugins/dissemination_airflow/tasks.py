@@ -39,8 +39,9 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
     from dissemination.staging import staged_round_path
     from dissemination.steps import NoRuleSet, stage_round
 
-    from . import SURVEY_DB_CONN_ID, engine, include_dir, staging_dir
+    from . import SURVEY_DB_CONN_ID, engine, include_dir, staging_dir, upgrade_ledger
 
+    upgrade_ledger()  # the chain's first task: the ledger at this code's schema
     survey, policy = engine(SURVEY_DB_CONN_ID), load_policy(include_dir())
     staged = []
     for round_id in round_ids:
