@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from dataclasses import replace
@@ -331,6 +333,14 @@ def test_a_stale_claim_of_a_dead_run_is_taken_over_after_its_lease(policy, round
                  timedelta(hours=1))
     held = _deliver(delivery, server, policy, ledger, "run-2")
     assert held.status == "in_progress" and "dead-run" in held.reason
+    ledger.initialise("test ledger", NOW)
+    status = subprocess.run(
+        [sys.executable, "-m", "dissemination", "ledger", "status", "--url",
+         str(ledger.engine.url)], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(steps.__file__).parents[1])}).stdout
+    assert ("claimed, not delivered: unicef-nga NGA-R001-partial (medium, main) by run "
+            "dead-run since 2026-11-02 10:00 UTC; others may take over after 2026-11-02 "
+            "11:00 UTC") in status
     later = steps.deliver(delivery, lambda conn: server.target(), policy, ledger,
                           NOW + timedelta(hours=2), "run-3")
     assert later.status == "recorded"

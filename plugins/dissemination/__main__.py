@@ -182,6 +182,11 @@ def _ledger(args: argparse.Namespace) -> int:
     how, when = state
     print(f"{url}: initialised {when:%Y-%m-%d %H:%M} UTC: {how}; "
           f"{len(ledger.all())} deliveries recorded")
+    for claim in ledger.open_claims():  # an upload under way, or an attempt that died
+        print(f"  claimed, not delivered: {claim.agreement_id} {claim.round_id} "
+              f"({claim.urgency}, {claim.slot}) by run {claim.run_id} since "
+              f"{claim.claimed_at:%Y-%m-%d %H:%M} UTC; others may take over after "
+              f"{claim.lease_until:%Y-%m-%d %H:%M} UTC")
     return 0
 
 

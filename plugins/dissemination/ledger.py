@@ -246,6 +246,17 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class OpenClaim:
+    agreement_id: str
+    round_id: str
+    urgency: str
+    slot: str
+    run_id: str
+    claimed_at: datetime
+    lease_until: datetime
+
+
+@dataclass(frozen=True)
 class ClaimResult:
     """``new``, ``resumed`` (this run's earlier attempt), ``taken_over`` (another run's attempt
     whose lease ran out), ``held`` (another run's live attempt) or ``delivered``. ``previous``:
@@ -525,6 +536,15 @@ class Ledger:
         with self.engine.connect() as conn:
             return [_claim_of(r) for r in conn.execute(
                 sa.select(delivery_claims).order_by(delivery_claims.c.id))]
+
+    def open_claims(self) -> list[OpenClaim]:
+        """Claims not (yet) delivered, with what they claim: what ``ledger status`` lists."""
+        c = delivery_claims.c
+        with self.engine.connect() as conn:
+            return [OpenClaim(r.agreement_id, r.round_id, r.urgency, r.slot, r.run_id,
+                              _utc(r.claimed_at), _utc(r.lease_until))
+                    for r in conn.execute(sa.select(delivery_claims).where(c.state == "claimed")
+                                          .order_by(c.claimed_at))]
 
     @contextmanager
     def _writing(self, doing: str):
