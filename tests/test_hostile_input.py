@@ -61,6 +61,7 @@ def hostile_survey(tmp_path, round_nga):
 def test_a_path_as_round_id_in_the_survey_database_is_refused_and_nothing_escapes(
         hostile_survey, tmp_path, policy, monkeypatch):
     from dissemination import intake, source, steps
+    from dissemination.ledger_migrations import open_upgraded
     from dissemination.source import RoundMeta
     from dissemination.staging import staged_round_path
     from dissemination_airflow import staging_dir
@@ -68,7 +69,7 @@ def test_a_path_as_round_id_in_the_survey_database_is_refused_and_nothing_escape
     survey, meta, df = hostile_survey
     monkeypatch.setenv("DISSEMINATION_WORK_DIR", str(tmp_path / "work"))
     before = _files(tmp_path)
-    ledger = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}")).engine
     stored = [  # every way a round id is read from the database
         lambda: source.latest_round_id(survey, "NGA", "partial"),
         lambda: source.round_ids_between(survey, "partial", NOW - timedelta(days=7), NOW),
