@@ -29,6 +29,8 @@ check: $(VENV)/.installed
 bench: $(VENV)/.installed
 	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(PY) bench/dag_parse.py
 	$(PY) bench/engine.py
+	$(PY) bench/policy_load.py
+	@echo "figures: bench/out/summary.json"
 
 constraints:
 	$(PY) -m pip freeze --exclude-editable | sed '1i # Full resolved dependency set (pip freeze of a working install). Regenerate after changing\n# requirements.txt: make constraints' > constraints.txt

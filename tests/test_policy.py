@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from conftest import POLICY_DIR
 
 from dissemination.classification import Classification, Urgency
 from dissemination.policy import PolicyError, load_policy
@@ -310,3 +311,23 @@ def test_exact_counts_must_be_requested(include):
     _edit(path, "exact_counts: [unaccompanied_children]", "exact_counts: [idp_male]")
     (problem,) = _problems(include)
     assert f"{path}: tiers.medium:" in problem and "exact_counts ['idp_male'] are not among" in problem
+
+
+def test_libyaml_reads_the_policy_exactly_as_the_pure_python_parser(monkeypatch):
+    """The fast parser (libyaml) must not change what a policy file means: same models, same
+    refusal of duplicate keys and of yes/no booleans."""
+    import yaml
+
+    from dissemination.policy import loading
+
+    assert issubclass(loading._UniqueKeyLoader, yaml.CSafeLoader)  # PyYAML's wheel has libyaml
+    fast = load_policy(POLICY_DIR)
+    monkeypatch.setattr(loading, "_UniqueKeyLoader", loading.unique_key_loader(yaml.SafeLoader))
+    slow = load_policy(POLICY_DIR)
+    assert (fast.rulesets, fast.agreements, fast.focal_points, fast.organisations) == (
+        slow.rulesets, slow.agreements, slow.focal_points, slow.organisations)
+    for loader in (loading.unique_key_loader(yaml.CSafeLoader),
+                   loading.unique_key_loader(yaml.SafeLoader)):
+        assert yaml.load("values: [yes, no]", Loader=loader) == {"values": ["yes", "no"]}
+        with pytest.raises(yaml.constructor.ConstructorError, match="duplicate key 'a'"):
+            yaml.load("a: 1\na: 2\n", Loader=loader)
