@@ -30,6 +30,7 @@ bench: $(VENV)/.installed
 	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(PY) bench/dag_parse.py
 	$(PY) bench/engine.py
 	$(PY) bench/policy_load.py
+	$(PY) bench/sftp.py
 	@echo "figures: bench/out/summary.json"
 
 constraints:
