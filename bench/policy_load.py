@@ -10,17 +10,15 @@ The policy is the tests' own (tests/policy), with each agreement copied into 1,0
 from __future__ import annotations
 
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from summary import record  # noqa: E402
+from summary import median_seconds, record  # noqa: E402
 
 AGREEMENTS = 1000
 
@@ -46,15 +44,6 @@ def build(folder: Path, count: int) -> Path:
         (include / "agreements" / f"{ident}.yaml").write_text(yaml.safe_dump(agreement))
         (include / "focal_points" / f"{ident}.yaml").write_text(yaml.safe_dump(people))
     return include
-
-
-def median_seconds(fn, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

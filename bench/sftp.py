@@ -13,24 +13,13 @@ sides. Three figures, medians of 3:
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from summary import record  # noqa: E402
-
-
-def median_seconds(fn, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from summary import median_seconds, record  # noqa: E402
 
 
 def main(megabytes: int = 200) -> None:
