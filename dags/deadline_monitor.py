@@ -38,14 +38,13 @@ def deadline_monitor():
 
         from dissemination.ledger import Ledger
         from dissemination.notify import deadline_alert
-        from dissemination.policy import load_policy
         from dissemination.source import read_meta, round_ids_between
         from dissemination.steps import DeadlinesMissed, deadline_states
         from dissemination_airflow import (
             LEDGER_DB_CONN_ID,
             SURVEY_DB_CONN_ID,
+            current_policy,
             engine,
-            include_dir,
             send,
             upgrade_ledger,
         )
@@ -55,7 +54,7 @@ def deadline_monitor():
         survey, ledger = engine(SURVEY_DB_CONN_ID), Ledger(engine(LEDGER_DB_CONN_ID))
         metas = [read_meta(survey, r) for r in
                  round_ids_between(survey, "partial", now - timedelta(days=7), now)]
-        policy = load_policy(include_dir())
+        policy = current_policy()
         states = deadline_states(policy, metas, ledger, now)
         for s in states:
             print(f"{s.state:8s} {s.round_id} -> {s.agreement_id}: {s.deadline:%Y-%m-%d %H:%M} "

@@ -34,12 +34,11 @@ def ledger_audit():
         row."""
         from dissemination.audit import LedgerAuditFailed, parse_anchor, verify
         from dissemination.notify import ledger_alert
-        from dissemination.policy import load_policy
         from dissemination_airflow import (
             LEDGER_DB_CONN_ID,
             audit_anchor,
+            current_policy,
             engine,
-            include_dir,
             keep_audit_anchor,
             send,
         )
@@ -48,7 +47,7 @@ def ledger_audit():
         result = verify(ledger, parse_anchor(anchor) if anchor else None)
         print(result.line())
         if not result.ok:
-            policy = load_policy(include_dir())
+            policy = current_policy()
             send(ledger_alert(result.finding.line(),
                               ledger.url.render_as_string(hide_password=True),
                               policy.alert_to(*policy.dtm)))

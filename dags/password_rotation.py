@@ -32,12 +32,11 @@ def password_rotation():
         """Rotate what is due; return the agreement ids (never a password)."""
         from dissemination.ledger import Ledger
         from dissemination.notify import rotation_notice
-        from dissemination.policy import load_policy
         from dissemination.steps import rotate_password, rotations_due
         from dissemination_airflow import (
             LEDGER_DB_CONN_ID,
+            current_policy,
             engine,
-            include_dir,
             send,
             set_password,
             upgrade_ledger,
@@ -45,7 +44,7 @@ def password_rotation():
 
         upgrade_ledger()
         now = data_interval_end or pendulum.now("UTC")
-        policy, ledger = load_policy(include_dir()), Ledger(engine(LEDGER_DB_CONN_ID))
+        policy, ledger = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID))
         rotated = []
         for agreement in rotations_due(policy, ledger, now):
             who = rotate_password(agreement, policy, ledger, now, set_password)

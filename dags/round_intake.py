@@ -39,11 +39,10 @@ def round_intake():
         """CSV/XLSX exports in the drop folder, checked against their country's contract ->
         survey database (Secret columns dropped unread); any file that fails -> rejected/."""
         from dissemination.intake import import_drop
-        from dissemination.policy import load_policy
-        from dissemination_airflow import SURVEY_DB_CONN_ID, drop_dir, engine, include_dir
+        from dissemination_airflow import SURVEY_DB_CONN_ID, current_policy, drop_dir, engine
 
         return import_drop(drop_dir(), engine(SURVEY_DB_CONN_ID), pendulum.now("UTC"),
-                           load_policy(include_dir()))
+                           current_policy())
 
     @task
     def find_new_rounds() -> list[dict]:
@@ -72,12 +71,11 @@ def round_intake():
         alert DTM's focal point and start the medium path for the agreements covering them."""
         from dissemination.contract import conform
         from dissemination.notify import signal_alert
-        from dissemination.policy import load_policy
         from dissemination.signals import agreements_for_signals, detect
         from dissemination.source import previous_round_id, read_round
-        from dissemination_airflow import SURVEY_DB_CONN_ID, engine, include_dir, send
+        from dissemination_airflow import SURVEY_DB_CONN_ID, current_policy, engine, send
 
-        survey, policy = engine(SURVEY_DB_CONN_ID), load_policy(include_dir())
+        survey, policy = engine(SURVEY_DB_CONN_ID), current_policy()
         signalled = []
         for r in new:
             ruleset = policy.rulesets.get(r["country"])

@@ -1,7 +1,7 @@
 """TaskFlow tasks shared by the dissemination DAGs: each is a thin call into the domain.
 
 Both paths run the same chain on a list of rounds: pull -> validate -> plan -> package ->
-deliver (claim, upload, confirm; mapped per recipient) -> notify (mapped) -> finish. Only how the rounds are found and
+deliver (claim, upload, confirm; mapped per batch of organisations) -> notify (mapped) -> finish. Only how the rounds are found and
 the urgency differ, and those live in the DAG files. Heavy imports stay inside the functions.
 """
 
@@ -29,20 +29,19 @@ def default_args() -> dict:
 
 
 @task
-def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -> list[dict]:
+def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -> dict:
     """Read each round from the survey database once; check every value against the country's
     contract and stage it without Secret columns. A round that breaks its contract (or has no
     rule set) is blocked here, on every path; the others go on."""
     from dissemination.contract import ContractBroken
-    from dissemination.policy import load_policy
     from dissemination.source import read_round
     from dissemination.staging import staged_round_path
     from dissemination.steps import NoRuleSet, stage_round
 
-    from . import SURVEY_DB_CONN_ID, engine, include_dir, staging_dir, upgrade_ledger
+    from . import SURVEY_DB_CONN_ID, current_policy, engine, stage_json, staging_dir, upgrade_ledger
 
     upgrade_ledger()  # the chain's first task: the ledger at this code's schema
-    survey, policy = engine(SURVEY_DB_CONN_ID), load_policy(include_dir())
+    survey, policy = engine(SURVEY_DB_CONN_ID), current_policy()
     staged = []
     for round_id in round_ids:
         meta, df = read_round(survey, round_id, country=country)
@@ -54,25 +53,25 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
             staged.append({"round_id": round_id, "blocked": str(exc)})
             continue
         print(f"round {round_id} ({meta.status}): {len(df)} sites, {df.shape[1]} columns")
-    return staged
+    return {"rounds": stage_json(run_id, "rounds.json", staged), "count": len(staged),
+            "blocked": sum("blocked" in r for r in staged)}
 
 
-@task(multiple_outputs=True)
-def validate_rounds(rounds: list[dict], urgency: str, run_id: str) -> dict:
+@task
+def validate_rounds(staged: dict, urgency: str, run_id: str) -> dict:
     """Great Expectations per round, with Data Docs; a failing round stops here, the others go
     on."""
     import pandas as pd
 
     from dissemination.classification import Urgency
-    from dissemination.policy import load_policy
     from dissemination.steps import ruleset_for
     from dissemination.validation import validate_round
 
-    from . import data_docs_dir, include_dir
+    from . import current_policy, data_docs_dir, read_stage_json, stage_json
 
-    policy = load_policy(include_dir())
+    policy = current_policy()
     passed, failed = [], []
-    for round_ in rounds:
+    for round_ in read_stage_json(run_id, staged["rounds"]):
         if "blocked" in round_:  # broke its contract: never validated, never shared
             failed.append({"round_id": round_["round_id"], "summary": round_["blocked"]})
             continue
@@ -85,11 +84,12 @@ def validate_rounds(rounds: list[dict], urgency: str, run_id: str) -> dict:
         else:
             warnings = [f"validation ({report.suite}): {f}" for f in report.failures]
             passed.append({**round_, "validation_warnings": warnings})
-    return {"passed": passed, "failed": failed}
+    name = stage_json(run_id, "validated.json", {"passed": passed, "failed": failed})
+    return {"rounds": name, "passed": len(passed), "failed": len(failed)}
 
 
-@task(multiple_outputs=True, show_return_value_in_logs=False)  # logged readably instead
-def plan(rounds: list[dict], urgency: str, agreements: list[str] | None = None) -> dict:
+@task
+def plan(validated: dict, urgency: str, run_id: str, agreements: list[str] | None = None) -> dict:
     """Classify each round once, then select per covering agreement (names, never values).
 
     Each organisation is judged on everything it holds: the ledger plus what this task has
@@ -101,20 +101,19 @@ def plan(rounds: list[dict], urgency: str, agreements: list[str] | None = None) 
     from dissemination.classification import Urgency
     from dissemination.holdings import DisclosureState
     from dissemination.ledger import Ledger
-    from dissemination.policy import load_policy
     from dissemination.source import RoundMeta
     from dissemination.steps import ReviewOverdue, plan_deliveries
 
-    from . import LEDGER_DB_CONN_ID, engine, include_dir
+    from . import LEDGER_DB_CONN_ID, current_policy, engine, read_stage_json, stage_json
 
-    policy = load_policy(include_dir())
+    policy = current_policy()
     ledger = Ledger(engine(LEDGER_DB_CONN_ID))
     ledger.require_initialised()
     state = DisclosureState(
         lambda org, country: ledger.holdings(org, policy.agreements_of(org), country))
     today = pendulum.now("UTC").date()
     plans, stopped = [], []
-    for round_ in rounds:
+    for round_ in read_stage_json(run_id, validated["rounds"])["passed"]:
         try:
             plans += plan_deliveries(
                 policy, RoundMeta.from_xcom(round_), round_["columns"], Urgency(urgency),
@@ -130,28 +129,41 @@ def plan(rounds: list[dict], urgency: str, agreements: list[str] | None = None) 
             print(f"WARNING {p.round_id}: {warning}")
         print(f"{p.round_id} -> {p.organisation} [{p.agreement_id}]: {p.status} {p.reason}")
         print("  " + "\n  ".join(p.explanation))
-    return {"deliveries": [p.to_xcom() for p in plans], "stopped": stopped}
+    name = stage_json(run_id, "plans.json",
+                      {"deliveries": [p.to_xcom() for p in plans], "stopped": stopped})
+    return {"plans": name, "deliveries": len(plans), "stopped": len(stopped)}
 
 
-@task(show_return_value_in_logs=False)
-def package(rounds: list[dict], plans: list[dict]) -> list[dict]:
-    """One AES-256 zip per agreement and round, reading each round once."""
+@task
+def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
+    """One AES-256 zip per agreement and round, reading each round once; then the deliveries
+    in batches of whole organisations, one mapped ``deliver`` each."""
     from pathlib import Path
 
     import pandas as pd
     import pendulum
 
+    from dissemination.batches import batch_deliveries
     from dissemination.ledger import Ledger
-    from dissemination.policy import load_policy
     from dissemination.source import RoundMeta
     from dissemination.steps import Delivery, package_deliveries
 
-    from . import LEDGER_DB_CONN_ID, engine, include_dir, package_password
+    from . import (
+        LEDGER_DB_CONN_ID,
+        current_policy,
+        delivery_batch_size,
+        engine,
+        package_password,
+        read_stage_json,
+        stage_json,
+    )
 
-    policy, ledger = load_policy(include_dir()), Ledger(engine(LEDGER_DB_CONN_ID))
+    policy, ledger = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID))
+    plans = [Delivery.from_xcom(p) for p in read_stage_json(run_id, planned["plans"])
+             ["deliveries"]]
     out = []
-    for round_ in rounds:
-        mine = [Delivery.from_xcom(p) for p in plans if p["round_id"] == round_["round_id"]]
+    for round_ in read_stage_json(run_id, validated["rounds"])["passed"]:
+        mine = [p for p in plans if p.round_id == round_["round_id"]]
         if not mine:
             continue
         out += package_deliveries(
@@ -161,52 +173,90 @@ def package(rounds: list[dict], plans: list[dict]) -> list[dict]:
     for d in out:
         print(f"{d.round_id} -> {d.organisation}: {d.status} {d.package_path or d.reason}")
         print("  " + "\n  ".join(d.explanation))
-    return [d.to_xcom() for d in out]
+    batches = []
+    for batch in batch_deliveries([(d.organisation_id, d.organisation) for d in out],
+                                  delivery_batch_size()):
+        name = stage_json(run_id, f"batch-{batch.index:04d}.json",
+                          [out[i].to_xcom() for i in batch.members])
+        batches.append({"batch": name, "label": batch.label})
+    print(f"{len(out)} deliveries in {len(batches)} batch(es)")
+    return batches
 
 
-@task(map_index_template="{{ organisation }}", show_return_value_in_logs=False)
-def deliver(delivery: dict, run_id: str) -> dict:
-    """Claim, upload, confirm: the delivery is claimed in the ledger, uploaded under a temporary
-    name (pinned host key), renamed, read back, and recorded with the claim's closing, so a
-    retry, a crash or a concurrent run never sends it twice. The agreement's validity and the
-    policy's hash are checked again right before."""
+@task(map_index_template="{{ batch_label }}")
+def deliver(batch: dict, run_id: str) -> dict:
+    """Claim, upload, confirm, for each delivery of the batch: claimed in the ledger, uploaded
+    under a temporary name (pinned host key), renamed, read back, and recorded with the claim's
+    closing, so a retry, a crash or a concurrent run never sends it twice. The agreement's
+    validity and the policy's hash are checked again right before each upload."""
     import pendulum
 
     from dissemination import steps
+    from dissemination.batches import failed
     from dissemination.ledger import Ledger
-    from dissemination.policy import load_policy
 
-    from . import LEDGER_DB_CONN_ID, engine, include_dir, sftp_target
+    from . import (
+        LEDGER_DB_CONN_ID,
+        current_policy,
+        engine,
+        read_stage_json,
+        sftp_target,
+        stage_json,
+    )
 
-    d = steps.Delivery.from_xcom(delivery)
-    get_current_context()["organisation"] = _label(d)
-    done = steps.deliver(d, sftp_target, load_policy(include_dir()),
-                         Ledger(engine(LEDGER_DB_CONN_ID)), pendulum.now("UTC"), run_id)
-    print(f"{_label(d)}: {done.status} to {done.recipient} {done.recipient_name}: "
-          f"{done.remote_path} {done.reason}")
-    return done.to_xcom()
+    get_current_context()["batch_label"] = batch["label"]
+    policy, ledger = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID))
+    done, failures = [], []
+    for delivery in read_stage_json(run_id, batch["batch"]):
+        d = steps.Delivery.from_xcom(delivery)
+        try:
+            d = steps.deliver(d, sftp_target, policy, ledger, pendulum.now("UTC"), run_id)
+        except Exception as exc:  # the batch's other deliveries still go; reported below
+            print(f"FAILED {_label(d)}: {type(exc).__name__}: {exc}")
+            failures.append((_label(d), exc))
+            continue
+        print(f"{_label(d)}: {d.status} to {d.recipient} {d.recipient_name}: "
+              f"{d.remote_path} {d.reason}")
+        done.append(d.to_xcom())
+    outcome = stage_json(run_id, batch["batch"].replace("batch-", "delivered-"), done)
+    if failures:
+        raise failed(failures)
+    return {"delivered": outcome, "label": batch["label"]}
 
 
-@task(map_index_template="{{ organisation }}", show_return_value_in_logs=False)
-def notify(delivery: dict) -> None:
-    """Tell the focal point that data arrived (never the password), once per delivery; tell
-    DTM's focal point if the agreement's window was missed."""
+@task(map_index_template="{{ batch_label }}")
+def notify(batch: dict, run_id: str) -> None:
+    """Tell each focal point that data arrived (never the password), once per delivery; tell
+    DTM's focal point if an agreement's window was missed."""
     import pendulum
 
     from dissemination import notify as notices
     from dissemination import steps
+    from dissemination.batches import failed
     from dissemination.ledger import Ledger
-    from dissemination.policy import load_policy
 
-    from . import LEDGER_DB_CONN_ID, engine, include_dir, send
+    from . import LEDGER_DB_CONN_ID, current_policy, engine, read_stage_json
 
-    d = steps.Delivery.from_xcom(delivery)
-    get_current_context()["organisation"] = _label(d)
+    get_current_context()["batch_label"] = batch["label"]
+    policy, ledger = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID))
+    failures = []
+    for delivery in read_stage_json(run_id, batch["delivered"]):
+        d = steps.Delivery.from_xcom(delivery)
+        try:
+            _notify_one(d, policy, ledger, pendulum.now("UTC"), notices, steps)
+        except Exception as exc:
+            print(f"FAILED notice {_label(d)}: {type(exc).__name__}: {exc}")
+            failures.append((_label(d), exc))
+    if failures:
+        raise failed(failures)
+
+
+def _notify_one(d, policy, ledger, now, notices, steps) -> None:
+    from . import send
+
     if d.status != "recorded":
         print(f"{_label(d)}: {d.status}, nothing to announce")
         return
-    policy, ledger, now = load_policy(include_dir()), Ledger(engine(LEDGER_DB_CONN_ID)), \
-        pendulum.now("UTC")
     if not ledger.mark_notified(d.claim_id, now):
         print(f"{_label(d)}: notice already sent")
     else:
@@ -218,6 +268,8 @@ def notify(delivery: dict) -> None:
     if d.deadline_met is False:
         print(f"ERROR {_label(d)}: delivered after the window ended at {d.deadline}")
         if ledger.alert_once("missed", f"{d.round_id}/{d.agreement_id}", now):
+            import pendulum
+
             state = steps.DeadlineState(d.round_id, d.country, d.agreement_id,
                                         pendulum.parse(d.deadline), "missed",
                                         f"delivered late to {d.recipient_name}")
@@ -225,7 +277,7 @@ def notify(delivery: dict) -> None:
 
 
 def _label(d) -> str:
-    """The map index shown in the UI: organisation, agreement, round, and who receives it."""
+    """One delivery in a log line: organisation, agreement, round, and who receives it."""
     from dissemination.ledger import MAIN_RECIPIENTS
 
     who = "" if d.recipient in MAIN_RECIPIENTS else f" -> {d.recipient_name}"
@@ -233,20 +285,30 @@ def _label(d) -> str:
 
 
 @task(trigger_rule="none_failed")
-def finish(invalid: list[dict], stopped: list[dict], run_id: str) -> None:
-    """Remove the run's staging once every delivery is recorded; report rounds that stopped.
+def finish(validated: dict, planned: dict, delivered: list[dict], run_id: str) -> None:
+    """Report one line per organisation, remove the run's staging once every delivery is
+    recorded, and fail if a round stopped.
 
     A run whose delivery failed keeps its staging, so clearing the failed task can resume.
     """
     import shutil
+    from collections import Counter
 
     from dissemination.validation import RoundsStopped
 
-    from . import staging_dir
+    from . import read_stage_json, staging_dir
 
+    failed = read_stage_json(run_id, validated["rounds"])["failed"]
+    stopped = read_stage_json(run_id, planned["plans"])["stopped"]
+    outcomes: dict[str, Counter] = {}
+    for batch in delivered or ():
+        for d in read_stage_json(run_id, batch["delivered"]):
+            outcomes.setdefault(d["organisation"], Counter())[d["status"]] += 1
+    for organisation, counts in sorted(outcomes.items()):
+        print(f"{organisation}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     shutil.rmtree(staging_dir(run_id), ignore_errors=True)
-    if invalid or stopped:
-        raise RoundsStopped([f["summary"] for f in [*invalid, *stopped]])
+    if failed or stopped:
+        raise RoundsStopped([f["summary"] for f in [*failed, *stopped]])
 
 
 @task
@@ -266,10 +328,11 @@ def sweep_staging() -> int:
 
 
 def disseminate(round_ids, urgency: str, agreements=None, country=None) -> None:
-    """Wire the common chain inside a DAG: what a reader should see in the graph."""
+    """Wire the common chain inside a DAG: what a reader should see in the graph. XCom carries
+    names and counts only; the run's plans and packages stay in its staging."""
     staged = pull_rounds(round_ids, country=country)
     validated = validate_rounds(staged, urgency)
-    plans = plan(validated["passed"], urgency, agreements)
-    packaged = package(validated["passed"], plans["deliveries"])
-    delivered = deliver.expand(delivery=packaged)
-    notify.expand(delivery=delivered) >> finish(validated["failed"], plans["stopped"])
+    planned = plan(validated, urgency, agreements=agreements)
+    batches = package(validated, planned)
+    delivered = deliver.expand(batch=batches)
+    notify.expand(batch=delivered) >> finish(validated, planned, delivered)
