@@ -1,0 +1,157 @@
+"""The urgent path end to end under ``airflow dags test``, against its floor in the same run.
+
+Floor: a trivial 3-task TaskFlow DAG run with ``airflow dags test`` in the same environment (the
+same Airflow home, metastore and settings), i.e. what Airflow costs before any work is done. The
+urgent run is the real one of ``make demo`` (``dissemination.sandbox``: SQLite survey database,
+a real sshd on loopback as every partner's SFTP server, connections as AIRFLOW_CONN_*, passwords
+as Variables, the tests' own policy: 3 recipients in NGA) on a synthetic NGA round of N sites,
+a new round per run (a re-run of the same round delivers nothing). Floor and urgent runs are
+interleaved, so that a busy machine slows both alike. Figures:
+
+- ``urgent_<N>_vs_floor``: median wall time of the urgent run / median of the floor;
+- ``urgent_<N>_peak_rss_vs_arrow``: peak RSS of the ``dags test`` process tree (``wait4``'s
+  rusage: the largest process of the tree, reaped) / the round's in-memory Arrow size
+  (``nbytes`` of the site table as ``read_round`` returns it).
+
+    make bench   # or: PYTHONPATH=plugins .venv/bin/python bench/urgent.py [--sites 1000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from summary import record  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+FLOOR = '''
+import pendulum
+from airflow.sdk import dag, task
+
+@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False)
+def floor():
+    @task
+    def first():
+        return 1
+
+    @task
+    def second(x):
+        return x + 1
+
+    @task
+    def third(x):
+        return x + 1
+
+    third(second(first()))
+
+floor()
+'''
+CONF = {"country": "NGA", "justification": "benchmark of the urgent path end to end"}
+
+
+def dags_test(env: dict, log: Path, *args: str) -> tuple[float, int]:
+    """Wall seconds and peak RSS in bytes of one ``airflow dags test`` (its whole process
+    tree, from the kernel's own accounting at exit); a failed run raises with its log's tail."""
+    airflow = Path(sys.executable).with_name("airflow")
+    with open(log, "w") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen([str(airflow), "dags", "test", *args], env=env,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"`airflow dags test {' '.join(args)}` exited {proc.returncode}:\n"
+                           f"{log.read_text()[-3000:]}")
+    return seconds, usage.ru_maxrss * 1024  # Linux reports KiB
+
+
+def label(sites: int) -> str:
+    return {100_000: "100k", 1_000_000: "1m"}.get(sites, str(sites))
+
+
+def measure(sandbox, floor_dir: Path, sites: int, runs: int, first_round: int) -> dict:
+    """``runs`` interleaved floor and urgent runs, each urgent run on a new round of ``sites``."""
+    import pyarrow as pa
+
+    from dissemination.source import read_round, write_round
+    from dissemination.synthetic import generate_round
+
+    ruleset = sandbox.policy.rulesets["NGA"]
+    floor_env = {**sandbox.env(), "AIRFLOW__CORE__DAGS_FOLDER": str(floor_dir)}
+    floors, urgents, peaks, floor_peaks = [], [], [], []
+    arrow_bytes = 0
+    for number in range(first_round, first_round + runs):
+        meta, df = generate_round(ruleset, number, sites, seed=11, status="partial",
+                                  collected_at=datetime.now(UTC) - timedelta(hours=6),
+                                  collection_days=1)
+        write_round(sandbox.survey(), meta, df)
+        del df
+        seconds, peak = dags_test(floor_env, sandbox.home / "floor.log", "floor")
+        floors.append(seconds)
+        floor_peaks.append(peak)
+        conf = json.dumps({**CONF, "round_id": meta.round_id})
+        seconds, peak = dags_test(sandbox.env(), sandbox.home / "urgent.log",
+                                  "urgent_dissemination", "-c", conf)
+        urgents.append(seconds)
+        peaks.append(peak)
+        delivered = [r for r in sandbox.ledger().all() if r.round_id == meta.round_id]
+        if len(delivered) != 3:  # a run that delivered nothing measured nothing
+            raise RuntimeError(f"{meta.round_id}: {len(delivered)} deliveries recorded, "
+                               f"expected 3; see {sandbox.home / 'urgent.log'}")
+        print(f"  {meta.round_id}: floor {floors[-1]:6.1f} s, urgent {urgents[-1]:6.1f} s, "
+              f"peak RSS {peaks[-1] / 2**20:7.0f} MiB", flush=True)
+        if not arrow_bytes:
+            _, table = read_round(sandbox.survey(), meta.round_id)
+            arrow_bytes = pa.Table.from_pandas(table, preserve_index=False).nbytes
+            del table
+    return {"floor": statistics.median(floors), "urgent": statistics.median(urgents),
+            "peak": max(peaks), "floor_peak": max(floor_peaks), "arrow": arrow_bytes}
+
+
+def main() -> None:
+    from dissemination.sandbox import Sandbox
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sites", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--runs", type=int, default=3, help="runs per size (medians)")
+    parser.add_argument("--quick", action="store_true",
+                        help="one run each at 1,000,000 sites or more")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-urgent-") as tmp:
+        floor_dir = Path(tmp) / "floor_dags"
+        floor_dir.mkdir()
+        (floor_dir / "floor.py").write_text(FLOOR)
+        with Sandbox(Path(tmp) / "sandbox", REPO / "tests" / "policy") as sandbox:
+            sandbox.init(sites=50)
+            figures, first_round = {}, 2
+            for sites in args.sites:
+                runs = 1 if args.quick and sites >= 1_000_000 else args.runs
+                print(f"urgent path, {sites} sites, {runs} run(s):", flush=True)
+                m = measure(sandbox, floor_dir, sites, runs, first_round)
+                first_round += runs
+                name = f"urgent_{label(sites)}"
+                figures |= {f"{name}_vs_floor": round(m["urgent"] / m["floor"], 2),
+                            f"{name}_s": round(m["urgent"], 1),
+                            f"{name}_floor_s": round(m["floor"], 1),
+                            f"{name}_peak_rss_mb": round(m["peak"] / 2**20),
+                            f"{name}_arrow_mb": round(m["arrow"] / 2**20),
+                            f"{name}_peak_rss_vs_arrow": round(m["peak"] / m["arrow"], 2)}
+                print(f"{sites} sites: urgent {m['urgent']:.1f} s vs floor {m['floor']:.1f} s "
+                      f"({m['urgent'] / m['floor']:.2f}x); peak RSS {m['peak'] / 2**20:.0f} MiB "
+                      f"(floor {m['floor_peak'] / 2**20:.0f} MiB) vs the round in Arrow "
+                      f"{m['arrow'] / 2**20:.0f} MiB ({m['peak'] / m['arrow']:.2f}x)", flush=True)
+    record(**figures)
+
+
+if __name__ == "__main__":
+    main()
