@@ -57,21 +57,18 @@ class Package:
         return self.path.name
 
 
-#: Rows per record batch: the CSV passes to deflate and AES a few MB at a time, never whole.
-CSV_BATCH_ROWS = 16_384
+#: Rows per record batch: the CSV passes to deflate and AES under a MB at a time, never whole;
+#: batches this large cost the same CPU as one write of the whole CSV (1,024 rows: 5% more).
+CSV_BATCH_ROWS = 8192
 
 
 def write_csv(df: pd.DataFrame, out: BinaryIO) -> None:
-    """CSV via pyarrow (about 8x faster than ``DataFrame.to_csv``), one record batch at a time.
-
-    The schema is taken from the whole frame once, so every batch is written with the same types
-    (a batch of only missing values would otherwise be typed null) and the text is the same as
-    one ``write_csv`` of the whole table."""
-    schema = pa.Schema.from_pandas(df, preserve_index=False)
-    with pa_csv.CSVWriter(out, schema) as writer:
-        for start in range(0, max(len(df), 1), CSV_BATCH_ROWS):
-            writer.write_batch(pa.RecordBatch.from_pandas(
-                df.iloc[start:start + CSV_BATCH_ROWS], schema=schema, preserve_index=False))
+    """CSV via pyarrow (about 8x faster than ``DataFrame.to_csv``), one record batch at a time
+    into ``out``. The Arrow table shares the frame's buffers (Arrow strings, numbers)."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    with pa_csv.CSVWriter(out, table.schema,
+                          write_options=pa_csv.WriteOptions(batch_size=CSV_BATCH_ROWS)) as writer:
+        writer.write_table(table)
 
 
 class _Hashing(io.RawIOBase):

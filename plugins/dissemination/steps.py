@@ -346,8 +346,8 @@ def package_deliveries(
     job = _Job(round_df, meta, ruleset, policy, out_dir, created_at,
                {v: password_for(v) for v in variables}, groups)
     packaged = {id(plan): fields
-                for group, results in zip(groups, _package_groups(job, workers or
-                                                                  package_workers()), strict=True)
+                for group, results in zip(groups, _package_groups(
+                    job, package_workers() if workers is None else workers), strict=True)
                 for plan, fields in zip(group, results, strict=True)}
     out = []
     for plan in plans:
