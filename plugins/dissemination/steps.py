@@ -8,8 +8,12 @@ small, JSON-friendly and free of data values and secrets, because Airflow stores
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
+import os
 import posixpath
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -25,7 +29,7 @@ from .holdings import DisclosureState, Held
 from .ids import check_round_id
 from .ledger import MAIN_RECIPIENTS, ClaimKey, DeliveryRecord, Ledger, LedgerUnavailable
 from .package import build_package
-from .policy import SITE, Policy
+from .policy import SITE, Policy, RuleSet
 from .sensitivity import (
     ColumnDecision,
     Selection,
@@ -323,51 +327,136 @@ def package_deliveries(
     password_for: Callable[[str], str],
     ledger: Ledger,
     created_at: datetime,
+    workers: int | None = None,
 ) -> list[Delivery]:
     """One AES zip per planned delivery, from one in-memory copy of the round. The tables one
     organisation receives from the round (its agreements, levels, field focal points) are
-    suppressed jointly, so none can be differenced against another."""
+    suppressed jointly, so none can be differenced against another.
+
+    Organisations are packaged in parallel by ``workers`` forked processes (default
+    ``package_workers()``; 1: in this process). Passwords are read here first: ``password_for``
+    may talk to Airflow, which a forked child must not. The ledger is asked here too."""
     ruleset = ruleset_for(policy, meta.country)
     todo = [p for p in plans if p.status == "planned"]
     for plan in todo:
         check_policy(plan, policy)
-    contents = {}
-    for organisation in dict.fromkeys(p.organisation_id for p in todo):
-        mine = [p for p in todo if p.organisation_id == organisation]
-        parts = [(p.selection, _rows_of(round_df, p.areas)) for p in mine]
-        for plan, content in zip(mine, build_contents(round_df, parts, ruleset,
-                                                      holder=mine[0].organisation), strict=True):
-            contents[id(plan)] = content
+    variables = dict.fromkeys(policy.agreements[p.agreement_id].password.variable for p in todo)
+    groups = [[p for p in todo if p.organisation_id == organisation]
+              for organisation in dict.fromkeys(p.organisation_id for p in todo)]
+    job = _Job(round_df, meta, ruleset, policy, out_dir, created_at,
+               {v: password_for(v) for v in variables}, groups)
+    packaged = {id(plan): fields
+                for group, results in zip(groups, _package_groups(
+                    job, package_workers() if workers is None else workers), strict=True)
+                for plan, fields in zip(group, results, strict=True)}
     out = []
     for plan in plans:
         if plan.status != "planned":
             out.append(plan)
             continue
-        agreement = policy.agreements[plan.agreement_id]
-        selection, content = plan.selection, contents[id(plan)]
-        package = build_package(
-            content, meta, selection, ruleset, agreement, out_dir,
-            password_for(agreement.password.variable), created_at, plan.warnings,
-            recipient=plan.recipient, organisation=plan.organisation,
-        )
-        done = ledger.find(plan.agreement_id, plan.round_id, plan.urgency, package.content_sha256,
+        fields = packaged[id(plan)]
+        done = ledger.find(plan.agreement_id, plan.round_id, plan.urgency,
+                           fields["content_sha256"],
                            MAIN_RECIPIENTS if plan.recipient in MAIN_RECIPIENTS
                            else (plan.recipient,))
         if done is not None:
-            package.path.unlink()
+            Path(fields["package_path"]).unlink()
             out.append(replace(
-                plan, status="already_delivered", content_sha256=package.content_sha256,
+                plan, status="already_delivered", content_sha256=fields["content_sha256"],
                 remote_path=done.remote_path,
                 reason=f"same data delivered on {done.delivered_at:%Y-%m-%d %H:%M} UTC",
             ))
             continue
-        out.append(replace(
-            plan, status="packaged", package_path=str(package.path),
-            content_sha256=package.content_sha256, package_sha256=package.package_sha256,
-            row_count=package.row_count, columns=tuple(package.manifest["columns"]),
-            explanation=tuple(explanation_lines(package.manifest["explanation"])),
-        ))
+        out.append(replace(plan, status="packaged", **fields))
     return out
+
+
+def package_workers() -> int:
+    """``DISSEMINATION_PACKAGE_WORKERS``, or one process per core this task may use."""
+    value = os.environ.get("DISSEMINATION_PACKAGE_WORKERS", "").strip()
+    if not value:
+        return len(os.sched_getaffinity(0))
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"DISSEMINATION_PACKAGE_WORKERS: expected a whole number of processes "
+                         f"(1 or more), got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every organisation's packages are built from; forked workers inherit it."""
+
+    df: pd.DataFrame
+    meta: RoundMeta
+    ruleset: RuleSet
+    policy: Policy
+    out_dir: Path
+    created_at: datetime
+    passwords: dict[str, str]  # by variable; inherited by fork, never sent through a pipe
+    groups: list[list[Delivery]]  # one organisation's planned deliveries each, in plan order
+
+
+#: The job forked workers read (set by ``_package_groups`` around its pool, then cleared).
+_FORKED: _Job | None = None
+
+
+def _package_groups(job: _Job, workers: int) -> list[list[dict]]:
+    """Each organisation's packages, in the order of ``job.groups``; the first organisation (in
+    that order) that failed raises its error, as its type with its message."""
+    if workers <= 1 or len(job.groups) <= 1:
+        return [_package_organisation(job, group) for group in job.groups]
+    global _FORKED
+    _FORKED = job
+    try:
+        # fork: the round is shared copy-on-write, not pickled; the children only compute.
+        with ProcessPoolExecutor(min(workers, len(job.groups)),
+                                 mp_context=multiprocessing.get_context("fork")) as pool:
+            # Every worker forks at the first submit. Frozen, the parent's objects are never
+            # collected in a child: no finaliser of the parent's (a socket's, a connection's)
+            # runs there, and their pages stay shared.
+            gc.freeze()
+            try:
+                futures = [pool.submit(_package_forked, i) for i in range(len(job.groups))]
+            finally:
+                gc.unfreeze()
+            try:
+                return [future.result() for future in futures]
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
+    finally:
+        _FORKED = None
+
+
+def _package_forked(index: int) -> list[dict]:
+    return _package_organisation(_FORKED, _FORKED.groups[index])
+
+
+def _package_organisation(job: _Job, plans: list[Delivery]) -> list[dict]:
+    """One organisation's tables (suppressed jointly) and packages: the fields each delivery
+    gains, small enough to come back from a worker."""
+    try:
+        contents = build_contents(job.df, [(p.selection, _rows_of(job.df, p.areas)) for p in plans],
+                                  job.ruleset, holder=plans[0].organisation)
+        out = []
+        for plan, content in zip(plans, contents, strict=True):
+            agreement = job.policy.agreements[plan.agreement_id]
+            package = build_package(
+                content, job.meta, plan.selection, job.ruleset, agreement, job.out_dir,
+                job.passwords[agreement.password.variable], job.created_at, plan.warnings,
+                recipient=plan.recipient, organisation=plan.organisation,
+            )
+            out.append({
+                "package_path": str(package.path), "content_sha256": package.content_sha256,
+                "package_sha256": package.package_sha256, "row_count": package.row_count,
+                "columns": tuple(package.manifest["columns"]),
+                "explanation": tuple(explanation_lines(package.manifest["explanation"])),
+            })
+        return out
+    except Exception as exc:
+        exc.add_note(f"packaging {job.meta.round_id} for {plans[0].organisation} "
+                     f"(agreements {sorted({p.agreement_id for p in plans})})")
+        raise
 
 
 def _rows_of(round_df: pd.DataFrame, areas: dict):

@@ -1,0 +1,163 @@
+"""Packages streamed (the CSV never whole in memory) and built by forked workers: the same bytes
+of data as the serial, in-memory way, and the same errors."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import subprocess
+from datetime import UTC, date, datetime
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pytest
+import sqlalchemy as sa
+
+from dissemination import package, steps
+from dissemination.classification import Urgency
+from dissemination.disclosure import build_content
+from dissemination.ledger_migrations import open_upgraded
+from dissemination.package import WeakPassword, build_package, open_package
+from dissemination.sensitivity import classify_round, select_for_agreement
+
+NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+PASSWORD = "a-long-enough-test-password"
+
+
+def old_csv_bytes(df: pd.DataFrame) -> bytes:
+    """The serialisation packages had before streaming: the whole table at once."""
+    buf = io.BytesIO()
+    pa_csv.write_csv(pa.Table.from_pandas(df, preserve_index=False), buf)
+    return buf.getvalue()
+
+
+def nasty_frame(rows: int = 50) -> pd.DataFrame:
+    """Quotes, accents, missing values only in the first batch, every kind a table may hold."""
+    df = pd.DataFrame({
+        "count": pd.array([None] * (rows // 2) + list(range(rows - rows // 2)),
+                          dtype="int64[pyarrow]"),
+        "text": pd.array([None] * (rows // 2) + ['say "hi", é'] * (rows - rows // 2),
+                         dtype="string[pyarrow]"),
+        "ratio": np.linspace(-1e-300, 1e300, rows),
+        "flag": [True, False] * (rows // 2),
+        "when": pd.to_datetime(["2026-11-02 10:00:00.123456789"] * rows, utc=True),
+        "label": pd.Categorical(["a fairly long category label"] * rows),
+    })
+    df["object"] = pd.Series([None] * (rows - 1) + ["only at the end"], dtype=object)
+    return df
+
+
+def seven(*args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("7z")
+    assert exe, "7z (p7zip-full) is required: partners open packages with it"
+    return subprocess.run([exe, *args], capture_output=True, check=True)
+
+
+def test_streamed_csv_is_the_old_serialisation(monkeypatch):
+    monkeypatch.setattr(package, "CSV_BATCH_ROWS", 7)  # many batches, the first all missing
+    for df in (nasty_frame(), nasty_frame().iloc[:0]):
+        out = io.BytesIO()
+        package.write_csv(df, out)
+        assert out.getvalue() == old_csv_bytes(df)
+
+
+def test_size_bound_holds_for_every_kind_of_cell():
+    df = nasty_frame()
+    assert package._csv_size_bound(df) >= len(old_csv_bytes(df))
+
+
+@pytest.fixture
+def unicef(policy, round_nga):
+    meta, df = round_nga
+    ruleset, agreement = policy.rulesets["NGA"], policy.agreements["unicef-nga"]
+    selection = select_for_agreement(classify_round(df.columns, ruleset), ruleset, agreement,
+                                     Urgency.MEDIUM)
+    return meta, selection, ruleset, agreement, build_content(df, selection, ruleset)
+
+
+@pytest.mark.parametrize("zip64", [False, True])
+def test_7zip_reads_the_streamed_package_and_its_csv_is_the_old_one(unicef, tmp_path, monkeypatch,
+                                                                    zip64):
+    """Data first, manifest (with the data's hash) second; ZIP64 when the CSV could be large."""
+    meta, selection, ruleset, agreement, content = unicef
+    monkeypatch.setattr(package, "CSV_BATCH_ROWS", 16)
+    if zip64:  # a round too large for plain zip headers, scaled down
+        import pyzipper.zipfile
+
+        for module in (package, pyzipper.zipfile):
+            monkeypatch.setattr(module, "ZIP64_LIMIT", 1000)
+    built = build_package(content, meta, selection, ruleset, agreement, tmp_path / "pk", PASSWORD,
+                          NOW)
+    seven("t", f"-p{PASSWORD}", str(built.path))
+    listing = seven("l", "-slt", f"-p{PASSWORD}", str(built.path)).stdout.decode()
+    assert [line.split(" = ")[1] for line in listing.splitlines()
+            if line.startswith("Path = ") and not line.endswith(".zip")] \
+        == ["data.csv", "manifest.json"]
+    seven("x", f"-p{PASSWORD}", f"-o{tmp_path / 'x'}", str(built.path))
+    data = (tmp_path / "x" / "data.csv").read_bytes()
+    assert data == old_csv_bytes(content.frame)
+    assert hashlib.sha256(data).hexdigest() == built.content_sha256 \
+        == built.manifest["data_sha256"] == open_package(built.path, PASSWORD)[0]["data_sha256"]
+    assert [p.name for p in (tmp_path / "pk").iterdir()] == [built.name]  # no temporary left
+    assert built.path.stat().st_mode & 0o777 == 0o600
+
+
+def _plans(policy, round_nga):
+    meta, df = round_nga
+    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+                                  today=date(2026, 11, 2))
+    assert len({p.organisation_id for p in plans}) == 2  # two workers have work
+    return plans
+
+
+def _package(policy, round_nga, tmp_path, workers, password_for=lambda variable: PASSWORD):
+    meta, df = round_nga
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    return steps.package_deliveries(df, meta, _plans(policy, round_nga), policy,
+                                    tmp_path / f"pk{workers}", password_for, ledger, NOW,
+                                    workers=workers)
+
+
+def test_forked_workers_build_the_same_packages_in_the_same_order(policy, round_nga, tmp_path):
+    serial = _package(policy, round_nga, tmp_path, workers=1)
+    parallel = _package(policy, round_nga, tmp_path, workers=2)
+    assert [d.status for d in parallel] == ["packaged"] * 3
+    comparable = ("agreement_id", "recipient", "content_sha256", "row_count", "columns",
+                  "explanation")
+    assert [[getattr(d, k) for k in comparable] for d in parallel] \
+        == [[getattr(d, k) for k in comparable] for d in serial]
+    for d in parallel:
+        manifest, _ = open_package(d.package_path, PASSWORD)
+        assert manifest["data_sha256"] == d.content_sha256
+
+
+def test_an_error_in_a_worker_is_raised_as_itself_naming_the_agreement(policy, round_nga,
+                                                                       tmp_path):
+    asked = []
+
+    def password_for(variable):
+        asked.append(variable)
+        return "short-pw" if variable == "package_password_unicef_nga" else PASSWORD
+
+    with pytest.raises(WeakPassword, match="unicef-nga") as exc:
+        _package(policy, round_nga, tmp_path, workers=2, password_for=password_for)
+    assert "short-pw" not in str(exc.value) and "short-pw" not in "".join(exc.value.__notes__)
+    assert sorted(asked) == sorted(set(asked))  # each password read once, in the parent
+    assert not list((tmp_path / "pk2").glob("*.tmp"))
+
+
+def test_an_unexpected_error_in_a_worker_names_the_organisation(policy, round_nga, tmp_path):
+    (tmp_path / "pk2").write_text("a file where the packages' folder should be")
+    with pytest.raises(FileExistsError) as exc:
+        _package(policy, round_nga, tmp_path, workers=2)
+    assert "protection-cluster-nga" in "".join(exc.value.__notes__)
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_a_bad_worker_count_is_refused_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("DISSEMINATION_PACKAGE_WORKERS", value)
+    with pytest.raises(ValueError, match="DISSEMINATION_PACKAGE_WORKERS"):
+        steps.package_workers()
