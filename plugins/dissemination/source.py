@@ -339,11 +339,13 @@ def _arrow_sites(conn: sa.Connection, round_id: str, columns: list[str] | None):
 
         what = ", ".join(quote(c) for c in columns) if columns else "*"
         uri = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        sql = f"SELECT {what} FROM {quote(schema)}.{SITE_TABLE} WHERE {ROUND_COLUMN} = $1"
-        return _fetch(lambda: dbapi.connect(uri), sql, round_id)
+        sql = (f"SELECT {what} FROM {quote(schema)}.{SITE_TABLE} "
+               f"WHERE {ROUND_COLUMN} = current_setting('{_ROUND_SETTING}')")
+        return _fetch(lambda: dbapi.connect(uri), sql, round_id, setting=_ROUND_SETTING)
     return None
 
 
+_ROUND_SETTING = "dissemination.round_id"  # PostgreSQL: the round being read, bound (_fetch)
 _MISMATCH = re.compile(r"Type mismatch in column (\d+): expected (\w+) but got (\S+)")
 
 
@@ -390,15 +392,21 @@ class _Mismatch(Exception):
         self.reason = f"stored values of types {expected} and {got} (values withheld)"
 
 
-def _fetch(connect, sql: str, round_id: str, mismatch: bool = False):
-    """One ADBC query to an Arrow table. A driver's message can quote a value, so only its kind
-    (and SQLSTATE) is shown; SQLite's type mismatch, which names a position, is raised apart."""
+def _fetch(connect, sql: str, round_id: str, mismatch: bool = False, setting: str = ""):
+    """One ADBC query to an Arrow table, the round id bound as its parameter, or first bound
+    into the transaction's ``setting`` that the query reads (PostgreSQL: ADBC streams a query
+    without parameters through COPY; with one it holds the whole result in libpq, 2.6x the
+    memory at 1M sites). A driver's message can quote a value, so only its kind (and SQLSTATE)
+    is shown; SQLite's type mismatch, which names a position, is raised apart."""
     from adbc_driver_manager import Error
 
     error: Exception | None = None
     try:
         with connect() as conn, conn.cursor() as cursor:
-            cursor.execute(sql, (round_id,))
+            if setting:
+                cursor.execute("SELECT set_config($1, $2, true)", (setting, round_id))
+                cursor.fetchall()
+            cursor.execute(sql, None if setting else (round_id,))
             return cursor.fetch_arrow_table()
     except (Error, OSError, pa.ArrowException) as exc:
         if mismatch and (found := _MISMATCH.search(str(exc))):
