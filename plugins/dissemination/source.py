@@ -372,8 +372,9 @@ def _loose_sqlite(connect, table: str, names: list[str], loose: list[bool], quot
             result = _fetch(connect, sql, round_id, mismatch=True)
         except _Mismatch as exc:
             if exc.position >= len(names) or casts.get(exc.position) == "text":
+                column = names[exc.position] if exc.position < len(names) else exc.position
                 raise SurveyDatabaseError(f"reading round {round_id}: table {table}, column "
-                                          f"position {exc.position}: {exc.reason}") from None
+                                          f"{column!r}: {exc.reason}") from None
             casts[exc.position] = "real" if exc.got == "DOUBLE" and exc.position not in casts \
                 else "text"
             continue
