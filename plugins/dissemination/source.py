@@ -298,7 +298,7 @@ def read_round(
 def _read_sites(conn: sa.Connection, round_id: str, columns: list[str] | None) -> pd.DataFrame:
     """The round's site rows (``columns``; None: every column of a table another system wrote),
     through ADBC straight into Arrow on SQLite and PostgreSQL (pandas.read_sql builds a Python
-    object per cell: ~7x the time and memory at 1M sites), else through SQLAlchemy. The frame is
+    object per cell: 3.7-5.5x the time and memory at 1M sites, bench/pull.py), else through SQLAlchemy. The frame is
     what ``pd.read_sql(..., dtype_backend="pyarrow")`` gives, so the contract sees the same types
     and values either way."""
     table = _arrow_sites(conn, round_id, columns)
