@@ -33,6 +33,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/sftp.py
 	$(PY) bench/package.py
 	$(PY) bench/urgent.py --quick
+	$(PY) bench/pull.py
 	@echo "figures: bench/out/summary.json"
 
 constraints:

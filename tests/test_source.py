@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+from datetime import UTC, datetime
 
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from dissemination import source
 from dissemination.classification import Classification
-from dissemination.source import RoundNotFound, latest_round_id, read_round, write_round
+from dissemination.contract import conform
+from dissemination.source import SITE_TABLE, RoundNotFound, latest_round_id, read_round, write_round
 from dissemination.synthetic import generate_round
 
 
@@ -59,8 +65,6 @@ def test_round_trip_and_latest(sql_engine, policy):
 
 
 def test_collection_starts_at_collected_at_and_lasts_the_given_days(policy):
-    from datetime import UTC, datetime
-
     nga = policy.rulesets["NGA"]
     start = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
     _, df = generate_round(nga, 1, 200, seed=3, collected_at=start, collection_days=1)
@@ -78,3 +82,93 @@ def test_rounds_with_other_columns_live_side_by_side(sql_engine, policy):
     for meta, df in (nga, bfa):
         _, back = read_round(sql_engine, meta.round_id)
         assert sorted(back.columns) == sorted(df.columns)
+
+
+def _as_read_sql(engine, round_id: str, columns) -> pd.DataFrame:
+    """The reference: what pandas.read_sql made of the same rows before reads went through ADBC."""
+    quote = engine.dialect.identifier_preparer.quote
+    with engine.connect() as conn:
+        return pd.read_sql(sa.text(f"SELECT {', '.join(quote(c) for c in columns)} FROM "
+                                   f"{SITE_TABLE} WHERE round_id = :r"),
+                           conn, params={"r": round_id}, dtype_backend="pyarrow")
+
+
+def _through_adbc(engine, round_id: str) -> bool:
+    with engine.connect() as conn:
+        return source._arrow_sites(conn, round_id, None) is not None
+
+
+def test_the_contract_sees_what_read_sql_gave(sql_engine, policy):
+    """Answers that look missing ("None", "NA"), counts with empty cells, timezone-aware
+    timestamps: the same types and values as pandas.read_sql, read through ADBC."""
+    meta, df = generate_round(policy.rulesets["NGA"], 1, 60, seed=5)
+    df["armed_actors_military"] = ["None", "NA", "", "null", "nan", "N/A"] * 10
+    df["unaccompanied_children"] = pd.array([None, *range(59)], dtype="Int64")
+    df["latitude"] = [float("nan"), *df["latitude"][1:]]
+    df["reported_at"] = pd.date_range("2026-11-20 07:00", periods=60, freq="h", tz="UTC")
+    df["checked"] = [True, False] * 30
+    write_round(sql_engine, meta, df)
+    assert _through_adbc(sql_engine, meta.round_id)
+    _, back = read_round(sql_engine, meta.round_id)
+    pd.testing.assert_frame_equal(back, _as_read_sql(sql_engine, meta.round_id, back.columns))
+    assert back["armed_actors_military"].tolist()[:6] == ["None", "NA", "", "null", "nan", "N/A"]
+    assert str(back["unaccompanied_children"].dtype) == "int64[pyarrow]"
+    assert back["unaccompanied_children"].isna().tolist() == [True] + [False] * 59
+    conformed = conform(back, policy.rulesets["NGA"], first_row=1)
+    reference = conform(_as_read_sql(sql_engine, meta.round_id, back.columns),
+                        policy.rulesets["NGA"], first_row=1)
+    pd.testing.assert_frame_equal(conformed.frame, reference.frame)
+    assert conformed.violations == reference.violations
+
+
+def test_sqlite_loose_types_are_read_as_pandas_read_them_never_changed(tmp_path, policy):
+    """SQLite keeps text and reals in an integer column (a later round wrote them there, a
+    schema drift); ADBC types a column by its first 1,024 rows. Integers then text, integers
+    then reals, text then reals (which ADBC would print with 6 digits): every value as stored,
+    as read_sql gave it."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'survey.db'}", hide_parameters=True)
+    ruleset = policy.rulesets["NGA"]
+    write_round(engine, *generate_round(ruleset, 1, 20, seed=1))  # the count columns: BIGINT
+    meta, df = generate_round(ruleset, 2, 1100, seed=2)
+    df["idp_households"] = [*range(1099), "NSP"]
+    df["idp_individuals"] = [*range(1099), 2.5]
+    df["idp_female"] = ["NSP", *(123456789.123 + i for i in range(1099))]
+    write_round(engine, meta, df)
+    _, back = read_round(engine, meta.round_id)
+    pd.testing.assert_frame_equal(back, _as_read_sql(engine, meta.round_id, back.columns))
+    assert back["idp_households"].tolist() == [str(v) for v in df["idp_households"]]
+    assert back["idp_individuals"].tolist() == [float(v) for v in df["idp_individuals"]]
+    assert back["idp_female"].tolist()[:3] == ["NSP", "123456789.123", "123456790.123"]
+    assert back["idp_male"].tolist() == df["idp_male"].tolist()  # untouched: still integers
+    assert str(back["idp_male"].dtype) == "int64[pyarrow]"
+
+
+@pytest.mark.parametrize("sql_engine", ["postgresql"], indirect=True)
+def test_postgresql_types_another_system_chose_read_as_read_sql_read_them(sql_engine):
+    """A site table written by another system (no round_columns: read whole): small integers,
+    numeric, real, date, JSON, a column of NULLs only; a type with no rule (time of day) is read
+    through pandas. The same frame either way."""
+    with sql_engine.begin() as conn:
+        source.metadata.create_all(conn)
+        conn.execute(sa.text(
+            f"CREATE TABLE {SITE_TABLE} (round_id text, site_id text, households smallint, "
+            "people integer, share numeric(6,2), score real, visited date, seen timestamptz, "
+            "extra json, nothing bigint)"))
+        conn.execute(sa.text(
+            f"INSERT INTO {SITE_TABLE} VALUES ('NGA-R001-partial', 'S1', 3, 7, 0.25, 1.5, "
+            "'2026-11-20', '2026-11-20 09:00+02', '[1]', NULL), ('NGA-R001-partial', 'None', "
+            "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"))
+        conn.execute(source.rounds.insert().values(
+            round_id="NGA-R001-partial", country="NGA", status="partial",
+            collected_at=datetime(2026, 11, 20, tzinfo=UTC),
+            exported_at=datetime(2026, 11, 21, tzinfo=UTC)))
+    _, back = read_round(sql_engine, "NGA-R001-partial")
+    assert _through_adbc(sql_engine, "NGA-R001-partial")
+    pd.testing.assert_frame_equal(back, _as_read_sql(sql_engine, "NGA-R001-partial",
+                                                      back.columns))
+    with sql_engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER TABLE {SITE_TABLE} ADD COLUMN opened time"))
+        conn.execute(sa.text(f"UPDATE {SITE_TABLE} SET opened = '08:30'"))
+    _, back = read_round(sql_engine, "NGA-R001-partial")
+    pd.testing.assert_frame_equal(back, _as_read_sql(sql_engine, "NGA-R001-partial",
+                                                      back.columns))
