@@ -165,3 +165,15 @@ def test_an_s3_store_keeps_the_run_under_one_prefix(s3, tmp_path, monkeypatch):
                                           f"layout/{run_name(RUN)}/plan.json"]
     stage.remove()
     assert s3.keys("layout/") == []
+
+
+def test_a_file_built_in_the_scratch_folder_is_consumed_by_put(workers, tmp_path):
+    stage = RunStage(RUN)
+    built = stage.local_dir() / "p.zip"
+    built.write_bytes(b"package")
+    elsewhere = _file(tmp_path, b"kept")
+    stage.put(built, "p.zip")
+    stage.put(elsewhere, "kept.zip")
+    assert not built.exists() and elsewhere.read_bytes() == b"kept"
+    assert stage.fetch("p.zip").read_bytes() == b"package"
+    assert not [f for f in workers.files("a") if f.startswith("scratch/")]

@@ -77,14 +77,23 @@ class RunStage:
     # --- the store ---------------------------------------------------------------------------
 
     def put(self, local: Path, name: str) -> str:
-        """Upload ``local`` as ``name``; readers see the whole file or none."""
+        """Upload ``local`` as ``name``; readers see the whole file or none. A file built in
+        ``local_dir()`` is consumed (moved when the store is local: no copy of a large package);
+        any other file is copied and left where it is."""
+        local = Path(local)
         target = self._target(name)
-        size = Path(local).stat().st_size
+        size = local.stat().st_size
+        consume = local.resolve().parent == self.local_dir().resolve()
         if self.local:
             dest = Path(target.path)
             temp = dest.with_name(f".{name}.{uuid.uuid4().hex}.part")
             try:
-                shutil.copyfile(local, temp)
+                try:
+                    if not consume:
+                        raise OSError("copy")
+                    os.replace(local, temp)
+                except OSError:  # not ours to move, or another file system: copy
+                    shutil.copyfile(local, temp)
                 os.replace(temp, dest)
             finally:
                 temp.unlink(missing_ok=True)
@@ -97,6 +106,8 @@ class RunStage:
         stored = self._info(name)["size"]
         if stored != size:
             raise OSError(f"{self._where(name)}: {stored} bytes stored, {size} sent")
+        if consume:
+            local.unlink(missing_ok=True)
         return name
 
     def fetch(self, name: str) -> Path:
@@ -132,7 +143,7 @@ class RunStage:
         temp = self.local_dir() / f".{name}.{uuid.uuid4().hex}.json"
         try:
             temp.write_text(json.dumps(obj, sort_keys=True))
-            return self.put(temp, name)
+            return self.put(temp, name)  # consumed
         finally:
             temp.unlink(missing_ok=True)
 
