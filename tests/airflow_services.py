@@ -85,6 +85,14 @@ class Service:
         return f"--- airflow {' '.join(self.args)} ---\n{text[-chars:]}"
 
 
+def stop_all(services: list[Service]) -> None:
+    """Stop services at once (each waits out its own grace periods)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, len(services))) as pool:
+        list(pool.map(Service.stop, services))
+
+
 @contextlib.contextmanager
 def postgres_databases(prefix: str, kinds: tuple[str, ...]):
     """Fresh PostgreSQL databases (one per kind), their URLs; dropped afterwards."""
@@ -203,8 +211,7 @@ class Stack:
         return wait_for(what, alive_and, timeout, every=1.0)
 
     def stop(self) -> None:
-        for service in reversed(self.services):
-            service.stop()
+        stop_all(self.services)
 
 
 def celery_env(env: dict[str, str], port: int) -> dict[str, str]:
