@@ -187,18 +187,40 @@ class Stack:
 
     def task_hosts(self, run_id: str) -> dict[tuple[str, int], str]:
         """Which worker ran each task instance of the run: (task id, map index) -> hostname."""
+        return self._column(run_id, "hostname")
+
+    def logs(self, run_id: str | None = None) -> str:
+        """The services' log tails and, for ``run_id``, the logs of its failed task instances
+        (kept in the Airflow home of the worker that ran them)."""
+        parts = [s.tail() for s in self.services]
+        if run_id is not None:
+            failed = {(t, i) for (t, i), state in self._states(run_id).items() if state == "failed"}
+            for worker in self.workers:
+                for log in sorted((worker.home / "logs").rglob("*.log")):
+                    task = next((p.split("=", 1)[1] for p in log.parts if p.startswith("task_id=")),
+                                None)
+                    index = next((int(p.split("=", 1)[1]) for p in log.parts
+                                  if p.startswith("map_index=")), -1)
+                    if (task, index) in failed and f"run_id={run_id}" in str(log):
+                        parts.append(f"--- {worker.name}: {log.name} of {task}[{index}] ---\n"
+                                     + log.read_text(errors="replace")[-3000:])
+        return "\n".join(parts)
+
+    def _states(self, run_id: str) -> dict[tuple[str, int], str]:
+        return self._column(run_id, "state")
+
+    def _column(self, run_id: str, column: str) -> dict[tuple[str, int], str]:
+        """One column of the run's task instances: (task id, map index) -> value."""
+        assert column in ("hostname", "state")
         engine = self.metastore()
         try:
             with engine.connect() as conn:
                 rows = conn.execute(sa.text(
-                    "SELECT task_id, map_index, hostname FROM task_instance WHERE run_id = :r"),
+                    f"SELECT task_id, map_index, {column} FROM task_instance WHERE run_id = :r"),
                     {"r": run_id}).all()
         finally:
             engine.dispose()
-        return {(task, index): host for task, index, host in rows}
-
-    def logs(self) -> str:
-        return "\n".join(s.tail() for s in self.services)
+        return {(task, index): value for task, index, value in rows}
 
     def _wait(self, what: str, check, timeout: float = TIMEOUT):
         """``wait_for`` that fails at once, with the logs, if a service died."""

@@ -70,7 +70,7 @@ def test_a_run_spread_over_two_workers_stages_through_the_shared_store(deploymen
     kind, stack, stored = deployment
     run_id = stack.trigger("stage_probe")
     state = stack.wait(run_id)
-    assert state == "success", stack.logs()
+    assert state == "success", stack.logs(run_id)
 
     hosts = stack.task_hosts(run_id)
     assert hosts[("put", -1)] == "a" and hosts[("remove", -1)] == "b"
