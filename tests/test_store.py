@@ -67,6 +67,7 @@ def test_by_default_staging_is_the_local_folder_it_always_was(tmp_path, monkeypa
     folder = tmp_path / "work" / "runs" / run_name(RUN)
     assert stage.fetch("round.parquet") == folder / "round.parquet"  # no copy
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE((folder / "round.parquet").stat().st_mode) == 0o600
     assert os.listdir(folder) == ["round.parquet"]  # no temporary file left
 
 
@@ -82,6 +83,7 @@ def test_a_file_put_on_one_worker_is_read_on_another(workers, tmp_path):
     if not stage.local:  # a copy in worker b's own cache, reused while it matches the store
         assert path == workers.dirs["b"] / "cache" / run_name(RUN) / "round.parquet"
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
         before = path.stat().st_ino
         assert stage.fetch("round.parquet").stat().st_ino == before
         path.write_bytes(b"truncated")  # a copy that no longer matches is fetched again

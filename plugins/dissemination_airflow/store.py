@@ -14,6 +14,7 @@ worker, or on that worker's next download once the run's prefix is gone from the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -40,7 +41,7 @@ def staging_base():
     """The store's base path from the configuration (an ``ObjectStoragePath``)."""
     from airflow.sdk import ObjectStoragePath
 
-    url = os.environ.get("DISSEMINATION_STAGING_URL") or staging_root().as_uri()
+    url = os.environ.get("DISSEMINATION_STAGING_URL") or staging_root().resolve().as_uri()
     conn_id = os.environ.get("DISSEMINATION_STAGING_CONN_ID") or None
     try:
         return ObjectStoragePath(url, conn_id=conn_id)
@@ -68,8 +69,6 @@ class RunStage:
         self.base = staging_base() if base is None else base
         self.path = self.base / self.name
         self.local = _is_local(self.path)
-        if self.local:
-            private_dir(Path(self.path.path))
 
     def __repr__(self) -> str:
         return f"RunStage({self.run_id!r} at {public_url(self.path)})"
@@ -83,17 +82,19 @@ class RunStage:
         local = Path(local)
         target = self._target(name)
         size = local.stat().st_size
-        consume = local.resolve().parent == self.local_dir().resolve()
+        consume = local.resolve().parent == (_scratch_root() / self.name).resolve()
         if self.local:
-            dest = Path(target.path)
+            dest = private_dir(Path(self.path.path)) / name
             temp = dest.with_name(f".{name}.{uuid.uuid4().hex}.part")
             try:
-                try:
-                    if not consume:
-                        raise OSError("copy")
-                    os.replace(local, temp)
-                except OSError:  # not ours to move, or another file system: copy
+                moved = False
+                if consume:
+                    with contextlib.suppress(OSError):  # another file system: copy instead
+                        os.replace(local, temp)
+                        moved = True
+                if not moved:
                     shutil.copyfile(local, temp)
+                temp.chmod(0o600)
                 os.replace(temp, dest)
             finally:
                 temp.unlink(missing_ok=True)
@@ -127,6 +128,7 @@ class RunStage:
         temp = folder / f".{name}.{uuid.uuid4().hex}.part"
         try:
             target.fs.get_file(target.path, str(temp))
+            temp.chmod(0o600)
             if temp.stat().st_size != size:
                 raise OSError(f"{self._where(name)}: downloaded {temp.stat().st_size} bytes of "
                               f"{size}")
