@@ -16,46 +16,28 @@ support SQLite beyond a single-process trial.
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
-import subprocess
-import sys
-import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import POLICY_DIR, POSTGRES_URL
+from airflow_services import Service, airflow_path, api_ok, wait_for
+from airflow_services import postgres_databases as fresh_databases
+from conftest import POLICY_DIR
 
 from dissemination.local_sftp import free_port
 from dissemination.sandbox import Sandbox
 from dissemination.source import write_round
 from dissemination.synthetic import generate_round
 
-TIMEOUT = 300  # seconds for any one scheduled outcome
 
-
-def wait_for(what: str, check, timeout: float = TIMEOUT, every: float = 2.0):
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
-class Standalone:
+class Standalone(Service):
     """``airflow standalone`` in its own process group, stopped as a whole."""
 
     def __init__(self, sandbox: Sandbox, port: int):
         self.sandbox, self.port = sandbox, port
-        self.log = sandbox.home / "standalone.log"
-        self.proc: subprocess.Popen | None = None
+        super().__init__(["standalone"], self.env(), sandbox.home / "standalone.log")
 
     def env(self) -> dict:
         return {
@@ -72,50 +54,15 @@ class Standalone:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "DISSEMINATION_INTAKE_SCHEDULE": "* * * * *",
             "DISSEMINATION_RETRY_DELAY_SECONDS": "3",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PATH": airflow_path(),
         }
-
-    def start(self) -> None:
-        airflow = Path(sys.executable).with_name("airflow")
-        self.proc = subprocess.Popen([str(airflow), "standalone"], env=self.env(),
-                                     stdout=self.log.open("w"), stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        for sig, grace in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=grace)
-                # Workers may outlive the parent: make sure the group is empty.
-                os.killpg(self.proc.pid, 0)
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        self.proc = None
 
 
 @pytest.fixture(scope="module")
 def postgres_databases():
     """Two fresh PostgreSQL databases (Airflow's metastore, the ledger), dropped afterwards."""
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    names = [f"test_scheduler_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("airflow", "ledger")]
-    with admin.connect() as conn:
-        for name in names:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield [sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(False)
-               for name in names]
-    finally:
-        with admin.connect() as conn:
-            for name in names:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_databases("test_scheduler", ("airflow", "ledger")) as urls:
+        yield urls
 
 
 @pytest.fixture(scope="module")
@@ -133,22 +80,15 @@ def airflow(tmp_path_factory, postgres_databases):
         server.start()
         try:
             api = httpx.Client(base_url=f"http://127.0.0.1:{server.port}/api/v2", timeout=30)
-            wait_for("the api-server", lambda: _ok(api, "/monitor/health"), timeout=180)
+            wait_for("the api-server", lambda: api_ok(api, "/monitor/health"), timeout=180)
             dags = ("round_intake", "urgent_dissemination", "monthly_dissemination")
-            wait_for("the DAGs to be parsed", lambda: all(_ok(api, f"/dags/{d}") for d in dags))
+            wait_for("the DAGs to be parsed", lambda: all(api_ok(api, f"/dags/{d}") for d in dags))
             for dag_id in dags:
                 api.patch(f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
             yield box, api
         finally:
             server.stop()
-            print(server.log.read_text()[-5000:])
-
-
-def _ok(api: httpx.Client, path: str) -> bool:
-    try:
-        return api.get(path).status_code == 200
-    except httpx.HTTPError:
-        return False
+            print(server.tail(5000))
 
 
 def _delivered(box: Sandbox, round_id: str) -> list:

@@ -29,10 +29,14 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def run_name(run_id: str) -> str:
+    """A run's folder name: a hash, since run ids are free text."""
+    return hashlib.sha256(run_id.encode()).hexdigest()[:16]
+
+
 def run_folder(root: Path, run_id: str) -> Path:
     """The private folder of one run under ``root`` (itself private)."""
-    name = hashlib.sha256(run_id.encode()).hexdigest()[:16]
-    return private_dir(private_dir(root) / name)
+    return private_dir(private_dir(root) / run_name(run_id))
 
 
 def staged_round_path(folder: Path, round_id: str) -> Path:

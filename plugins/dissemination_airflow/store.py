@@ -1,0 +1,270 @@
+"""Staging through Airflow's object storage, so a run's tasks may land on any worker.
+
+A run's staged files (rounds, packages, manifests) live under one prefix of a shared store, named
+by a hash of the run id: ``DISSEMINATION_STAGING_URL`` (any ``ObjectStoragePath`` URL: ``s3://``,
+``gs://``, ``file://`` on a shared volume...), with credentials from the Airflow connection named by
+``DISSEMINATION_STAGING_CONN_ID``. The default is the local folder staging always used
+(``file://`` + work_dir()/runs), so a single machine behaves as before.
+
+What is only on one worker is scratch: ``local_dir()`` to build files before ``put``, and the
+cache ``fetch`` downloads into. A worker's cache of a run is dropped by ``remove()`` on that
+worker, or on that worker's next download once the run's prefix is gone from the store, or by
+``sweep``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from dissemination.errors import PermanentError
+from dissemination.staging import RUN_FOLDER, private_dir, run_name
+
+from . import ConfigurationError, staging_root, work_dir
+
+#: Stores where one upload is atomic for readers (the object appears whole or not at all).
+_ATOMIC_PUT = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
+
+
+class StagedFileMissing(PermanentError, FileNotFoundError):
+    """A file the run staged is not in the store (removed, swept, or never written)."""
+
+
+def staging_base():
+    """The store's base path from the configuration (an ``ObjectStoragePath``)."""
+    from airflow.sdk import ObjectStoragePath
+
+    url = os.environ.get("DISSEMINATION_STAGING_URL") or staging_root().resolve().as_uri()
+    conn_id = os.environ.get("DISSEMINATION_STAGING_CONN_ID") or None
+    try:
+        return ObjectStoragePath(url, conn_id=conn_id)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(
+            f"DISSEMINATION_STAGING_URL={public_url(url)!r}: not a storage URL ({exc})") from None
+
+
+def public_url(path) -> str:
+    """A store path as text without any user part (a connection id or credentials)."""
+    text = str(path)
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1", text)
+
+
+def _is_local(path) -> bool:
+    return path.protocol in ("file", "local", "")
+
+
+class RunStage:
+    """One run's staged files in the store, and its scratch and cache on this worker."""
+
+    def __init__(self, run_id: str, base=None):
+        self.run_id = run_id
+        self.name = run_name(run_id)
+        self.base = staging_base() if base is None else base
+        self.path = self.base / self.name
+        self.local = _is_local(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunStage({self.run_id!r} at {public_url(self.path)})"
+
+    # --- the store ---------------------------------------------------------------------------
+
+    def put(self, local: Path, name: str) -> str:
+        """Upload ``local`` as ``name``; readers see the whole file or none. A file built in
+        ``local_dir()`` is consumed (moved when the store is local: no copy of a large package);
+        any other file is copied and left where it is."""
+        local = Path(local)
+        target = self._target(name)
+        size = local.stat().st_size
+        consume = local.resolve().parent == (_scratch_root() / self.name).resolve()
+        if self.local:
+            dest = private_dir(Path(self.path.path)) / name
+            temp = dest.with_name(f".{name}.{uuid.uuid4().hex}.part")
+            try:
+                moved = False
+                if consume:
+                    with contextlib.suppress(OSError):  # another file system: copy instead
+                        os.replace(local, temp)
+                        moved = True
+                if not moved:
+                    shutil.copyfile(local, temp)
+                temp.chmod(0o600)
+                os.replace(temp, dest)
+            finally:
+                temp.unlink(missing_ok=True)
+        elif self.path.protocol in _ATOMIC_PUT:
+            target.fs.put_file(str(local), target.path)
+        else:  # a store with a real rename (sftp, hdfs...): a temporary key, then a move
+            temp = self.path / f".{name}.{uuid.uuid4().hex}.part"
+            target.fs.put_file(str(local), temp.path)
+            target.fs.mv(temp.path, target.path)
+        stored = self._info(name)["size"]
+        if stored != size:
+            raise OSError(f"{self._where(name)}: {stored} bytes stored, {size} sent")
+        if consume:
+            local.unlink(missing_ok=True)
+        return name
+
+    def fetch(self, name: str) -> Path:
+        """A local path to read ``name``: the staged file itself on a local store, else a copy in
+        this worker's cache (reused while its size matches the store's)."""
+        target = self._target(name)
+        if self.local:
+            path = Path(target.path)
+            if not path.is_file():
+                raise self._missing(name)
+            return path
+        size = self._info(name)["size"]
+        folder = self._cache_dir()
+        copy = folder / name
+        if copy.is_file() and copy.stat().st_size == size:
+            return copy
+        temp = folder / f".{name}.{uuid.uuid4().hex}.part"
+        try:
+            target.fs.get_file(target.path, str(temp))
+            temp.chmod(0o600)
+            if temp.stat().st_size != size:
+                raise OSError(f"{self._where(name)}: downloaded {temp.stat().st_size} bytes of "
+                              f"{size}")
+            os.replace(temp, copy)
+        except FileNotFoundError:
+            raise self._missing(name) from None
+        finally:
+            temp.unlink(missing_ok=True)
+        return copy
+
+    def write_json(self, name: str, obj) -> str:
+        """Stage a JSON document (plan results, batches: what must not go through XCom)."""
+        self._target(name)
+        temp = self.local_dir() / f".{name}.{uuid.uuid4().hex}.json"
+        try:
+            temp.write_text(json.dumps(obj, sort_keys=True))
+            return self.put(temp, name)  # consumed
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def read_json(self, name: str):
+        """A staged JSON document, read from the store itself (never a stale cached copy)."""
+        try:
+            return json.loads(self._target(name).read_bytes())
+        except FileNotFoundError:
+            raise self._missing(name) from None
+
+    def remove(self) -> None:
+        """Delete the run's prefix in the store, and its scratch and cache on this worker."""
+        if self.local:
+            shutil.rmtree(self.path.path, ignore_errors=True)
+        elif _fresh(self.path.fs, self.path.path).exists(self.path.path):
+            self.path.fs.rm(self.path.path, recursive=True)
+        for folder in (_scratch_root() / self.name, _cache_root() / self.name):
+            shutil.rmtree(folder, ignore_errors=True)
+
+    # --- this worker -------------------------------------------------------------------------
+
+    def local_dir(self) -> Path:
+        """A private scratch folder for this run on this worker (build files here, then put)."""
+        return private_dir(private_dir(_scratch_root()) / self.name)
+
+    def _cache_dir(self) -> Path:
+        folder = _cache_root() / self.name
+        if not folder.is_dir():  # a new run on this worker: drop the caches of runs now gone
+            prune_caches(self.base)
+        return private_dir(private_dir(_cache_root()) / self.name)
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _target(self, name: str):
+        if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+            raise ValueError(f"staged file name {name!r}: give a plain file name (letters, digits, "
+                             "'.', '_', '-'; no '/' or '..')")
+        return self.path / name
+
+    def _info(self, name: str) -> dict:
+        target = self._target(name)
+        try:
+            return _fresh(target.fs, self.path.path).info(target.path)
+        except FileNotFoundError:
+            raise self._missing(name) from None
+
+    def _where(self, name: str) -> str:
+        return f"run {self.run_id!r}: staged file {name!r} in {public_url(self.path)}"
+
+    def _missing(self, name: str) -> StagedFileMissing:
+        return StagedFileMissing(f"{self._where(name)} is missing (the run's stage was removed or "
+                                 "never written): clear the run from its first task")
+
+
+def _scratch_root() -> Path:
+    return work_dir() / "scratch"
+
+
+def _cache_root() -> Path:
+    return work_dir() / "cache"
+
+
+def prune_caches(base=None) -> list[str]:
+    """Drop this worker's cached copies of runs whose prefix is gone from the store (removed by
+    the run's last task, perhaps on another worker)."""
+    base = staging_base() if base is None else base
+    root = _cache_root()
+    if _is_local(base) or not root.is_dir():
+        return []
+    fs = _fresh(base.fs, base.path)
+    gone = [f.name for f in root.iterdir()
+            if RUN_FOLDER.fullmatch(f.name) and not fs.exists((base / f.name).path)]
+    for name in gone:
+        shutil.rmtree(root / name, ignore_errors=True)
+    return gone
+
+
+def sweep(retention: timedelta, now: datetime, base=None) -> list[str]:
+    """Remove run prefixes untouched for longer than ``retention`` (no file in them written
+    since), in the store and in this worker's scratch and cache; returns the run hashes removed.
+
+    Object stores are judged by each object's modification time (fsspec ``info``:
+    ``LastModified`` on S3, ``mtime`` or ``created`` elsewhere); a store that reports none is
+    refused, naming it: expire its objects with the store's own lifecycle rule instead.
+    """
+    from dissemination.staging import sweep as sweep_folders
+
+    base = staging_base() if base is None else base
+    removed = []
+    if _is_local(base):
+        removed += [p.name for p in sweep_folders(Path(base.path), retention, now)]
+    else:
+        fs = _fresh(base.fs, base.path)
+        for entry in fs.ls(base.path, detail=True) if fs.exists(base.path) else []:
+            name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+            if entry["type"] != "directory" or not RUN_FOLDER.fullmatch(name):
+                continue
+            files = fs.find(entry["name"], detail=True).values()
+            if files and now - max(_modified(base, f) for f in files) > retention:
+                fs.rm(entry["name"], recursive=True)
+                removed.append(name)
+    for root in (_scratch_root(), _cache_root()):
+        removed += [p.name for p in sweep_folders(root, retention, now)]
+    return sorted(set(removed))
+
+
+def _fresh(fs, path: str):
+    """The filesystem with its listings cache of ``path`` dropped: another worker may have
+    changed the store since this process listed it."""
+    fs.invalidate_cache(path)
+    return fs
+
+
+def _modified(base, info: dict) -> datetime:
+    value = info.get("LastModified") or info.get("mtime") or info.get("created")
+    if value is None:
+        raise ConfigurationError(
+            f"{public_url(base)}: the store reports no modification times, so staging cannot be "
+            "swept by age: expire old run prefixes with the store's lifecycle rule")
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, UTC)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
