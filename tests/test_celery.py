@@ -16,12 +16,19 @@ from pathlib import Path
 
 import pytest
 from airflow_services import celery_stack, postgres_databases
+from conftest import POLICY_DIR
 from s3_server import s3_server
 
+from dissemination.classification import Urgency
+from dissemination.package import open_package
+from dissemination.sandbox import Sandbox
+from dissemination.source import write_round
 from dissemination.staging import run_name
+from dissemination.synthetic import generate_round
 
 REPO = Path(__file__).resolve().parents[1]
 PROBE_DAGS = Path(__file__).resolve().parent / "celery_dags"
+ROUTING = Path(__file__).resolve().parent / "routing"  # airflow_local_settings: the cluster policy
 
 
 def probe_env(home: Path, metastore: str, staging: dict[str, str]) -> dict[str, str]:
@@ -42,24 +49,27 @@ def probe_env(home: Path, metastore: str, staging: dict[str, str]) -> dict[str, 
     }
 
 
+@contextlib.contextmanager
+def shared_store(kind: str, home: Path):
+    """(the staging environment, what the store holds under a prefix) for one kind of store."""
+    if kind == "s3":
+        with s3_server() as server:
+            yield server.env(prefix="runs"), lambda prefix: server.keys(f"runs/{prefix}")
+        return
+    shared = home / "shared"
+
+    def stored(prefix: str) -> list[str]:
+        return [str(p) for p in (shared / prefix).rglob("*")] if (shared / prefix).exists() else []
+
+    yield {"DISSEMINATION_STAGING_URL": shared.as_uri()}, stored
+
+
 @pytest.fixture(scope="module", params=["shared-folder", "s3"])
 def deployment(request, tmp_path_factory):
     """A Celery deployment staging on one kind of shared store: (stack, what the store holds)."""
     home = tmp_path_factory.mktemp(f"celery-{request.param}")
     with contextlib.ExitStack() as stack_exit:
-        if request.param == "s3":
-            server = stack_exit.enter_context(s3_server())
-            staging = server.env(prefix="runs")
-
-            def stored(prefix: str) -> list[str]:
-                return server.keys(f"runs/{prefix}")
-        else:
-            shared = home / "shared"
-            staging = {"DISSEMINATION_STAGING_URL": shared.as_uri()}
-
-            def stored(prefix: str) -> list[str]:
-                return [str(p) for p in (shared / prefix).rglob("*")] if (
-                    shared / prefix).exists() else []
+        staging, stored = stack_exit.enter_context(shared_store(request.param, home))
         (metastore,) = stack_exit.enter_context(postgres_databases("celery", ("airflow",)))
         stack = stack_exit.enter_context(
             celery_stack(probe_env(home, metastore, staging), home))
@@ -87,3 +97,49 @@ def test_a_run_spread_over_two_workers_stages_through_the_shared_store(deploymen
     # it back through its own cache, which only a's next download or the sweep drops.
     left = [f for f in a.files() if name in f]
     assert left == ([f"cache/{name}/probe.bin"] if kind == "s3" else [])
+
+
+@pytest.mark.parametrize("kind", ["shared-folder", "s3"])
+def test_the_urgent_dag_delivers_with_each_step_on_the_other_worker(kind, tmp_path_factory):
+    """The real urgent DAG: pull on a, validate on b, plan on a, package on b, deliver on a,
+    notify on b (a cluster policy routes them); every partner receives exactly one package."""
+    home = tmp_path_factory.mktemp(f"celery-urgent-{kind}")
+    with contextlib.ExitStack() as stack_exit:
+        staging, stored = stack_exit.enter_context(shared_store(kind, home))
+        metastore, ledger = stack_exit.enter_context(
+            postgres_databases("celery_urgent", ("airflow", "ledger")))
+        box = stack_exit.enter_context(Sandbox(home / "sandbox", POLICY_DIR,
+                                               metadata_url=metastore, ledger_url=ledger))
+        box.init(sites=40, seed=41)
+        meta, df = generate_round(box.policy.rulesets["NGA"], 2, 60, seed=42)
+        write_round(box.survey(), meta, df)
+        env = {**box.env(), **staging,
+               "PYTHONPATH": os.pathsep.join([str(ROUTING), box.env()["PYTHONPATH"]])}
+        stack = stack_exit.enter_context(celery_stack(env, home))
+        run_id = stack.trigger("urgent_dissemination", {
+            "country": "NGA", "round_id": meta.round_id, "agreements": [],
+            "justification": "two workers, one shared stage"})
+        assert stack.wait(run_id) == "success", stack.logs(run_id)
+
+        hosts = stack.task_hosts(run_id)
+        by_task = {}
+        for (task, _), host in hosts.items():
+            by_task.setdefault(task, set()).add(host)
+        assert by_task == {"resolve_request": {"a"}, "pull_rounds": {"a"},
+                           "validate_rounds": {"b"}, "plan": {"a"}, "package": {"b"},
+                           "deliver": {"a"}, "notify": {"b"}, "finish": {"a"}}
+        records = [r for r in box.ledger().all() if r.round_id == meta.round_id]
+        covering = box.policy.agreements_for("NGA", Urgency.MEDIUM)
+        assert {r.agreement_id for r in records} == {a.id for a in covering}
+        landed = [p for p in box.landed() if meta.round_id in p.name]
+        assert sorted(p.name for p in landed) == sorted(r.remote_path.rsplit("/", 1)[-1]
+                                                        for r in records)  # once each
+        for record in records:
+            agreement = box.policy.agreements[record.agreement_id]
+            (package,) = [p for p in landed if p.name == record.remote_path.rsplit("/", 1)[-1]]
+            manifest, _ = open_package(package, box.password(agreement.password.variable))
+            assert manifest["round"]["id"] == meta.round_id
+        assert stored(run_name(run_id)) == []  # finish removed the run's stage
+        for worker in stack.workers:  # and no survey data stayed in a worker's scratch
+            assert not [f for f in worker.files()
+                        if run_name(run_id) in f and not f.startswith("cache/")]

@@ -79,33 +79,6 @@ def staging_dir(run_id: str) -> Path:
     return run_folder(staging_root(), run_id)
 
 
-def stage_json(run_id: str, name: str, obj) -> str:
-    """Keep a run's intermediate result (plans, packages, outcomes) in its staging, not in
-    XCom: at 1,000 agreements they weigh megabytes, and every mapped task would fetch them
-    whole. XCom carries the name."""
-    import json
-
-    path = staging_dir(run_id) / name
-    tmp = path.with_name(f".{name}.tmp")
-    tmp.write_text(json.dumps(obj))
-    tmp.chmod(0o600)
-    tmp.replace(path)
-    return name
-
-
-def read_stage_json(run_id: str, name: str):
-    import json
-
-    path = staging_dir(run_id) / name
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigurationError(
-            f"run {run_id!r}: its staged {name} is gone (swept after the retention, or another "
-            "worker's local folder: set DISSEMINATION_STAGING_URL to a shared store); clear the "
-            "run from its first task") from None
-
-
 def delivery_batch_size() -> int:
     """Deliveries per mapped ``deliver`` task instance (DISSEMINATION_DELIVERY_BATCH, default
     25); up to 16 organisations still get one each."""

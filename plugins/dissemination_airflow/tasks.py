@@ -33,27 +33,32 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
     """Read each round from the survey database once; check every value against the country's
     contract and stage it without Secret columns. A round that breaks its contract (or has no
     rule set) is blocked here, on every path; the others go on."""
+    from pathlib import Path
+
     from dissemination.contract import ContractBroken
     from dissemination.source import read_round
     from dissemination.staging import staged_round_path
     from dissemination.steps import NoRuleSet, stage_round
 
-    from . import SURVEY_DB_CONN_ID, current_policy, engine, stage_json, staging_dir, upgrade_ledger
+    from . import SURVEY_DB_CONN_ID, current_policy, engine, upgrade_ledger
+    from .store import RunStage
 
     upgrade_ledger()  # the chain's first task: the ledger at this code's schema
-    survey, policy = engine(SURVEY_DB_CONN_ID), current_policy()
+    survey, policy, stage = engine(SURVEY_DB_CONN_ID), current_policy(), RunStage(run_id)
     staged = []
     for round_id in round_ids:
         meta, df = read_round(survey, round_id, country=country)
         try:
-            staged.append(stage_round(meta, df, policy,
-                                      staged_round_path(staging_dir(run_id), round_id)))
+            round_ = stage_round(meta, df, policy,
+                                 staged_round_path(stage.local_dir(), round_id))
         except (ContractBroken, NoRuleSet) as exc:
             print(f"BLOCKED {exc}")
             staged.append({"round_id": round_id, "blocked": str(exc)})
             continue
+        local = Path(round_["path"])
+        staged.append({**round_, "path": stage.put(local, local.name)})  # a name in the stage
         print(f"round {round_id} ({meta.status}): {len(df)} sites, {df.shape[1]} columns")
-    return {"rounds": stage_json(run_id, "rounds.json", staged), "count": len(staged),
+    return {"rounds": stage.write_json("rounds.json", staged), "count": len(staged),
             "blocked": sum("blocked" in r for r in staged)}
 
 
@@ -67,16 +72,18 @@ def validate_rounds(staged: dict, urgency: str, run_id: str) -> dict:
     from dissemination.steps import ruleset_for
     from dissemination.validation import validate_round
 
-    from . import current_policy, data_docs_dir, read_stage_json, stage_json
+    from . import current_policy, data_docs_dir
+    from .store import RunStage
 
-    policy = current_policy()
+    policy, stage = current_policy(), RunStage(run_id)
     passed, failed = [], []
-    for round_ in read_stage_json(run_id, staged["rounds"]):
+    for round_ in stage.read_json(staged["rounds"]):
         if "blocked" in round_:  # broke its contract: never validated, never shared
             failed.append({"round_id": round_["round_id"], "summary": round_["blocked"]})
             continue
         ruleset = ruleset_for(policy, round_["country"])
-        report = validate_round(pd.read_parquet(round_["path"]), ruleset, round_["status"],
+        report = validate_round(pd.read_parquet(stage.fetch(round_["path"])), ruleset,
+                                round_["status"],
                                 docs_dir=data_docs_dir())
         print(report.summary())
         if report.blocks(Urgency(urgency)):
@@ -84,7 +91,7 @@ def validate_rounds(staged: dict, urgency: str, run_id: str) -> dict:
         else:
             warnings = [f"validation ({report.suite}): {f}" for f in report.failures]
             passed.append({**round_, "validation_warnings": warnings})
-    name = stage_json(run_id, "validated.json", {"passed": passed, "failed": failed})
+    name = stage.write_json("validated.json", {"passed": passed, "failed": failed})
     return {"rounds": name, "passed": len(passed), "failed": len(failed)}
 
 
@@ -104,16 +111,17 @@ def plan(validated: dict, urgency: str, run_id: str, agreements: list[str] | Non
     from dissemination.source import RoundMeta
     from dissemination.steps import ReviewOverdue, plan_deliveries
 
-    from . import LEDGER_DB_CONN_ID, current_policy, engine, read_stage_json, stage_json
+    from . import LEDGER_DB_CONN_ID, current_policy, engine
+    from .store import RunStage
 
-    policy = current_policy()
+    policy, stage = current_policy(), RunStage(run_id)
     ledger = Ledger(engine(LEDGER_DB_CONN_ID))
     ledger.require_initialised()
     state = DisclosureState(
         lambda org, country: ledger.holdings(org, policy.agreements_of(org), country))
     today = pendulum.now("UTC").date()
     plans, stopped = [], []
-    for round_ in read_stage_json(run_id, validated["rounds"])["passed"]:
+    for round_ in stage.read_json(validated["rounds"])["passed"]:
         try:
             plans += plan_deliveries(
                 policy, RoundMeta.from_xcom(round_), round_["columns"], Urgency(urgency),
@@ -129,8 +137,8 @@ def plan(validated: dict, urgency: str, run_id: str, agreements: list[str] | Non
             print(f"WARNING {p.round_id}: {warning}")
         print(f"{p.round_id} -> {p.organisation} [{p.agreement_id}]: {p.status} {p.reason}")
         print("  " + "\n  ".join(p.explanation))
-    name = stage_json(run_id, "plans.json",
-                      {"deliveries": [p.to_xcom() for p in plans], "stopped": stopped})
+    name = stage.write_json("plans.json",
+                            {"deliveries": [p.to_xcom() for p in plans], "stopped": stopped})
     return {"plans": name, "deliveries": len(plans), "stopped": len(stopped)}
 
 
@@ -138,6 +146,7 @@ def plan(validated: dict, urgency: str, run_id: str, agreements: list[str] | Non
 def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
     """One AES-256 zip per agreement and round, reading each round once; then the deliveries
     in batches of whole organisations, one mapped ``deliver`` each."""
+    from dataclasses import replace
     from pathlib import Path
 
     import pandas as pd
@@ -148,36 +157,31 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
     from dissemination.source import RoundMeta
     from dissemination.steps import Delivery, package_deliveries
 
-    from . import (
-        LEDGER_DB_CONN_ID,
-        current_policy,
-        delivery_batch_size,
-        engine,
-        package_password,
-        read_stage_json,
-        stage_json,
-    )
+    from . import LEDGER_DB_CONN_ID, current_policy, delivery_batch_size, engine, package_password
+    from .store import RunStage
 
     policy, ledger = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID))
-    plans = [Delivery.from_xcom(p) for p in read_stage_json(run_id, planned["plans"])
-             ["deliveries"]]
+    stage = RunStage(run_id)
+    plans = [Delivery.from_xcom(p) for p in stage.read_json(planned["plans"])["deliveries"]]
     out = []
-    for round_ in read_stage_json(run_id, validated["rounds"])["passed"]:
+    for round_ in stage.read_json(validated["rounds"])["passed"]:
         mine = [p for p in plans if p.round_id == round_["round_id"]]
         if not mine:
             continue
         out += package_deliveries(
-            pd.read_parquet(round_["path"]), RoundMeta.from_xcom(round_), mine, policy,
-            Path(round_["path"]).parent, package_password, ledger, pendulum.now("UTC"),
+            pd.read_parquet(stage.fetch(round_["path"])), RoundMeta.from_xcom(round_), mine,
+            policy, stage.local_dir(), package_password, ledger, pendulum.now("UTC"),
         )
+    out = [replace(d, package_path=stage.put(Path(d.package_path), Path(d.package_path).name))
+           if d.package_path else d for d in out]  # staged: any worker can deliver it
     for d in out:
         print(f"{d.round_id} -> {d.organisation}: {d.status} {d.package_path or d.reason}")
         print("  " + "\n  ".join(d.explanation))
     batches = []
     for batch in batch_deliveries([(d.organisation_id, d.organisation) for d in out],
                                   delivery_batch_size()):
-        name = stage_json(run_id, f"batch-{batch.index:04d}.json",
-                          [out[i].to_xcom() for i in batch.members])
+        name = stage.write_json(f"batch-{batch.index:04d}.json",
+                                [out[i].to_xcom() for i in batch.members])
         batches.append({"batch": name, "label": batch.label})
     print(f"{len(out)} deliveries in {len(batches)} batch(es)")
     return batches
@@ -189,27 +193,26 @@ def deliver(batch: dict, run_id: str) -> dict:
     under a temporary name (pinned host key), renamed, read back, and recorded with the claim's
     closing, so a retry, a crash or a concurrent run never sends it twice. The agreement's
     validity and the policy's hash are checked again right before each upload."""
+    from dataclasses import replace
+
     import pendulum
 
     from dissemination import steps
     from dissemination.batches import failed
     from dissemination.ledger import Ledger
 
-    from . import (
-        LEDGER_DB_CONN_ID,
-        current_policy,
-        engine,
-        read_stage_json,
-        sftp_target,
-        stage_json,
-    )
+    from . import LEDGER_DB_CONN_ID, current_policy, engine, sftp_target
+    from .store import RunStage
 
     get_current_context()["batch_label"] = batch["label"]
     policy, ledger = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID))
+    stage = RunStage(run_id)
     done, failures = [], []
-    for delivery in read_stage_json(run_id, batch["batch"]):
+    for delivery in stage.read_json(batch["batch"]):
         d = steps.Delivery.from_xcom(delivery)
         try:
+            if d.package_path:  # a name in the stage: a local copy on this worker
+                d = replace(d, package_path=str(stage.fetch(d.package_path)))
             d = steps.deliver(d, sftp_target, policy, ledger, pendulum.now("UTC"), run_id)
         except Exception as exc:  # the batch's other deliveries still go; reported below
             print(f"FAILED {_label(d)}: {type(exc).__name__}: {exc}")
@@ -218,7 +221,7 @@ def deliver(batch: dict, run_id: str) -> dict:
         print(f"{_label(d)}: {d.status} to {d.recipient} {d.recipient_name}: "
               f"{d.remote_path} {d.reason}")
         done.append(d.to_xcom())
-    outcome = stage_json(run_id, batch["batch"].replace("batch-", "delivered-"), done)
+    outcome = stage.write_json(batch["batch"].replace("batch-", "delivered-"), done)
     if failures:
         raise failed(failures)
     return {"delivered": outcome, "label": batch["label"]}
@@ -235,12 +238,13 @@ def notify(batch: dict, run_id: str) -> None:
     from dissemination.batches import failed
     from dissemination.ledger import Ledger
 
-    from . import LEDGER_DB_CONN_ID, current_policy, engine, read_stage_json
+    from . import LEDGER_DB_CONN_ID, current_policy, engine
+    from .store import RunStage
 
     get_current_context()["batch_label"] = batch["label"]
     policy, ledger = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID))
     failures = []
-    for delivery in read_stage_json(run_id, batch["delivered"]):
+    for delivery in RunStage(run_id).read_json(batch["delivered"]):
         d = steps.Delivery.from_xcom(delivery)
         try:
             _notify_one(d, policy, ledger, pendulum.now("UTC"), notices, steps)
@@ -291,22 +295,22 @@ def finish(validated: dict, planned: dict, delivered: list[dict], run_id: str) -
 
     A run whose delivery failed keeps its staging, so clearing the failed task can resume.
     """
-    import shutil
     from collections import Counter
 
     from dissemination.validation import RoundsStopped
 
-    from . import read_stage_json, staging_dir
+    from .store import RunStage
 
-    failed = read_stage_json(run_id, validated["rounds"])["failed"]
-    stopped = read_stage_json(run_id, planned["plans"])["stopped"]
+    stage = RunStage(run_id)
+    failed = stage.read_json(validated["rounds"])["failed"]
+    stopped = stage.read_json(planned["plans"])["stopped"]
     outcomes: dict[str, Counter] = {}
     for batch in delivered or ():
-        for d in read_stage_json(run_id, batch["delivered"]):
+        for d in stage.read_json(batch["delivered"]):
             outcomes.setdefault(d["organisation"], Counter())[d["status"]] += 1
     for organisation, counts in sorted(outcomes.items()):
         print(f"{organisation}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    shutil.rmtree(staging_dir(run_id), ignore_errors=True)
+    stage.remove()
     if failed or stopped:
         raise RoundsStopped([f["summary"] for f in [*failed, *stopped]])
 
@@ -317,13 +321,12 @@ def sweep_staging() -> int:
     passed (DISSEMINATION_STAGING_RETENTION_HOURS)."""
     import pendulum
 
-    from dissemination.staging import sweep
+    from . import staging_retention
+    from .store import sweep
 
-    from . import staging_retention, staging_root
-
-    removed = sweep(staging_root(), staging_retention(), pendulum.now("UTC"))
+    removed = sweep(staging_retention(), pendulum.now("UTC"))
     print(f"removed {len(removed)} staging folder(s) older than {staging_retention()}: "
-          f"{[p.name for p in removed]}")
+          f"{removed}")
     return len(removed)
 
 
