@@ -64,9 +64,11 @@ def shared_store(kind: str, home: Path):
     yield {"DISSEMINATION_STAGING_URL": shared.as_uri()}, stored
 
 
-@pytest.fixture(scope="module", params=["shared-folder", "s3"])
+@pytest.fixture(params=["shared-folder", "s3"])
 def deployment(request, tmp_path_factory):
-    """A Celery deployment staging on one kind of shared store: (stack, what the store holds)."""
+    """A Celery deployment staging on one kind of shared store: (stack, what the store holds).
+    One deployment at a time: they share the broker's Redis database, so a worker left running
+    would take another deployment's tasks."""
     home = tmp_path_factory.mktemp(f"celery-{request.param}")
     with contextlib.ExitStack() as stack_exit:
         staging, stored = stack_exit.enter_context(shared_store(request.param, home))

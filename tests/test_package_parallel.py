@@ -161,3 +161,32 @@ def test_a_bad_worker_count_is_refused_naming_the_variable(monkeypatch, value):
     monkeypatch.setenv("DISSEMINATION_PACKAGE_WORKERS", value)
     with pytest.raises(ValueError, match="DISSEMINATION_PACKAGE_WORKERS"):
         steps.package_workers()
+
+
+def _pool_in_a_daemon(results) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from dissemination.steps import _children_allowed
+
+    try:
+        with _children_allowed(), ProcessPoolExecutor(
+                2, mp_context=multiprocessing.get_context("fork")) as pool:
+            results.put(sorted(pool.map(abs, [-1, -2])))
+        results.put(multiprocessing.current_process().daemon)
+    except Exception as exc:  # reported to the test, not lost in the child
+        results.put(repr(exc))
+
+
+def test_forked_packaging_works_inside_a_celery_workers_daemonic_process():
+    """Celery's prefork pool runs tasks in daemonic processes; multiprocessing refuses them
+    children unless the pool lifts the flag for its lifetime."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_pool_in_a_daemon, args=(results,), daemon=True)
+    child.start()
+    child.join(60)
+    assert results.get(timeout=5) == [1, 2]
+    assert results.get(timeout=5) is True  # the flag is back once the pool is gone

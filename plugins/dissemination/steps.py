@@ -8,6 +8,7 @@ small, JSON-friendly and free of data values and secrets, because Airflow stores
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
@@ -409,7 +410,7 @@ def _package_groups(job: _Job, workers: int) -> list[list[dict]]:
     _FORKED = job
     try:
         # fork: the round is shared copy-on-write, not pickled; the children only compute.
-        with ProcessPoolExecutor(min(workers, len(job.groups)),
+        with _children_allowed(), ProcessPoolExecutor(min(workers, len(job.groups)),
                                  mp_context=multiprocessing.get_context("fork")) as pool:
             # Every worker forks at the first submit. Frozen, the parent's objects are never
             # collected in a child: no finaliser of the parent's (a socket's, a connection's)
@@ -426,6 +427,22 @@ def _package_groups(job: _Job, workers: int) -> list[list[dict]]:
                 raise
     finally:
         _FORKED = None
+
+
+@contextlib.contextmanager
+def _children_allowed():
+    """A Celery worker's pool processes are daemonic, and the task process Airflow forks from
+    one inherits the flag, so multiprocessing refuses it children ("daemonic processes are not
+    allowed to have children"). The flag only guards against orphans outliving a daemon; this
+    pool is joined before the task returns, so it is lifted for the pool's lifetime."""
+    process = multiprocessing.current_process()
+    daemon = process._config.get("daemon")
+    process._config["daemon"] = False
+    try:
+        yield
+    finally:
+        if daemon is not None:
+            process._config["daemon"] = daemon
 
 
 def _package_forked(index: int) -> list[dict]:

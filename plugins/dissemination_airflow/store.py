@@ -25,8 +25,7 @@ from pathlib import Path
 
 from dissemination.errors import PermanentError
 from dissemination.staging import RUN_FOLDER, private_dir, run_name
-
-from . import ConfigurationError, staging_root, work_dir
+from dissemination_airflow import ConfigurationError, staging_root, work_dir
 
 #: Stores where one upload is atomic for readers (the object appears whole or not at all).
 _ATOMIC_PUT = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
