@@ -12,41 +12,17 @@ The policy is the tests' own (tests/policy), with each agreement copied into 1,0
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policies import build_policy  # noqa: E402
 from summary import median_seconds, record  # noqa: E402
 
 AGREEMENTS = 1000
-
-
-def build(folder: Path, count: int) -> Path:
-    """tests/policy with ``count`` agreements (copies of the shipped ones, new ids)."""
-    include = folder / "include"
-    shutil.copytree(REPO / "tests" / "policy", include)
-    templates = sorted((include / "agreements").glob("*.yaml"))
-    for i in range(count - len(templates)):
-        template = templates[i % len(templates)]
-        agreement = yaml.safe_load(template.read_text())
-        people = yaml.safe_load((include / "focal_points" / f"{agreement['focal_points']}.yaml")
-                                .read_text())
-        ident = f"{agreement['id']}-{i:04d}"
-        org = f"org-{i:04d}"
-        agreement.update(id=ident, organisation=org, focal_points=ident)
-        agreement["password"]["variable"] = f"package_password_{ident.replace('-', '_')}"
-        people.update(id=ident, organisation=org) if "id" in people else people.update(
-            organisation=org)
-        (include / "organisations" / f"{org}.yaml").write_text(
-            yaml.safe_dump({"id": org, "name": f"Partner {i:04d}"}))
-        (include / "agreements" / f"{ident}.yaml").write_text(yaml.safe_dump(agreement))
-        (include / "focal_points" / f"{ident}.yaml").write_text(yaml.safe_dump(people))
-    return include
 
 
 def main() -> None:
@@ -54,7 +30,7 @@ def main() -> None:
     from dissemination.policy.snapshot import compiled_policy
 
     with tempfile.TemporaryDirectory() as tmp:
-        include = build(Path(tmp), AGREEMENTS)
+        include = build_policy(Path(tmp), AGREEMENTS)
         policy = load_policy(include)
         assert len(policy.agreements) == AGREEMENTS, len(policy.agreements)
         assert compiled_policy(include, Path(tmp) / "cache") == policy  # compiles once
