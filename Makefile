@@ -31,6 +31,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/engine.py
 	$(PY) bench/policy_load.py
 	$(PY) bench/sftp.py
+	$(PY) bench/monthly.py
 	@echo "figures: bench/out/summary.json"
 
 constraints:
