@@ -34,6 +34,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/package.py
 	$(PY) bench/urgent.py --quick
 	$(PY) bench/pull.py
+	$(PY) bench/monthly.py
 	@echo "figures: bench/out/summary.json"
 
 constraints:
