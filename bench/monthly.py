@@ -41,7 +41,7 @@ import yaml
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from policies import build_policy  # noqa: E402
+from policies import FLOOR, build_policy  # noqa: E402
 from summary import record  # noqa: E402
 
 from dissemination.sandbox import MONTHLY_DAG_ID, Sandbox  # noqa: E402
@@ -50,28 +50,6 @@ from dissemination.steps import new_password  # noqa: E402
 COLLECTED = datetime(2026, 10, 5, 8, 0, tzinfo=UTC)  # October 2026: inside one month
 LOGICAL_DATE = "2026-11-01"  # the run due when October is over: its data interval is October
 TEMPLATE_COUNTRY = "NGA"
-FLOOR = '''
-import pendulum
-from airflow.sdk import dag, task
-
-@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False)
-def floor():
-    @task
-    def first():
-        return 1
-
-    @task
-    def second(x):
-        return x + 1
-
-    @task
-    def third(x):
-        return x + 1
-
-    third(second(first()))
-
-floor()
-'''
 
 
 # --- the policy -------------------------------------------------------------------------------
@@ -263,8 +241,10 @@ def under_scheduler(home: Path, include: Path, survey_db: Path) -> tuple[float, 
     the unpause to the run's end."""
     sys.path.insert(0, str(REPO / "tests"))
     import httpx
+    from airflow_services import api_ok as _ok
+    from airflow_services import wait_for
     from conftest import POSTGRES_URL
-    from test_scheduler import Standalone, _ok, wait_for
+    from test_scheduler import Standalone
 
     from dissemination.local_sftp import free_port
 

@@ -32,3 +32,28 @@ def build_policy(folder: Path, count: int) -> Path:
         (include / "agreements" / f"{ident}.yaml").write_text(yaml.safe_dump(agreement))
         (include / "focal_points" / f"{ident}.yaml").write_text(yaml.safe_dump(people))
     return include
+
+
+#: The floor of end-to-end benchmarks: a trivial 3-task DAG run the same way in the same run.
+FLOOR = '''
+import pendulum
+from airflow.sdk import dag, task
+
+@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False)
+def floor():
+    @task
+    def first():
+        return 1
+
+    @task
+    def second(x):
+        return x + 1
+
+    @task
+    def third(x):
+        return x + 1
+
+    third(second(first()))
+
+floor()
+'''

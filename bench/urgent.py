@@ -29,31 +29,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policies import FLOOR  # noqa: E402
 from summary import record  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-FLOOR = '''
-import pendulum
-from airflow.sdk import dag, task
-
-@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False)
-def floor():
-    @task
-    def first():
-        return 1
-
-    @task
-    def second(x):
-        return x + 1
-
-    @task
-    def third(x):
-        return x + 1
-
-    third(second(first()))
-
-floor()
-'''
 CONF = {"country": "NGA", "justification": "benchmark of the urgent path end to end"}
 
 
