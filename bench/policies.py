@@ -1,5 +1,5 @@
-"""A global deployment's policy for benchmarks: tests/policy grown to ``count`` agreements of
-``count`` organisations, each with its focal points (shared by every benchmark that needs one)."""
+"""What benchmarks share: a global deployment's policy (tests/policy grown to ``count`` agreements of
+``count`` organisations, each with its focal points) and the floor DAG end-to-end runs compare with."""
 
 from __future__ import annotations
 
