@@ -355,3 +355,21 @@ def test_a_notice_is_sent_once_per_delivery(tmp_path):
     assert ledger.mark_notified(got.claim.id, NOW) is False  # a retry of notify
     ledger.unmark_notified(got.claim.id)  # the mail server refused: the retry sends it
     assert ledger.mark_notified(got.claim.id, NOW) is True
+
+
+def test_a_retry_of_the_same_run_keeps_a_recorded_delivery_whose_notice_is_due(
+        policy, round_nga, server, tmp_path):
+    """A batch whose second delivery failed is retried whole: the first, recorded by the
+    earlier attempt, stays ``recorded`` (same claim) until its notice is marked sent, and
+    another run sees it delivered."""
+    ledger = _sqlite_ledger(tmp_path)
+    delivery = _packaged(policy, round_nga, server, tmp_path, ledger)
+    first = _deliver(delivery, server, policy, ledger, "run-1")
+    retry = _deliver(delivery, server, policy, ledger, "run-1")
+    assert (retry.status, retry.claim_id, retry.remote_path) == (
+        "recorded", first.claim_id, first.remote_path)
+    assert retry.deadline_met == first.deadline_met
+    assert _deliver(delivery, server, policy, ledger, "run-2").status == "already_delivered"
+    assert ledger.mark_notified(retry.claim_id, NOW) is True
+    assert _deliver(delivery, server, policy, ledger, "run-1").status == "already_delivered"
+    assert len(ledger.all()) == 1

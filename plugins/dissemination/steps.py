@@ -358,8 +358,7 @@ def package_deliveries(
         fields = packaged[id(plan)]
         done = ledger.find(plan.agreement_id, plan.round_id, plan.urgency,
                            fields["content_sha256"],
-                           MAIN_RECIPIENTS if plan.recipient in MAIN_RECIPIENTS
-                           else (plan.recipient,))
+                           _slot_recipients(plan))
         if done is not None:
             Path(fields["package_path"]).unlink()
             out.append(replace(
@@ -513,6 +512,14 @@ def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget], policy:
     got = ledger.claim(_claim_key(delivery), run_id, delivery.package_sha256,
                        delivery.destination, remote_path, now, lease)
     if got.outcome == "delivered":
+        if got.claim.run_id == run_id and got.claim.notified_at is None:
+            # An earlier attempt of this run recorded it, then its batch failed on another
+            # delivery: recorded still, so the notice (not yet sent) goes out after this one.
+            record = ledger.find(delivery.agreement_id, delivery.round_id, delivery.urgency,
+                                 delivery.content_sha256, _slot_recipients(delivery))
+            return replace(delivery, status="recorded", remote_path=got.claim.remote_path,
+                           claim_id=got.claim.id, reason="recorded by an earlier attempt",
+                           deadline_met=record.deadline_met if record else None)
         return replace(delivery, status="already_delivered", remote_path=got.claim.remote_path,
                        reason=f"delivered by run {got.claim.run_id}; not sent again")
     if got.outcome == "held":
@@ -537,6 +544,12 @@ def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget], policy:
             f"{done.remote_path} is on {done.destination}, complete and verified, but not yet "
             f"recorded: {exc}. The retry confirms it without uploading again.") from None
     return replace(done, status="recorded", deadline_met=record.deadline_met, claim_id=claim.id)
+
+
+def _slot_recipients(delivery: Delivery) -> tuple[str, ...]:
+    """The recipients one ledger slot covers: the main one (primary or its secondary), or one
+    field focal point."""
+    return MAIN_RECIPIENTS if delivery.recipient in MAIN_RECIPIENTS else (delivery.recipient,)
 
 
 def _claim_key(delivery: Delivery) -> ClaimKey:
