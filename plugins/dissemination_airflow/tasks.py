@@ -180,9 +180,9 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
     batches = []
     for batch in batch_deliveries([(d.organisation_id, d.organisation) for d in out],
                                   delivery_batch_size()):
-        name = stage.write_json(f"batch-{batch.index:04d}.json",
-                                [out[i].to_xcom() for i in batch.members])
-        batches.append({"batch": name, "label": batch.label})
+        batches.append({"batch": stage.write_json(
+            f"batch-{batch.index:04d}.json",
+            {"label": batch.label, "deliveries": [out[i].to_xcom() for i in batch.members]})})
     print(f"{len(out)} deliveries in {len(batches)} batch(es)")
     return batches
 
@@ -204,11 +204,12 @@ def deliver(batch: dict, run_id: str) -> dict:
     from . import LEDGER_DB_CONN_ID, current_policy, engine, sftp_target
     from .store import RunStage
 
-    get_current_context()["batch_label"] = batch["label"]
-    policy, ledger = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID))
     stage = RunStage(run_id)
+    staged = stage.read_json(batch["batch"])  # the label too: XCom carries only the name
+    get_current_context()["batch_label"] = staged["label"]
+    policy, ledger = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID))
     done, failures = [], []
-    for delivery in stage.read_json(batch["batch"]):
+    for delivery in staged["deliveries"]:
         d = steps.Delivery.from_xcom(delivery)
         try:
             if d.package_path:  # a name in the stage: a local copy on this worker
@@ -221,10 +222,11 @@ def deliver(batch: dict, run_id: str) -> dict:
         print(f"{_label(d)}: {d.status} to {d.recipient} {d.recipient_name}: "
               f"{d.remote_path} {d.reason}")
         done.append(d.to_xcom())
-    outcome = stage.write_json(batch["batch"].replace("batch-", "delivered-"), done)
+    outcome = stage.write_json(batch["batch"].replace("batch-", "delivered-"),
+                               {"label": staged["label"], "deliveries": done})
     if failures:
         raise failed(failures)
-    return {"delivered": outcome, "label": batch["label"]}
+    return {"delivered": outcome}
 
 
 @task(map_index_template="{{ batch_label }}")
@@ -241,10 +243,11 @@ def notify(batch: dict, run_id: str) -> None:
     from . import LEDGER_DB_CONN_ID, current_policy, engine
     from .store import RunStage
 
-    get_current_context()["batch_label"] = batch["label"]
+    delivered = RunStage(run_id).read_json(batch["delivered"])
+    get_current_context()["batch_label"] = delivered["label"]
     policy, ledger = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID))
     failures = []
-    for delivery in RunStage(run_id).read_json(batch["delivered"]):
+    for delivery in delivered["deliveries"]:
         d = steps.Delivery.from_xcom(delivery)
         try:
             _notify_one(d, policy, ledger, pendulum.now("UTC"), notices, steps)
@@ -306,7 +309,7 @@ def finish(validated: dict, planned: dict, delivered: list[dict], run_id: str) -
     stopped = stage.read_json(planned["plans"])["stopped"]
     outcomes: dict[str, Counter] = {}
     for batch in delivered or ():
-        for d in stage.read_json(batch["delivered"]):
+        for d in stage.read_json(batch["delivered"])["deliveries"]:
             outcomes.setdefault(d["organisation"], Counter())[d["status"]] += 1
     for organisation, counts in sorted(outcomes.items()):
         print(f"{organisation}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
