@@ -64,7 +64,7 @@ def test_a_path_as_round_id_in_the_survey_database_is_refused_and_nothing_escape
     from dissemination.ledger_migrations import open_upgraded
     from dissemination.source import RoundMeta
     from dissemination.staging import staged_round_path
-    from dissemination_airflow import staging_dir
+    from dissemination_airflow.store import RunStage
 
     survey, meta, df = hostile_survey
     monkeypatch.setenv("DISSEMINATION_WORK_DIR", str(tmp_path / "work"))
@@ -85,7 +85,7 @@ def test_a_path_as_round_id_in_the_survey_database_is_refused_and_nothing_escape
     for read in (source.read_round, source.read_meta):  # asked for by name
         with pytest.raises(InvalidRoundId, match="round requested: refused"):
             read(survey, HOSTILE)
-    folder = staging_dir("manual__2026-11-21T12:00:00+00:00")
+    folder = RunStage("manual__2026-11-21T12:00:00+00:00").local_dir()  # where pull stages
     with pytest.raises(InvalidRoundId, match="staging: refused"):
         staged_round_path(folder, HOSTILE)
     with pytest.raises(InvalidRoundId, match="staging: refused"):  # a meta made elsewhere
@@ -125,21 +125,27 @@ def _mode(path: Path) -> int:
 def test_staging_is_private_and_named_by_hash(tmp_path, policy, round_nga, monkeypatch):
     from dissemination import steps
     from dissemination.staging import staged_round_path
-    from dissemination_airflow import data_docs_dir, staging_dir, work_dir
+    from dissemination_airflow import data_docs_dir, work_dir
+    from dissemination_airflow.store import RunStage
 
     work = tmp_path / "work"
     work.mkdir(mode=0o755)  # an older, world-readable work dir is tightened on next use
     work.chmod(0o755)
     monkeypatch.setenv("DISSEMINATION_WORK_DIR", str(work))
     monkeypatch.delenv("DISSEMINATION_DATA_DOCS_DIR", raising=False)
+    monkeypatch.delenv("DISSEMINATION_STAGING_URL", raising=False)
     run_id = "manual__2026-11-21T12:00:00+00:00/../../x"
-    folder = staging_dir(run_id)
-    assert folder.parent == work / "runs" and len(folder.name) == 16
-    assert folder == staging_dir(run_id) and folder != staging_dir(run_id + "1")
-    assert {_mode(p) for p in (work_dir(), work / "runs", folder, data_docs_dir())} == {0o700}
+    stage = RunStage(run_id)
+    scratch = stage.local_dir()
+    assert scratch.parent == work / "scratch" and len(scratch.name) == 16
+    assert stage.name == scratch.name == RunStage(run_id).name != RunStage(run_id + "1").name
     meta, df = round_nga
-    staged = steps.stage_round(meta, df, policy, staged_round_path(folder, meta.round_id))
-    assert Path(staged["path"]).parent == folder and _mode(Path(staged["path"])) == 0o600
+    staged = steps.stage_round(meta, df, policy, staged_round_path(scratch, meta.round_id))
+    name = stage.put(Path(staged["path"]), Path(staged["path"]).name)
+    stored = stage.fetch(name)
+    assert stored.parent == work / "runs" / stage.name and _mode(stored) == 0o600
+    assert {_mode(p) for p in (work_dir(), work / "runs", stored.parent, scratch,
+                               data_docs_dir())} == {0o700}
 
 
 def test_the_retention_is_configurable_and_checked(monkeypatch):

@@ -72,13 +72,6 @@ def staging_root() -> Path:
     return work_dir() / "runs"
 
 
-def staging_dir(run_id: str) -> Path:
-    """One private folder per DAG run for its staged rounds and packages, named by hash."""
-    from dissemination.staging import run_folder
-
-    return run_folder(staging_root(), run_id)
-
-
 def delivery_batch_size() -> int:
     """Deliveries per mapped ``deliver`` task instance (DISSEMINATION_DELIVERY_BATCH, default
     25); up to 16 organisations still get one each."""

@@ -83,7 +83,7 @@ class RunStage:
         size = local.stat().st_size
         consume = local.resolve().parent == (_scratch_root() / self.name).resolve()
         if self.local:
-            dest = private_dir(Path(self.path.path)) / name
+            dest = private_dir(private_dir(Path(self.base.path)) / self.name) / name
             temp = dest.with_name(f".{name}.{uuid.uuid4().hex}.part")
             try:
                 moved = False
