@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dissemination.errors import PermanentError
-from dissemination.staging import RUN_FOLDER, private_dir, run_name
+from dissemination.staging import RUN_FOLDER, private_dir, run_folder, run_name
 from dissemination_airflow import ConfigurationError, staging_root, work_dir
 
 #: Stores where one upload is atomic for readers (the object appears whole or not at all).
@@ -83,7 +83,7 @@ class RunStage:
         size = local.stat().st_size
         consume = local.resolve().parent == (_scratch_root() / self.name).resolve()
         if self.local:
-            dest = private_dir(private_dir(Path(self.base.path)) / self.name) / name
+            dest = run_folder(Path(self.base.path), self.run_id) / name
             temp = dest.with_name(f".{name}.{uuid.uuid4().hex}.part")
             try:
                 moved = False

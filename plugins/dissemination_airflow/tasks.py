@@ -235,7 +235,6 @@ def notify(batch: dict, run_id: str) -> None:
     DTM's focal point if an agreement's window was missed."""
     import pendulum
 
-    from dissemination import notify as notices
     from dissemination import steps
     from dissemination.batches import failed
     from dissemination.ledger import Ledger
@@ -250,7 +249,7 @@ def notify(batch: dict, run_id: str) -> None:
     for delivery in delivered["deliveries"]:
         d = steps.Delivery.from_xcom(delivery)
         try:
-            _notify_one(d, policy, ledger, pendulum.now("UTC"), notices, steps)
+            _notify_one(d, policy, ledger, pendulum.now("UTC"))
         except Exception as exc:
             print(f"FAILED notice {_label(d)}: {type(exc).__name__}: {exc}")
             failures.append((_label(d), exc))
@@ -258,7 +257,14 @@ def notify(batch: dict, run_id: str) -> None:
         raise failed(failures)
 
 
-def _notify_one(d, policy, ledger, now, notices, steps) -> None:
+def _notify_one(d, policy, ledger, now) -> None:
+    """One delivery's notice (marked on its claim first, so it goes out once) and, if its
+    window was missed, one alert to DTM's focal point."""
+    import pendulum
+
+    from dissemination import notify as notices
+    from dissemination import steps
+
     from . import send
 
     if d.status != "recorded":
@@ -275,8 +281,6 @@ def _notify_one(d, policy, ledger, now, notices, steps) -> None:
     if d.deadline_met is False:
         print(f"ERROR {_label(d)}: delivered after the window ended at {d.deadline}")
         if ledger.alert_once("missed", f"{d.round_id}/{d.agreement_id}", now):
-            import pendulum
-
             state = steps.DeadlineState(d.round_id, d.country, d.agreement_id,
                                         pendulum.parse(d.deadline), "missed",
                                         f"delivered late to {d.recipient_name}")
