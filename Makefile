@@ -14,7 +14,7 @@ $(VENV)/.installed: requirements.txt constraints.txt
 
 ## Run the urgent dissemination DAG end to end on embedded defaults (SQLite, local OpenSSH SFTP).
 demo: $(VENV)/.installed
-	$(PY) -m dissemination.sandbox --home .demo
+	$(PY) -m dissemination.devkit.sandbox --home .demo
 
 ## Lint, validate the policy files, then run every test.
 test: $(VENV)/.installed check

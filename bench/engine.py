@@ -22,10 +22,10 @@ import pandas as pd
 
 from dissemination.classification import Urgency
 from dissemination.contract import conform
+from dissemination.devkit.synthetic import generate_round
 from dissemination.disclosure import build_content, build_contents
 from dissemination.policy import load_policy
 from dissemination.sensitivity import active_relational, classify_round, select_for_agreement
-from dissemination.synthetic import generate_round
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ folder, with a low tier for its country. One cleaned round of S synthetic sites 
 collected in October 2026, so that the scheduler's first run of the monthly DAG (catchup off:
 the last complete month) is that month, and ``dags test`` runs the same month by logical date.
 
-Everything else is the sandbox of ``make demo`` (``dissemination.sandbox``): a real sshd on
+Everything else is the sandbox of ``make demo`` (``dissemination.devkit.sandbox``): a real sshd on
 loopback as every partner's SFTP server (host key pinned), a local SMTP server, connections as
 AIRFLOW_CONN_*; passwords as AIRFLOW_VAR_* (1,000 of them). ``dags test`` runs on SQLite; the
 scheduler (``airflow standalone``, LocalExecutor, as tests/test_scheduler.py starts it) on
@@ -44,7 +44,7 @@ sys.path.insert(0, str(BENCH))
 from policies import FLOOR, build_policy  # noqa: E402
 from summary import record  # noqa: E402
 
-from dissemination.sandbox import MONTHLY_DAG_ID, Sandbox  # noqa: E402
+from dissemination.devkit.sandbox import MONTHLY_DAG_ID, Sandbox  # noqa: E402
 from dissemination.steps import new_password  # noqa: E402
 
 COLLECTED = datetime(2026, 10, 5, 8, 0, tzinfo=UTC)  # October 2026: inside one month
@@ -121,8 +121,8 @@ class MonthlySandbox(Sandbox):
 
 def write_rounds(sandbox: Sandbox, sites: int) -> None:
     """One cleaned round of ``sites`` sites per country, collected in October."""
+    from dissemination.devkit.synthetic import generate_round
     from dissemination.source import write_round
-    from dissemination.synthetic import generate_round
 
     for _, ruleset in sorted(sandbox.policy.rulesets.items()):
         write_round(sandbox.survey(), *generate_round(
@@ -246,7 +246,7 @@ def under_scheduler(home: Path, include: Path, survey_db: Path) -> tuple[float, 
     from conftest import POSTGRES_URL
     from test_scheduler import Standalone
 
-    from dissemination.local_sftp import free_port
+    from dissemination.devkit.local_sftp import free_port
 
     admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     names = [f"bench_monthly_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("airflow", "ledger")]

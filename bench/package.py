@@ -39,8 +39,8 @@ def prepare(folder: Path, sites: int, deliveries: int) -> Path:
     """The staged round, the policy and the plans, on disk for the runs."""
     from dissemination import steps
     from dissemination.classification import Urgency
+    from dissemination.devkit.synthetic import generate_round
     from dissemination.policy import load_policy
-    from dissemination.synthetic import generate_round
 
     include = build(folder, 1000)
     policy = load_policy(include)

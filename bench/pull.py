@@ -116,9 +116,9 @@ def main() -> None:
     if args.child:
         return _child(args.child, args.round)
 
+    from dissemination.devkit.synthetic import generate_round
     from dissemination.policy import load_policy
     from dissemination.source import write_round
-    from dissemination.synthetic import generate_round
 
     meta, df = generate_round(load_policy(REPO / "include").rulesets["NGA"], 1, args.sites,
                               seed=1)

@@ -24,7 +24,7 @@ from summary import median_seconds, record  # noqa: E402
 
 def main(megabytes: int = 200) -> None:
     from dissemination import sftp
-    from dissemination.local_sftp import LocalSftpServer
+    from dissemination.devkit.local_sftp import LocalSftpServer
 
     with tempfile.TemporaryDirectory() as tmp, LocalSftpServer(Path(tmp) / "server") as server:
         payload = Path(tmp) / "package.zip"

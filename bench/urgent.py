@@ -2,7 +2,7 @@
 
 Floor: a trivial 3-task TaskFlow DAG run with ``airflow dags test`` in the same environment (the
 same Airflow home, metastore and settings), i.e. what Airflow costs before any work is done. The
-urgent run is the real one of ``make demo`` (``dissemination.sandbox``: SQLite survey database,
+urgent run is the real one of ``make demo`` (``dissemination.devkit.sandbox``: SQLite survey database,
 a real sshd on loopback as every partner's SFTP server, connections as AIRFLOW_CONN_*, passwords
 as Variables, the tests' own policy: 3 recipients in NGA) on a synthetic NGA round of N sites,
 a new round per run (a re-run of the same round delivers nothing). Floor and urgent runs are
@@ -74,8 +74,8 @@ def measure(sandbox, floor_dir: Path, sites: int, runs: int, first_round: int) -
     """``runs`` interleaved floor and urgent runs, each urgent run on a new round of ``sites``."""
     import pyarrow as pa
 
+    from dissemination.devkit.synthetic import generate_round
     from dissemination.source import read_round, write_round
-    from dissemination.synthetic import generate_round
 
     ruleset = sandbox.policy.rulesets["NGA"]
     floor_env = {**sandbox.env(), "AIRFLOW__CORE__DAGS_FOLDER": str(floor_dir)}
@@ -110,7 +110,7 @@ def measure(sandbox, floor_dir: Path, sites: int, runs: int, first_round: int) -
 
 
 def main() -> None:
-    from dissemination.sandbox import Sandbox
+    from dissemination.devkit.sandbox import Sandbox
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sites", type=int, nargs="+", default=[100_000, 1_000_000])

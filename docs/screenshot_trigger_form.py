@@ -20,8 +20,8 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
     from test_scheduler import Standalone, _ok, wait_for
 
-    from dissemination.local_sftp import free_port
-    from dissemination.sandbox import Sandbox
+    from dissemination.devkit.local_sftp import free_port
+    from dissemination.devkit.sandbox import Sandbox
 
     with tempfile.TemporaryDirectory() as tmp, Sandbox(Path(tmp)) as box:
         box.init(sites=30)

@@ -24,7 +24,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import POSTGRES_URL
 
-from dissemination.local_sftp import free_port
+from dissemination.devkit.local_sftp import free_port
 
 TIMEOUT = 300  # seconds for any one scheduled outcome
 TESTS = Path(__file__).resolve().parent

@@ -42,7 +42,7 @@ def policy():
 
 @pytest.fixture(scope="session")
 def round_nga(policy):
-    from dissemination.synthetic import generate_round
+    from dissemination.devkit.synthetic import generate_round
 
     return generate_round(policy.rulesets["NGA"], 1, 200, seed=11)
 
@@ -50,7 +50,7 @@ def round_nga(policy):
 @pytest.fixture(scope="session")
 def sftp_server(tmp_path_factory):
     """A real OpenSSH sshd on loopback with its own config, host key and port."""
-    from dissemination.local_sftp import LocalSftpServer
+    from dissemination.devkit.local_sftp import LocalSftpServer
 
     with LocalSftpServer(tmp_path_factory.mktemp("sftp")) as server:
         yield server

@@ -9,7 +9,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 
-from dissemination.local_sftp import free_port
+from dissemination.devkit.local_sftp import free_port
 
 CONN_ID = "staging_store"
 

@@ -20,11 +20,11 @@ from conftest import POLICY_DIR
 from s3_server import s3_server
 
 from dissemination.classification import Urgency
+from dissemination.devkit.sandbox import Sandbox
+from dissemination.devkit.synthetic import generate_round
 from dissemination.package import open_package
-from dissemination.sandbox import Sandbox
 from dissemination.source import write_round
 from dissemination.staging import run_name
-from dissemination.synthetic import generate_round
 
 REPO = Path(__file__).resolve().parents[1]
 PROBE_DAGS = Path(__file__).resolve().parent / "celery_dags"

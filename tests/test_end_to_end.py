@@ -20,14 +20,14 @@ import pytest
 from conftest import POLICY_DIR
 
 from dissemination.classification import Classification, Urgency
+from dissemination.devkit.local_sftp import LocalSftpServer
+from dissemination.devkit.sandbox import Sandbox
+from dissemination.devkit.synthetic import generate_round
 from dissemination.disclosure import build_content
-from dissemination.local_sftp import LocalSftpServer
 from dissemination.package import open_package
-from dissemination.sandbox import Sandbox
 from dissemination.sensitivity import active_relational, classify_round, select_for_agreement
 from dissemination.sftp import parse_host_key
 from dissemination.source import read_round, write_round
-from dissemination.synthetic import generate_round
 
 CONF = {"country": "NGA", "justification": "end-to-end test of the urgent path"}
 

@@ -171,8 +171,8 @@ def test_overdue_review_stops_the_low_path(policy):
 def test_overdue_review_flags_but_does_not_stop_the_medium_path(policy, tmp_path):
     import sqlalchemy as sa
 
+    from dissemination.devkit.synthetic import generate_round
     from dissemination.ledger_migrations import open_upgraded
-    from dissemination.synthetic import generate_round
 
     meta, df = generate_round(policy.rulesets["SSD"], 1, 40, seed=2)
     plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,

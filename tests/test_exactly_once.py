@@ -23,11 +23,11 @@ from faults import CuttableLink, deliver_in_child, kill_sshd, small_filesystem, 
 from dissemination import steps
 from dissemination.audit import verify
 from dissemination.classification import Urgency
+from dissemination.devkit.local_sftp import LocalSftpServer
 from dissemination.digests import file_sha256
 from dissemination.errors import PermanentError
 from dissemination.ledger import ClaimKey, Ledger, LedgerUnavailable
 from dissemination.ledger_migrations import open_upgraded
-from dissemination.local_sftp import LocalSftpServer
 from dissemination.sftp import DeliveryError, UploadFailed
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)

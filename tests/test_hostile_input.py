@@ -36,7 +36,7 @@ def test_a_refused_id_is_shown_short_and_escaped():
 
 
 def test_the_ids_we_make_pass(policy):
-    from dissemination.synthetic import generate_round
+    from dissemination.devkit.synthetic import generate_round
 
     for country in ("NGA", "SSD", "BFA"):
         for number, status in ((1, "partial"), (12, "cleaned"), (1234, "partial")):
@@ -98,8 +98,8 @@ def test_a_path_as_round_id_in_the_survey_database_is_refused_and_nothing_escape
 
 
 def test_the_file_drop_uses_the_same_pattern(tmp_path, policy):
+    from dissemination.devkit.synthetic import generate_round
     from dissemination.intake import import_drop
-    from dissemination.synthetic import generate_round
 
     drop = tmp_path / "drop"
     drop.mkdir()
@@ -232,8 +232,8 @@ def test_a_refused_insert_names_table_row_and_constraint_never_values(sql_engine
     """The survey database refuses row 3 (its own constraint). PostgreSQL's message quotes the
     whole row ("Failing row contains ..."), SQLAlchemy adds the bound parameters: neither may
     reach the error, the log or the output; the table, row and constraint are named."""
+    from dissemination.devkit.synthetic import generate_round
     from dissemination.source import RoundNotFound, RoundNotWritten, read_round, write_round
-    from dissemination.synthetic import generate_round
 
     meta, df = generate_round(policy.rulesets["NGA"], 1, 40, seed=3)
     df.loc[2, ["ki_name", "ki_phone"]] = [NAME, PHONE]
@@ -254,9 +254,9 @@ def test_the_file_drop_rejects_a_file_the_database_refuses_without_quoting_it(
     """A unique index another system put on site names: PostgreSQL says "Key (site_name)=(...)
     already exists". The file goes to rejected/ with a reason that names no value; the other
     files go on."""
+    from dissemination.devkit.synthetic import generate_round
     from dissemination.intake import import_drop
     from dissemination.source import RoundNotFound, read_round, write_round
-    from dissemination.synthetic import generate_round
 
     ruleset = policy.rulesets["NGA"]
     meta, first = generate_round(ruleset, 1, 20, seed=1)

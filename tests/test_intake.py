@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from dissemination.devkit.synthetic import generate_round
 from dissemination.intake import (
     DropFileRejected,
     content_hash,
@@ -15,7 +16,6 @@ from dissemination.intake import (
     read_drop_file,
 )
 from dissemination.source import read_round, write_round
-from dissemination.synthetic import generate_round
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

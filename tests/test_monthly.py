@@ -10,11 +10,11 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from conftest import POLICY_DIR
 
+from dissemination.devkit.sandbox import Sandbox
+from dissemination.devkit.synthetic import generate_round
 from dissemination.ledger import Ledger
 from dissemination.package import open_package
-from dissemination.sandbox import Sandbox
 from dissemination.source import write_round
-from dissemination.synthetic import generate_round
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,10 @@ from airflow_services import Service, airflow_path, api_ok, wait_for
 from airflow_services import postgres_databases as fresh_databases
 from conftest import POLICY_DIR
 
-from dissemination.local_sftp import free_port
-from dissemination.sandbox import Sandbox
+from dissemination.devkit.local_sftp import free_port
+from dissemination.devkit.sandbox import Sandbox
+from dissemination.devkit.synthetic import generate_round
 from dissemination.source import write_round
-from dissemination.synthetic import generate_round
 
 
 class Standalone(Service):

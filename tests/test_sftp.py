@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from dissemination.local_sftp import LocalSftpServer
+from dissemination.devkit.local_sftp import LocalSftpServer
 from dissemination.sftp import DeliveryError, HostKeyMismatch, upload
 
 

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 
 from dissemination import steps
 from dissemination.classification import Urgency
+from dissemination.devkit.local_sftp import LocalSftpServer
 from dissemination.ledger_migrations import open_upgraded
-from dissemination.local_sftp import LocalSftpServer
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 PASSWORD = "a-long-enough-test-password"

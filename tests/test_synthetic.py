@@ -10,8 +10,8 @@ from conftest import POLICY_DIR
 
 from dissemination.__main__ import main
 from dissemination.contract import conform
+from dissemination.devkit.synthetic import generate_round, to_export, write_export
 from dissemination.policy import load_policy
-from dissemination.synthetic import generate_round, to_export, write_export
 
 #: A country added the README's way: its own admin levels, no gazetteer, export headers and HXL.
 XYZ_RULES = """\

@@ -57,7 +57,7 @@ def _country(args: argparse.Namespace):
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from .synthetic import generate_round, write_export
+    from .devkit.synthetic import generate_round, write_export
 
     found = _country(args)
     if found is None:

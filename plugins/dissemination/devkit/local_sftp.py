@@ -5,7 +5,7 @@ touches the system's sshd. The host key is created once per ``home`` and kept, s
 stays valid across runs. Logins use a client key created beside it; everything the server writes
 lands under ``home/root``.
 
-    python -m dissemination.local_sftp --home .demo/sftp   # serve until Ctrl-C
+    python -m dissemination.devkit.local_sftp --home .demo/sftp   # serve until Ctrl-C
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from .sftp import SftpTarget
+from ..sftp import SftpTarget
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import normalise
-from .classification import DisseminationCategory
-from .policy import IndicatorRule, RuleSet
-from .source import RoundMeta
+from .. import normalise
+from ..classification import DisseminationCategory
+from ..policy import IndicatorRule, RuleSet
+from ..source import RoundMeta
 
 #: The column no rule covers, in every round (unless a rule set happens to cover it).
 UNCOVERED = "enumerator_id"

@@ -5,7 +5,7 @@ and a real OpenSSH SFTP server on loopback that stands in for every partner's se
 driven through its CLI (``airflow dags test``) exactly as an engineer would, with dev connections
 as ``AIRFLOW_CONN_*`` environment variables and passwords in the metastore as Airflow Variables.
 
-    python -m dissemination.sandbox --home .demo     # what `make demo` runs
+    python -m dissemination.devkit.sandbox --home .demo     # what `make demo` runs
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from .ledger import Ledger
-from .ledger_migrations import upgrade as upgrade_ledger
+from ..ledger import Ledger
+from ..ledger_migrations import upgrade as upgrade_ledger
+from ..policy import Policy, load_policy
+from ..source import write_round
+from ..steps import new_password
 from .local_sftp import LocalSftpServer
 from .local_smtp import LocalSmtpServer
-from .policy import Policy, load_policy
-from .source import write_round
-from .steps import new_password
 from .synthetic import generate_round
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DAG_ID = "urgent_dissemination"
 MONTHLY_DAG_ID = "monthly_dissemination"
 

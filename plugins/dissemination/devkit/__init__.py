@@ -1,0 +1,3 @@
+"""Stand-ins for partners' servers and field data: the demo and the tests use them, production never
+does. A local SFTP server (OpenSSH, or pure Python when no sshd is installed), a local SMTP relay,
+synthetic survey rounds, and the sandbox that wires them to an embedded Airflow."""
