@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/plugins
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: demo test check bench constraints clean
+.PHONY: demo test check bench constraints clean screenshots
 
 $(VENV)/.installed: requirements.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench: $(VENV)/.installed
 	$(PY) bench/pull.py
 	$(PY) bench/monthly.py
 	@echo "figures: bench/out/summary.json"
+
+## Refresh the README's screenshot of the Dissemination page (the browser test, saving it to docs/).
+screenshots: $(VENV)/.installed
+	DISSEMINATION_SCREENSHOTS=docs $(PY) -m pytest -q tests/test_ui.py -k chromium
 
 constraints:
 	$(PY) -m pip freeze --exclude-editable | sed '1i # Full resolved dependency set (pip freeze of a working install). Regenerate after changing\n# requirements.txt: make constraints' > constraints.txt

@@ -138,7 +138,8 @@ def _ledger(args: argparse.Namespace) -> int:
     """``ledger status``: is it initialised, and how; ``ledger init --fresh-start WHY``:
     declare that this ledger starts empty on purpose (recorded with the reason);
     ``ledger upgrade``: migrate its schema in place; ``ledger verify``: check its hash chain
-    (exit 1 naming the first row changed, deleted or reordered)."""
+    (exit 1 naming the first row changed, deleted or reordered); ``ledger called --agreement
+    ID``: the agreement's new package password was passed on by phone."""
     from datetime import UTC, datetime
 
     import sqlalchemy as sa
@@ -167,6 +168,15 @@ def _ledger(args: argparse.Namespace) -> int:
     except LedgerNeedsUpgrade as exc:
         print(exc, file=sys.stderr)
         return 1
+    if args.action == "called":
+        if not args.agreement:
+            print("ledger called needs --agreement ID: whose new password was passed on by "
+                  "phone", file=sys.stderr)
+            return 2
+        marked = ledger.mark_rotation_called(args.agreement, datetime.now(UTC))
+        print(f"{args.agreement}: {marked} password rotation(s) marked as passed on by phone"
+              if marked else f"{args.agreement}: no password rotation awaits a phone call")
+        return 0 if marked else 1
     if args.action == "init":
         if not args.fresh_start or not args.fresh_start.strip():
             print("ledger init needs --fresh-start 'why': a ledger is only started over on "
@@ -232,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ledger = sub.add_parser("ledger", help="the delivery ledger: status, declare a fresh start, "
                             "upgrade its schema, verify its hash chain")
-    ledger.add_argument("action", choices=["status", "init", "upgrade", "verify"])
+    ledger.add_argument("action", choices=["status", "init", "upgrade", "verify", "called"])
+    ledger.add_argument("--agreement", metavar="ID",
+                        help="called: the agreement whose new password was phoned through")
     ledger.add_argument("--url", default=DEFAULT_LEDGER,
                         help="SQLAlchemy URL of the ledger (default: the demo's)")
     ledger.add_argument("--fresh-start", metavar="WHY",

@@ -108,6 +108,26 @@ password_rotations = sa.Table(
     sa.Column("focal_point_to_tell", sa.String(200), nullable=False),
     # When DTM's focal point was e-mailed about it; NULL until then (retried until sent).
     sa.Column("notified_at", sa.DateTime(timezone=True), nullable=True),
+    # When DTM's focal point confirmed the phone call (``ledger rotation-called``); NULL until.
+    sa.Column("called_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+
+#: Each failed delivery attempt and why (never a value: the errors name files, fields, rows).
+#: Operational, like the claims: what awaits a retry and what was refused, for the operators.
+delivery_failures = sa.Table(
+    "delivery_failures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("agreement_id", sa.String(64), nullable=False, index=True),
+    sa.Column("round_id", sa.String(64), nullable=False),
+    sa.Column("urgency", sa.String(8), nullable=False),
+    sa.Column("slot", sa.String(255), nullable=False),  # as in delivery_claims
+    sa.Column("focal_point_name", sa.String(200), nullable=False),
+    sa.Column("run_id", sa.String(255), nullable=False),
+    sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("permanent", sa.Boolean, nullable=False),  # refused: a retry would fail alike
+    sa.Column("reason", sa.Text, nullable=False),
 )
 
 
@@ -168,7 +188,7 @@ CHAINED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                ("round_id", "content_sha256", "country", "status", "seen_at", "version")),
 }
 #: Must match the newest revision in ledger_migrations/versions (a test checks it).
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 VERSION_TABLE = "ledger_alembic_version"
 
 MAIN_RECIPIENTS = ("primary", "secondary")
@@ -254,6 +274,36 @@ class OpenClaim:
     run_id: str
     claimed_at: datetime
     lease_until: datetime
+
+
+@dataclass(frozen=True)
+class DeliveryFailure:
+    """One failed attempt: ``permanent`` when a retry would fail alike (refused)."""
+    agreement_id: str
+    round_id: str
+    urgency: str
+    slot: str
+    focal_point_name: str
+    run_id: str
+    failed_at: datetime
+    permanent: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rotation:
+    id: int
+    agreement_id: str
+    rotated_at: datetime
+    focal_point_to_tell: str
+    notified_at: datetime | None
+    called_at: datetime | None
+
+
+def slot_of(recipient: str) -> str:
+    """The claim slot a recipient's delivery fills: ``main`` (primary or its secondary) or the
+    field focal point's own."""
+    return "main" if recipient in MAIN_RECIPIENTS else recipient
 
 
 @dataclass(frozen=True)
@@ -437,6 +487,22 @@ class Ledger:
                 .where(password_rotations.c.notified_at.is_(None))
                 .order_by(password_rotations.c.id))]
 
+    def rotations(self) -> list[Rotation]:
+        with self.engine.connect() as conn:
+            return [Rotation(r.id, r.agreement_id, _utc(r.rotated_at), r.focal_point_to_tell,
+                             _utc_or_none(r.notified_at), _utc_or_none(r.called_at))
+                    for r in conn.execute(sa.select(password_rotations)
+                                          .order_by(password_rotations.c.id))]
+
+    def mark_rotation_called(self, agreement_id: str, now: datetime) -> int:
+        """DTM's focal point passed the agreement's new password on by phone: every rotation of
+        it not marked yet is done. How many rows were marked (0: none was awaiting a call)."""
+        c = password_rotations.c
+        with self.engine.begin() as conn:
+            return conn.execute(password_rotations.update()
+                                .where(c.agreement_id == agreement_id, c.called_at.is_(None))
+                                .values(called_at=now)).rowcount
+
     def mark_rotation_notified(self, rotation_id: int, now: datetime) -> None:
         with self.engine.begin() as conn:
             conn.execute(password_rotations.update()
@@ -557,9 +623,40 @@ class Ledger:
             yield conn
 
     def all(self) -> list[DeliveryRecord]:
+        return [record for _, record in self.numbered()]
+
+    def numbered(self, delivery_id: int | None = None) -> list[tuple[int, DeliveryRecord]]:
+        """(row id, record) of every delivery, or of the one with ``delivery_id``."""
+        query = sa.select(deliveries).order_by(deliveries.c.id)
+        if delivery_id is not None:
+            query = query.where(deliveries.c.id == delivery_id)
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(deliveries).order_by(deliveries.c.id)).all()
-        return [_to_record(r) for r in rows]
+            return [(r.id, _to_record(r)) for r in conn.execute(query).all()]
+
+    def record_failure(self, failure: DeliveryFailure) -> None:
+        with self._writing("recording a failed delivery") as conn:
+            conn.execute(delivery_failures.insert().values(
+                **{**asdict(failure), "reason": failure.reason[:2000]}))
+
+    def failures(self) -> list[DeliveryFailure]:
+        with self.engine.connect() as conn:
+            return [DeliveryFailure(**{**r._asdict(), "failed_at": _utc(r.failed_at)})
+                    for r in conn.execute(sa.select(*(c for c in delivery_failures.c
+                                                      if c.name != "id"))
+                                          .order_by(delivery_failures.c.id))]
+
+    def alerts(self, kind: str) -> list[tuple[str, datetime]]:
+        """(subject, sent_at) of every alert of ``kind`` raised so far."""
+        with self.engine.connect() as conn:
+            return [(r.subject, _utc(r.sent_at)) for r in conn.execute(
+                sa.select(alerts.c.subject, alerts.c.sent_at).where(alerts.c.kind == kind))]
+
+    def intake(self) -> list[tuple[str, str, str, datetime]]:
+        """(round id, country, status, first seen) of every round version the intake saw."""
+        c = intake_log.c
+        with self.engine.connect() as conn:
+            return [(r.round_id, r.country, r.status, _utc(r.seen_at)) for r in conn.execute(
+                sa.select(c.round_id, c.country, c.status, c.seen_at).order_by(c.seen_at))]
 
 
 class ClaimLost(LedgerUnavailable):
@@ -575,6 +672,10 @@ def _unavailable_as(doing: str, engine: sa.Engine):
         raise LedgerUnavailable(
             f"the ledger {url} is unavailable ({type(exc.orig).__name__}) while trying to "
             f"{doing}") from None
+
+
+def _utc_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else _utc(value)
 
 
 def _utc(value: datetime) -> datetime:

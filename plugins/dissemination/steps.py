@@ -28,7 +28,15 @@ from .disclosure import build_contents, explain, explanation_lines
 from .errors import PermanentError
 from .holdings import DisclosureState, Held
 from .ids import check_round_id
-from .ledger import MAIN_RECIPIENTS, ClaimKey, DeliveryRecord, Ledger, LedgerUnavailable
+from .ledger import (
+    MAIN_RECIPIENTS,
+    ClaimKey,
+    DeliveryFailure,
+    DeliveryRecord,
+    Ledger,
+    LedgerUnavailable,
+    slot_of,
+)
 from .package import build_package
 from .policy import SITE, Policy, RuleSet
 from .sensitivity import (
@@ -553,9 +561,17 @@ def _slot_recipients(delivery: Delivery) -> tuple[str, ...]:
 
 
 def _claim_key(delivery: Delivery) -> ClaimKey:
-    slot = "main" if delivery.recipient in MAIN_RECIPIENTS else delivery.recipient
-    return ClaimKey(delivery.agreement_id, delivery.round_id, delivery.urgency, slot,
-                    delivery.content_sha256)
+    return ClaimKey(delivery.agreement_id, delivery.round_id, delivery.urgency,
+                    slot_of(delivery.recipient), delivery.content_sha256)
+
+
+def failure_of(delivery: Delivery, run_id: str, now: datetime, exc: BaseException
+               ) -> DeliveryFailure:
+    """What the ledger keeps of a failed delivery: who, which round, why (the error's text names
+    files, fields and rows, never a value), and whether a retry could succeed."""
+    return DeliveryFailure(delivery.agreement_id, delivery.round_id, delivery.urgency,
+                           slot_of(delivery.recipient), delivery.recipient_name, run_id, now,
+                           isinstance(exc, PermanentError), f"{type(exc).__name__}: {exc}")
 
 
 def _final_path(destination: str, package_path: str) -> str:

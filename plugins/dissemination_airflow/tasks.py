@@ -193,13 +193,14 @@ def deliver(batch: dict, run_id: str) -> dict:
     under a temporary name (pinned host key), renamed, read back, and recorded with the claim's
     closing, so a retry, a crash or a concurrent run never sends it twice. The agreement's
     validity and the policy's hash are checked again right before each upload."""
+    import contextlib
     from dataclasses import replace
 
     import pendulum
 
     from dissemination import steps
     from dissemination.batches import failed
-    from dissemination.ledger import Ledger
+    from dissemination.ledger import Ledger, LedgerUnavailable
 
     from . import LEDGER_DB_CONN_ID, current_policy, engine, sftp_target
     from .store import RunStage
@@ -218,6 +219,8 @@ def deliver(batch: dict, run_id: str) -> dict:
         except Exception as exc:  # the batch's other deliveries still go; reported below
             print(f"FAILED {_label(d)}: {type(exc).__name__}: {exc}")
             failures.append((_label(d), exc))
+            with contextlib.suppress(LedgerUnavailable):  # the task's own error says it all
+                ledger.record_failure(steps.failure_of(d, run_id, pendulum.now("UTC"), exc))
             continue
         print(f"{_label(d)}: {d.status} to {d.recipient} {d.recipient_name}: "
               f"{d.remote_path} {d.reason}")

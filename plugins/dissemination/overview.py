@@ -1,0 +1,281 @@
+"""Where dissemination stands, per country and agreement: what the Dissemination page shows.
+
+Everything comes from the policy and the ledger (plus the audit's verdict), never from a round:
+names, dates, counts, rules and reasons, no data value and no password. Pure: the caller passes
+the clock, so the page, the tests and a CLI read the same figures.
+
+Freshness uses HDX's terms (up to date / due / overdue / delinquent). The low tier is judged on
+its monthly schedule with HDX's monthly thresholds: due 30 days after the last delivery, overdue
+at 44, delinquent at 60. The medium tier is judged on its window: up to date when no partial
+round seen in the last 30 days is owed, due while the oldest owed round is inside its window,
+overdue once the window has passed, delinquent once twice the window has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from .audit import Verified
+from .classification import Urgency
+from .ledger import DeliveryFailure, DeliveryRecord, OpenClaim, Rotation, slot_of
+from .policy import Agreement, Policy
+
+#: HDX's monthly thresholds (days since the last update): due, overdue, delinquent.
+MONTHLY_AGES = (30, 44, 60)
+#: Partial rounds older than this no longer count as owed (they count as missed windows).
+OWED_HORIZON = timedelta(days=30)
+#: A risk assessment whose review falls within this many days is shown as coming.
+REVIEW_NOTICE = timedelta(days=30)
+
+FRESHNESS = ("up to date", "due", "overdue", "delinquent")
+
+
+@dataclass(frozen=True)
+class LastDelivery:
+    """The newest delivery of one tier to one focal point."""
+    delivery_id: int
+    recipient: str  # primary | secondary | field:<name>
+    focal_point: str
+    round_id: str
+    delivered_at: datetime
+    run_id: str
+    row_count: int
+    package_name: str
+    deadline_met: bool | None
+
+
+@dataclass(frozen=True)
+class TierStatus:
+    urgency: str  # medium | low
+    expectation: str  # "within 48 h of collection" | "monthly"
+    freshness: str  # one of FRESHNESS
+    detail: str
+    last: tuple[LastDelivery, ...]  # one per focal point, newest first
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A delivery not done: awaiting retry (a retry may succeed), refused (it would fail alike),
+    or held by a run whose claim has not ended."""
+    state: str  # awaiting retry | refused | in progress
+    round_id: str
+    urgency: str
+    focal_point: str
+    run_id: str
+    since: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class AgreementStatus:
+    agreement_id: str
+    organisation: str
+    valid_until: date
+    active: bool
+    tiers: tuple[TierStatus, ...]
+    windows_met: int
+    windows_missed: int
+    problems: tuple[Problem, ...]
+    awaiting_call: tuple[Rotation, ...]  # rotated passwords not yet passed on by phone
+
+
+@dataclass(frozen=True)
+class CountryStatus:
+    country: str
+    risk_assessed_on: date
+    review_due: date
+    review: str  # ok | due soon | overdue
+    agreements: tuple[AgreementStatus, ...]
+
+
+@dataclass(frozen=True)
+class AuditStatus:
+    ok: bool
+    line: str
+
+
+@dataclass(frozen=True)
+class Overview:
+    generated_at: datetime
+    countries: tuple[CountryStatus, ...]
+    audit: AuditStatus | None
+    totals: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LedgerView:
+    """What the overview reads from the ledger, read once (``Ledger`` has one method each)."""
+    deliveries: list[tuple[int, DeliveryRecord]]
+    failures: list[DeliveryFailure]
+    open_claims: list[OpenClaim]
+    rotations: list[Rotation]
+    missed_alerts: list[tuple[str, datetime]]
+    intake: list[tuple[str, str, str, datetime]]
+
+    @classmethod
+    def read(cls, ledger) -> LedgerView:
+        return cls(ledger.numbered(), ledger.failures(), ledger.open_claims(),
+                   ledger.rotations(), ledger.alerts("missed"), ledger.intake())
+
+
+def build_overview(policy: Policy, view: LedgerView, now: datetime,
+                   audit: Verified | None = None) -> Overview:
+    """Every country of the policy (rule sets and agreements), each agreement under each of its
+    countries, sorted by country then agreement id."""
+    by_agreement: dict[str, list[tuple[int, DeliveryRecord]]] = {}
+    for delivery_id, record in view.deliveries:
+        by_agreement.setdefault(record.agreement_id, []).append((delivery_id, record))
+    countries = sorted(set(policy.rulesets) | {c for a in policy.agreements.values()
+                                               for c in a.countries})
+    result = []
+    for country in countries:
+        agreements = sorted((a for a in policy.agreements.values() if country in a.countries),
+                            key=lambda a: a.id)
+        statuses = tuple(_agreement_status(policy, a, country, view,
+                                           [d for d in by_agreement.get(a.id, ())
+                                            if d[1].country == country], now)
+                         for a in agreements)
+        ruleset = policy.rulesets.get(country)
+        assessed = ruleset.risk_assessment if ruleset else None
+        result.append(CountryStatus(
+            country,
+            assessed.date if assessed else None,
+            assessed.review_due if assessed else None,
+            _review_state(assessed.review_due, now.date()) if assessed else "no rule set",
+            statuses))
+    audit_status = AuditStatus(audit.ok, audit.line()) if audit is not None else None
+    return Overview(now, tuple(result), audit_status, _totals(result))
+
+
+def _agreement_status(policy: Policy, agreement: Agreement, country: str, view: LedgerView,
+                      delivered: list[tuple[int, DeliveryRecord]], now: datetime
+                      ) -> AgreementStatus:
+    tiers = []
+    for urgency in (Urgency.MEDIUM, Urgency.LOW):
+        tier = agreement.tiers.get(urgency)
+        if tier is None:
+            continue
+        mine = [d for d in delivered if d[1].urgency == urgency.value]
+        if urgency is Urgency.MEDIUM:
+            freshness, detail = _window_freshness(agreement, country, view, mine, now)
+            expectation = f"within {tier.window_hours} h of collection"
+        else:
+            freshness, detail = _monthly_freshness(agreement, mine, now)
+            expectation = tier.schedule
+        tiers.append(TierStatus(urgency.value, expectation, freshness, detail, _last(mine)))
+    medium = [r for _, r in delivered if r.urgency == Urgency.MEDIUM.value]
+    met = {r.round_id for r in medium if r.deadline_met}
+    late = {r.round_id for r in medium if r.deadline_met is False} - met
+    never = {subject.split("/")[0] for subject, _ in view.missed_alerts
+             if subject.endswith(f"/{agreement.id}")
+             and subject.split("/")[0].startswith(f"{country}-")} - met - late
+    return AgreementStatus(
+        agreement.id, policy.organisation_name(agreement), agreement.valid_until,
+        agreement.is_active(now.date()), tuple(tiers), len(met), len(late | never),
+        _problems(agreement.id, view, delivered, now),
+        tuple(r for r in _latest_rotation(agreement.id, view.rotations) if r.called_at is None))
+
+
+def _last(delivered: list[tuple[int, DeliveryRecord]]) -> tuple[LastDelivery, ...]:
+    newest: dict[str, tuple[int, DeliveryRecord]] = {}
+    for delivery_id, record in delivered:
+        seen = newest.get(record.recipient)
+        if seen is None or (record.delivered_at, delivery_id) > (seen[1].delivered_at, seen[0]):
+            newest[record.recipient] = (delivery_id, record)
+    return tuple(sorted(
+        (LastDelivery(i, r.recipient, r.focal_point_name, r.round_id, r.delivered_at, r.run_id,
+                      r.row_count, r.package_name, r.deadline_met)
+         for i, r in newest.values()), key=lambda d: d.delivered_at, reverse=True))
+
+
+def _monthly_freshness(agreement: Agreement, delivered, now: datetime) -> tuple[str, str]:
+    if delivered:
+        since = max(r.delivered_at for _, r in delivered)
+        what = f"last delivered {since:%Y-%m-%d}"
+    else:
+        since = datetime.combine(agreement.valid_from, datetime.min.time(), now.tzinfo)
+        what = f"never delivered; agreement valid since {agreement.valid_from}"
+    age = (now - since).days
+    state = FRESHNESS[sum(age >= limit for limit in MONTHLY_AGES)]
+    return state, f"{what} ({age} day(s) ago)"
+
+
+def _window_freshness(agreement: Agreement, country: str, view: LedgerView, delivered,
+                      now: datetime) -> tuple[str, str]:
+    window = timedelta(hours=agreement.tiers.medium.window_hours)
+    done = {r.round_id for _, r in delivered}
+    owed = [(seen, round_id) for round_id, c, status, seen in view.intake
+            if c == country and status == "partial" and round_id not in done
+            and now - seen <= OWED_HORIZON and seen.date() >= agreement.valid_from]
+    if not owed:
+        return "up to date", "no partial round owed"
+    seen, round_id = min(owed)
+    age = now - seen
+    state = "due" if age < window else "overdue" if age < 2 * window else "delinquent"
+    return state, f"{round_id} owed since {seen:%Y-%m-%d %H:%M} UTC ({_hours(age)} h)"
+
+
+def _problems(agreement_id: str, view: LedgerView, delivered, now: datetime
+              ) -> tuple[Problem, ...]:
+    """The newest failure of each delivery slot not delivered since, and every open claim."""
+    done_at: dict[tuple, datetime] = {}
+    for _, r in delivered:
+        key = (r.round_id, r.urgency, slot_of(r.recipient))
+        done_at[key] = max(done_at.get(key, r.delivered_at), r.delivered_at)
+    newest: dict[tuple, DeliveryFailure] = {}
+    for f in view.failures:
+        if f.agreement_id == agreement_id:
+            newest[(f.round_id, f.urgency, f.slot)] = f  # in id order: the last one wins
+    problems = [
+        Problem("refused" if f.permanent else "awaiting retry", f.round_id, f.urgency,
+                f.focal_point_name, f.run_id, f.failed_at, f.reason)
+        for key, f in newest.items() if key not in done_at or done_at[key] < f.failed_at]
+    for claim in view.open_claims:
+        if claim.agreement_id == agreement_id:
+            stale = claim.lease_until < now
+            problems.append(Problem(
+                "awaiting retry" if stale else "in progress", claim.round_id, claim.urgency,
+                _slot_name(claim.slot), claim.run_id, claim.claimed_at,
+                "its attempt stopped before confirming; the next attempt checks the server "
+                "first" if stale else f"being delivered (claim held until "
+                                      f"{claim.lease_until:%Y-%m-%d %H:%M} UTC)"))
+    return tuple(sorted(problems, key=lambda p: p.since, reverse=True))
+
+
+def _slot_name(slot: str) -> str:
+    return "primary or secondary" if slot == "main" else slot
+
+
+def _latest_rotation(agreement_id: str, rotations: Iterable[Rotation]) -> list[Rotation]:
+    mine = [r for r in rotations if r.agreement_id == agreement_id]
+    return mine[-1:]
+
+
+def _review_state(review_due: date, today: date) -> str:
+    if review_due < today:
+        return "overdue"
+    return "due soon" if review_due - today <= REVIEW_NOTICE else "ok"
+
+
+def _hours(age: timedelta) -> int:
+    return int(age.total_seconds() // 3600)
+
+
+def _totals(countries: list[CountryStatus]) -> dict[str, int]:
+    agreements = [a for c in countries for a in c.agreements]
+    totals = {state: 0 for state in FRESHNESS}
+    for a in agreements:
+        for tier in a.tiers:
+            totals[tier.freshness] += 1
+    totals.update(
+        windows_met=sum(a.windows_met for a in agreements),
+        windows_missed=sum(a.windows_missed for a in agreements),
+        awaiting_retry=sum(p.state == "awaiting retry" for a in agreements for p in a.problems),
+        refused=sum(p.state == "refused" for a in agreements for p in a.problems),
+        awaiting_call=len({r.id for a in agreements for r in a.awaiting_call}),
+        reviews_due=sum(c.review != "ok" for c in countries),
+    )
+    return totals
+

@@ -1,0 +1,96 @@
+"""The Dissemination page: per country and agreement, what was delivered to whom and when, how
+fresh each tier is, which urgent windows were met or missed, what awaits a retry or was refused,
+which passwords await a phone call, which risk assessments are due, and whether the ledger's
+hash chain holds. Each delivery links to its DAG run and to its manifest explanation.
+
+Never a data value, never a password: the ledger holds neither. Every route requires the right
+to read DAGs through Airflow's auth manager (plugin routes get no auth unless they ask for it):
+an anonymous request gets 401, a forged token 403.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+from airflow.api_fastapi.core_api.security import requires_access_dag
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse
+
+URL_PREFIX = "/dissemination"
+#: The DAG whose runs deliver each tier (the ledger keeps the run id).
+DAG_FOR_URGENCY = {"medium": "urgent_dissemination", "low": "monthly_dissemination"}
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+app = FastAPI(title="Dissemination", dependencies=[Depends(requires_access_dag(method="GET"))],
+              docs_url=None, redoc_url=None, openapi_url=None)
+
+
+class LedgerNotReadable(HTTPException):
+    def __init__(self, why: str):
+        super().__init__(status_code=503, detail=f"the ledger cannot be read: {why}")
+
+
+def read_overview():
+    """Policy, ledger and audit, read through the same helpers as the DAGs' tasks."""
+    from dissemination.audit import parse_anchor, verify
+    from dissemination.ledger import Ledger, LedgerNeedsUpgrade, LedgerUnavailable
+    from dissemination.overview import LedgerView, build_overview
+    from dissemination_airflow import LEDGER_DB_CONN_ID, audit_anchor, current_policy, engine
+
+    ledger_engine = engine(LEDGER_DB_CONN_ID)
+    try:
+        view = LedgerView.read(Ledger(ledger_engine))
+        anchor = audit_anchor()
+        audit = verify(ledger_engine, parse_anchor(anchor) if anchor else None)
+    except (LedgerNeedsUpgrade, LedgerUnavailable) as exc:
+        raise LedgerNotReadable(str(exc)) from None
+    return build_overview(current_policy(), view, datetime.now(UTC), audit)
+
+
+def _templates():
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["when"] = lambda d: "" if d is None else f"{d:%Y-%m-%d %H:%M} UTC"
+    env.filters["q"] = lambda s: quote(str(s), safe="")
+    return env
+
+
+def _airflow_root(request: Request) -> str:
+    """The UI's root as the browser sees it (behind a base URL too): links leave the iframe."""
+    return request.scope.get("root_path", "").removesuffix(URL_PREFIX)
+
+
+@app.get("/", response_class=HTMLResponse)
+def page(request: Request) -> HTMLResponse:
+    overview = read_overview()
+    return HTMLResponse(_templates().get_template("page.html").render(
+        o=overview, root=_airflow_root(request), dag_for=DAG_FOR_URGENCY))
+
+
+@app.get("/api/overview")
+def overview_json() -> dict:
+    """The page's figures as JSON (for scripts and the tests)."""
+    return asdict(read_overview())
+
+
+@app.get("/deliveries/{delivery_id}", response_class=HTMLResponse)
+def delivery(delivery_id: int, request: Request) -> HTMLResponse:
+    """One delivery's manifest explanation: every column shared, its classification and the
+    rule that decided it, row count and hashes (what the package's manifest.json says)."""
+    import json
+
+    from dissemination.ledger import Ledger
+    from dissemination_airflow import LEDGER_DB_CONN_ID, engine
+
+    found = Ledger(engine(LEDGER_DB_CONN_ID)).numbered(delivery_id)
+    if not found:
+        raise HTTPException(status_code=404, detail=f"no delivery {delivery_id} in the ledger")
+    _, record = found[0]
+    return HTMLResponse(_templates().get_template("delivery.html").render(
+        d=record, delivery_id=delivery_id, columns=json.loads(record.columns),
+        root=_airflow_root(request), dag_id=DAG_FOR_URGENCY.get(record.urgency)))

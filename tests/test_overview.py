@@ -1,0 +1,184 @@
+"""The Dissemination page's figures, computed from a ledger the tests write (no Airflow)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from dissemination.__main__ import main as cli
+from dissemination.audit import verify
+from dissemination.ledger import DeliveryFailure, DeliveryRecord, insert_chained, intake_log
+from dissemination.ledger_migrations import open_upgraded
+from dissemination.overview import LedgerView, build_overview
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def _record(round_id: str, at: datetime, **overrides) -> DeliveryRecord:
+    values = dict(
+        agreement_id="unicef-nga", organisation="UNICEF", organisation_id="unicef",
+        recipient="primary", focal_point_name="Aisha Bello", focal_point_email="a@example.org",
+        round_id=round_id, country="NGA", urgency="medium", level="site",
+        rules_version="r1", columns='[{"name": "idp_count", "source": "idp_count", '
+                                    '"classification": "Public", "rule": "NGA.idp_count"}]',
+        row_count=40, content_sha256=round_id.ljust(64, "0")[:64], package_sha256="b" * 64,
+        package_name=f"{round_id}.zip", destination="sftp_unicef_nga:in",
+        remote_path=f"in/{round_id}.zip", delivered_at=at, run_id=f"manual__{round_id}",
+        deadline=at + timedelta(hours=1), deadline_met=True)
+    values.update(overrides)
+    return DeliveryRecord(**values)
+
+
+def _seen(engine, round_id: str, at: datetime, status: str = "partial") -> None:
+    with engine.begin() as conn:
+        insert_chained(conn, intake_log, dict(
+            round_id=round_id, content_sha256=round_id.ljust(64, "c")[:64], country="NGA",
+            status=status, exported_at=at, seen_at=at, version=1))
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    return open_upgraded(engine)
+
+
+def _overview(policy, ledger, now=NOW):
+    return build_overview(policy, LedgerView.read(ledger), now, verify(ledger.engine))
+
+
+def _agreement(overview, country: str, agreement_id: str):
+    (country_status,) = [c for c in overview.countries if c.country == country]
+    (status,) = [a for a in country_status.agreements if a.agreement_id == agreement_id]
+    return status
+
+
+def _tier(status, urgency: str):
+    (tier,) = [t for t in status.tiers if t.urgency == urgency]
+    return tier
+
+
+def test_last_delivery_per_tier_and_focal_point(policy, ledger):
+    ledger.record(_record("NGA-R001-partial", NOW - timedelta(days=3)))
+    ledger.record(_record("NGA-R002-partial", NOW - timedelta(days=1)))
+    ledger.record(_record("NGA-R002-partial", NOW - timedelta(days=1), recipient="field:maiduguri",
+                          focal_point_name="Musa Ibrahim"))
+    ledger.record(_record("NGA-R001-cleaned", NOW - timedelta(days=10), urgency="low",
+                          deadline=None, deadline_met=None))
+    status = _agreement(_overview(policy, ledger), "NGA", "unicef-nga")
+    medium = _tier(status, "medium")
+    assert {(d.recipient, d.round_id) for d in medium.last} == {
+        ("primary", "NGA-R002-partial"), ("field:maiduguri", "NGA-R002-partial")}
+    assert [(d.round_id, d.focal_point) for d in _tier(status, "low").last] == [
+        ("NGA-R001-cleaned", "Aisha Bello")]
+    ids = {d.delivery_id for d in medium.last}
+    assert all(ledger.numbered(i)[0][1].round_id == "NGA-R002-partial" for i in ids)
+
+
+@pytest.mark.parametrize("age_days, state", [
+    (0, "up to date"), (29, "up to date"), (30, "due"), (43, "due"), (44, "overdue"),
+    (59, "overdue"), (60, "delinquent"), (200, "delinquent")])
+def test_monthly_freshness_uses_hdx_monthly_thresholds(policy, ledger, age_days, state):
+    ledger.record(_record("NGA-R001-cleaned", NOW - timedelta(days=age_days), urgency="low",
+                          deadline=None, deadline_met=None))
+    tier = _tier(_agreement(_overview(policy, ledger), "NGA", "unicef-nga"), "low")
+    assert tier.freshness == state and f"({age_days} day(s) ago)" in tier.detail
+
+
+def test_an_agreement_never_delivered_ages_from_its_start(policy, ledger):
+    tier = _tier(_agreement(_overview(policy, ledger), "NGA", "unicef-nga"), "low")
+    assert tier.freshness == "delinquent" and "never delivered" in tier.detail and not tier.last
+
+
+@pytest.mark.parametrize("hours_ago, state", [
+    (10, "due"), (47, "due"), (48, "overdue"), (95, "overdue"), (96, "delinquent")])
+def test_urgent_freshness_against_the_window(policy, ledger, hours_ago, state):
+    """unicef-nga's window is 48 h: a partial round owed for longer is overdue, for twice as
+    long delinquent; one delivered owes nothing."""
+    _seen(ledger.engine, "NGA-R005-partial", NOW - timedelta(hours=hours_ago))
+    tier = _tier(_agreement(_overview(policy, ledger), "NGA", "unicef-nga"), "medium")
+    assert (tier.freshness, tier.detail.split()[0]) == (state, "NGA-R005-partial")
+    ledger.record(_record("NGA-R005-partial", NOW))
+    assert _tier(_agreement(_overview(policy, ledger), "NGA", "unicef-nga"),
+                 "medium").freshness == "up to date"
+
+
+def test_windows_met_and_missed_count_rounds_late_or_never_delivered(policy, ledger):
+    ledger.record(_record("NGA-R001-partial", NOW - timedelta(days=5)))
+    ledger.record(_record("NGA-R001-partial", NOW - timedelta(days=5), recipient="field:x",
+                          focal_point_name="X"))  # the same round: one window
+    ledger.record(_record("NGA-R002-partial", NOW - timedelta(days=4), deadline_met=False))
+    ledger.alert_once("missed", "NGA-R003-partial/unicef-nga", NOW)  # never delivered
+    ledger.alert_once("missed", "NGA-R002-partial/unicef-nga", NOW)  # late: counted once
+    ledger.alert_once("missed", "NGA-R009-partial/protection-cluster-nga", NOW)
+    overview = _overview(policy, ledger)
+    status = _agreement(overview, "NGA", "unicef-nga")
+    assert (status.windows_met, status.windows_missed) == (1, 2)
+    other = _agreement(overview, "NGA", "protection-cluster-nga")
+    assert (other.windows_met, other.windows_missed) == (0, 1)
+    assert overview.totals["windows_missed"] == 3
+
+
+def test_failures_await_retry_or_are_refused_until_delivered(policy, ledger):
+    failure = DeliveryFailure("unicef-nga", "NGA-R004-partial", "medium", "main", "Aisha Bello",
+                              "manual__r4", NOW - timedelta(hours=3), False,
+                              "UploadFailed: connection reset by 127.0.0.1:2222")
+    ledger.record_failure(failure)
+    ledger.record_failure(replace(failure, round_id="NGA-R003-partial", permanent=True,
+                                  reason="AgreementRefused: not uploaded: expired"))
+    problems = _agreement(_overview(policy, ledger), "NGA", "unicef-nga").problems
+    assert {(p.state, p.round_id, p.reason.split(":")[0]) for p in problems} == {
+        ("awaiting retry", "NGA-R004-partial", "UploadFailed"),
+        ("refused", "NGA-R003-partial", "AgreementRefused")}
+    ledger.record(_record("NGA-R004-partial", NOW - timedelta(hours=1)))  # the retry worked
+    overview = _overview(policy, ledger)
+    assert [p.round_id for p in _agreement(overview, "NGA", "unicef-nga").problems] == [
+        "NGA-R003-partial"]
+    assert (overview.totals["awaiting_retry"], overview.totals["refused"]) == (0, 1)
+
+
+def test_an_open_claim_is_in_progress_then_awaits_retry_once_its_lease_ends(policy, ledger):
+    from dissemination.ledger import ClaimKey
+
+    key = ClaimKey("unicef-nga", "NGA-R006-partial", "medium", "main", "d" * 64)
+    ledger.claim(key, "manual__r6", "e" * 64, "sftp_unicef_nga:in", "in/x.zip",
+                 NOW - timedelta(hours=3), timedelta(hours=2))
+    (problem,) = _agreement(_overview(policy, ledger), "NGA", "unicef-nga").problems
+    assert problem.state == "awaiting retry" and "checks the server first" in problem.reason
+    (held,) = _agreement(_overview(policy, ledger, NOW - timedelta(hours=2)), "NGA",
+                         "unicef-nga").problems
+    assert held.state == "in progress"
+
+
+def test_a_rotated_password_awaits_the_phone_call_until_marked(policy, ledger, tmp_path):
+    ledger.record_rotation("unicef-nga", "package_password_unicef_nga", NOW - timedelta(days=100),
+                           "Aisha Bello (+234 800 000 0001)")
+    ledger.record_rotation("unicef-nga", "package_password_unicef_nga", NOW,
+                           "Aisha Bello (+234 800 000 0001)")
+    (waiting,) = _agreement(_overview(policy, ledger), "NGA", "unicef-nga").awaiting_call
+    assert waiting.rotated_at == NOW and waiting.notified_at is None
+    url = ledger.engine.url.render_as_string(hide_password=False)
+    assert cli(["ledger", "called", "--agreement", "unicef-nga", "--url", url]) == 0
+    assert _agreement(_overview(policy, ledger), "NGA", "unicef-nga").awaiting_call == ()
+    assert cli(["ledger", "called", "--agreement", "unicef-nga", "--url", url]) == 1
+    assert verify(ledger.engine).ok  # called_at is not part of the chain
+
+
+def test_risk_assessment_reviews_and_the_audit(policy, ledger):
+    """tests/policy's NGA was assessed on 2026-10-15 every 180 days: due 2027-04-13."""
+    review_due = policy.rulesets["NGA"].risk_assessment.review_due
+    states = {when: next(c for c in _overview(policy, ledger, when).countries
+                         if c.country == "NGA").review
+              for when in (NOW, datetime.combine(review_due - timedelta(days=10),
+                                                 datetime.min.time(), UTC),
+                           datetime.combine(review_due + timedelta(days=1),
+                                            datetime.min.time(), UTC))}
+    assert list(states.values()) == ["ok", "due soon", "overdue"]
+    ledger.record(_record("NGA-R001-partial", NOW))
+    assert _overview(policy, ledger).audit.ok
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE deliveries SET row_count = 1"))
+    audit = _overview(policy, ledger).audit
+    assert not audit.ok and "deliveries id=1" in audit.line

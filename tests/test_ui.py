@@ -1,0 +1,157 @@
+"""The Dissemination page in a real ``airflow api-server`` with Airflow's own login, read by
+Debian's Chromium through Playwright.
+
+The ledger holds a real urgent run's deliveries (``airflow dags test``) plus a refused delivery,
+a missed window and a rotated password written the way the pipeline writes them; the page's
+figures are checked against ``build_overview`` over the same ledger. Set
+``DISSEMINATION_SCREENSHOTS=docs`` to refresh the README's screenshot (``make screenshots``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+from airflow_services import Service, airflow_path, api_ok, wait_for
+from conftest import POLICY_DIR
+
+from dissemination.audit import verify
+from dissemination.devkit.local_sftp import free_port
+from dissemination.devkit.sandbox import Sandbox
+from dissemination.ledger import DeliveryFailure
+from dissemination.overview import LedgerView, build_overview
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+USER, PASSWORD = "officer", "officer-password-for-tests"
+CONF = {"country": "NGA", "justification": "UI test: a real urgent run fills the ledger"}
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    """A sandbox after one real urgent run, and its api-server with a viewer login."""
+    home = tmp_path_factory.mktemp("ui")
+    box = Sandbox(home, POLICY_DIR)
+    with box:
+        box.init(sites=40, seed=5)
+        result = box.run_urgent(CONF)
+        assert result.returncode == 0, result.stdout[-3000:]
+    ledger = box.ledger()
+    now = datetime.now(UTC)
+    ledger.record_failure(DeliveryFailure(
+        "unicef-ssd", "SSD-R001-partial", "medium", "main", "Deng Garang", "manual__ui-test",
+        now, True, "AgreementRefused: not uploaded: agreement unicef-ssd expired on 2027-02-28"))
+    ledger.alert_once("missed", "NGA-R000-partial/protection-cluster-nga", now)
+    ledger.record_rotation("unicef-nga", "package_password_unicef_nga", now,
+                           "Aisha Bello (+234 800 000 0001)")
+    passwords = home / "passwords.json"
+    passwords.write_text(json.dumps({USER: PASSWORD}))
+    port = free_port()
+    server = Service(["api-server", "--port", str(port)], {
+        **box.env(),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "PATH": airflow_path(),
+    }, home / "api-server.log")
+    server.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for("the api-server", lambda: api_ok(httpx.Client(base_url=base, timeout=10),
+                                                   "/api/v2/monitor/health"), timeout=180)
+        yield box, base
+    finally:
+        server.stop()
+        print(server.tail(4000))
+
+
+def _token(base: str) -> str:
+    reply = httpx.post(f"{base}/auth/token", json={"username": USER, "password": PASSWORD})
+    reply.raise_for_status()
+    return reply.json()["access_token"]
+
+
+@pytest.mark.parametrize("path", ["/dissemination/", "/dissemination/api/overview",
+                                  "/dissemination/deliveries/1"])
+def test_every_route_refuses_anonymous_and_forged_requests(ui, path):
+    _, base = ui
+    assert httpx.get(base + path).status_code == 401
+    forged = httpx.get(base + path, headers={"Authorization": "Bearer not.a.token"})
+    assert forged.status_code == 403
+    ok = httpx.get(base + path, headers={"Authorization": f"Bearer {_token(base)}"})
+    assert ok.status_code == 200, ok.text[:500]
+
+
+def test_the_figures_are_the_ledgers(ui):
+    box, base = ui
+    got = httpx.get(f"{base}/dissemination/api/overview",
+                    headers={"Authorization": f"Bearer {_token(base)}"}).json()
+    ledger = box.ledger()
+    expected = build_overview(box.policy, LedgerView.read(ledger), datetime.now(UTC),
+                              verify(ledger.engine))
+    assert got["totals"] == expected.totals
+    assert got["audit"]["ok"] is True
+    pages = {(c["country"], a["agreement_id"]): a
+             for c in got["countries"] for a in c["agreements"]}
+    for country in expected.countries:
+        for a in country.agreements:
+            page = pages[(country.country, a.agreement_id)]
+            assert [(d["delivery_id"], d["round_id"]) for t in page["tiers"] for d in t["last"]] \
+                == [(d.delivery_id, d.round_id) for t in a.tiers for d in t.last]
+    unicef = pages[("NGA", "unicef-nga")]
+    assert {d["recipient"].split(":")[0] for t in unicef["tiers"] for d in t["last"]} == {
+        "primary", "field"}
+    assert [r["focal_point_to_tell"] for r in unicef["awaiting_call"]] == [
+        "Aisha Bello (+234 800 000 0001)"]
+    assert [p["state"] for p in pages[("SSD", "unicef-ssd")]["problems"]] == ["refused"]
+    text = json.dumps(got)
+    password = box.password("package_password_unicef_nga")
+    assert password not in text  # nor any value of the round: the ledger holds none
+
+
+def test_an_officer_logs_in_and_reads_the_page_in_chromium(ui, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    box, base = ui
+    ledger = box.ledger()
+    rows = ledger.numbered()
+    expected = build_overview(box.policy, LedgerView.read(ledger), datetime.now(UTC))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(f"{base}/plugin/dissemination")
+            page.locator("input[name=username]").fill(USER)
+            page.locator("input[name=password]").fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(re.compile(r".*/plugin/dissemination$"))
+            frame = page.frame_locator("iframe")
+            for key in ("windows_met", "windows_missed", "refused", "awaiting_call"):
+                expect(frame.locator(f"[data-total='{key}'] b")).to_have_text(
+                    str(expected.totals[key]))
+            agreement = frame.locator("[data-agreement='unicef-nga']").first
+            for _, record in rows:
+                if record.agreement_id == "unicef-nga":
+                    expect(agreement).to_contain_text(record.focal_point_name)
+            expect(frame.locator("#audit")).to_contain_text("ok")
+            run_link = agreement.locator("a.run").first
+            run_id = next(r.run_id for _, r in rows if r.agreement_id == "unicef-nga")
+            assert run_link.get_attribute("href") == \
+                f"/dags/urgent_dissemination/runs/{quote(run_id, safe='')}"
+            page.screenshot(path=str(tmp_path / "dissemination-page.png"), full_page=True)
+            agreement.locator("a.manifest").first.click()
+            expect(frame.locator("#columns")).to_contain_text("Classification")
+            expect(frame.locator("#columns")).not_to_contain_text("ki_phone")
+        finally:
+            browser.close()
+    if os.environ.get("DISSEMINATION_SCREENSHOTS"):
+        target = REPO / os.environ["DISSEMINATION_SCREENSHOTS"] / "dissemination-page.png"
+        shutil.copyfile(tmp_path / "dissemination-page.png", target)
