@@ -8,11 +8,13 @@ export GX_ANALYTICS_ENABLED := false
 .PHONY: demo test check bench constraints clean screenshots
 
 $(VENV)/.installed: requirements.txt constraints.txt
+	@sh scripts/prerequisites.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
 	touch $@
 
-## Run the urgent dissemination DAG end to end on embedded defaults (SQLite, local OpenSSH SFTP).
+## Run the urgent dissemination DAG end to end on embedded defaults (SQLite, local SFTP: OpenSSH
+## sshd when installed, else pure Python).
 demo: $(VENV)/.installed
 	$(PY) -m dissemination.devkit.sandbox --home .demo
 

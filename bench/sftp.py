@@ -26,7 +26,8 @@ def main(megabytes: int = 200) -> None:
     from dissemination import sftp
     from dissemination.devkit.local_sftp import LocalSftpServer
 
-    with tempfile.TemporaryDirectory() as tmp, LocalSftpServer(Path(tmp) / "server") as server:
+    with (tempfile.TemporaryDirectory() as tmp,
+          LocalSftpServer(Path(tmp) / "server", engine="openssh") as server):
         payload = Path(tmp) / "package.zip"
         with open(payload, "wb") as f:
             for _ in range(megabytes):

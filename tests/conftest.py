@@ -15,6 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 #: The tests' own policy (rules, agreements, focal points): the shipped include/ may change freely.
 POLICY_DIR = Path(__file__).resolve().parent / "policy"
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# Every LocalSftpServer the tests start (fixtures, tests, sandboxes) is a real OpenSSH sshd, what
+# partners run: without one they fail naming it, never quietly use the pure-Python server.
+# test_local_sftp.py asks for that one by name.
+os.environ["DISSEMINATION_SFTP_ENGINE"] = "openssh"
 
 # CI explores the same examples every run (a red CI must be reproducible); locally, new ones.
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)

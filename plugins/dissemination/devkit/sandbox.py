@@ -25,7 +25,7 @@ from ..ledger_migrations import upgrade as upgrade_ledger
 from ..policy import Policy, load_policy
 from ..source import write_round
 from ..steps import new_password
-from .local_sftp import LocalSftpServer
+from .local_sftp import LocalSftpServer, SftpServerError
 from .local_smtp import LocalSmtpServer
 from .synthetic import generate_round
 
@@ -220,7 +220,7 @@ def main() -> int:
     sandbox = Sandbox(args.home)
     print(f"== sandbox in {sandbox.home}")
     with sandbox:
-        print(f"== SFTP server (OpenSSH) on 127.0.0.1:{sandbox.sftp.port}, "
+        print(f"== SFTP server: {sandbox.sftp.description} on 127.0.0.1:{sandbox.sftp.port}, "
               f"host key {sandbox.sftp.host_key[:40]}...; SMTP on 127.0.0.1:{sandbox.smtp.port}")
         sandbox.init()
         print(f"== survey round written to {sandbox.survey_db}")
@@ -256,4 +256,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except SftpServerError as exc:  # one line, no traceback: what is missing or broken
+        sys.exit(f"sandbox: {exc}")
