@@ -181,3 +181,22 @@ def test_every_engine_hides_bound_parameters():
                        and k.value.value is True for k in node.keywords):
                 bare.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert calls >= 4 and bare == []
+
+
+def test_plugins_load_only_the_page_and_nothing_heavy():
+    """Every task loads every plugin (for macros): the plugins folder registers the page alone
+    (.airflowignore keeps the plain packages out) and imports neither the page's app nor
+    Airflow's API security until the page is requested."""
+    code = ("import json, sys\n"
+            "from airflow import plugins_manager\n"
+            "apps, _ = plugins_manager.get_fastapi_plugins()\n"
+            "print(json.dumps({'apps': [a['url_prefix'] for a in apps],\n"
+            "  'heavy': [m for m in ('dissemination_ui.app', 'airflow.api_fastapi.core_api."
+            "security', 'pandas', 'tasks', 'store') if m in sys.modules]}))")
+    env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+           "PYTHONPATH": str(REPO / "plugins")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "apps": ["/dissemination"], "heavy": []}

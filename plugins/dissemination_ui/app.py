@@ -19,7 +19,8 @@ from airflow.api_fastapi.core_api.security import requires_access_dag
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
-URL_PREFIX = "/dissemination"
+from dissemination_ui.dissemination_ui_plugin import URL_PREFIX
+
 #: The DAG whose runs deliver each tier (the ledger keeps the run id).
 DAG_FOR_URGENCY = {"medium": "urgent_dissemination", "low": "monthly_dissemination"}
 TEMPLATES = Path(__file__).resolve().parent / "templates"
