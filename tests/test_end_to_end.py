@@ -187,6 +187,11 @@ def test_wrong_host_key_fails_the_delivery_and_leaves_nothing(sandbox, tmp_path)
     assert "ki_phone" not in pd.read_parquet(staged).columns
     ledger = sandbox.ledger()
     assert not [r for r in ledger.all() if r.round_id == meta.round_id]
+    # What the Dissemination page shows: each refused delivery and why, naming no value.
+    refused = [f for f in ledger.failures() if f.round_id == meta.round_id]
+    assert refused and all(f.permanent and "presented host key" in f.reason for f in refused)
+    assert {f.agreement_id for f in refused} == {
+        a.id for a in sandbox.policy.agreements_for("NGA", Urgency.MEDIUM)}
 
 
 def test_focal_points_are_told_data_arrived_never_the_password(sandbox, passwords):
