@@ -18,7 +18,8 @@ sys.path.insert(0, str(REPO / "tests"))
 def main() -> None:
     import httpx
     from playwright.sync_api import sync_playwright
-    from test_scheduler import Standalone, _ok, wait_for
+    from airflow_services import api_ok, wait_for
+    from test_scheduler import Standalone
 
     from dissemination.devkit.local_sftp import free_port
     from dissemination.devkit.sandbox import Sandbox
@@ -30,8 +31,8 @@ def main() -> None:
         try:
             base = f"http://127.0.0.1:{server.port}"
             api = httpx.Client(base_url=f"{base}/api/v2", timeout=30)
-            wait_for("api-server", lambda: _ok(api, "/monitor/health"), timeout=180)
-            wait_for("the DAG", lambda: _ok(api, "/dags/urgent_dissemination"))
+            wait_for("api-server", lambda: api_ok(api, "/monitor/health"), timeout=180)
+            wait_for("the DAG", lambda: api_ok(api, "/dags/urgent_dissemination"))
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
                     "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
