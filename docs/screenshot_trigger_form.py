@@ -17,8 +17,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 def main() -> None:
     import httpx
-    from playwright.sync_api import sync_playwright
     from airflow_services import api_ok, wait_for
+    from playwright.sync_api import sync_playwright
     from test_scheduler import Standalone
 
     from dissemination.devkit.local_sftp import free_port
