@@ -1,11 +1,12 @@
-# The two commands of the README: `make demo` and `make test`. Everything else supports them.
+# The two commands of the README: `make demo` and `make test`. Everything else supports them
+# (`make ui` and `make serve` keep the demo's sandbox running for a look around).
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/plugins
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: demo test check bench constraints clean screenshots
+.PHONY: demo ui serve test check bench constraints clean screenshots
 
 $(VENV)/.installed: requirements.txt constraints.txt
 	@sh scripts/prerequisites.sh $(PYTHON)
@@ -17,6 +18,14 @@ $(VENV)/.installed: requirements.txt constraints.txt
 ## sshd when installed, else pure Python).
 demo: $(VENV)/.installed
 	$(PY) -m dissemination.devkit.sandbox --home .demo
+
+## The same sandbox under Airflow's UI (api-server, scheduler, dag-processor) until Ctrl-C.
+ui: $(VENV)/.installed
+	$(PY) -m dissemination.devkit.sandbox --home .demo --ui
+
+## The sandbox's SFTP and SMTP servers only, until Ctrl-C: for `airflow dags test` by hand.
+serve: $(VENV)/.installed
+	$(PY) -m dissemination.devkit.sandbox --home .demo --serve
 
 ## Lint, validate the policy files, then run every test.
 test: $(VENV)/.installed check

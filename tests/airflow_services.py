@@ -1,9 +1,7 @@
-"""Real Airflow services for tests: each command in its own process group, stopped as a whole;
-fresh PostgreSQL databases; polling instead of sleeping; and a Celery deployment in miniature
-(scheduler, dag-processor, api-server, workers with their own folders) driven as functions.
-
-LocalExecutor workers ignore SIGTERM and ``airflow standalone`` orphans its children when only its
-own PID is signalled, hence process groups (see NOTES.md).
+"""Real Airflow services for tests: fresh PostgreSQL databases, and a Celery deployment in
+miniature (scheduler, dag-processor, api-server, workers with their own folders) driven as
+functions. The services themselves (process groups, polling) are ``dissemination.devkit.services``,
+shared with ``make ui``; ``wait_for`` here fails the test instead of raising.
 """
 
 from __future__ import annotations
@@ -11,10 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,73 +20,20 @@ import pytest
 import sqlalchemy as sa
 from conftest import POSTGRES_URL
 
+from dissemination.devkit import services
 from dissemination.devkit.local_sftp import free_port
+from dissemination.devkit.services import Service, airflow_path, api_ok, stop_all
 
 TIMEOUT = 300  # seconds for any one scheduled outcome
 TESTS = Path(__file__).resolve().parent
 
 
 def wait_for(what: str, check, timeout: float = TIMEOUT, every: float = 2.0):
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
-def airflow_path() -> str:
-    """PATH with this interpreter's ``airflow`` first (components start each other by name)."""
-    return f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-
-
-class Service:
-    """One ``airflow`` command in its own process group, output to a log file."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path):
-        self.args, self.env, self.log = args, env, log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        airflow = Path(sys.executable).with_name("airflow")
-        self.proc = subprocess.Popen([str(airflow), *self.args], env=self.env,
-                                     stdout=self.log.open("w"), stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        for sig, grace in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=grace)
-                # Workers may outlive the parent: make sure the group is empty.
-                os.killpg(self.proc.pid, 0)
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        self.proc = None
-
-    def tail(self, chars: int = 3000) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return f"--- airflow {' '.join(self.args)} ---\n{text[-chars:]}"
-
-
-def stop_all(services: list[Service]) -> None:
-    """Stop services at once (each waits out its own grace periods)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max(1, len(services))) as pool:
-        list(pool.map(Service.stop, services))
+    """Poll ``check`` until it returns something truthy; fail the test naming ``what``."""
+    try:
+        return services.wait_for(what, check, timeout, every)
+    except TimeoutError as exc:
+        pytest.fail(str(exc))
 
 
 @contextlib.contextmanager
@@ -109,13 +52,6 @@ def postgres_databases(prefix: str, kinds: tuple[str, ...]):
             for name in names:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
-
-
-def api_ok(api: httpx.Client, path: str) -> bool:
-    try:
-        return api.get(path).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 # --- Celery ----------------------------------------------------------------------------------
