@@ -1,8 +1,8 @@
 """An embedded, self-contained environment: used by ``make demo`` and the end-to-end tests.
 
 It holds an Airflow home on SQLite, a survey database with a synthetic round, a ledger database,
-and a local SFTP server on loopback (OpenSSH sshd, else pure Python) that stands in for every partner's server. Airflow is
-driven through its CLI (``airflow dags test``) exactly as an engineer would, with dev connections
+and a local SFTP server on loopback (OpenSSH sshd, else pure Python) that stands in for every
+partner's server. Airflow is driven through its CLI (``airflow dags test``) exactly as an engineer would, with dev connections
 as ``AIRFLOW_CONN_*`` environment variables and passwords in the metastore as Airflow Variables.
 The servers' ports are kept in ``<home>/ports.json``, so ``<home>/env.sh`` (the same settings, for
 hand runs) stays true between runs.
