@@ -191,10 +191,14 @@ def _key_violations(kept, raw, names, ruleset: RuleSet, first_row: int) -> list[
         return [Violation(key, key, _ref(ruleset, key),
                           f"no column is the site key (headers {written})")]
     values = kept[key]
+    missing = values.isna().to_numpy()
+    # Distinct keys, counted in Arrow, are the common case: then nothing is repeated.
+    distinct = pc.count_distinct(pa.array(values), mode="only_valid").as_py()
+    repeated = np.zeros(len(values), dtype=bool) if distinct == (~missing).sum() else \
+        (values.duplicated(keep=False) & values.notna()).to_numpy()
     out = []
-    for problem, mask in (("the site key is missing", values.isna().to_numpy()),
-                          ("the site key is repeated",
-                           (values.duplicated(keep=False) & values.notna()).to_numpy())):
+    for problem, mask in (("the site key is missing", missing),
+                          ("the site key is repeated", repeated)):
         rows = np.flatnonzero(mask) + first_row
         if len(rows):
             header = next(str(h) for h, n in zip(raw.columns, names, strict=True) if n == key)
@@ -217,6 +221,9 @@ class _Cells:
 
     @classmethod
     def of(cls, values: pd.Series) -> _Cells:
+        if _arrow_strings(values):  # hashed in Arrow: no Python object per row
+            codes, uniques = _distinct(as_arrow(values))
+            return cls(codes, uniques.to_pylist())
         if values.dtype == object:  # TRUE and 1 hash alike: keep booleans apart
             flags = np.fromiter((isinstance(v, bool | np.bool_) for v in values), bool,
                                 len(values))
@@ -228,10 +235,17 @@ class _Cells:
         codes, uniques = pd.factorize(values, use_na_sentinel=True)
         return cls(codes, list(uniques))
 
-    def per_row(self, per_unique: list, empty=None) -> np.ndarray:
-        table = np.empty(len(per_unique) + 1, dtype=object)
-        table[:-1], table[-1] = per_unique, empty
-        return table[self.codes]
+    def numbers(self, per_unique: list[float | None]) -> pd.Series:
+        """One float per row from one per distinct value (None and empty cells: NaN)."""
+        table = np.array([np.nan if v is None else v for v in per_unique] + [np.nan])
+        return pd.Series(table[self.codes], dtype="float64")
+
+    def strings(self, per_unique: list[str | None]) -> pd.Series:
+        """One string per row from one per distinct value (None and empty cells: missing),
+        built in Arrow: no Python object per row."""
+        table = pa.array([*per_unique, None], type=pa.string())
+        return pd.Series(table.take(np.where(self.codes < 0, len(per_unique), self.codes)),
+                         dtype="string[pyarrow]")
 
     def mask(self, per_unique: list[bool], empty: bool = False) -> np.ndarray:
         return np.append(np.asarray(per_unique, dtype=bool), empty)[self.codes]
@@ -245,26 +259,24 @@ def _conform_column(values: pd.Series, rule: IndicatorRule):
         return _number(pd.to_numeric(values).astype("float64"), rule,
                        values.isna().to_numpy())  # already numbers: nothing to parse
     if rule.kind in ("key", "admin", "round", "text", "personal") and not rule.values and \
-            pd.api.types.is_string_dtype(values.dtype) and values.dtype != object:
-        return _strings(values.astype("string[pyarrow]"), rule)
+            _arrow_strings(values):
+        return _strings(values, rule)
     cells = _Cells.of(values)
     tokens = {normalise.token(m) for m in rule.missing}
-    missing = cells.mask([_blank(u) or normalise.token(u) in tokens for u in cells.uniques],
-                         empty=True)
+    missing = [_blank(u) or normalise.token(u) in tokens for u in cells.uniques]
     if rule.values:
         return _declared(cells, rule, missing)
     if rule.kind in ("count", "coordinate"):
-        numbers = [None if isinstance(u, bool | np.bool_) else _to_float(u)
-                   for u in cells.uniques]
-        return _number(pd.Series(cells.per_row(numbers), index=values.index, dtype="float64"),
-                       rule, missing)
+        return _number(cells.numbers([None if m or isinstance(u, bool | np.bool_)
+                                      else _to_float(u)
+                                      for u, m in zip(cells.uniques, missing, strict=True)]),
+                       rule, cells.mask(missing, empty=True))
     if rule.kind == "date":
         return _date(cells, rule, missing)
-    text = [normalise.token(u) if isinstance(u, bool | np.bool_) else
+    text = [None if m else normalise.token(u) if isinstance(u, bool | np.bool_) else
             str(int(u)) if isinstance(u, float) and u.is_integer() else " ".join(str(u).split())
-            for u in cells.uniques]
-    out = pd.Series(cells.per_row(text), index=values.index).where(~missing)
-    return _strings(out.astype("string[pyarrow]"), rule)
+            for u, m in zip(cells.uniques, missing, strict=True)]
+    return _strings(cells.strings(text), rule)
 
 
 def _to_float(value) -> float | None:
@@ -274,43 +286,50 @@ def _to_float(value) -> float | None:
         return None
 
 
-def _declared(cells: _Cells, rule: IndicatorRule, missing: np.ndarray):
-    lookup = rule.canonical
-    canonical = cells.per_row([lookup.get(normalise.token(u)) for u in cells.uniques])
-    stray = pd.isna(canonical) & ~missing
-    out = pd.Series(canonical).where(~missing & ~stray).astype("string[pyarrow]")
-    return out, [(f"not one of the {len(rule.values)} declared values (after case, spaces and "
-                  "synonyms)", stray)] if stray.any() else []
+def _declared(cells: _Cells, rule: IndicatorRule, missing: list[bool]):
+    canonical = [None if m else rule.canonical.get(normalise.token(u))
+                 for u, m in zip(cells.uniques, missing, strict=True)]
+    stray = cells.mask([c is None and not m for c, m in zip(canonical, missing, strict=True)])
+    return cells.strings(canonical), [(f"not one of the {len(rule.values)} declared values "
+                                       "(after case, spaces and synonyms)", stray)] \
+        if stray.any() else []
 
 
 def _number(numbers: pd.Series, rule: IndicatorRule, missing: np.ndarray):
-    numbers = numbers.mask(missing)
-    unreadable = numbers.isna().to_numpy() & ~missing
+    x = numbers.to_numpy(dtype="float64", na_value=np.nan, copy=True)
+    x[missing] = np.nan
+    unreadable = np.isnan(x) & ~missing
     problems = []
     if rule.kind == "count":
         low, high = rule.bounds or (0, np.inf)
         # Whole, and exact as a float: beyond 2**53 a "count" is junk (and no int64 holds it).
-        fractional = (numbers.notna() & ((numbers % 1 != 0) | (numbers.abs() > 2**53))).to_numpy()
+        with np.errstate(invalid="ignore"):
+            fractional = (np.trunc(x) != x) | (np.abs(x) > 2**53)
+        fractional &= ~np.isnan(x)
         if (unreadable | fractional).any():
             problems.append(("not a whole number", unreadable | fractional))
-        numbers = numbers.mask(fractional)
+        x[fractional] = np.nan
     else:
         low, high = rule.bounds
         if unreadable.any():
             problems.append(("not a number", unreadable))
-    outside = (numbers.notna() & ~numbers.between(low, high)).to_numpy()
+    with np.errstate(invalid="ignore"):
+        outside = ~np.isnan(x) & ((x < low) | (x > high))
     if outside.any():
         problems.append((f"outside the bounds [{_fmt(low)}, {_fmt(high)}]", outside))
-    numbers = numbers.mask(outside)
-    dtype = "int64[pyarrow]" if rule.kind == "count" else "double[pyarrow]"
-    return numbers.reset_index(drop=True).astype(dtype), problems
+    x[outside] = np.nan
+    valid = ~np.isnan(x)
+    kind = pa.int64() if rule.kind == "count" else pa.float64()
+    out = pa.array(np.where(valid, x, 0).astype(kind.to_pandas_dtype()), type=kind,
+                   mask=~valid)
+    return pd.Series(out, dtype=pd.ArrowDtype(kind)), problems
 
 
 def _fmt(x: float) -> str:
     return "no limit" if x == np.inf else (str(int(x)) if float(x).is_integer() else str(x))
 
 
-def _date(cells: _Cells, rule: IndicatorRule, missing: np.ndarray):
+def _date(cells: _Cells, rule: IndicatorRule, missing: list[bool]):
     def parse(v) -> str | None:
         if isinstance(v, datetime | date | pd.Timestamp):
             return pd.Timestamp(v).strftime("%Y-%m-%d")
@@ -326,38 +345,75 @@ def _date(cells: _Cells, rule: IndicatorRule, missing: np.ndarray):
         except ValueError:
             return None
 
-    iso = cells.per_row([None if _blank(u) else parse(u) for u in cells.uniques])
-    unreadable = pd.isna(iso) & ~missing
-    out = pd.Series(iso).where(~missing).astype("string[pyarrow]")
+    iso = [None if m else parse(u) for u, m in zip(cells.uniques, missing, strict=True)]
+    unreadable = cells.mask([d is None and not m for d, m in zip(iso, missing, strict=True)])
     expected = rule.date_format or "YYYY-MM-DD"
-    return out, [(f"not a date ({expected})", unreadable)] if unreadable.any() else []
+    return cells.strings(iso), [(f"not a date ({expected})", unreadable)] \
+        if unreadable.any() else []
 
 
 def _strings(out: pd.Series, rule: IndicatorRule):
     """Text kinds: NFKC, spaces tidied, the contract's missing tokens emptied; key, admin and
     round values match their pattern, or else carry no phone number or e-mail address. In
-    pyarrow compute, so a million-site round is not a million Python calls."""
-    cells = pa.array(out.reset_index(drop=True), type=pa.string(), from_pandas=True)
-    cells = pc.utf8_trim_whitespace(pc.replace_substring_regex(
-        pc.utf8_normalize(cells, "NFKC"), r"\s+", " "))
+    pyarrow compute, so a million-site round is not a million Python calls; a column that
+    repeats its values (admin names, round ids) is worked on once per distinct value."""
+    cells = as_arrow(out)
+    codes = None
+    if repeats(cells):
+        codes, cells = _distinct(cells)
+    cells = pc.utf8_trim_whitespace(_collapse_spaces(pc.utf8_normalize(cells, "NFKC")))
     blank = pc.equal(cells, "")
     if rule.missing:
         tokens = pa.array([normalise.token(m) for m in rule.missing])
         blank = pc.or_(blank, pc.is_in(pc.utf8_lower(cells), value_set=tokens))
     cells = pc.if_else(pc.fill_null(blank, True), None, cells)
-    problems = []
+    bad, problem = None, ""
     if rule.kind in ("key", "admin", "round"):
         if rule.pattern is not None:
             matched = pd.Series(cells, dtype="string[pyarrow]").str.fullmatch(rule.pattern)
-            unmatched = ~matched.fillna(True).to_numpy(dtype=bool)
-            if unmatched.any():
-                problems.append(("does not match the declared pattern", unmatched))
+            bad = ~matched.fillna(True).to_numpy(dtype=bool)
+            problem = "does not match the declared pattern"
         else:  # nothing declares its shape: at least no phone number or e-mail address
-            contact = _contains_contact(cells)
-            if contact.any():
-                problems.append(("holds what looks like a phone number or e-mail address",
-                                 contact))
+            bad = _contains_contact(cells)
+            problem = "holds what looks like a phone number or e-mail address"
+    if codes is not None:  # back to one cell per row
+        bad = None if bad is None else np.append(bad, False)[codes]
+        cells = cells.take(pa.array(codes, mask=codes < 0))
+    problems = [(problem, bad)] if bad is not None and bad.any() else []
     return pd.Series(cells, dtype="string[pyarrow]"), problems
+
+
+def _arrow_strings(values: pd.Series) -> bool:
+    return isinstance(values.dtype, pd.StringDtype | pd.ArrowDtype) and \
+        pd.api.types.is_string_dtype(values.dtype) and values.dtype != object
+
+
+def as_arrow(values: pd.Series) -> pa.Array:
+    cells = pa.array(values.reset_index(drop=True), type=pa.string(), from_pandas=True)
+    return cells.combine_chunks() if isinstance(cells, pa.ChunkedArray) else cells
+
+
+def repeats(cells: pa.Array, sample: int = 4096) -> bool:
+    """Whether distinct values are few enough to be worth hashing first (judged on a sample:
+    a site key or a site name is distinct in every row, an admin name in almost none)."""
+    head = cells.slice(0, sample)
+    return len(head) > 0 and len(pc.unique(head)) <= len(head) // 2
+
+
+def _distinct(cells: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Row codes into the distinct values (-1: null) and those values, hashed in Arrow."""
+    encoded = pc.dictionary_encode(cells)
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+    return codes.astype(np.int64, copy=False), encoded.dictionary
+
+
+def _collapse_spaces(cells: pa.Array) -> pa.Array:
+    """Every run of whitespace as one space; only the cells that need it are rewritten."""
+    odd = pc.fill_null(pc.match_substring_regex(cells, r"\s{2,}|[^\S ]"), False)
+    if not pc.any(odd).as_py():
+        return cells
+    fixed = pc.replace_substring_regex(pc.filter(cells, odd), r"\s+", " ")
+    return pc.replace_with_mask(cells, odd, fixed)
 
 
 def _contains_contact(cells: pa.Array) -> np.ndarray:
