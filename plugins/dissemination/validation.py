@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .classification import Urgency
@@ -98,6 +99,32 @@ def round_suite(ruleset: RuleSet, columns: list[str], status: str):
     return suite
 
 
+def checked_columns(df: pd.DataFrame, suite) -> pd.DataFrame:
+    """Only the columns the suite checks, in the dtypes GX is fast on. GX fingerprints every
+    column it is given (a hash of the whole frame: repeated texts hash once per distinct value
+    as categories), and compares Arrow-backed numbers one Python call per value, NumPy floats
+    in one vectorised step (4.8 s against 0.05 s at a million sites)."""
+    named = {getattr(e, "column", None) for e in suite.expectations} | {
+        c for e in suite.expectations for c in getattr(e, "column_list", None) or ()}
+    return pd.DataFrame({c: _fast(df[c]) for c in df.columns if c in named}, index=df.index)
+
+
+def _fast(column: pd.Series):
+    kind = column.dtype
+    if pd.api.types.is_bool_dtype(kind):
+        return column
+    if pd.api.types.is_numeric_dtype(kind):
+        return column.to_numpy(dtype="float64", na_value=np.nan)
+    if isinstance(kind, pd.ArrowDtype | pd.StringDtype) and pd.api.types.is_string_dtype(kind):
+        import pyarrow.compute as pc
+
+        from .contract import as_arrow, repeats
+
+        if repeats(cells := as_arrow(column)):
+            return pd.Categorical(pc.dictionary_encode(cells).to_pandas())
+    return column
+
+
 def validate_round(df: pd.DataFrame, ruleset: RuleSet, status: str = "partial",
                    docs_dir: Path | None = None) -> ValidationReport:
     """Run the round's suite; with ``docs_dir``, also write Great Expectations Data Docs (HTML)
@@ -121,6 +148,7 @@ def validate_round(df: pd.DataFrame, ruleset: RuleSet, status: str = "partial",
         .add_batch_definition_whole_dataframe("whole_round")
     )
     suite = context.suites.add(round_suite(ruleset, list(df.columns), status))
+    df = checked_columns(df, suite)
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=suite.name, data=batch, suite=suite)
     )
