@@ -92,7 +92,7 @@ def build_contents(df: pd.DataFrame, parts: Sequence[tuple[Selection, np.ndarray
                 [OutputColumn(d.column, d.column, d.classification, d.rule) for d in shared],
             )
             content.groups = _additive_groups(ruleset, set(content.frame.columns))
-            supports: list = list(positions)
+            supports = positions  # per row: the site's position in the round
         else:
             content, groups = _aggregate(sub, selection, ruleset, kinds)
             # One object per distinct area: cells are keyed by it, and equal keys then compare
@@ -178,17 +178,24 @@ class _Table:
 
     content: Content
     site_level: bool
-    supports: list  # per row: the site's position in the round, or the area's positions
+    supports: Sequence  # per row: the site's position in the round, or the area's positions
     quantity: dict[str, str]  # count column -> what it counts ("c", "c=v" or "sites")
     hidden: dict[str, np.ndarray]  # count column -> True where blank in the package
     reasons: pd.DataFrame  # why a cell is hidden at first ("" for visible cells)
     exact: set[str]
     missing: dict[str, np.ndarray]  # empty in the round: unknown to the recipient
     values: dict[str, np.ndarray] = field(default_factory=dict)  # count column -> float64
-    row_of: dict = field(default_factory=dict)  # site position -> row (site-level tables)
+    # Site-level tables: row_at[site position] is its row, -1 where the table lacks the site.
+    row_at: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     # The rule set's additive groups (total, parts), whether or not this table has every member:
     # a total and its parts add up on every row, shown or not.
     additive: list = field(default_factory=list)
+
+    def row(self, site) -> int | None:
+        """The row of a site-level table that holds the site at position ``site``, if any."""
+        site = int(site)
+        return int(self.row_at[site]) if 0 <= site < len(self.row_at) and \
+            self.row_at[site] >= 0 else None
 
 
 def _primary(content: Content, selection: Selection, ruleset: RuleSet, kinds, supports
@@ -243,7 +250,8 @@ def _primary(content: Content, selection: Selection, ruleset: RuleSet, kinds, su
                              and ruleset.indicators[m].kind == "count"
                              for m in (g.total, *g.parts))]
     if table.site_level:
-        table.row_of = {int(p): i for i, p in enumerate(supports)}
+        table.row_at = np.full(int(supports.max(initial=-1)) + 1, -1, dtype=np.int64)
+        table.row_at[supports] = np.arange(len(supports))
     return table
 
 
@@ -256,8 +264,8 @@ def _protect_jointly(tables: list[_Table]) -> set:
         q, support = key
         if isinstance(support, frozenset):
             return published.get(key, [])
-        return [(t, t.row_of[support], col) for t in site_tables
-                for col, qq in t.quantity.items() if qq == q and support in t.row_of]
+        return [(t, row, col) for t in site_tables if (row := t.row(support)) is not None
+                for col, qq in t.quantity.items() if qq == q]
 
     published: dict = defaultdict(list)
     for t in tables:
@@ -378,8 +386,7 @@ def _layout(coarse: _Table, fine: _Table) -> list:
     (site positions, rows)), or None if ``fine`` does not cover it."""
     areas = []
     if fine.site_level:
-        row_at = np.full(max(fine.row_of, default=-1) + 1, -1)
-        row_at[list(fine.row_of)] = list(fine.row_of.values())
+        row_at = fine.row_at
         for support in coarse.supports:
             sites = np.fromiter(support, dtype=np.int64, count=len(support))
             rows = row_at[sites[sites < len(row_at)]] if len(row_at) else sites[:0]
@@ -474,7 +481,7 @@ def _apply(t: _Table, ruleset: RuleSet, unprotectable: set, holder: str) -> None
         elif c in t.exact:
             content.notes[c].append("exact counts by agreement (no small-cell suppression)")
         kept = sum(1 for q, support in unprotectable if q == t.quantity[c]
-                   and (support in t.row_of if t.site_level else support in t.supports))
+                   and (t.row(support) is not None if t.site_level else support in t.supports))
         if kept:
             content.notes[source].append(
                 f"{c}: {kept} hidden cell(s) {holder} can compute from per-site values it "
