@@ -45,7 +45,7 @@ def prepare(folder: Path, sites: int, deliveries: int) -> Path:
     include = build(folder, 1000)
     policy = load_policy(include)
     meta, df = generate_round(policy.rulesets["NGA"], 1, sites, seed=1)
-    staged = steps.stage_round(meta, df, policy, folder / "round" / "round.parquet")
+    staged = steps.stage_round(meta, df, policy, folder / "round" / "round.arrow")
     plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2026, 11, 2))
     plans = [p for p in plans if p.status == "planned"][:deliveries]
@@ -57,10 +57,9 @@ def prepare(folder: Path, sites: int, deliveries: int) -> Path:
 
 def run(job: Path, workers: int) -> dict:
     """One ``package`` task: read the staged round, package every plan (a fresh interpreter)."""
-    import pandas as pd
     import sqlalchemy as sa
 
-    from dissemination import steps
+    from dissemination import staging, steps
     from dissemination.ledger_migrations import open_upgraded
     from dissemination.policy import load_policy
     from dissemination.source import RoundMeta
@@ -69,7 +68,7 @@ def run(job: Path, workers: int) -> dict:
     policy = load_policy(Path(include))
     out_dir = job.parent / f"packages-{workers}"
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{job.parent / f'ledger-{workers}.db'}"))
-    df = pd.read_parquet(staged["path"])
+    df = staging.read_round(staged["path"])
     start, cpu = time.perf_counter(), cpu_seconds()
     done = steps.package_deliveries(df, RoundMeta.from_xcom(staged), plans, policy, out_dir,
                                     lambda variable: PASSWORD, ledger, NOW, workers=workers)

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from openpyxl import Workbook
 
-from dissemination import steps
+from dissemination import staging, steps
 from dissemination.classification import Classification, Urgency
 from dissemination.contract import ContractBroken, conform
 from dissemination.disclosure import UndeclaredValue, build_content
@@ -63,12 +63,12 @@ def survey(tmp_path):
 def test_every_spelling_of_yes_triggers_safety_x_military(policy, tmp_path, military):
     """A Public-ceiling partner never receives safety and military per site together."""
     raw = _round(armed_actors_military=["no", military, "No", "no", "false", "0"])
-    staged = steps.stage_round(META, raw, policy, tmp_path / "r.parquet")
+    staged = steps.stage_round(META, raw, policy, tmp_path / "r.arrow")
     assert staged["active_relational"] == ["safety_x_military"]
     plan = _plan(policy, staged, "protection-cluster-nga")
     assert "feeling_of_safety" in plan.selection.columns
     assert "armed_actors_military" not in plan.selection.columns
-    on_disk = pd.read_parquet(staged["path"])
+    on_disk = staging.read_round(staged["path"])
     assert on_disk["armed_actors_military"].tolist() == ["no", "yes", "no", "no", "no", "no"]
 
 
@@ -81,7 +81,7 @@ def test_xlsx_booleans_are_read_as_declared_values(policy, survey, tmp_path):
     assert import_drop(drop, survey, NOW, policy) == ["NGA-R007-partial"]
     meta, stored = read_round(survey, "NGA-R007-partial")
     assert stored["armed_actors_military"].tolist() == ["yes", "no", "no"]
-    staged = steps.stage_round(meta, stored, policy, tmp_path / "r.parquet")
+    staged = steps.stage_round(meta, stored, policy, tmp_path / "r.arrow")
     assert "armed_actors_military" not in _plan(policy, staged,
                                                 "protection-cluster-nga").selection.columns
 
@@ -109,12 +109,12 @@ def test_a_value_outside_its_type_blocks_the_urgent_round(policy, tmp_path, colu
     values = _round()[column].tolist()
     values[3] = value
     with pytest.raises(ContractBroken) as caught:
-        steps.stage_round(META, _round(**{column: values}), policy, tmp_path / "r.parquet")
+        steps.stage_round(META, _round(**{column: values}), policy, tmp_path / "r.arrow")
     message = str(caught.value)
     assert f"column {column!r}" in message and "in 1 row(s): 4" in message
     assert f"indicators.{column}" in message and "NGA-R007-partial" in message
     assert value not in message and "Musa" not in message and "555" not in message
-    assert not (tmp_path / "r.parquet").exists()  # nothing of it staged
+    assert not (tmp_path / "r.arrow").exists()  # nothing of it staged
 
 
 def test_the_same_round_is_rejected_at_the_file_drop_naming_file_column_rule_and_row(
@@ -152,8 +152,8 @@ def test_an_undeclared_category_never_becomes_a_column_header(policy, tmp_path):
 
 
 def test_aggregated_columns_are_exactly_the_declared_values(policy, tmp_path):
-    staged = steps.stage_round(META, _round(), policy, tmp_path / "r.parquet")
-    conformed = pd.read_parquet(staged["path"]).assign(admin1_name="Borno", primary_need="food")
+    staged = steps.stage_round(META, _round(), policy, tmp_path / "r.arrow")
+    conformed = staging.read_round(staged["path"]).assign(admin1_name="Borno", primary_need="food")
     ruleset = policy.rulesets["NGA"]
     selection = select_for_agreement(classify_round(conformed.columns, ruleset),
                                      ruleset, policy.agreements["protection-cluster-nga"],

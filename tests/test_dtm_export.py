@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from dissemination import steps
+from dissemination import staging, steps
 from dissemination.classification import Urgency
 from dissemination.intake import import_drop
 from dissemination.ledger_migrations import open_upgraded
@@ -133,12 +133,12 @@ def _through_the_sql_source(tmp_path) -> tuple[RoundMeta, pd.DataFrame]:
 
 
 def _packages(policy, meta, df, tmp_path, urgency=Urgency.MEDIUM) -> dict[str, tuple]:
-    staged = steps.stage_round(meta, df, policy, tmp_path / "stage" / "round.parquet")
+    staged = steps.stage_round(meta, df, policy, tmp_path / "stage" / "round.arrow")
     plans = steps.plan_deliveries(policy, RoundMeta.from_xcom(staged), staged["columns"],
                                   urgency, today=date(2026, 11, 5),
                                   active=staged["active_relational"])
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
-    packaged = steps.package_deliveries(pd.read_parquet(staged["path"]), meta, plans, policy,
+    packaged = steps.package_deliveries(staging.read_round(staged["path"]), meta, plans, policy,
                                         tmp_path / "out", lambda _: PASSWORD, ledger, NOW)
     return {p.agreement_id: open_package(p.package_path, PASSWORD) for p in packaged}
 

@@ -14,11 +14,11 @@ import subprocess
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-import pandas as pd
 import paramiko
 import pytest
 from conftest import POLICY_DIR
 
+from dissemination import staging
 from dissemination.classification import Classification, Urgency
 from dissemination.devkit.local_sftp import LocalSftpServer
 from dissemination.devkit.sandbox import Sandbox
@@ -183,8 +183,8 @@ def test_wrong_host_key_fails_the_delivery_and_leaves_nothing(sandbox, tmp_path)
     assert {s for t, _, _, s in states if t == "notify"} == {"upstream_failed"}
     assert not [p for p in sandbox.sftp.root.rglob("*") if meta.round_id in p.name]
     # The failed run keeps its staging (to resume after a fix), and it holds no Secret column.
-    (staged,) = (sandbox.work_dir / "runs").glob(f"*/{meta.round_id}.parquet")
-    assert "ki_phone" not in pd.read_parquet(staged).columns
+    (staged,) = (sandbox.work_dir / "runs").glob(f"*/{meta.round_id}.arrow")
+    assert "ki_phone" not in staging.read_round(staged).columns
     ledger = sandbox.ledger()
     assert not [r for r in ledger.all() if r.round_id == meta.round_id]
     # What the Dissemination page shows: each refused delivery and why, naming no value.

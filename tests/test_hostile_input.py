@@ -90,10 +90,10 @@ def test_a_path_as_round_id_in_the_survey_database_is_refused_and_nothing_escape
         staged_round_path(folder, HOSTILE)
     with pytest.raises(InvalidRoundId, match="staging: refused"):  # a meta made elsewhere
         steps.stage_round(RoundMeta(HOSTILE, "NGA", "partial", NOW), df, policy,
-                          folder / f"{HOSTILE}.parquet")
+                          folder / f"{HOSTILE}.arrow")
     created = _files(tmp_path) - before
     assert {p.relative_to(tmp_path).parts[0] for p in created} <= {"ledger.db", "work"}
-    assert not list((tmp_path / "work").rglob("*.parquet"))
+    assert not list((tmp_path / "work").rglob("*.arrow"))
     assert not (tmp_path / "work" / "tmp").exists()
 
 
@@ -172,7 +172,7 @@ def test_sweep_removes_run_folders_untouched_for_longer_than_the_retention(tmp_p
     def folder(run_id: str, hours_ago: float, newest_file_hours_ago: float | None = None):
         path = run_folder(root, run_id)
         (path / "packages").mkdir()
-        files = [path / "NGA-R001-partial.parquet", path / "packages" / "p.zip"]
+        files = [path / "NGA-R001-partial.arrow", path / "packages" / "p.zip"]
         for f in files:
             f.write_bytes(b"survey data")
         at = (NOW - timedelta(hours=hours_ago)).timestamp()

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 import pytest
 import sqlalchemy as sa
 
-from dissemination import steps
+from dissemination import staging, steps
 from dissemination.classification import Urgency
 from dissemination.devkit.local_sftp import LocalSftpServer
 from dissemination.ledger_migrations import open_upgraded
@@ -17,15 +17,14 @@ PASSWORD = "a-long-enough-test-password"
 
 
 def test_staging_never_writes_secret_columns(policy, round_nga, tmp_path):
-    import pandas as pd
 
     meta, df = round_nga
-    staged = steps.stage_round(meta, df, policy, tmp_path / "r" / "round.parquet")
-    on_disk = pd.read_parquet(staged["path"])
+    staged = steps.stage_round(meta, df, policy, tmp_path / "r" / "round.arrow")
+    on_disk = staging.read_round(staged["path"])
     assert staged["columns"] == list(df.columns) and staged["rows"] == len(df)
     assert not {"ki_name", "ki_phone", "enumerator_comments", "enumerator_id"} & set(on_disk)
     assert "unaccompanied_children" in on_disk
-    raw = (tmp_path / "r" / "round.parquet").read_bytes()
+    raw = (tmp_path / "r" / "round.arrow").read_bytes()
     assert not any(phone.encode() in raw for phone in df["ki_phone"][:20])
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import staging
 from .classification import Classification, Urgency
 from .contract import conform
 from .disclosure import build_contents, explain, explanation_lines
@@ -70,7 +71,7 @@ def ruleset_for(policy: Policy, country: str):
 
 
 def stage_round(meta: RoundMeta, df: pd.DataFrame, policy: Policy, path: Path) -> dict:
-    """Conform the round to its contract and write it to Parquet for the next tasks.
+    """Conform the round to its contract and stage it for the next tasks (``staging.write_round``).
 
     Every value is checked first (``contract.conform``): a round that breaks its contract raises
     ``ContractBroken`` and nothing of it is written. Secret columns (including those no rule
@@ -81,9 +82,7 @@ def stage_round(meta: RoundMeta, df: pd.DataFrame, policy: Policy, path: Path) -
     ruleset = ruleset_for(policy, meta.country)
     conformed = conform(df, ruleset, first_row=1).raise_if_broken(
         f"round {meta.round_id} ({meta.country}; rows as read from the survey database)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conformed.frame.to_parquet(path, index=False)
-    path.chmod(0o600)
+    staging.write_round(conformed.frame, path)
     return {**meta.to_xcom(), "path": str(path), "columns": [*conformed.columns, *meta.dropped],
             "rows": len(df), "active_relational": sorted(active_relational(conformed.frame,
                                                                            ruleset))}

@@ -66,9 +66,8 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
 def validate_rounds(staged: dict, urgency: str, run_id: str) -> dict:
     """Great Expectations per round, with Data Docs; a failing round stops here, the others go
     on."""
-    import pandas as pd
-
     from dissemination.classification import Urgency
+    from dissemination.staging import read_round
     from dissemination.steps import ruleset_for
     from dissemination.validation import validate_round
 
@@ -82,7 +81,7 @@ def validate_rounds(staged: dict, urgency: str, run_id: str) -> dict:
             failed.append({"round_id": round_["round_id"], "summary": round_["blocked"]})
             continue
         ruleset = ruleset_for(policy, round_["country"])
-        report = validate_round(pd.read_parquet(stage.fetch(round_["path"])), ruleset,
+        report = validate_round(read_round(stage.fetch(round_["path"])), ruleset,
                                 round_["status"],
                                 docs_dir=data_docs_dir())
         print(report.summary())
@@ -149,12 +148,12 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
     from dataclasses import replace
     from pathlib import Path
 
-    import pandas as pd
     import pendulum
 
     from dissemination.batches import batch_deliveries
     from dissemination.ledger import Ledger
     from dissemination.source import RoundMeta
+    from dissemination.staging import read_round
     from dissemination.steps import Delivery, package_deliveries
 
     from . import LEDGER_DB_CONN_ID, current_policy, delivery_batch_size, engine, package_password
@@ -169,7 +168,7 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
         if not mine:
             continue
         out += package_deliveries(
-            pd.read_parquet(stage.fetch(round_["path"])), RoundMeta.from_xcom(round_), mine,
+            read_round(stage.fetch(round_["path"])), RoundMeta.from_xcom(round_), mine,
             policy, stage.local_dir(), package_password, ledger, pendulum.now("UTC"),
         )
     out = [replace(d, package_path=stage.put(Path(d.package_path), Path(d.package_path).name))
