@@ -57,18 +57,20 @@ def urgent_dissemination():
     def resolve_request(params: dict) -> dict:
         """Which round, for which agreements, and why: the officer's request, checked."""
         from dissemination.ids import check_round_id
-        from dissemination.source import latest_round_id
-        from dissemination.steps import UnknownAgreement
         from dissemination_airflow import SURVEY_DB_CONN_ID, engine, include_dir
 
         unknown = sorted(set(params["agreements"]) - set(policy_choices()[1]))
         if unknown:  # before pulling a round: the form lists agreements but does not enforce
+            from dissemination.steps import UnknownAgreement
+
             raise UnknownAgreement(f"trigger form (agreements): no agreement file for {unknown} "
                                    f"in {include_dir() / 'agreements'}")
         if params["round_id"] is not None:  # the form checks it too; conf may bypass forms
-            check_round_id(params["round_id"], "trigger form (round_id)")
-        round_id = params["round_id"] or latest_round_id(
-            engine(SURVEY_DB_CONN_ID), params["country"], "partial")
+            round_id = check_round_id(params["round_id"], "trigger form (round_id)")
+        else:  # the survey database's newest partial round (pandas and SQLAlchemy: only here)
+            from dissemination.source import latest_round_id
+
+            round_id = latest_round_id(engine(SURVEY_DB_CONN_ID), params["country"], "partial")
         print(f"urgent request for {round_id}: {params['justification']}")
         return {"round_ids": [round_id], "agreements": params["agreements"],
                 "country": params["country"]}
