@@ -192,10 +192,12 @@ class _Table:
     additive: list = field(default_factory=list)
 
     def row(self, site) -> int | None:
-        """The row of a site-level table that holds the site at position ``site``, if any."""
-        site = int(site)
-        return int(self.row_at[site]) if 0 <= site < len(self.row_at) and \
-            self.row_at[site] >= 0 else None
+        """The row of a site-level table that holds the site at position ``site``, if any
+        (an area, a frozenset of positions, is no row of it)."""
+        if isinstance(site, frozenset) or not 0 <= site < len(self.row_at):
+            return None
+        row = int(self.row_at[site])
+        return row if row >= 0 else None
 
 
 def _primary(content: Content, selection: Selection, ruleset: RuleSet, kinds, supports
