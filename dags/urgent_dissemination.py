@@ -15,10 +15,10 @@ Airflow Variables and are never logged, returned, or sent with the file.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
 from dissemination.ids import ROUND_ID_PATTERN
-from dissemination_airflow import policy_choices
+from dissemination_airflow import form_param, pick_list, policy_choices
 from dissemination_airflow.tasks import default_args, disseminate
 
 COUNTRIES, AGREEMENTS = policy_choices()
@@ -34,22 +34,23 @@ COUNTRIES, AGREEMENTS = policy_choices()
     doc_md=__doc__,
     default_args=default_args(),
     params={
-        "country": Param(COUNTRIES[0], type="string", enum=COUNTRIES, title="Country",
-                         description="Country whose partial round is shared"),
-        "round_id": Param(None, type=["null", "string"], pattern=ROUND_ID_PATTERN,
-                          title="Round",
-                          description="Round id, e.g. NGA-R004-partial; empty = the latest "
-                                      "partial round of the country"),
-        # An array with examples is the UI's pick list. Not an enum too: Airflow copies,
-        # schema-checks and serialises it per task at every parse (+50 ms at 1,000 agreements,
-        # against +22 ms for the examples alone); resolve_request checks the ids instead.
-        "agreements": Param([], type="array", title="Agreements",
-                            items={"type": "string"}, examples=AGREEMENTS,
-                            description="Data-sharing agreements to deliver to; empty = every "
-                                        "agreement whose medium tier covers the country"),
-        "justification": Param(type="string", minLength=10, title="Justification",
-                               description="Why this dataset is urgent (kept with the run and "
-                                           "its log)"),
+        "country": form_param(COUNTRIES[0], type="string", enum=COUNTRIES, title="Country",
+                              description="Country whose partial round is shared"),
+        "round_id": form_param(None, type=["null", "string"], pattern=ROUND_ID_PATTERN,
+                               title="Round",
+                               description="Round id, e.g. NGA-R004-partial; empty = the "
+                                           "latest partial round of the country"),
+        # An array with examples is the UI's pick list (up to PICK_LIST_MAX ids). Not an enum:
+        # resolve_request refuses an unknown id, naming the agreements folder.
+        "agreements": form_param([], type="array", title="Agreements",
+                                 items={"type": "string"}, examples=pick_list(AGREEMENTS),
+                                 description="Data-sharing agreements to deliver to, one id "
+                                             "per line; empty = every agreement whose medium "
+                                             "tier covers the country (Browse -> "
+                                             "Dissemination lists them)"),
+        "justification": form_param(type="string", minLength=10, title="Justification",
+                                    description="Why this dataset is urgent (kept with the run "
+                                                "and its log)"),
     },
 )
 def urgent_dissemination():

@@ -110,6 +110,37 @@ def test_the_trigger_form_offers_the_policy_files_choices():
     assert schema["justification"]["minLength"] == 10
 
 
+def test_the_pick_list_stops_where_it_would_slow_every_parse(tmp_path):
+    """Every task carries the form: beyond PICK_LIST_MAX ids are typed, and still checked."""
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    from dissemination_airflow import PICK_LIST_MAX, form_param
+
+    include = tmp_path / "include"
+    (include / "rules").mkdir(parents=True)
+    (include / "agreements").mkdir()
+    (include / "rules" / "NGA.yaml").touch()  # the form lists names; the files are read later
+    for i in range(PICK_LIST_MAX + 1):
+        (include / "agreements" / f"partner-{i:04d}.yaml").touch()
+    code = ("import json, sys\n"
+            "from airflow.dag_processing.dagbag import DagBag\n"
+            "p = DagBag(dag_folder=sys.argv[1]).dags['urgent_dissemination'].params\n"
+            "print(json.dumps({k: p.get_param(k).schema for k in p}))")
+    env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "DISSEMINATION_INCLUDE_DIR": str(include), "PYTHONPATH": str(REPO / "plugins")}
+    out = subprocess.run([sys.executable, "-c", code, str(REPO / "dags" /
+                          "urgent_dissemination.py")], env=env, capture_output=True, text=True,
+                         check=True)
+    schema = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "examples" not in schema["agreements"]  # typed, one id per line
+    assert {s["$schema"] for s in schema.values()} == {form_param(1).schema["$schema"]}
+    # The form's dialect still validates: a bad round id is refused by the form itself.
+    field = form_param(None, type=["null", "string"], pattern="^[A-Z]{3}$")
+    assert field.resolve("NGA") == "NGA" and field.resolve(None) is None
+    with pytest.raises(ParamValidationError):
+        field.resolve("../etc")
+
+
 _FORM_PROBE = """
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
