@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -150,22 +151,28 @@ def conform(raw: pd.DataFrame, ruleset: RuleSet, *, first_row: int = 2) -> Confo
         headers.setdefault(header, name or "")
         names.append(name)
 
-    columns, dropped, kept = [], [], {}
+    columns, dropped, todo = [], [], {}
     # The one judge of Secret (uncovered, Secret, free text not allowed) is the classifier.
     base = classify_round([n or str(h) for h, n in zip(raw.columns, names, strict=True)], ruleset)
     for position, (header, name) in enumerate(zip(raw.columns, names, strict=True)):
         columns.append(name or str(header))
         if base[name or str(header)].classification is Classification.SECRET:
             dropped.append(name or str(header))
-            continue
-        if name in kept:
-            continue  # a second column for the same indicator: already a violation
-        series, problems = _conform_column(raw.iloc[:, position], ruleset.indicators[name])
-        for problem, mask in problems:
-            rows = np.flatnonzero(mask) + first_row
-            violations.append(Violation(str(header), name, _ref(ruleset, name), problem,
-                                        tuple(int(r) for r in rows[:_MAX_ROWS_NAMED]), len(rows)))
-        kept[name] = series
+        elif name not in todo:  # a second column for one indicator: already a violation
+            todo[name] = (str(header), position)
+    # Columns are independent, and Arrow's kernels release the GIL: two threads share the work.
+    with ThreadPoolExecutor(2) as pool:
+        done = pool.map(lambda item: _conform_column(raw.iloc[:, item[1][1]],
+                                                     ruleset.indicators[item[0]]),
+                        todo.items())
+        kept = {}
+        for (name, (header, _)), (series, problems) in zip(todo.items(), done, strict=True):
+            for problem, mask in problems:
+                rows = np.flatnonzero(mask) + first_row
+                violations.append(Violation(header, name, _ref(ruleset, name), problem,
+                                            tuple(int(r) for r in rows[:_MAX_ROWS_NAMED]),
+                                            len(rows)))
+            kept[name] = series
     violations += _key_violations(kept, raw, names, ruleset, first_row)
     frame = pd.DataFrame(kept, index=raw.index)
     return ConformedRound(frame, columns, dropped, headers, hxl_row, violations)
