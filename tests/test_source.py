@@ -143,6 +143,42 @@ def test_sqlite_loose_types_are_read_as_pandas_read_them_never_changed(tmp_path,
     assert str(back["idp_male"].dtype) == "int64[pyarrow]"
 
 
+def test_a_round_read_in_parts_is_typed_as_one_read(tmp_path, policy, monkeypatch):
+    """A large SQLite round is read in rowid ranges on threads, each typing its columns by its
+    own first rows: reals only in a later part, a column empty in one part, text only in a
+    later part. The frame is the one read_sql gives, and the one a single read gives."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'survey.db'}", hide_parameters=True)
+    ruleset = policy.rulesets["NGA"]
+    write_round(engine, *generate_round(ruleset, 1, 20, seed=1))  # the count columns: BIGINT
+    meta, df = generate_round(ruleset, 2, 3000, seed=2)  # 3 parts of 1,000 rows
+    empty = [None] * 1000  # a whole part: ADBC types an empty column as integers
+    df["idp_households"] = [*range(1000), *(i + 0.5 for i in range(2000))]  # reals later
+    df["idp_individuals"] = pd.array([*empty, *range(2000)], dtype="Int64")  # empty, then ints
+    df["idp_female"] = [*range(1500), "NSP", *range(1499)]  # text only in the second part
+    df["site_name"] = [*empty, *(f"Site {i}" for i in range(2000))]  # TEXT: empty, then text
+    df["latitude"] = [*(11.5 + i / 1e4 for i in range(2000)), *empty]  # reals, then empty
+    df["admin2_name"] = [None] * 1500 + ["Maiduguri"] * 1500  # empty past ADBC's first batch
+    write_round(engine, meta, df)
+    monkeypatch.setattr(source, "PART_ROWS", 100)
+    monkeypatch.setattr(source, "read_threads", lambda: 3)
+    spans, real_fetch = [], source._fetch
+
+    def fetch(*args, **kwargs):
+        spans.append(args[5] if len(args) > 5 else None)
+        return real_fetch(*args, **kwargs)
+
+    monkeypatch.setattr(source, "_fetch", fetch)
+    _, parts = read_round(engine, meta.round_id)
+    assert len([span for span in spans if span]) >= 3  # really read in parts
+    pd.testing.assert_frame_equal(parts, _as_read_sql(engine, meta.round_id, parts.columns))
+    monkeypatch.setattr(source, "read_threads", lambda: 1)
+    _, whole = read_round(engine, meta.round_id)
+    pd.testing.assert_frame_equal(parts, whole)
+    assert parts["idp_female"].tolist()[1499:1502] == ["1499", "NSP", "0"]
+    assert str(parts["idp_individuals"].dtype) == "int64[pyarrow]"
+    assert parts["admin2_name"].fillna("").tolist() == [""] * 1500 + ["Maiduguri"] * 1500
+
+
 @pytest.mark.parametrize("sql_engine", ["postgresql"], indirect=True)
 def test_postgresql_types_another_system_chose_read_as_read_sql_read_them(sql_engine):
     """A site table written by another system (no round_columns: read whole): small integers,

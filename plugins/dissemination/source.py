@@ -12,7 +12,9 @@ embedded default; any database SQLAlchemy reaches works the same way.
 
 from __future__ import annotations
 
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -355,8 +357,13 @@ def _loose_sqlite(connect, table: str, names: list[str], loose: list[bool], quot
     integers then reals are reals; any text among numbers makes the column text, each number
     rendered by SQLite (exactly; ADBC's own rendering of a real after text keeps 6 digits).
     ADBC refuses a value unlike the column's first rows (naming the column's position, never
-    the value): that column is re-read cast, and so is a loose column that came back as text."""
+    the value): that column is re-read cast, and so is a loose column that came back as text.
+
+    A large round is read in parts (rowid ranges) on as many threads as cores: SQLite reads on
+    one core per connection, and ADBC releases the GIL. Each part types its columns by its own
+    first rows; the parts agree as one read would (see ``_join``)."""
     casts: dict[int, str] = {}
+    ranges, rows = _rowid_ranges(connect, table, round_id)
 
     def expression(i: int, name: str) -> str:
         column = quote(name)
@@ -369,7 +376,7 @@ def _loose_sqlite(connect, table: str, names: list[str], loose: list[bool], quot
         sql = (f"SELECT {', '.join(expression(i, n) for i, n in enumerate(names))} "
                f"FROM {table} WHERE {ROUND_COLUMN} = ?")
         try:
-            result = _fetch(connect, sql, round_id, mismatch=True)
+            parts = _fetch_parts(connect, sql, round_id, ranges, rows)
         except _Mismatch as exc:
             if exc.position >= len(names) or casts.get(exc.position) == "text":
                 column = names[exc.position] if exc.position < len(names) else exc.position
@@ -378,13 +385,80 @@ def _loose_sqlite(connect, table: str, names: list[str], loose: list[bool], quot
             casts[exc.position] = "real" if exc.got == "DOUBLE" and exc.position not in casts \
                 else "text"
             continue
-        text_read = [i for i, field in enumerate(result.schema)
-                     if loose[i] and casts.get(i) != "text" and pa.types.is_string(field.type)]
+        result, conflicting = _join(parts)
+        text_read = [i for i in range(len(names)) if casts.get(i) != "text" and (
+            i in conflicting or loose[i] and any(pa.types.is_string(p.schema.field(i).type)
+                                                 for p in parts))]
         if not text_read:
             return result
         casts.update(dict.fromkeys(text_read, "text"))
     raise SurveyDatabaseError(f"reading round {round_id}: table {table}: column types kept "
                               "changing between reads")
+
+
+#: Below this many rows a round is read in one query.
+PART_ROWS = 200_000
+
+
+def read_threads() -> int:
+    """Parts of a large round read at once: one per core this process may use."""
+    return len(os.sched_getaffinity(0))
+
+
+def _rowid_ranges(connect, table: str, round_id: str) -> tuple[list, int]:
+    """The round's rowid span cut into one range per core, or ``[None]`` (one query: a small
+    round, one core, a table without rowids); and the round's number of rows."""
+    from adbc_driver_manager import Error
+
+    cores = read_threads()
+    try:
+        with connect() as conn, conn.cursor() as cursor:
+            cursor.execute(f"SELECT min(rowid), max(rowid), count(*) FROM {table} "
+                           f"WHERE {ROUND_COLUMN} = ?", (round_id,))
+            low, high, rows = cursor.fetchone()
+    except Error:  # WITHOUT ROWID: read in one query, as large a batch as can be
+        return [None], 1 << 30
+    if cores < 2 or rows < PART_ROWS or low is None:
+        return [None], rows
+    step = (high - low) // cores + 1
+    return [(low + k * step, min(high, low + (k + 1) * step - 1)) for k in range(cores)], rows
+
+
+def _fetch_parts(connect, sql: str, round_id: str, ranges: list, rows: int) -> list:
+    """``sql`` over each rowid range, on threads (in rowid order); a part's error is raised as
+    one read's would be. Each part is one ADBC batch: ADBC types a column by its first batch,
+    and a column whose first 1,024 cells (its default batch) are empty would be typed as
+    integers, refusing the text after them."""
+    batch = max(rows, 1024)
+    if ranges == [None]:
+        return [_fetch(connect, sql, round_id, mismatch=True, batch_rows=batch)]
+    ranged = f"{sql} AND rowid BETWEEN ? AND ?"
+    with ThreadPoolExecutor(len(ranges)) as pool:
+        futures = [pool.submit(_fetch, connect, ranged, round_id, True, "", span, batch)
+                   for span in ranges]
+        return [future.result() for future in futures]
+
+
+def _join(parts: list) -> tuple[pa.Table, set[int]]:
+    """The parts as one table, typed as one read would type them: a column empty in a part is
+    typed by the others (ADBC types an empty column as integers), integers and reals are
+    reals; the positions of columns where parts disagree otherwise (text and numbers: read
+    again as text, as one read would after its type mismatch)."""
+    if len(parts) == 1:
+        return parts[0], set()
+    columns, conflicting = [], set()
+    for i, field in enumerate(parts[0].schema):
+        typed = {p.schema.field(i).type for p in parts if p.column(i).null_count < p.num_rows}
+        if len(typed) > 1 and not all(pa.types.is_integer(t) or pa.types.is_floating(t)
+                                      for t in typed):
+            conflicting.add(i)
+            typed = {pa.string()}
+        kind = (typed.pop() if len(typed) == 1 else pa.float64()) if typed else field.type
+        # safe=False: an integer beyond 2**53 becomes the nearest real, as SQLite's own CAST
+        # would make it (a safe cast would raise, quoting the value).
+        columns.append(pa.chunked_array(
+            [c for p in parts for c in p.column(i).cast(kind, safe=False).chunks], kind))
+    return pa.table(columns, names=parts[0].column_names), conflicting
 
 
 class _Mismatch(Exception):
@@ -393,7 +467,8 @@ class _Mismatch(Exception):
         self.reason = f"stored values of types {expected} and {got} (values withheld)"
 
 
-def _fetch(connect, sql: str, round_id: str, mismatch: bool = False, setting: str = ""):
+def _fetch(connect, sql: str, round_id: str, mismatch: bool = False, setting: str = "",
+           span: tuple[int, int] | None = None, batch_rows: int = 0):
     """One ADBC query to an Arrow table, the round id bound as its parameter, or first bound
     into the transaction's ``setting`` that the query reads (PostgreSQL: ADBC streams a query
     without parameters through COPY; with one it holds the whole result in libpq, 2.6x the
@@ -407,7 +482,10 @@ def _fetch(connect, sql: str, round_id: str, mismatch: bool = False, setting: st
             if setting:
                 cursor.execute("SELECT set_config($1, $2, true)", (setting, round_id))
                 cursor.fetchall()
-            cursor.execute(sql, None if setting else (round_id,))
+            if batch_rows:  # SQLite: rows per Arrow batch, and so rows typing each column
+                cursor.adbc_statement.set_options(
+                    **{"adbc.sqlite.query.batch_rows": str(batch_rows)})
+            cursor.execute(sql, None if setting else (round_id, *(span or ())))
             return cursor.fetch_arrow_table()
     except (Error, OSError, pa.ArrowException) as exc:
         if mismatch and (found := _MISMATCH.search(str(exc))):
