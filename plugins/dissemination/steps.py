@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import posixpath
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -77,15 +77,21 @@ def stage_round(meta: RoundMeta, df: pd.DataFrame, policy: Policy, path: Path) -
     ``ContractBroken`` and nothing of it is written. Secret columns (including those no rule
     covers) are dropped unread; only their names travel on, so every package can still explain
     that they were dropped.
+
+    A caller that passes the round as read and keeps no reference to it (``stage_round(*read_round
+    (...), ...)``) has it freed before the stage is written: a million-site round as read is
+    as large again as the conformed one.
     """
     check_round_id(meta.round_id, "staging")
     ruleset = ruleset_for(policy, meta.country)
     conformed = conform(df, ruleset, first_row=1).raise_if_broken(
         f"round {meta.round_id} ({meta.country}; rows as read from the survey database)")
+    rows = len(df)
+    del df
     staging.write_round(conformed.frame, path)
     return {**meta.to_xcom(), "path": str(path), "columns": [*conformed.columns, *meta.dropped],
-            "rows": len(df), "active_relational": sorted(active_relational(conformed.frame,
-                                                                           ruleset))}
+            "rows": rows, "active_relational": sorted(active_relational(conformed.frame,
+                                                                        ruleset))}
 
 
 @dataclass(frozen=True)
@@ -461,21 +467,25 @@ def _package_organisation(job: _Job, plans: list[Delivery]) -> list[dict]:
     try:
         contents = build_contents(job.df, [(p.selection, _rows_of(job.df, p.areas)) for p in plans],
                                   job.ruleset, holder=plans[0].organisation)
-        out = []
-        for plan, content in zip(plans, contents, strict=True):
+
+        def zipped(plan: Delivery, content) -> dict:
             agreement = job.policy.agreements[plan.agreement_id]
             package = build_package(
                 content, job.meta, plan.selection, job.ruleset, agreement, job.out_dir,
                 job.passwords[agreement.password.variable], job.created_at, plan.warnings,
                 recipient=plan.recipient, organisation=plan.organisation,
             )
-            out.append({
+            return {
                 "package_path": str(package.path), "content_sha256": package.content_sha256,
                 "package_sha256": package.package_sha256, "row_count": package.row_count,
                 "columns": tuple(package.manifest["columns"]),
                 "explanation": tuple(explanation_lines(package.manifest["explanation"])),
-            })
-        return out
+            }
+
+        # The zips are independent, and their CSV, deflate, AES and SHA-256 release the GIL:
+        # an organisation with several packages uses the cores other workers leave idle.
+        with ThreadPoolExecutor(min(len(plans), len(os.sched_getaffinity(0)))) as pool:
+            return list(pool.map(zipped, plans, contents))
     except Exception as exc:
         exc.add_note(f"packaging {job.meta.round_id} for {plans[0].organisation} "
                      f"(agreements {sorted({p.agreement_id for p in plans})})")

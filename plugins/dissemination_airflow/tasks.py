@@ -47,9 +47,8 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
     survey, policy, stage = engine(SURVEY_DB_CONN_ID), current_policy(), RunStage(run_id)
     staged = []
     for round_id in round_ids:
-        meta, df = read_round(survey, round_id, country=country)
-        try:
-            round_ = stage_round(meta, df, policy,
+        try:  # the round as read is held by stage_round only, which frees it once conformed
+            round_ = stage_round(*read_round(survey, round_id, country=country), policy,
                                  staged_round_path(stage.local_dir(), round_id))
         except (ContractBroken, NoRuleSet) as exc:
             print(f"BLOCKED {exc}")
@@ -57,7 +56,8 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
             continue
         local = Path(round_["path"])
         staged.append({**round_, "path": stage.put(local, local.name)})  # a name in the stage
-        print(f"round {round_id} ({meta.status}): {len(df)} sites, {df.shape[1]} columns")
+        print(f"round {round_id} ({round_['status']}): {round_['rows']} sites, "
+              f"{len(round_['columns'])} columns")
     return {"rounds": stage.write_json("rounds.json", staged), "count": len(staged),
             "blocked": sum("blocked" in r for r in staged)}
 
