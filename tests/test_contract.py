@@ -56,6 +56,48 @@ def survey(tmp_path):
     return sa.create_engine(f"sqlite:///{tmp_path / 'survey.db'}")
 
 
+# --- a large round, read and conformed in parts ------------------------------------------------
+
+
+def test_a_round_read_in_parts_is_judged_and_staged_as_one(policy, survey, tmp_path,
+                                                           monkeypatch):
+    """A million-site round is read and conformed part by part (each part freed once done):
+    the same violations, row numbers as the source counts them, a site key repeated across
+    parts, a relational rule set off in a later part, nothing staged when broken, and the
+    same staged round as one pass."""
+    from dissemination import source
+    from dissemination.devkit.synthetic import generate_round
+
+    monkeypatch.setattr(source, "PART_ROWS", 500)
+    ruleset = policy.rulesets["NGA"]
+    meta, df = generate_round(ruleset, 2, 2500, seed=3)
+    df["armed_actors_military"] = "no"
+    df.loc[1700, "armed_actors_military"] = "maybe"  # not a declared value, in the 4th part
+    df.loc[2100, "site_id"] = df.loc[10, "site_id"]  # repeated across parts
+    df.loc[2300, "armed_actors_military"] = "Yes"  # sets off safety_x_military, in the 5th
+    source.write_round(survey, meta, df)
+    path = tmp_path / "stage" / "round.arrow"
+    reads, parts = [], source.read_round_parts(survey, meta.round_id)[1]
+    with pytest.raises(ContractBroken) as broken:
+        steps.stage_round(meta, (reads.append(len(p)) or p for p in parts), policy, path)
+    assert reads == [500] * 5
+    assert not path.exists()  # nothing of it staged
+    whole = conform(read_round(survey, meta.round_id)[1], ruleset, first_row=1)
+    assert broken.value.violations == whole.violations
+    lines = [v.line() for v in whole.violations]
+    assert any("armed_actors_military" in line and "1 row(s): 1701" in line for line in lines)
+    assert any("site key is repeated in 2 row(s): 11, 2101" in line for line in lines)
+
+    df.loc[1700, "armed_actors_military"] = "no"
+    df.loc[2100, "site_id"] = "NGA-S99999"
+    source.write_round(survey, meta, df)
+    staged = steps.stage_round(*source.read_round_parts(survey, meta.round_id), policy, path)
+    clean = conform(read_round(survey, meta.round_id)[1], ruleset, first_row=1)
+    pd.testing.assert_frame_equal(staging.read_round(path), clean.frame)
+    assert staged["rows"] == 2500 and staged["active_relational"] == ["safety_x_military"]
+    assert staged["columns"] == clean.columns
+
+
 # --- value variants and booleans: the relational rule must see the canonical value -------------
 
 

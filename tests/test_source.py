@@ -95,7 +95,8 @@ def _as_read_sql(engine, round_id: str, columns) -> pd.DataFrame:
 
 def _through_adbc(engine, round_id: str) -> bool:
     with engine.connect() as conn:
-        return source._arrow_sites(conn, round_id, None) is not None
+        return (source._adbc_sqlite(conn, round_id, None)
+                or source._arrow_postgresql(conn, round_id, None)) is not None
 
 
 def test_the_contract_sees_what_read_sql_gave(sql_engine, policy):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from dissemination.validation import validate_round
@@ -19,6 +20,33 @@ def test_a_clean_synthetic_round_passes(round_nga, ruleset):
     report = validate_round(df, ruleset)
     assert report.success, report.summary()
     assert report.evaluated >= 10 and report.failures == ()
+
+
+def test_the_checked_columns_alone_give_the_same_verdict(policy, round_nga, ruleset, tmp_path):
+    """validate_rounds reads only the columns the suite checks from the stage: the report is
+    the one the whole round gives, good or bad."""
+    from dissemination import staging, steps
+    from dissemination.validation import checked
+
+    meta, df = round_nga
+    bad = df.copy()
+    bad.loc[3, "unaccompanied_children"] = -2
+    bad.loc[9, "site_id"] = bad.loc[10, "site_id"]
+    for status in ("partial", "cleaned"):
+        whole = validate_round(bad, ruleset, status)
+        columns = checked(ruleset, list(bad.columns), status)
+        assert {"site_id", "unaccompanied_children", "latitude"} <= set(columns)
+        # No expectation on the raw round (the cleaned one's are complete): neither read nor shown.
+        assert ("site_name" in columns) == (status == "cleaned")
+        assert validate_round(bad[columns], ruleset, status) == whole
+    staged = steps.stage_round(meta, df, policy, tmp_path / "round.arrow")
+    names = staging.round_columns(staged["path"])
+    columns = checked(ruleset, names, "partial")
+    subset = staging.read_round(staged["path"], columns=columns, categories=True)
+    assert list(subset.columns) == columns
+    assert isinstance(subset["feeling_of_safety"].dtype, pd.CategoricalDtype)  # never expanded
+    assert validate_round(subset, ruleset) == validate_round(staging.read_round(staged["path"]),
+                                                             ruleset)
 
 
 def test_impossible_values_and_broken_keys_are_named(round_nga, ruleset):

@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 
 from . import normalise
 from .classification import Classification
+from .columns import as_arrow, repeats
 from .errors import PermanentError
 from .policy import IndicatorRule, RuleSet
 from .sensitivity import classify_round
@@ -91,7 +92,8 @@ class ContractBroken(PermanentError, ValueError):
 class ConformedRound:
     """The round in canonical form, and what was done to it."""
 
-    frame: pd.DataFrame  # indicator-named columns, canonical values, no Secret column
+    frame: pd.DataFrame | None  # indicator-named columns, canonical values, no Secret
+    # column (None: a round conformed in parts, each written as it was done)
     columns: list[str]  # every source column: its indicator, or its header if none matched
     dropped: list[str]  # of those, the ones dropped unread as Secret
     headers: dict[str, str]  # source header -> indicator ("" if none)
@@ -116,66 +118,145 @@ def conform(raw: pd.DataFrame, ruleset: RuleSet, *, first_row: int = 2) -> Confo
     ``first_row``: how the source numbers its first data row (2 in a CSV or XLSX export, under
     the header line; 1 for a SQL table); an HXL row under the headers shifts it by one.
     """
-    raw = raw.reset_index(drop=True)
-    hxl_row = len(raw) > 0 and is_hxl_row(raw.iloc[0])
-    tags = [normalise.hxl(v) if normalise.is_hxl(v) else "" for v in raw.iloc[0]] \
-        if hxl_row else [""] * raw.shape[1]
-    if hxl_row:
-        raw, first_row = raw.iloc[1:].reset_index(drop=True), first_row + 1
-    violations: list[Violation] = []
-    headers: dict[str, str] = {}
-    names: list[str | None] = []
-    first_header: dict[str, str] = {}  # normal form -> the first header written that way
-    claimed: dict[str, str] = {}  # indicator -> the first header matched to it
-    for header, tag in zip(map(str, raw.columns), tags, strict=True):
-        by_header = ruleset.header_index.get(normalise.token(header))
-        by_tag = ruleset.hxl_index.get(tag) if tag else None
-        name = by_header or by_tag
-        if by_header and by_tag and by_header != by_tag:
-            violations.append(Violation(header, "", f"rules/{ruleset.country}: headers and hxl",
-                                        f"the header names {by_header} but the HXL tag names "
-                                        f"{by_tag}"))
-            name = None
-        key = normalise.token(header)
-        if key in first_header:
-            twin = first_header[key]
-            violations.append(Violation(header, name or "", f"rules/{ruleset.country}: headers",
-                                        f"two columns are headed {twin!r} and {header!r}, the "
-                                        "same once case and spaces are ignored"))
-        elif name and name in claimed:
-            violations.append(Violation(header, name, _ref(ruleset, name),
-                                        f"{claimed[name]!r} and {header!r} are both {name}"))
-        first_header.setdefault(key, header)
-        if name:
-            claimed.setdefault(name, header)
-        headers.setdefault(header, name or "")
-        names.append(name)
+    conformer = Conformer(ruleset, first_row=first_row)
+    return conformer.result(conformer.part(raw))
 
-    columns, dropped, todo = [], [], {}
-    # The one judge of Secret (uncovered, Secret, free text not allowed) is the classifier.
-    base = classify_round([n or str(h) for h, n in zip(raw.columns, names, strict=True)], ruleset)
-    for position, (header, name) in enumerate(zip(raw.columns, names, strict=True)):
-        columns.append(name or str(header))
-        if base[name or str(header)].classification is Classification.SECRET:
-            dropped.append(name or str(header))
-        elif name not in todo:  # a second column for one indicator: already a violation
-            todo[name] = (str(header), position)
-    # Columns are independent, and Arrow's kernels release the GIL: two threads share the work.
-    with ThreadPoolExecutor(2) as pool:
-        done = pool.map(lambda item: _conform_column(raw.iloc[:, item[1][1]],
-                                                     ruleset.indicators[item[0]]),
-                        todo.items())
-        kept = {}
-        for (name, (header, _)), (series, problems) in zip(todo.items(), done, strict=True):
-            for problem, mask in problems:
-                rows = np.flatnonzero(mask) + first_row
-                violations.append(Violation(header, name, _ref(ruleset, name), problem,
-                                            tuple(int(r) for r in rows[:_MAX_ROWS_NAMED]),
-                                            len(rows)))
-            kept[name] = series
-    violations += _key_violations(kept, raw, names, ruleset, first_row)
-    frame = pd.DataFrame(kept, index=raw.index)
-    return ConformedRound(frame, columns, dropped, headers, hxl_row, violations)
+
+class Conformer:
+    """``conform`` a part at a time: a round read in parts (``source.read_round_parts``) is
+    checked and normalised part by part, so each part as read can be freed once conformed.
+    Headers (and the HXL row) are matched on the first part; row numbers run on across parts;
+    the site key is checked across all of them; the violations are those one pass would find
+    (a column's problems listed in the order they are first met)."""
+
+    def __init__(self, ruleset: RuleSet, *, first_row: int = 2):
+        self.ruleset = ruleset
+        self.next_row = first_row  # how the source numbers the next data row
+        self.matched = False
+        self.hxl_row = False
+        self.violations: list[Violation] = []  # headers and HXL (structural)
+        self.headers: dict[str, str] = {}
+        self.names: list[str | None] = []
+        self.columns: list[str] = []
+        self.dropped: list[str] = []
+        self._source: list[str] = []  # the headers as the source writes them, in order
+        self._todo: dict[str, tuple[str, int]] = {}  # indicator -> (header, position)
+        self._problems: dict[tuple[int, str], list] = {}  # (position, problem) -> rows, count
+        self._keys: list[tuple[int, pd.Series]] = []  # (first row number, site keys) per part
+
+    def part(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """The part conformed (indicator-named columns, canonical values, no Secret column)."""
+        raw = raw.reset_index(drop=True)
+        if not self.matched:
+            self.hxl_row = len(raw) > 0 and is_hxl_row(raw.iloc[0])
+            tags = [normalise.hxl(v) if normalise.is_hxl(v) else "" for v in raw.iloc[0]] \
+                if self.hxl_row else [""] * raw.shape[1]
+            if self.hxl_row:
+                raw, self.next_row = raw.iloc[1:].reset_index(drop=True), self.next_row + 1
+            self._match([str(h) for h in raw.columns], tags)
+        elif [str(h) for h in raw.columns] != self._source:
+            raise ValueError("a part of the round has other columns than its first part")
+        first, ruleset = self.next_row, self.ruleset
+        self.next_row += len(raw)
+        # Columns are independent, and Arrow's kernels release the GIL: two threads share it.
+        with ThreadPoolExecutor(2) as pool:
+            done = pool.map(lambda item: _conform_column(raw.iloc[:, item[1][1]],
+                                                         ruleset.indicators[item[0]]),
+                            self._todo.items())
+            kept = {}
+            for (name, (_, position)), (series, problems) in zip(self._todo.items(), done,
+                                                                 strict=True):
+                for problem, mask in problems:
+                    rows = np.flatnonzero(mask) + first
+                    seen = self._problems.setdefault((position, problem), [[], 0])
+                    seen[0] += [int(r) for r in rows[:_MAX_ROWS_NAMED - len(seen[0])]]
+                    seen[1] += len(rows)
+                kept[name] = series
+        if ruleset.site_key in kept:
+            self._keys.append((first, kept[ruleset.site_key]))
+        return pd.DataFrame(kept, index=raw.index)
+
+    def _match(self, headers: list[str], tags: list[str]) -> None:
+        ruleset = self.ruleset
+        first_header: dict[str, str] = {}  # normal form -> the first header written that way
+        claimed: dict[str, str] = {}  # indicator -> the first header matched to it
+        for header, tag in zip(headers, tags, strict=True):
+            by_header = ruleset.header_index.get(normalise.token(header))
+            by_tag = ruleset.hxl_index.get(tag) if tag else None
+            name = by_header or by_tag
+            if by_header and by_tag and by_header != by_tag:
+                self.violations.append(Violation(
+                    header, "", f"rules/{ruleset.country}: headers and hxl",
+                    f"the header names {by_header} but the HXL tag names {by_tag}"))
+                name = None
+            key = normalise.token(header)
+            if key in first_header:
+                twin = first_header[key]
+                self.violations.append(Violation(
+                    header, name or "", f"rules/{ruleset.country}: headers",
+                    f"two columns are headed {twin!r} and {header!r}, the same once case and "
+                    "spaces are ignored"))
+            elif name and name in claimed:
+                self.violations.append(Violation(header, name, _ref(ruleset, name),
+                                                 f"{claimed[name]!r} and {header!r} are both "
+                                                 f"{name}"))
+            first_header.setdefault(key, header)
+            if name:
+                claimed.setdefault(name, header)
+            self.headers.setdefault(header, name or "")
+            self.names.append(name)
+        # The one judge of Secret (uncovered, Secret, free text not allowed) is the classifier.
+        base = classify_round([n or h for h, n in zip(headers, self.names, strict=True)], ruleset)
+        for position, (header, name) in enumerate(zip(headers, self.names, strict=True)):
+            self.columns.append(name or header)
+            if base[name or header].classification is Classification.SECRET:
+                self.dropped.append(name or header)
+            elif name not in self._todo:  # a second column for one indicator: a violation
+                self._todo[name] = (header, position)
+        self._source, self.matched = headers, True
+
+    def result(self, frame: pd.DataFrame | None = None) -> ConformedRound:
+        """What the parts add up to; ``frame``: the conformed round, if the caller kept it."""
+        violations = list(self.violations)
+        by_position = {position: (header, name) for name, (header, position)
+                       in self._todo.items()}
+        for (position, problem), (rows, count) in sorted(self._problems.items(),
+                                                          key=lambda item: item[0][0]):
+            header, name = by_position[position]
+            violations.append(Violation(header, name, _ref(self.ruleset, name), problem,
+                                        tuple(rows), count))
+        violations += self._key_violations()
+        return ConformedRound(frame, self.columns, self.dropped, self.headers, self.hxl_row,
+                              violations)
+
+    def _key_violations(self) -> list[Violation]:
+        ruleset, key = self.ruleset, self.ruleset.site_key
+        header = next((h for h, n in zip(self._source, self.names, strict=True) if n == key), "")
+        if key not in self._todo:
+            if header:
+                return []  # matched but unusable: its own violations say why
+            written = ", ".join(repr(h) for h in (key, *ruleset.indicators[key].headers))
+            return [Violation(key, key, _ref(ruleset, key),
+                              f"no column is the site key (headers {written})")]
+        if not self._keys:
+            return []
+        values = pd.concat([keys for _, keys in self._keys], ignore_index=True)
+        starts = np.repeat([first for first, _ in self._keys],
+                           [len(keys) for _, keys in self._keys])
+        numbers = starts + np.concatenate([np.arange(len(keys)) for _, keys in self._keys])
+        missing = values.isna().to_numpy()
+        # Distinct keys, counted in Arrow, are the common case: then nothing is repeated.
+        distinct = pc.count_distinct(pa.array(values), mode="only_valid").as_py()
+        repeated = np.zeros(len(values), dtype=bool) if distinct == (~missing).sum() else \
+            (values.duplicated(keep=False) & values.notna()).to_numpy()
+        out = []
+        for problem, mask in (("the site key is missing", missing),
+                              ("the site key is repeated", repeated)):
+            rows = numbers[mask]
+            if len(rows):
+                out.append(Violation(header, key, _ref(ruleset, key), problem,
+                                     tuple(int(r) for r in rows[:_MAX_ROWS_NAMED]), len(rows)))
+        return out
 
 
 def is_hxl_row(row: pd.Series) -> bool:
@@ -186,32 +267,6 @@ def is_hxl_row(row: pd.Series) -> bool:
 def _blank(value: object) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA \
         or (isinstance(value, str) and not value.strip())
-
-
-def _key_violations(kept, raw, names, ruleset: RuleSet, first_row: int) -> list[Violation]:
-    key = ruleset.site_key
-    if key not in kept:
-        header = next((str(h) for h, n in zip(raw.columns, names, strict=True) if n == key), "")
-        if header:
-            return []  # matched but unusable: its own violations say why
-        written = ", ".join(repr(h) for h in (key, *ruleset.indicators[key].headers))
-        return [Violation(key, key, _ref(ruleset, key),
-                          f"no column is the site key (headers {written})")]
-    values = kept[key]
-    missing = values.isna().to_numpy()
-    # Distinct keys, counted in Arrow, are the common case: then nothing is repeated.
-    distinct = pc.count_distinct(pa.array(values), mode="only_valid").as_py()
-    repeated = np.zeros(len(values), dtype=bool) if distinct == (~missing).sum() else \
-        (values.duplicated(keep=False) & values.notna()).to_numpy()
-    out = []
-    for problem, mask in (("the site key is missing", missing),
-                          ("the site key is repeated", repeated)):
-        rows = np.flatnonzero(mask) + first_row
-        if len(rows):
-            header = next(str(h) for h, n in zip(raw.columns, names, strict=True) if n == key)
-            out.append(Violation(header, key, _ref(ruleset, key), problem,
-                                 tuple(int(r) for r in rows[:_MAX_ROWS_NAMED]), len(rows)))
-    return out
 
 
 # --- one column ----------------------------------------------------------------------------------
@@ -393,18 +448,6 @@ def _strings(out: pd.Series, rule: IndicatorRule):
 def _arrow_strings(values: pd.Series) -> bool:
     return isinstance(values.dtype, pd.StringDtype | pd.ArrowDtype) and \
         pd.api.types.is_string_dtype(values.dtype) and values.dtype != object
-
-
-def as_arrow(values: pd.Series) -> pa.Array:
-    cells = pa.array(values.reset_index(drop=True), type=pa.string(), from_pandas=True)
-    return cells.combine_chunks() if isinstance(cells, pa.ChunkedArray) else cells
-
-
-def repeats(cells: pa.Array, sample: int = 4096) -> bool:
-    """Whether distinct values are few enough to be worth hashing first (judged on a sample:
-    a site key or a site name is distinct in every row, an admin name in almost none)."""
-    head = cells.slice(0, sample)
-    return len(head) > 0 and len(pc.unique(head)) <= len(head) // 2
 
 
 def _distinct(cells: pa.Array) -> tuple[np.ndarray, pa.Array]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -278,6 +280,46 @@ def read_round(
 ) -> tuple[RoundMeta, pd.DataFrame]:
     """Read one round once, as stored (headers as the export wrote them; ``contract.conform``
     maps them), as pyarrow-backed columns (less memory, faster)."""
+    meta, reads = _round_reads(engine, round_id, country, part_rows=None)
+    (read,) = reads
+    return meta, _hxl_marked(read())
+
+
+def read_round_parts(
+    engine: sa.Engine, round_id: str, country: str | None = None
+) -> tuple[RoundMeta, Iterator[pd.DataFrame]]:
+    """``read_round`` a part at a time: parts of about ``PART_ROWS`` rows in the round's order
+    (SQLite; elsewhere the round is one part), the next ones read on threads (one per core)
+    while the caller works on this one. A million-site round as read is then never in memory
+    whole; each part is typed by its own rows (a count column may be integers in one part and
+    text in the next: the contract reads both alike)."""
+    meta, reads = _round_reads(engine, round_id, country, part_rows=PART_ROWS)
+
+    def parts() -> Iterator[pd.DataFrame]:
+        ahead = read_threads()
+        with ThreadPoolExecutor(ahead) as pool:
+            pending = deque(pool.submit(read) for read in reads[:ahead])
+            for i in range(len(reads)):
+                part = pending.popleft().result()
+                if i + ahead < len(reads):
+                    pending.append(pool.submit(reads[i + ahead]))
+                yield _hxl_marked(part) if i == 0 else part
+                del part
+
+    return meta, parts()
+
+
+def _hxl_marked(df: pd.DataFrame) -> pd.DataFrame:
+    if len(df) and is_hxl_row(df.drop(columns=[ROUND_COLUMN]).iloc[0]):
+        # An export loaded as it is, HXL row first: the partition cell is ours, not a hashtag.
+        df[ROUND_COLUMN] = df[ROUND_COLUMN].astype(object).mask(df.index == 0, None)
+    return df
+
+
+def _round_reads(engine: sa.Engine, round_id: str, country: str | None,
+                 part_rows: int | None) -> tuple[RoundMeta, list[Callable[[], pd.DataFrame]]]:
+    """The round's metadata, and one read per part (``part_rows``; None: one read of the
+    whole round), each on a connection of its own."""
     check_round_id(round_id, "round requested")
     metadata.create_all(engine)
     with engine.connect() as conn:
@@ -290,61 +332,95 @@ def read_round(
             sa.select(round_columns.c.name, round_columns.c.stored)
             .where(round_columns.c.round_id == round_id).order_by(round_columns.c.position)).all()
         stored = [name for name, kept in recorded if kept]
-        df = _read_sites(conn, round_id, [*stored, ROUND_COLUMN] if stored else None)
-    if len(df) and is_hxl_row(df.drop(columns=[ROUND_COLUMN]).iloc[0]):
-        # An export loaded as it is, HXL row first: the partition cell is ours, not a hashtag.
-        df[ROUND_COLUMN] = df[ROUND_COLUMN].astype(object).mask(df.index == 0, None)
-    return _meta(row, tuple(name for name, kept in recorded if not kept)), df
+        columns = [*stored, ROUND_COLUMN] if stored else None
+        sqlite = _adbc_sqlite(conn, round_id, columns)
+    meta = _meta(row, tuple(name for name, kept in recorded if not kept))
+
+    def through_sqlalchemy(span: tuple[int, int] | None = None) -> pd.DataFrame:
+        with engine.connect() as conn:
+            return _read_sites(conn, round_id, columns, span)
+
+    if sqlite is None:
+        return meta, [through_sqlalchemy]
+    read, connect = sqlite
+    reads, rows = _rowid_ranges(connect, SITE_TABLE, round_id, part_rows)
+
+    def part(spans: list) -> Callable[[], pd.DataFrame]:
+        def read_part() -> pd.DataFrame:
+            df = _as_read_sql_would(read(spans, rows))
+            return df if df is not None else through_sqlalchemy(spans[0] if len(spans) == 1
+                                                                else None)
+        return read_part
+
+    return meta, [part(spans) for spans in reads]
 
 
-def _read_sites(conn: sa.Connection, round_id: str, columns: list[str] | None) -> pd.DataFrame:
+def _read_sites(conn: sa.Connection, round_id: str, columns: list[str] | None,
+                span: tuple[int, int] | None = None) -> pd.DataFrame:
     """The round's site rows (``columns``; None: every column of a table another system wrote),
-    through ADBC straight into Arrow on SQLite and PostgreSQL (pandas.read_sql builds a Python
-    object per cell: 3.7-5.5x the time and memory at 1M sites, bench/pull.py), else through SQLAlchemy. The frame is
-    what ``pd.read_sql(..., dtype_backend="pyarrow")`` gives, so the contract sees the same types
-    and values either way."""
-    table = _arrow_sites(conn, round_id, columns)
+    through ADBC straight into Arrow on PostgreSQL (SQLite: ``_adbc_sqlite``; pandas.read_sql
+    builds a Python object per cell: 3.7-5.5x the time and memory at 1M sites, bench/pull.py),
+    else through SQLAlchemy (SQLite: the rowids in ``span``, if given). The frame is what
+    ``pd.read_sql(..., dtype_backend="pyarrow")`` gives, so the contract sees the same types and
+    values either way."""
+    table = _arrow_postgresql(conn, round_id, columns) if span is None else None
     if table is not None and (df := _as_read_sql_would(table)) is not None:
         return df
     quote = conn.dialect.identifier_preparer.quote
     what = ", ".join(quote(c) for c in columns) if columns else "*"
-    return pd.read_sql(sa.text(f"SELECT {what} FROM {SITE_TABLE} WHERE {ROUND_COLUMN} = :r"),
-                       conn, params={"r": round_id}, dtype_backend="pyarrow")
+    ranged = " AND rowid BETWEEN :a AND :b" if span else ""
+    return pd.read_sql(
+        sa.text(f"SELECT {what} FROM {SITE_TABLE} WHERE {ROUND_COLUMN} = :r{ranged}"), conn,
+        params={"r": round_id, **(dict(zip("ab", span, strict=True)) if span else {})},
+        dtype_backend="pyarrow")
 
 
-def _arrow_sites(conn: sa.Connection, round_id: str, columns: list[str] | None):
-    """The site rows as an Arrow table, or None if ADBC cannot read this database (another
-    dialect, an in-memory SQLite, no site table yet: SQLAlchemy's path reads or refuses it)."""
-    url, dialect = conn.engine.url, conn.dialect.name
+def _adbc_sqlite(conn: sa.Connection, round_id: str, columns: list[str] | None):
+    """For a SQLite file: (read(rowid spans, rows) -> Arrow table, connect) through ADBC;
+    None if ADBC cannot read it (an in-memory database, no site table yet)."""
+    url = conn.engine.url
+    if conn.dialect.name != "sqlite" or url.database in (None, "", ":memory:") or url.query:
+        return None
+    declared = {r[1]: r[2] for r in conn.exec_driver_sql(f"PRAGMA table_info({SITE_TABLE})")}
+    if not declared:
+        return None
+    from adbc_driver_sqlite import dbapi
+
     quote = conn.dialect.identifier_preparer.quote
-    if dialect == "sqlite" and url.database not in (None, "", ":memory:") and not url.query:
-        declared = {r[1]: r[2] for r in conn.exec_driver_sql(f"PRAGMA table_info({SITE_TABLE})")}
-        if not declared:
-            return None
-        from adbc_driver_sqlite import dbapi
+    names = columns or list(declared)
+    # SQLite keeps any value in a column not declared TEXT; ADBC types a column by its
+    # first rows. Those columns are read as pandas would read them (see _loose_sqlite).
+    loose = [not _sqlite_text_affinity(declared.get(c) or "") for c in names]
 
-        names = columns or list(declared)
-        # SQLite keeps any value in a column not declared TEXT; ADBC types a column by its
-        # first rows. Those columns are read as pandas would read them (see _loose_sqlite).
-        loose = [not _sqlite_text_affinity(declared.get(c) or "") for c in names]
-        return _loose_sqlite(lambda: dbapi.connect(url.database), SITE_TABLE, names, loose,
-                             quote, round_id)
-    if dialect == "postgresql":
-        # The table the SQLAlchemy session sees (its search_path may come from connect_args,
-        # which the URL does not carry): read it by its schema-qualified name.
-        schema = conn.execute(sa.text(
-            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.oid = to_regclass(:t)"), {"t": SITE_TABLE}).scalar()
-        if schema is None:
-            return None
-        from adbc_driver_postgresql import dbapi
+    def connect():
+        return dbapi.connect(url.database)
 
-        what = ", ".join(quote(c) for c in columns) if columns else "*"
-        uri = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        sql = (f"SELECT {what} FROM {quote(schema)}.{SITE_TABLE} "
-               f"WHERE {ROUND_COLUMN} = current_setting('{_ROUND_SETTING}')")
-        return _fetch(lambda: dbapi.connect(uri), sql, round_id, setting=_ROUND_SETTING)
-    return None
+    def read(spans: list, rows: int):
+        return _loose_sqlite(connect, SITE_TABLE, names, loose, quote, round_id, spans, rows)
+
+    return read, connect
+
+
+def _arrow_postgresql(conn: sa.Connection, round_id: str, columns: list[str] | None):
+    """The site rows as an Arrow table through ADBC, or None (not PostgreSQL, no site table
+    yet: SQLAlchemy's path reads or refuses it)."""
+    if conn.dialect.name != "postgresql":
+        return None
+    quote = conn.dialect.identifier_preparer.quote
+    # The table the SQLAlchemy session sees (its search_path may come from connect_args,
+    # which the URL does not carry): read it by its schema-qualified name.
+    schema = conn.execute(sa.text(
+        "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.oid = to_regclass(:t)"), {"t": SITE_TABLE}).scalar()
+    if schema is None:
+        return None
+    from adbc_driver_postgresql import dbapi
+
+    what = ", ".join(quote(c) for c in columns) if columns else "*"
+    uri = conn.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    sql = (f"SELECT {what} FROM {quote(schema)}.{SITE_TABLE} "
+           f"WHERE {ROUND_COLUMN} = current_setting('{_ROUND_SETTING}')")
+    return _fetch(lambda: dbapi.connect(uri), sql, round_id, setting=_ROUND_SETTING)
 
 
 _ROUND_SETTING = "dissemination.round_id"  # PostgreSQL: the round being read, bound (_fetch)
@@ -352,18 +428,17 @@ _MISMATCH = re.compile(r"Type mismatch in column (\d+): expected (\w+) but got (
 
 
 def _loose_sqlite(connect, table: str, names: list[str], loose: list[bool], quote,
-                  round_id: str):
+                  round_id: str, spans: list, rows: int):
     """Read SQLite's loosely typed columns as ``pandas.read_sql`` would, never changing a value:
     integers then reals are reals; any text among numbers makes the column text, each number
     rendered by SQLite (exactly; ADBC's own rendering of a real after text keeps 6 digits).
     ADBC refuses a value unlike the column's first rows (naming the column's position, never
     the value): that column is re-read cast, and so is a loose column that came back as text.
 
-    A large round is read in parts (rowid ranges) on as many threads as cores: SQLite reads on
-    one core per connection, and ADBC releases the GIL. Each part types its columns by its own
-    first rows; the parts agree as one read would (see ``_join``)."""
+    ``spans``: rowid ranges read at once on threads (``[None]``: the whole round in one query):
+    SQLite reads on one core per connection, and ADBC releases the GIL. Each range types its
+    columns by its own rows; the ranges agree as one read would (see ``_join``)."""
     casts: dict[int, str] = {}
-    ranges, rows = _rowid_ranges(connect, table, round_id)
 
     def expression(i: int, name: str) -> str:
         column = quote(name)
@@ -376,7 +451,7 @@ def _loose_sqlite(connect, table: str, names: list[str], loose: list[bool], quot
         sql = (f"SELECT {', '.join(expression(i, n) for i, n in enumerate(names))} "
                f"FROM {table} WHERE {ROUND_COLUMN} = ?")
         try:
-            parts = _fetch_parts(connect, sql, round_id, ranges, rows)
+            parts = _fetch_parts(connect, sql, round_id, spans, rows)
         except _Mismatch as exc:
             if exc.position >= len(names) or casts.get(exc.position) == "text":
                 column = names[exc.position] if exc.position < len(names) else exc.position
@@ -396,7 +471,7 @@ def _loose_sqlite(connect, table: str, names: list[str], loose: list[bool], quot
                               "changing between reads")
 
 
-#: Below this many rows a round is read in one query.
+#: Below this many rows a round is read in one query; read in parts, its parts are this large.
 PART_ROWS = 200_000
 
 
@@ -405,37 +480,43 @@ def read_threads() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def _rowid_ranges(connect, table: str, round_id: str) -> tuple[list, int]:
-    """The round's rowid span cut into one range per core, or ``[None]`` (one query: a small
-    round, one core, a table without rowids); and the round's number of rows."""
+def _rowid_ranges(connect, table: str, round_id: str, part_rows: int | None
+                  ) -> tuple[list[list], int]:
+    """The reads of a round, each a list of rowid ranges read at once, and the round's number
+    of rows. ``part_rows`` None: one read, the round's rowid span cut into one range per core;
+    else one read per range of about ``part_rows`` rows. ``[[None]]`` (one query): a small
+    round, one core, a table without rowids."""
     from adbc_driver_manager import Error
 
-    cores = read_threads()
     try:
         with connect() as conn, conn.cursor() as cursor:
             cursor.execute(f"SELECT min(rowid), max(rowid), count(*) FROM {table} "
                            f"WHERE {ROUND_COLUMN} = ?", (round_id,))
             low, high, rows = cursor.fetchone()
     except Error:  # WITHOUT ROWID: read in one query, as large a batch as can be
-        return [None], 1 << 30
-    if cores < 2 or rows < PART_ROWS or low is None:
-        return [None], rows
-    step = (high - low) // cores + 1
-    return [(low + k * step, min(high, low + (k + 1) * step - 1)) for k in range(cores)], rows
+        return [[None]], 1 << 30
+    cuts = read_threads() if part_rows is None else -(-rows // part_rows)
+    if rows < PART_ROWS or low is None or cuts < 2:
+        return [[None]], rows
+    step = (high - low) // cuts + 1
+    spans = [(low + k * step, min(high, low + (k + 1) * step - 1)) for k in range(cuts)]
+    return ([spans] if part_rows is None else [[span] for span in spans]), rows
 
 
-def _fetch_parts(connect, sql: str, round_id: str, ranges: list, rows: int) -> list:
+def _fetch_parts(connect, sql: str, round_id: str, spans: list, rows: int) -> list:
     """``sql`` over each rowid range, on threads (in rowid order); a part's error is raised as
     one read's would be. Each part is one ADBC batch: ADBC types a column by its first batch,
     and a column whose first 1,024 cells (its default batch) are empty would be typed as
     integers, refusing the text after them."""
     batch = max(rows, 1024)
-    if ranges == [None]:
+    if spans == [None]:
         return [_fetch(connect, sql, round_id, mismatch=True, batch_rows=batch)]
     ranged = f"{sql} AND rowid BETWEEN ? AND ?"
-    with ThreadPoolExecutor(len(ranges)) as pool:
+    if len(spans) == 1:
+        return [_fetch(connect, ranged, round_id, True, "", spans[0], batch)]
+    with ThreadPoolExecutor(len(spans)) as pool:
         futures = [pool.submit(_fetch, connect, ranged, round_id, True, "", span, batch)
-                   for span in ranges]
+                   for span in spans]
         return [future.result() for future in futures]
 
 

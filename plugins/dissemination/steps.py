@@ -13,7 +13,7 @@ import gc
 import multiprocessing
 import os
 import posixpath
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -24,7 +24,7 @@ import pandas as pd
 
 from . import staging
 from .classification import Classification, Urgency
-from .contract import conform
+from .contract import Conformer
 from .disclosure import build_contents, explain, explanation_lines
 from .errors import PermanentError
 from .holdings import DisclosureState, Held
@@ -70,28 +70,34 @@ def ruleset_for(policy: Policy, country: str):
     return ruleset
 
 
-def stage_round(meta: RoundMeta, df: pd.DataFrame, policy: Policy, path: Path) -> dict:
+def stage_round(meta: RoundMeta, df: pd.DataFrame | Iterable[pd.DataFrame], policy: Policy,
+                path: Path) -> dict:
     """Conform the round to its contract and stage it for the next tasks (``staging.write_round``).
 
-    Every value is checked first (``contract.conform``): a round that breaks its contract raises
-    ``ContractBroken`` and nothing of it is written. Secret columns (including those no rule
-    covers) are dropped unread; only their names travel on, so every package can still explain
-    that they were dropped.
+    Every value is checked first (``contract.Conformer``): a round that breaks its contract
+    raises ``ContractBroken`` and nothing of it is written. Secret columns (including those no
+    rule covers) are dropped unread; only their names travel on, so every package can still
+    explain that they were dropped.
 
-    A caller that passes the round as read and keeps no reference to it (``stage_round(*read_round
-    (...), ...)``) has it freed before the stage is written: a million-site round as read is
-    as large again as the conformed one.
+    ``df``: the round as read, whole or in parts (``source.read_round_parts``): each part as
+    read is freed once conformed (a million-site round as read is as large again as the
+    conformed one), as long as the caller keeps no reference to it.
     """
     check_round_id(meta.round_id, "staging")
     ruleset = ruleset_for(policy, meta.country)
-    conformed = conform(df, ruleset, first_row=1).raise_if_broken(
-        f"round {meta.round_id} ({meta.country}; rows as read from the survey database)")
-    rows = len(df)
+    conformer = Conformer(ruleset, first_row=1)
+    parts, active, rows = [], set(), 0
+    for raw in [df] if isinstance(df, pd.DataFrame) else df:
+        rows += len(raw)
+        parts.append(conformer.part(raw))
+        del raw
+        active |= active_relational(parts[-1], ruleset)
     del df
-    staging.write_round(conformed.frame, path)
+    conformed = conformer.result().raise_if_broken(
+        f"round {meta.round_id} ({meta.country}; rows as read from the survey database)")
+    staging.write_round(parts, path)
     return {**meta.to_xcom(), "path": str(path), "columns": [*conformed.columns, *meta.dropped],
-            "rows": rows, "active_relational": sorted(active_relational(conformed.frame,
-                                                                        ruleset))}
+            "rows": rows, "active_relational": sorted(active)}
 
 
 @dataclass(frozen=True)

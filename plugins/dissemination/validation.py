@@ -99,36 +99,16 @@ def round_suite(ruleset: RuleSet, columns: list[str], status: str):
     return suite
 
 
-def checked_columns(df: pd.DataFrame, suite) -> pd.DataFrame:
-    """Only the columns the suite checks, in the dtypes GX is fast on. GX fingerprints every
-    column it is given (a hash of the whole frame: repeated texts hash once per distinct value
-    as categories), and compares Arrow-backed numbers one Python call per value, NumPy floats
-    in one vectorised step (4.8 s against 0.05 s at a million sites)."""
-    named = {getattr(e, "column", None) for e in suite.expectations} | {
-        c for e in suite.expectations for c in getattr(e, "column_list", None) or ()}
-    return pd.DataFrame({c: _fast(df[c]) for c in df.columns if c in named}, index=df.index)
+def checked(ruleset: RuleSet, columns: list[str], status: str = "partial") -> list[str]:
+    """Of a round's ``columns``, those its suite checks: all ``validate_round`` reads of a
+    staged round (the others are neither checked nor shown in Data Docs)."""
+    _context()  # GX builds a suite only inside a context
+    named = _named(round_suite(ruleset, columns, status))
+    return [c for c in columns if c in named]
 
 
-def _fast(column: pd.Series):
-    kind = column.dtype
-    if pd.api.types.is_bool_dtype(kind):
-        return column
-    if pd.api.types.is_numeric_dtype(kind):
-        return column.to_numpy(dtype="float64", na_value=np.nan)
-    if isinstance(kind, pd.ArrowDtype | pd.StringDtype) and pd.api.types.is_string_dtype(kind):
-        import pyarrow.compute as pc
-
-        from .contract import as_arrow, repeats
-
-        if repeats(cells := as_arrow(column)):
-            return pd.Categorical(pc.dictionary_encode(cells).to_pandas())
-    return column
-
-
-def validate_round(df: pd.DataFrame, ruleset: RuleSet, status: str = "partial",
-                   docs_dir: Path | None = None) -> ValidationReport:
-    """Run the round's suite; with ``docs_dir``, also write Great Expectations Data Docs (HTML)
-    there and name the validation's page in the report."""
+def _context():
+    """A new in-memory GX context: nothing of a validation outlives it but its Data Docs."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
@@ -141,7 +121,46 @@ def validate_round(df: pd.DataFrame, ruleset: RuleSet, status: str = "partial",
         store_backend_defaults=InMemoryStoreBackendDefaults(),
         progress_bars=ProgressBarsConfig(globally=False),  # no tqdm noise in task logs
     )
-    context = gx.get_context(mode="ephemeral", project_config=config)
+    return gx.get_context(mode="ephemeral", project_config=config)
+
+
+def _named(suite) -> set[str]:
+    return {getattr(e, "column", None) for e in suite.expectations} | {
+        c for e in suite.expectations for c in getattr(e, "column_list", None) or ()}
+
+
+def checked_columns(df: pd.DataFrame, suite) -> pd.DataFrame:
+    """Only the columns the suite checks, in the dtypes GX is fast on. GX fingerprints every
+    column it is given (a hash of the whole frame: repeated texts hash once per distinct value
+    as categories), and compares Arrow-backed numbers one Python call per value, NumPy floats
+    in one vectorised step (4.8 s against 0.05 s at a million sites)."""
+    named = _named(suite)
+    return pd.DataFrame({c: _fast(df[c]) for c in df.columns if c in named}, index=df.index)
+
+
+def _fast(column: pd.Series):
+    kind = column.dtype
+    if pd.api.types.is_bool_dtype(kind):
+        return column
+    if pd.api.types.is_numeric_dtype(kind):
+        return column.to_numpy(dtype="float64", na_value=np.nan)
+    if isinstance(kind, pd.ArrowDtype | pd.StringDtype) and pd.api.types.is_string_dtype(kind):
+        import pyarrow.compute as pc
+
+        from .columns import as_arrow, repeats
+
+        if repeats(cells := as_arrow(column)):
+            return pd.Categorical(pc.dictionary_encode(cells).to_pandas())
+    return column
+
+
+def validate_round(df: pd.DataFrame, ruleset: RuleSet, status: str = "partial",
+                   docs_dir: Path | None = None) -> ValidationReport:
+    """Run the round's suite; with ``docs_dir``, also write Great Expectations Data Docs (HTML)
+    there and name the validation's page in the report."""
+    import great_expectations as gx
+
+    context = _context()
     batch = (
         context.data_sources.add_pandas("survey_round")
         .add_dataframe_asset("site_assessments")

@@ -35,8 +35,9 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
     rule set) is blocked here, on every path; the others go on."""
     from pathlib import Path
 
+    from dissemination import memory
     from dissemination.contract import ContractBroken
-    from dissemination.source import read_round
+    from dissemination.source import read_round_parts
     from dissemination.staging import staged_round_path
     from dissemination.steps import NoRuleSet, stage_round
 
@@ -47,8 +48,8 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
     survey, policy, stage = engine(SURVEY_DB_CONN_ID), current_policy(), RunStage(run_id)
     staged = []
     for round_id in round_ids:
-        try:  # the round as read is held by stage_round only, which frees it once conformed
-            round_ = stage_round(*read_round(survey, round_id, country=country), policy,
+        try:  # read in parts, held by stage_round only: each freed once conformed
+            round_ = stage_round(*read_round_parts(survey, round_id, country=country), policy,
                                  staged_round_path(stage.local_dir(), round_id))
         except (ContractBroken, NoRuleSet) as exc:
             print(f"BLOCKED {exc}")
@@ -58,6 +59,7 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
         staged.append({**round_, "path": stage.put(local, local.name)})  # a name in the stage
         print(f"round {round_id} ({round_['status']}): {round_['rows']} sites, "
               f"{len(round_['columns'])} columns")
+    memory.release()
     return {"rounds": stage.write_json("rounds.json", staged), "count": len(staged),
             "blocked": sum("blocked" in r for r in staged)}
 
@@ -66,10 +68,11 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
 def validate_rounds(staged: dict, urgency: str, run_id: str) -> dict:
     """Great Expectations per round, with Data Docs; a failing round stops here, the others go
     on."""
+    from dissemination import memory
     from dissemination.classification import Urgency
-    from dissemination.staging import read_round
+    from dissemination.staging import read_round, round_columns
     from dissemination.steps import ruleset_for
-    from dissemination.validation import validate_round
+    from dissemination.validation import checked, validate_round
 
     from . import current_policy, data_docs_dir
     from .store import RunStage
@@ -80,10 +83,10 @@ def validate_rounds(staged: dict, urgency: str, run_id: str) -> dict:
         if "blocked" in round_:  # broke its contract: never validated, never shared
             failed.append({"round_id": round_["round_id"], "summary": round_["blocked"]})
             continue
-        ruleset = ruleset_for(policy, round_["country"])
-        report = validate_round(read_round(stage.fetch(round_["path"])), ruleset,
-                                round_["status"],
-                                docs_dir=data_docs_dir())
+        ruleset, path = ruleset_for(policy, round_["country"]), stage.fetch(round_["path"])
+        columns = checked(ruleset, round_columns(path), round_["status"])  # all GX reads
+        report = validate_round(read_round(path, columns=columns, categories=True), ruleset,
+                                round_["status"], docs_dir=data_docs_dir())
         print(report.summary())
         if report.blocks(Urgency(urgency)):
             failed.append({"round_id": round_["round_id"], "summary": report.summary()})
@@ -91,6 +94,7 @@ def validate_rounds(staged: dict, urgency: str, run_id: str) -> dict:
             warnings = [f"validation ({report.suite}): {f}" for f in report.failures]
             passed.append({**round_, "validation_warnings": warnings})
     name = stage.write_json("validated.json", {"passed": passed, "failed": failed})
+    memory.release()
     return {"rounds": name, "passed": len(passed), "failed": len(failed)}
 
 
@@ -150,6 +154,7 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
 
     import pendulum
 
+    from dissemination import memory
     from dissemination.batches import batch_deliveries
     from dissemination.ledger import Ledger
     from dissemination.source import RoundMeta
@@ -183,6 +188,7 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
             f"batch-{batch.index:04d}.json",
             {"label": batch.label, "deliveries": [out[i].to_xcom() for i in batch.members]})})
     print(f"{len(out)} deliveries in {len(batches)} batch(es)")
+    memory.release()
     return batches
 
 
