@@ -16,7 +16,7 @@ support SQLite beyond a single-process trial.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -72,10 +72,13 @@ def airflow(tmp_path_factory, postgres_databases):
                   ledger_url=ledger_url)
     with box:
         box.init(sites=60, seed=21)
-        # Last month's cleaned round, for the monthly schedule's first run.
-        october = generate_round(box.policy.rulesets["NGA"], 6, 50, seed=22, status="cleaned",
-                                 collected_at=datetime(2026, 10, 12, tzinfo=UTC))
-        write_round(box.survey(), *october)
+        # Last month's cleaned round, for the monthly schedule's first run: the month before
+        # the wall clock's (a fixed date became "two months ago" when the calendar moved on).
+        last_month = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0,
+                                               microsecond=0) - timedelta(days=19)
+        cleaned = generate_round(box.policy.rulesets["NGA"], 6, 50, seed=22, status="cleaned",
+                                 collected_at=last_month)
+        write_round(box.survey(), *cleaned)
         server = Standalone(box, free_port())
         server.start()
         try:
