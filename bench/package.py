@@ -2,7 +2,7 @@
 (``workers=1``, the reference), in the same run.
 
 The round is 100k synthetic sites staged as the pipeline stages it (conformed, Parquet); the
-policy is the tests' own with 1,000 agreements of 1,000 organisations (``policy_load.build``);
+policy is the tests' own with 1,000 agreements of 1,000 organisations (``policies.build_policy``);
 the first ``--deliveries`` medium-urgency plans for the round are packaged, each run in a fresh
 interpreter as the ``package`` task is (read the staged round, ``package_deliveries``), so its
 peak RSS is its own. Figures: ms per delivery, the speed-up, the peak RSS of the parent and of
@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_load import build  # noqa: E402
+from policies import build_policy  # noqa: E402
 from summary import record  # noqa: E402
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
@@ -42,7 +42,7 @@ def prepare(folder: Path, sites: int, deliveries: int) -> Path:
     from dissemination.devkit.synthetic import generate_round
     from dissemination.policy import load_policy
 
-    include = build(folder, 1000)
+    include = build_policy(folder, 1000)
     policy = load_policy(include)
     meta, df = generate_round(policy.rulesets["NGA"], 1, sites, seed=1)
     staged = steps.stage_round(meta, df, policy, folder / "round" / "round.arrow")

@@ -168,7 +168,8 @@ DEFLATE_LEVEL = 6
 
 def deflater():
     """The data entry's compressor: zlib-ng, a raw deflate stream as zlib's (any unzip reads
-    it) at 1.75x zlib's speed for the same size at the same level (bench/package.py)."""
+    it), 1.3-1.75x zlib's speed at the same level for files within 3% of its size
+    (bench/package.py)."""
     return zlib_ng.compressobj(DEFLATE_LEVEL, zlib_ng.DEFLATED, -15)
 
 
