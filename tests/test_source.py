@@ -144,6 +144,16 @@ def test_sqlite_loose_types_are_read_as_pandas_read_them_never_changed(tmp_path,
     assert str(back["idp_male"].dtype) == "int64[pyarrow]"
 
 
+def test_the_site_table_is_indexed_by_round(sql_engine, policy):
+    """Every read names one round: without the index each one scans every round stored."""
+    meta, df = generate_round(policy.rulesets["NGA"], 1, 20, seed=1)
+    write_round(sql_engine, meta, df)
+    write_round(sql_engine, meta, df)  # a re-export: the index is there already
+    indexes = sa.inspect(sql_engine).get_indexes(SITE_TABLE)
+    assert [i["column_names"] for i in indexes if i["name"] == source.ROUND_INDEX] == [
+        [source.ROUND_COLUMN]]
+
+
 def test_a_round_read_in_parts_is_typed_as_one_read(tmp_path, policy, monkeypatch):
     """A large SQLite round is read in rowid ranges on threads, each typing its columns by its
     own first rows: reals only in a later part, a column empty in one part, text only in a

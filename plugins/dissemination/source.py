@@ -72,6 +72,7 @@ round_columns = sa.Table(
 )
 SITE_TABLE = "site_assessments"
 ROUND_COLUMN = "round_id"  # the partition column of SITE_TABLE
+ROUND_INDEX = f"ix_{SITE_TABLE}_{ROUND_COLUMN}"
 
 
 class RoundNotFound(PermanentError, LookupError):
@@ -152,6 +153,9 @@ def _replace_round(conn: sa.Connection, meta: RoundMeta, df: pd.DataFrame,
             f"table {SITE_TABLE}, data row {row} of {len(df)} (1 = the first site): "
             if row else f"table {SITE_TABLE}: ")
         raise
+    # Rounds are read (and replaced) by id: without an index every read scans every round.
+    conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {ROUND_INDEX} "
+                         f"ON {SITE_TABLE} ({ROUND_COLUMN})"))
 
 
 def _insert(conn: sa.Connection, rows: pd.DataFrame) -> None:
