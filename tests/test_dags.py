@@ -91,18 +91,23 @@ def test_domain_package_does_not_import_airflow():
     assert out.stdout.strip() == "[]"
 
 
-def test_the_trigger_form_offers_the_policy_files_choices():
+def _form_schema(include: Path) -> dict:
+    """The urgent DAG's trigger form, field by field, as a fresh DagBag parses it with the
+    policy in ``include``."""
     code = ("import json, sys\n"
             "from airflow.dag_processing.dagbag import DagBag\n"
-            "bag = DagBag(dag_folder=sys.argv[1])\n"
-            "p = bag.dags['urgent_dissemination'].params\n"
+            "p = DagBag(dag_folder=sys.argv[1]).dags['urgent_dissemination'].params\n"
             "print(json.dumps({k: p.get_param(k).schema for k in p}))")
     env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "DISSEMINATION_INCLUDE_DIR": str(POLICY_DIR), "PYTHONPATH": str(REPO / "plugins")}
+           "DISSEMINATION_INCLUDE_DIR": str(include), "PYTHONPATH": str(REPO / "plugins")}
     out = subprocess.run([sys.executable, "-c", code, str(REPO / "dags" /
                           "urgent_dissemination.py")], env=env, capture_output=True, text=True,
                          check=True)
-    schema = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_trigger_form_offers_the_policy_files_choices():
+    schema = _form_schema(POLICY_DIR)
     assert schema["country"]["enum"] == sorted(p.stem for p in (POLICY_DIR / "rules")
                                                .glob("*.yaml") if p.stem != "default")
     assert schema["agreements"]["examples"] == sorted(
@@ -122,16 +127,7 @@ def test_the_pick_list_stops_where_it_would_slow_every_parse(tmp_path):
     (include / "rules" / "NGA.yaml").touch()  # the form lists names; the files are read later
     for i in range(PICK_LIST_MAX + 1):
         (include / "agreements" / f"partner-{i:04d}.yaml").touch()
-    code = ("import json, sys\n"
-            "from airflow.dag_processing.dagbag import DagBag\n"
-            "p = DagBag(dag_folder=sys.argv[1]).dags['urgent_dissemination'].params\n"
-            "print(json.dumps({k: p.get_param(k).schema for k in p}))")
-    env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "DISSEMINATION_INCLUDE_DIR": str(include), "PYTHONPATH": str(REPO / "plugins")}
-    out = subprocess.run([sys.executable, "-c", code, str(REPO / "dags" /
-                          "urgent_dissemination.py")], env=env, capture_output=True, text=True,
-                         check=True)
-    schema = json.loads(out.stdout.strip().splitlines()[-1])
+    schema = _form_schema(include)
     assert "examples" not in schema["agreements"]  # typed, one id per line
     assert {s["$schema"] for s in schema.values()} == {form_param(1).schema["$schema"]}
     # The form's dialect still validates: a bad round id is refused by the form itself.
