@@ -68,7 +68,7 @@ def run(job: Path, workers: int) -> dict:
     policy = load_policy(Path(include))
     out_dir = job.parent / f"packages-{workers}"
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{job.parent / f'ledger-{workers}.db'}"))
-    df = staging.read_round(staged["path"])
+    df = staging.read_staged(staged["path"])
     start, cpu = time.perf_counter(), cpu_seconds()
     done = steps.package_deliveries(df, RoundMeta.from_xcom(staged), plans, policy, out_dir,
                                     lambda variable: PASSWORD, ledger, NOW, workers=workers)

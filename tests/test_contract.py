@@ -93,7 +93,7 @@ def test_a_round_read_in_parts_is_judged_and_staged_as_one(policy, survey, tmp_p
     source.write_round(survey, meta, df)
     staged = steps.stage_round(*source.read_round_parts(survey, meta.round_id), policy, path)
     clean = conform(read_round(survey, meta.round_id)[1], ruleset, first_row=1)
-    pd.testing.assert_frame_equal(staging.read_round(path), clean.frame)
+    pd.testing.assert_frame_equal(staging.read_staged(path), clean.frame)
     assert staged["rows"] == 2500 and staged["active_relational"] == ["safety_x_military"]
     assert staged["columns"] == clean.columns
 
@@ -110,7 +110,7 @@ def test_every_spelling_of_yes_triggers_safety_x_military(policy, tmp_path, mili
     plan = _plan(policy, staged, "protection-cluster-nga")
     assert "feeling_of_safety" in plan.selection.columns
     assert "armed_actors_military" not in plan.selection.columns
-    on_disk = staging.read_round(staged["path"])
+    on_disk = staging.read_staged(staged["path"])
     assert on_disk["armed_actors_military"].tolist() == ["no", "yes", "no", "no", "no", "no"]
 
 
@@ -195,7 +195,7 @@ def test_an_undeclared_category_never_becomes_a_column_header(policy, tmp_path):
 
 def test_aggregated_columns_are_exactly_the_declared_values(policy, tmp_path):
     staged = steps.stage_round(META, _round(), policy, tmp_path / "r.arrow")
-    conformed = staging.read_round(staged["path"]).assign(admin1_name="Borno", primary_need="food")
+    conformed = staging.read_staged(staged["path"]).assign(admin1_name="Borno", primary_need="food")
     ruleset = policy.rulesets["NGA"]
     selection = select_for_agreement(classify_round(conformed.columns, ruleset),
                                      ruleset, policy.agreements["protection-cluster-nga"],

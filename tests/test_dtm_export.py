@@ -138,7 +138,7 @@ def _packages(policy, meta, df, tmp_path, urgency=Urgency.MEDIUM) -> dict[str, t
                                   urgency, today=date(2026, 11, 5),
                                   active=staged["active_relational"])
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
-    packaged = steps.package_deliveries(staging.read_round(staged["path"]), meta, plans, policy,
+    packaged = steps.package_deliveries(staging.read_staged(staged["path"]), meta, plans, policy,
                                         tmp_path / "out", lambda _: PASSWORD, ledger, NOW)
     return {p.agreement_id: open_package(p.package_path, PASSWORD) for p in packaged}
 

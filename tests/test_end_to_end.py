@@ -184,7 +184,7 @@ def test_wrong_host_key_fails_the_delivery_and_leaves_nothing(sandbox, tmp_path)
     assert not [p for p in sandbox.sftp.root.rglob("*") if meta.round_id in p.name]
     # The failed run keeps its staging (to resume after a fix), and it holds no Secret column.
     (staged,) = (sandbox.work_dir / "runs").glob(f"*/{meta.round_id}.arrow")
-    assert "ki_phone" not in staging.read_round(staged).columns
+    assert "ki_phone" not in staging.read_staged(staged).columns
     ledger = sandbox.ledger()
     assert not [r for r in ledger.all() if r.round_id == meta.round_id]
     # What the Dissemination page shows: each refused delivery and why, naming no value.

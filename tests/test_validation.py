@@ -40,12 +40,12 @@ def test_the_checked_columns_alone_give_the_same_verdict(policy, round_nga, rule
         assert ("site_name" in columns) == (status == "cleaned")
         assert validate_round(bad[columns], ruleset, status) == whole
     staged = steps.stage_round(meta, df, policy, tmp_path / "round.arrow")
-    names = staging.round_columns(staged["path"])
+    names = staging.staged_columns(staged["path"])
     columns = checked(ruleset, names, "partial")
-    subset = staging.read_round(staged["path"], columns=columns, categories=True)
+    subset = staging.read_staged(staged["path"], columns=columns, categories=True)
     assert list(subset.columns) == columns
     assert isinstance(subset["feeling_of_safety"].dtype, pd.CategoricalDtype)  # never expanded
-    assert validate_round(subset, ruleset) == validate_round(staging.read_round(staged["path"]),
+    assert validate_round(subset, ruleset) == validate_round(staging.read_staged(staged["path"]),
                                                              ruleset)
 
 

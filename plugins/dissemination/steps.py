@@ -72,7 +72,7 @@ def ruleset_for(policy: Policy, country: str):
 
 def stage_round(meta: RoundMeta, df: pd.DataFrame | Iterable[pd.DataFrame], policy: Policy,
                 path: Path) -> dict:
-    """Conform the round to its contract and stage it for the next tasks (``staging.write_round``).
+    """Conform the round to its contract and stage it for the next tasks (``staging.write_staged``).
 
     Every value is checked first (``contract.Conformer``): a round that breaks its contract
     raises ``ContractBroken`` and nothing of it is written. Secret columns (including those no
@@ -95,7 +95,7 @@ def stage_round(meta: RoundMeta, df: pd.DataFrame | Iterable[pd.DataFrame], poli
     del df
     conformed = conformer.result().raise_if_broken(
         f"round {meta.round_id} ({meta.country}; rows as read from the survey database)")
-    staging.write_round(parts, path)
+    staging.write_staged(parts, path)
     return {**meta.to_xcom(), "path": str(path), "columns": [*conformed.columns, *meta.dropped],
             "rows": rows, "active_relational": sorted(active)}
 

@@ -70,7 +70,7 @@ def validate_rounds(staged: dict, urgency: str, run_id: str) -> dict:
     on."""
     from dissemination import memory
     from dissemination.classification import Urgency
-    from dissemination.staging import read_round, round_columns
+    from dissemination.staging import read_staged, staged_columns
     from dissemination.steps import ruleset_for
     from dissemination.validation import checked, validate_round
 
@@ -84,8 +84,8 @@ def validate_rounds(staged: dict, urgency: str, run_id: str) -> dict:
             failed.append({"round_id": round_["round_id"], "summary": round_["blocked"]})
             continue
         ruleset, path = ruleset_for(policy, round_["country"]), stage.fetch(round_["path"])
-        columns = checked(ruleset, round_columns(path), round_["status"])  # all GX reads
-        report = validate_round(read_round(path, columns=columns, categories=True), ruleset,
+        columns = checked(ruleset, staged_columns(path), round_["status"])  # all GX reads
+        report = validate_round(read_staged(path, columns=columns, categories=True), ruleset,
                                 round_["status"], docs_dir=data_docs_dir())
         print(report.summary())
         if report.blocks(Urgency(urgency)):
@@ -158,7 +158,7 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
     from dissemination.batches import batch_deliveries
     from dissemination.ledger import Ledger
     from dissemination.source import RoundMeta
-    from dissemination.staging import read_round
+    from dissemination.staging import read_staged
     from dissemination.steps import Delivery, package_deliveries
 
     from . import LEDGER_DB_CONN_ID, current_policy, delivery_batch_size, engine, package_password
@@ -173,7 +173,7 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
         if not mine:
             continue
         out += package_deliveries(
-            read_round(stage.fetch(round_["path"])), RoundMeta.from_xcom(round_), mine,
+            read_staged(stage.fetch(round_["path"])), RoundMeta.from_xcom(round_), mine,
             policy, stage.local_dir(), package_password, ledger, pendulum.now("UTC"),
         )
     out = [replace(d, package_path=stage.put(Path(d.package_path), Path(d.package_path).name))
