@@ -190,3 +190,32 @@ def test_forked_packaging_works_inside_a_celery_workers_daemonic_process():
     child.join(60)
     assert results.get(timeout=5) == [1, 2]
     assert results.get(timeout=5) is True  # the flag is back once the pool is gone
+
+
+def test_the_packaged_columns_alone_build_the_same_packages(policy, round_nga, tmp_path):
+    """The package task reads only what some delivery shares or selects rows by (a field focal
+    point's areas): the packages are those of the whole round."""
+    from dataclasses import replace
+
+    meta, df = round_nga
+    # The field focal point's areas by a column no one receives: read all the same.
+    area = df["admin1_name"].dropna().iloc[0]
+    plans = [replace(p, areas={"admin1_name": [area]}) if p.areas else p
+             for p in _plans(policy, round_nga)]
+    assert sum(bool(p.areas) for p in plans) == 1
+    columns = steps.packaged_columns(plans, list(df.columns))
+    assert not any(d.column == "admin1_name" for p in plans for d in p.selection.shared)
+    assert {"admin1_name", "admin2_pcode", "site_id"} <= set(columns) < set(df.columns)
+    assert "ki_phone" not in columns  # Secret: shared by no one (never staged anyway)
+
+    def package(frame, name):
+        ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / name}.db"))
+        return steps.package_deliveries(frame, meta, plans, policy, tmp_path / name,
+                                        lambda variable: PASSWORD, ledger, NOW, workers=1)
+
+    whole, read = package(df, "whole"), package(df[columns], "read")
+    assert 0 < read[-1].row_count < len(df)  # the field focal point's area only
+    comparable = ("agreement_id", "recipient", "content_sha256", "row_count", "columns",
+                  "explanation")
+    assert [[getattr(d, k) for k in comparable] for d in read] \
+        == [[getattr(d, k) for k in comparable] for d in whole]

@@ -390,6 +390,15 @@ def package_deliveries(
     return out
 
 
+def packaged_columns(plans: Sequence[Delivery], columns: Sequence[str]) -> list[str]:
+    """Of a staged round's ``columns``, those ``package_deliveries`` reads for ``plans``: what
+    each delivery shares and what names a field focal point's areas. The rest stays on disk: a
+    column no delivery receives is never held in memory at all (tens of MB at a million sites)."""
+    needed = {d.column for p in plans for d in p.selection.shared} \
+        | {column for p in plans for column in p.areas}
+    return [c for c in columns if c in needed]
+
+
 def package_workers() -> int:
     """``DISSEMINATION_PACKAGE_WORKERS``, or one process per core this task may use."""
     value = os.environ.get("DISSEMINATION_PACKAGE_WORKERS", "").strip()

@@ -15,7 +15,9 @@ module is only imported inside tasks.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,8 @@ from .staging import private_dir
 RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0,
                  "exclude_unexpected_values": True, "include_unexpected_rows": False,
                  "return_unexpected_index_query": False}
+
+SOURCE = "survey_round"  # the data source a validation adds to its context, and removes
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,7 @@ def checked(ruleset: RuleSet, columns: list[str], status: str = "partial") -> li
 def _context():
     """A new in-memory GX context: nothing of a validation outlives it but its Data Docs."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    _defer("scipy.stats")
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
         DataContextConfig,
@@ -122,6 +127,21 @@ def _context():
         progress_bars=ProgressBarsConfig(globally=False),  # no tqdm noise in task logs
     )
     return gx.get_context(mode="ephemeral", project_config=config)
+
+
+def _defer(name: str) -> None:
+    """Import ``name`` on its first use, unless already imported. GX imports ``scipy.stats`` when
+    it is imported, for expectations no suite here uses (KL divergence, KS tests): a second of
+    every validation task and 57 MB. Used, it loads then, whole."""
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    parent, _, child = name.rpartition(".")
+    setattr(sys.modules[parent], child, module)  # as an import binds it: ``from scipy import stats``
 
 
 def _named(suite) -> set[str]:
@@ -158,11 +178,19 @@ def validate_round(df: pd.DataFrame, ruleset: RuleSet, status: str = "partial",
                    docs_dir: Path | None = None) -> ValidationReport:
     """Run the round's suite; with ``docs_dir``, also write Great Expectations Data Docs (HTML)
     there and name the validation's page in the report."""
+    context = _context()
+    try:
+        return _validate(context, df, ruleset, status, docs_dir)
+    finally:  # GX keeps its last context alive, and the context keeps the round (all of it)
+        if SOURCE in context.data_sources.all():
+            context.data_sources.delete(SOURCE)
+
+
+def _validate(context, df, ruleset, status, docs_dir) -> ValidationReport:
     import great_expectations as gx
 
-    context = _context()
     batch = (
-        context.data_sources.add_pandas("survey_round")
+        context.data_sources.add_pandas(SOURCE)
         .add_dataframe_asset("site_assessments")
         .add_batch_definition_whole_dataframe("whole_round")
     )

@@ -44,6 +44,7 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
     from . import SURVEY_DB_CONN_ID, current_policy, engine, upgrade_ledger
     from .store import RunStage
 
+    memory.lean()
     upgrade_ledger()  # the chain's first task: the ledger at this code's schema
     survey, policy, stage = engine(SURVEY_DB_CONN_ID), current_policy(), RunStage(run_id)
     staged = []
@@ -77,6 +78,7 @@ def validate_rounds(staged: dict, urgency: str, run_id: str) -> dict:
     from . import current_policy, data_docs_dir
     from .store import RunStage
 
+    memory.lean()
     policy, stage = current_policy(), RunStage(run_id)
     passed, failed = [], []
     for round_ in stage.read_json(staged["rounds"]):
@@ -158,12 +160,13 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
     from dissemination.batches import batch_deliveries
     from dissemination.ledger import Ledger
     from dissemination.source import RoundMeta
-    from dissemination.staging import read_staged
-    from dissemination.steps import Delivery, package_deliveries
+    from dissemination.staging import read_staged, staged_columns
+    from dissemination.steps import Delivery, package_deliveries, packaged_columns
 
     from . import LEDGER_DB_CONN_ID, current_policy, delivery_batch_size, engine, package_password
     from .store import RunStage
 
+    memory.lean()
     policy, ledger = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID))
     stage = RunStage(run_id)
     plans = [Delivery.from_xcom(p) for p in stage.read_json(planned["plans"])["deliveries"]]
@@ -172,9 +175,11 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
         mine = [p for p in plans if p.round_id == round_["round_id"]]
         if not mine:
             continue
+        path = stage.fetch(round_["path"])
         out += package_deliveries(
-            read_staged(stage.fetch(round_["path"])), RoundMeta.from_xcom(round_), mine,
-            policy, stage.local_dir(), package_password, ledger, pendulum.now("UTC"),
+            read_staged(path, columns=packaged_columns(mine, staged_columns(path))),
+            RoundMeta.from_xcom(round_), mine, policy, stage.local_dir(), package_password,
+            ledger, pendulum.now("UTC"),
         )
     out = [replace(d, package_path=stage.put(Path(d.package_path), Path(d.package_path).name))
            if d.package_path else d for d in out]  # staged: any worker can deliver it
