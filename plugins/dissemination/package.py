@@ -161,9 +161,10 @@ def build_package(
     return Package(path, content_sha256, file_sha256(path), len(content.frame), manifest)
 
 
-#: Deflate's level: 6, zlib's default. Level 3 is 1.5-3x faster for files 15-17% larger, which
-#: costs more than it saves over links slower than 5-25 Mbit/s (README: Benchmarks).
-DEFLATE_LEVEL = 6
+#: Deflate's level: 5. zlib-ng's level 5 gives files within 0.2-2% of its level 6 (zlib's
+#: default) at 1.1-2.4x the speed; level 3 or 4 gives files 5-17% larger, which costs more than
+#: it saves over links slower than 5-25 Mbit/s (README: Benchmarks).
+DEFLATE_LEVEL = 5
 
 
 def deflater():

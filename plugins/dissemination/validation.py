@@ -15,6 +15,7 @@ module is only imported inside tasks.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 import sys
@@ -179,11 +180,16 @@ def validate_round(df: pd.DataFrame, ruleset: RuleSet, status: str = "partial",
     """Run the round's suite; with ``docs_dir``, also write Great Expectations Data Docs (HTML)
     there and name the validation's page in the report."""
     context = _context()
+    gc.freeze()  # what exists already is none of GX's garbage: the collection below skips it
     try:
         return _validate(context, df, ruleset, status, docs_dir)
     finally:  # GX keeps its last context alive, and the context keeps the round (all of it)
         if SOURCE in context.data_sources.all():
             context.data_sources.delete(SOURCE)
+        # GX leaves exceptions it caught in reference cycles, and their tracebacks hold the
+        # frames of this call with their locals: the round, until a full collection.
+        gc.collect()
+        gc.unfreeze()
 
 
 def _validate(context, df, ruleset, status, docs_dir) -> ValidationReport:
