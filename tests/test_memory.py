@@ -48,3 +48,41 @@ def test_the_defaults_would_keep_them():
     pool, freed = freed_mb("default")
     assert pool != "system"
     assert freed < 50
+
+
+def test_a_round_holding_task_freezes_what_was_alive_and_thaws_it_after():
+    import gc
+
+    from dissemination import memory
+
+    seen = []
+
+    @memory.holds_a_round
+    def task(x):
+        """a task"""
+        seen.append(gc.get_freeze_count())
+        with memory.frozen():  # nested: the outer block thaws
+            pass
+        seen.append(gc.get_freeze_count())
+        return x + 1
+
+    assert task.__doc__ == "a task"  # TaskFlow reads the wrapped function
+    assert task(1) == 2
+    assert seen[0] > 1000 and seen[1] >= seen[0]
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_failing_task_thaws_too():
+    import gc
+
+    import pytest
+
+    from dissemination import memory
+
+    @memory.holds_a_round
+    def task():
+        raise ValueError("bad round")
+
+    with pytest.raises(ValueError, match="bad round"):
+        task()
+    assert gc.get_freeze_count() == 0

@@ -9,7 +9,6 @@ small, JSON-friendly and free of data values and secrets, because Airflow stores
 from __future__ import annotations
 
 import contextlib
-import gc
 import multiprocessing
 import os
 import posixpath
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import staging
+from . import memory, staging
 from .classification import Classification, Urgency
 from .contract import Conformer
 from .disclosure import build_contents, explain, explanation_lines
@@ -442,11 +441,8 @@ def _package_groups(job: _Job, workers: int) -> list[list[dict]]:
             # Every worker forks at the first submit. Frozen, the parent's objects are never
             # collected in a child: no finaliser of the parent's (a socket's, a connection's)
             # runs there, and their pages stay shared.
-            gc.freeze()
-            try:
+            with memory.frozen():
                 futures = [pool.submit(_package_forked, i) for i in range(len(job.groups))]
-            finally:
-                gc.unfreeze()
             try:
                 return [future.result() for future in futures]
             except BaseException:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, get_current_context, task
 
+from dissemination import memory
+
 # Network hiccups are retried; a wrong host key, a bad round or a policy problem fails at once.
 RETRY_POLICY = ExceptionRetryPolicy(rules=[
     RetryRule(exception="dissemination.errors.PermanentError", action=RetryAction.FAIL,
@@ -29,13 +31,13 @@ def default_args() -> dict:
 
 
 @task
+@memory.holds_a_round
 def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -> dict:
     """Read each round from the survey database once; check every value against the country's
     contract and stage it without Secret columns. A round that breaks its contract (or has no
     rule set) is blocked here, on every path; the others go on."""
     from pathlib import Path
 
-    from dissemination import memory
     from dissemination.contract import ContractBroken
     from dissemination.source import read_round_parts
     from dissemination.staging import staged_round_path
@@ -44,7 +46,6 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
     from . import SURVEY_DB_CONN_ID, current_policy, engine, upgrade_ledger
     from .store import RunStage
 
-    memory.lean()
     upgrade_ledger()  # the chain's first task: the ledger at this code's schema
     survey, policy, stage = engine(SURVEY_DB_CONN_ID), current_policy(), RunStage(run_id)
     staged = []
@@ -60,16 +61,15 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
         staged.append({**round_, "path": stage.put(local, local.name)})  # a name in the stage
         print(f"round {round_id} ({round_['status']}): {round_['rows']} sites, "
               f"{len(round_['columns'])} columns")
-    memory.release()
     return {"rounds": stage.write_json("rounds.json", staged), "count": len(staged),
             "blocked": sum("blocked" in r for r in staged)}
 
 
 @task
+@memory.holds_a_round
 def validate_rounds(staged: dict, urgency: str, run_id: str) -> dict:
     """Great Expectations per round, with Data Docs; a failing round stops here, the others go
     on."""
-    from dissemination import memory
     from dissemination.classification import Urgency
     from dissemination.staging import read_staged, staged_columns
     from dissemination.steps import ruleset_for
@@ -78,7 +78,6 @@ def validate_rounds(staged: dict, urgency: str, run_id: str) -> dict:
     from . import current_policy, data_docs_dir
     from .store import RunStage
 
-    memory.lean()
     policy, stage = current_policy(), RunStage(run_id)
     passed, failed = [], []
     for round_ in stage.read_json(staged["rounds"]):
@@ -96,7 +95,6 @@ def validate_rounds(staged: dict, urgency: str, run_id: str) -> dict:
             warnings = [f"validation ({report.suite}): {f}" for f in report.failures]
             passed.append({**round_, "validation_warnings": warnings})
     name = stage.write_json("validated.json", {"passed": passed, "failed": failed})
-    memory.release()
     return {"rounds": name, "passed": len(passed), "failed": len(failed)}
 
 
@@ -148,6 +146,7 @@ def plan(validated: dict, urgency: str, run_id: str, agreements: list[str] | Non
 
 
 @task
+@memory.holds_a_round
 def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
     """One AES-256 zip per agreement and round, reading each round once; then the deliveries
     in batches of whole organisations, one mapped ``deliver`` each."""
@@ -156,7 +155,6 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
 
     import pendulum
 
-    from dissemination import memory
     from dissemination.batches import batch_deliveries
     from dissemination.ledger import Ledger
     from dissemination.source import RoundMeta
@@ -166,7 +164,6 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
     from . import LEDGER_DB_CONN_ID, current_policy, delivery_batch_size, engine, package_password
     from .store import RunStage
 
-    memory.lean()
     policy, ledger = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID))
     stage = RunStage(run_id)
     plans = [Delivery.from_xcom(p) for p in stage.read_json(planned["plans"])["deliveries"]]
@@ -193,7 +190,6 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
             f"batch-{batch.index:04d}.json",
             {"label": batch.label, "deliveries": [out[i].to_xcom() for i in batch.members]})})
     print(f"{len(out)} deliveries in {len(batches)} batch(es)")
-    memory.release()
     return batches
 
 
