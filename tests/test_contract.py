@@ -359,3 +359,52 @@ def test_a_combination_classified_per_level(policy):
         "unaccompanied_children": "confidential", "armed_actors_military": "confidential"}
     assert "armed_actors_military" not in at("province", "public")
     assert at("admin1", "public")["armed_actors_military"] == "public"  # per region: public
+
+
+@pytest.mark.parametrize("hxl", [False, True])
+def test_pulled_from_the_survey_database_no_secret_column_is_ever_read(policy, sql_engine,
+                                                                       tmp_path, monkeypatch, hxl):
+    """``pull_round`` matches headers (and an HXL row) on the round's first row, then reads only
+    the columns the contract reads: the same violations and the same staged round as one pass
+    over every column, and no part ever holds a Secret column (SQLite: 4 parts; PostgreSQL:
+    one COPY stream)."""
+    from dissemination import source
+    from dissemination.devkit.synthetic import generate_round
+
+    survey = sql_engine
+
+    monkeypatch.setattr(source, "PART_ROWS", 400)
+    ruleset = policy.rulesets["NGA"]
+    meta, df = generate_round(ruleset, 2, 1500, seed=5)
+    if hxl:  # an export loaded as it is: its HXL row first
+        tags = pd.DataFrame([{c: f"#tag+{i}" for i, c in enumerate(df.columns)}])
+        df = pd.concat([tags, df.astype(object)], ignore_index=True)
+    secret = {c for c, d in classify_round(list(df.columns), ruleset).items()
+              if d.classification is Classification.SECRET}
+    assert {"ki_phone", "enumerator_comments"} <= secret
+    read = []
+    parts_of = source.read_round_parts
+
+    def spied(*args, **kwargs):
+        meta, parts = parts_of(*args, **kwargs)
+        return meta, (read.append(list(p.columns)) or p for p in parts)
+
+    monkeypatch.setattr(source, "read_round_parts", spied)
+    df.loc[1200, "site_id"] = df.loc[3, "site_id"]  # a key repeated across parts
+    source.write_round(survey, meta, df)
+    path = tmp_path / "stage" / "round.arrow"
+    with pytest.raises(ContractBroken) as broken:
+        steps.pull_round(survey, meta.round_id, policy, path)
+    whole = conform(read_round(survey, meta.round_id)[1], ruleset, first_row=1)
+    assert broken.value.violations == whole.violations and whole.violations
+    assert whole.hxl_row == hxl and not path.exists()
+
+    df.loc[1200, "site_id"] = "NGA-S99999"
+    source.write_round(survey, meta, df)
+    read.clear()
+    staged = steps.pull_round(survey, meta.round_id, policy, path)
+    clean = conform(read_round(survey, meta.round_id)[1], ruleset, first_row=1)
+    assert len(read) == (4 if survey.dialect.name == "sqlite" else 1) and not any(secret & set(columns) for columns in read)
+    pd.testing.assert_frame_equal(staging.read_staged(path), clean.frame)
+    assert staged["columns"] == clean.columns and secret <= set(staged["columns"])
+    assert staged["active_relational"] == sorted(steps.active_relational(clean.frame, ruleset))

@@ -143,26 +143,42 @@ class Conformer:
         self._todo: dict[str, tuple[str, int]] = {}  # indicator -> (header, position)
         self._problems: dict[tuple[int, str], list] = {}  # (position, problem) -> rows, count
         self._keys: list[tuple[int, pd.Series]] = []  # (first row number, site keys) per part
+        self._read: list[int] | None = None  # positions a part may hold alone (``match``)
+        self._skip_hxl = False  # the next part starts with the HXL row
+
+    def match(self, head: pd.DataFrame) -> list[str] | None:
+        """Match the headers (and the HXL row, if ``head`` starts with one) before any part is
+        read: the headers of the columns the contract reads, in the source's order, so parts
+        can be read without the others (a Secret column is then never read at all). None:
+        headers that break the contract (every column is read, and the round refused)."""
+        self._match_head(head.reset_index(drop=True))
+        self._skip_hxl = self.hxl_row  # the first part starts with it
+        if self.violations:
+            return None
+        self._read = sorted(position for _, position in self._todo.values())
+        return [self._source[position] for position in self._read]
 
     def part(self, raw: pd.DataFrame) -> pd.DataFrame:
-        """The part conformed (indicator-named columns, canonical values, no Secret column)."""
+        """The part conformed (indicator-named columns, canonical values, no Secret column).
+        After ``match``, a part may hold only the columns it named."""
         raw = raw.reset_index(drop=True)
+        at = None  # where each matched column is in this part: at its source position
         if not self.matched:
-            self.hxl_row = len(raw) > 0 and is_hxl_row(raw.iloc[0])
-            tags = [normalise.hxl(v) if normalise.is_hxl(v) else "" for v in raw.iloc[0]] \
-                if self.hxl_row else [""] * raw.shape[1]
-            if self.hxl_row:
-                raw, self.next_row = raw.iloc[1:].reset_index(drop=True), self.next_row + 1
-            self._match([str(h) for h in raw.columns], tags)
-        elif [str(h) for h in raw.columns] != self._source:
-            raise ValueError("a part of the round has other columns than its first part")
+            raw = self._match_head(raw)
+        elif (headers := [str(h) for h in raw.columns]) != self._source:
+            if self._read is None or headers != [self._source[p] for p in self._read]:
+                raise ValueError("a part of the round has other columns than its first part")
+            at = {position: i for i, position in enumerate(self._read)}
+        if self._skip_hxl:
+            raw, self.next_row = raw.iloc[1:].reset_index(drop=True), self.next_row + 1
+            self._skip_hxl = False
         first, ruleset = self.next_row, self.ruleset
         self.next_row += len(raw)
         # Columns are independent, and Arrow's kernels release the GIL: two threads share it.
         with ThreadPoolExecutor(2) as pool:
-            done = pool.map(lambda item: _conform_column(raw.iloc[:, item[1][1]],
-                                                         ruleset.indicators[item[0]]),
-                            self._todo.items())
+            done = pool.map(lambda item: _conform_column(
+                raw.iloc[:, item[1][1] if at is None else at[item[1][1]]],
+                ruleset.indicators[item[0]]), self._todo.items())
             kept = {}
             for (name, (_, position)), (series, problems) in zip(self._todo.items(), done,
                                                                  strict=True):
@@ -175,6 +191,15 @@ class Conformer:
         if ruleset.site_key in kept:
             self._keys.append((first, kept[ruleset.site_key]))
         return pd.DataFrame(kept, index=raw.index)
+
+    def _match_head(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """Match on the round's first rows; the HXL row, if any, is left for ``part`` to skip."""
+        self.hxl_row = len(raw) > 0 and is_hxl_row(raw.iloc[0])
+        tags = [normalise.hxl(v) if normalise.is_hxl(v) else "" for v in raw.iloc[0]] \
+            if self.hxl_row else [""] * raw.shape[1]
+        self._skip_hxl = self.hxl_row
+        self._match([str(h) for h in raw.columns], tags)
+        return raw
 
     def _match(self, headers: list[str], tags: list[str]) -> None:
         ruleset = self.ruleset

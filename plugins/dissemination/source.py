@@ -289,15 +289,27 @@ def read_round(
     return meta, _hxl_marked(read())
 
 
+def round_head(engine: sa.Engine, round_id: str, country: str | None = None
+               ) -> tuple[RoundMeta, pd.DataFrame]:
+    """The round's first row, every column as ``read_round`` names them: what the contract
+    matches headers (and an HXL row) on before deciding which columns to read."""
+    meta, what = _round_reads(engine, round_id, country, part_rows=None, head=True)
+    return meta, _hxl_marked(what)
+
+
 def read_round_parts(
-    engine: sa.Engine, round_id: str, country: str | None = None
+    engine: sa.Engine, round_id: str, country: str | None = None,
+    columns: list[str] | None = None,
 ) -> tuple[RoundMeta, Iterator[pd.DataFrame]]:
     """``read_round`` a part at a time: parts of about ``PART_ROWS`` rows in the round's order
     (SQLite; elsewhere the round is one part), the next ones read on threads (one per core)
     while the caller works on this one. A million-site round as read is then never in memory
     whole; each part is typed by its own rows (a count column may be integers in one part and
-    text in the next: the contract reads both alike)."""
-    meta, reads = _round_reads(engine, round_id, country, part_rows=PART_ROWS)
+    text in the next: the contract reads both alike).
+
+    ``columns``: only these (as ``round_head`` names them, in its order); the others are
+    never read. An HXL row is then the caller's (``round_head``)."""
+    meta, reads = _round_reads(engine, round_id, country, part_rows=PART_ROWS, only=columns)
 
     def parts() -> Iterator[pd.DataFrame]:
         ahead = read_threads()
@@ -307,7 +319,7 @@ def read_round_parts(
                 part = pending.popleft().result()
                 if i + ahead < len(reads):
                     pending.append(pool.submit(reads[i + ahead]))
-                yield _hxl_marked(part) if i == 0 else part
+                yield _hxl_marked(part) if i == 0 and columns is None else part
                 del part
 
     return meta, parts()
@@ -321,9 +333,11 @@ def _hxl_marked(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _round_reads(engine: sa.Engine, round_id: str, country: str | None,
-                 part_rows: int | None) -> tuple[RoundMeta, list[Callable[[], pd.DataFrame]]]:
+                 part_rows: int | None, only: list[str] | None = None, head: bool = False
+                 ) -> tuple[RoundMeta, list[Callable[[], pd.DataFrame]]]:
     """The round's metadata, and one read per part (``part_rows``; None: one read of the
-    whole round), each on a connection of its own."""
+    whole round), each on a connection of its own; ``only``: of these columns. ``head``: the
+    metadata and the round's first row (every column), read at once."""
     check_round_id(round_id, "round requested")
     metadata.create_all(engine)
     with engine.connect() as conn:
@@ -337,6 +351,11 @@ def _round_reads(engine: sa.Engine, round_id: str, country: str | None,
             .where(round_columns.c.round_id == round_id).order_by(round_columns.c.position)).all()
         stored = [name for name, kept in recorded if kept]
         columns = [*stored, ROUND_COLUMN] if stored else None
+        if head:
+            return _meta(row, tuple(name for name, kept in recorded if not kept)), \
+                _first_row(conn, round_id, columns)
+        if only is not None:
+            columns = list(only)
         sqlite = _adbc_sqlite(conn, round_id, columns)
     meta = _meta(row, tuple(name for name, kept in recorded if not kept))
 
@@ -357,6 +376,17 @@ def _round_reads(engine: sa.Engine, round_id: str, country: str | None,
         return read_part
 
     return meta, [part(spans) for spans in reads]
+
+
+def _first_row(conn: sa.Connection, round_id: str, columns: list[str] | None) -> pd.DataFrame:
+    """The round's first row as a full read would start (SQLite: by rowid; elsewhere the
+    table's order, as the full read's)."""
+    quote = conn.dialect.identifier_preparer.quote
+    what = ", ".join(quote(c) for c in columns) if columns else "*"
+    order = " ORDER BY rowid" if conn.dialect.name == "sqlite" else ""
+    return pd.read_sql(
+        sa.text(f"SELECT {what} FROM {SITE_TABLE} WHERE {ROUND_COLUMN} = :r{order} LIMIT 1"),
+        conn, params={"r": round_id}, dtype_backend="pyarrow")
 
 
 def _read_sites(conn: sa.Connection, round_id: str, columns: list[str] | None,

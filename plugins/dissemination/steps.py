@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import memory, staging
+from . import memory, source, staging
 from .classification import Classification, Urgency
 from .contract import Conformer
 from .disclosure import build_contents, explain, explanation_lines
@@ -69,8 +69,22 @@ def ruleset_for(policy: Policy, country: str):
     return ruleset
 
 
+def pull_round(engine, round_id: str, policy: Policy, path: Path,
+               country: str | None = None) -> dict:
+    """Read a round from the survey database and stage it (``stage_round``), reading only the
+    columns its contract reads: a Secret column's values never leave the database (at a
+    million sites a third of the read's time and 80 MB). Headers are matched on the round's
+    first row, then the round is read in parts."""
+    meta, head = source.round_head(engine, round_id, country)
+    conformer = Conformer(ruleset_for(policy, meta.country), first_row=1)
+    columns = conformer.match(head)
+    del head
+    meta, parts = source.read_round_parts(engine, round_id, country, columns=columns)
+    return stage_round(meta, parts, policy, path, conformer)
+
+
 def stage_round(meta: RoundMeta, df: pd.DataFrame | Iterable[pd.DataFrame], policy: Policy,
-                path: Path) -> dict:
+                path: Path, conformer: Conformer | None = None) -> dict:
     """Conform the round to its contract and stage it for the next tasks (``staging.write_staged``).
 
     Every value is checked first (``contract.Conformer``): a round that breaks its contract
@@ -80,11 +94,12 @@ def stage_round(meta: RoundMeta, df: pd.DataFrame | Iterable[pd.DataFrame], poli
 
     ``df``: the round as read, whole or in parts (``source.read_round_parts``): each part as
     read is freed once conformed (a million-site round as read is as large again as the
-    conformed one), as long as the caller keeps no reference to it.
+    conformed one), as long as the caller keeps no reference to it. ``conformer``: one that
+    matched the round's headers before it was read (``pull_round``).
     """
     check_round_id(meta.round_id, "staging")
     ruleset = ruleset_for(policy, meta.country)
-    conformer = Conformer(ruleset, first_row=1)
+    conformer = conformer or Conformer(ruleset, first_row=1)
     parts, active, rows = [], set(), 0
     for raw in [df] if isinstance(df, pd.DataFrame) else df:
         rows += len(raw)

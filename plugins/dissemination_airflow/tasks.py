@@ -39,9 +39,8 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
     from pathlib import Path
 
     from dissemination.contract import ContractBroken
-    from dissemination.source import read_round_parts
     from dissemination.staging import staged_round_path
-    from dissemination.steps import NoRuleSet, stage_round
+    from dissemination.steps import NoRuleSet, pull_round
 
     from . import SURVEY_DB_CONN_ID, current_policy, engine, upgrade_ledger
     from .store import RunStage
@@ -51,8 +50,8 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
     staged = []
     for round_id in round_ids:
         try:  # read in parts, held by stage_round only: each freed once conformed
-            round_ = stage_round(*read_round_parts(survey, round_id, country=country), policy,
-                                 staged_round_path(stage.local_dir(), round_id))
+            round_ = pull_round(survey, round_id, policy,
+                                staged_round_path(stage.local_dir(), round_id), country=country)
         except (ContractBroken, NoRuleSet) as exc:
             print(f"BLOCKED {exc}")
             staged.append({"round_id": round_id, "blocked": str(exc)})
