@@ -7,8 +7,9 @@ not 3x the agreements. The policy is the tests' own grown to N agreements (``ben
 spread over C made-up countries (NGA's rule set and DTM focal points under X-codes, ISO 3166's
 user-assigned range), each agreement of its own organisation, focal points, password and remote
 folder, with a low tier for its country. One cleaned round of S synthetic sites per country,
-collected in October 2026, so that the scheduler's first run of the monthly DAG (catchup off:
-the last complete month) is that month, and ``dags test`` runs the same month by logical date.
+collected in the month before the wall clock's, so that the scheduler's first run of the
+monthly DAG (catchup off: the last complete month) is that month, and ``dags test`` runs the
+same month by logical date.
 
 Everything else is the sandbox of ``make demo`` (``dissemination.devkit.sandbox``): a real sshd on
 loopback as every partner's SFTP server (host key pinned), a local SMTP server, connections as
@@ -32,7 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -47,8 +48,11 @@ from summary import record  # noqa: E402
 from dissemination.devkit.sandbox import MONTHLY_DAG_ID, Sandbox  # noqa: E402
 from dissemination.steps import new_password  # noqa: E402
 
-COLLECTED = datetime(2026, 10, 5, 8, 0, tzinfo=UTC)  # October 2026: inside one month
-LOGICAL_DATE = "2026-11-01"  # the run due when October is over: its data interval is October
+# Last month, as the scheduler's first run sees it (a fixed month became "two months ago" when
+# the calendar moved on, and the scheduler then ran another month than `dags test`).
+THIS_MONTH = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+COLLECTED = (THIS_MONTH - timedelta(days=1)).replace(day=5, hour=8)  # inside last month
+LOGICAL_DATE = THIS_MONTH.date().isoformat()  # the run due when last month is over
 TEMPLATE_COUNTRY = "NGA"
 
 
@@ -120,7 +124,7 @@ class MonthlySandbox(Sandbox):
 
 
 def write_rounds(sandbox: Sandbox, sites: int) -> None:
-    """One cleaned round of ``sites`` sites per country, collected in October."""
+    """One cleaned round of ``sites`` sites per country, collected last month."""
     from dissemination.devkit.synthetic import generate_round
     from dissemination.source import write_round
 
@@ -224,7 +228,7 @@ def under_dags_test(home: Path, include: Path, sites: int) -> tuple[float, float
     floor_dir.mkdir(parents=True)
     (floor_dir / "floor.py").write_text(FLOOR)
     with MonthlySandbox(home / "dags_test", include) as sandbox:
-        sandbox.init(sites=10)  # also a tiny November round per country: not this month's
+        sandbox.init(sites=10, cleaned=False)  # only the rounds below are this month's
         write_rounds(sandbox, sites)
         floor = dags_test(sandbox, home / "floor.log", "floor", env={
             **sandbox.env(), "AIRFLOW__CORE__DAGS_FOLDER": str(floor_dir)})
@@ -258,7 +262,7 @@ def under_scheduler(home: Path, include: Path, survey_db: Path) -> tuple[float, 
     try:
         with MonthlySandbox(home / "scheduler", include, metadata_url=urls[0],
                             ledger_url=urls[1]) as sandbox:
-            sandbox.init(sites=10)
+            sandbox.init(sites=10, cleaned=False)
             shutil.copyfile(survey_db, sandbox.survey_db)  # the same rounds
             server = Standalone(sandbox, free_port())
             server.start()

@@ -200,17 +200,20 @@ class Sandbox:
 
     # --- set-up ------------------------------------------------------------------------------
 
-    def init(self, *, sites: int = 300, seed: int = 7) -> None:
+    def init(self, *, sites: int = 300, seed: int = 7, cleaned: bool = True) -> None:
         """Idempotent: migrate the metastore and the ledger, write the round, make folders,
-        set passwords."""
+        set passwords. ``cleaned``: also the round's cleaned version, collected in November
+        2026 (a caller that dates its own cleaned rounds, as ``bench/monthly.py``, leaves it
+        out: in December 2026 it is last month's)."""
         self.airflow_home.mkdir(parents=True, exist_ok=True)
         self.airflow("db", "migrate")
         survey = self.survey()
         # Round 1: raw partial data collected six hours ago (inside every urgent window), and a
         # cleaned version collected in November 2026 (for the monthly path).
         fresh = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
+        versions = [("partial", fresh, 1), ("cleaned", None, 3)][:2 if cleaned else 1]
         for country in sorted(self.policy.rulesets):
-            for status, collected_at, days in (("partial", fresh, 1), ("cleaned", None, 3)):
+            for status, collected_at, days in versions:
                 meta, df = generate_round(self.policy.rulesets[country], 1, sites, seed=seed,
                                           status=status, collected_at=collected_at,
                                           collection_days=days)
