@@ -362,11 +362,11 @@ def test_a_combination_classified_per_level(policy):
 
 
 @pytest.mark.parametrize("hxl", [False, True])
-def test_pulled_from_the_survey_database_no_secret_column_is_ever_read(policy, sql_engine,
-                                                                       tmp_path, monkeypatch, hxl):
+def test_pulled_from_the_survey_database_no_secret_column_is_read_past_the_first_row(
+        policy, sql_engine, tmp_path, monkeypatch, hxl):
     """``pull_round`` matches headers (and an HXL row) on the round's first row, then reads only
     the columns the contract reads: the same violations and the same staged round as one pass
-    over every column, and no part ever holds a Secret column (SQLite: 4 parts; PostgreSQL:
+    over every column, and no part holds a Secret column (SQLite: 4 parts; PostgreSQL:
     one COPY stream)."""
     from dissemination import source
     from dissemination.devkit.synthetic import generate_round

@@ -149,10 +149,9 @@ class Conformer:
     def match(self, head: pd.DataFrame) -> list[str] | None:
         """Match the headers (and the HXL row, if ``head`` starts with one) before any part is
         read: the headers of the columns the contract reads, in the source's order, so parts
-        can be read without the others (a Secret column is then never read at all). None:
+        can be read without the others (a Secret column is then read in ``head`` only). None:
         headers that break the contract (every column is read, and the round refused)."""
-        self._match_head(head.reset_index(drop=True))
-        self._skip_hxl = self.hxl_row  # the first part starts with it
+        self._match_head(head.reset_index(drop=True))  # the first part starts with its HXL row
         if self.violations:
             return None
         self._read = sorted(position for _, position in self._todo.values())

@@ -293,8 +293,9 @@ def round_head(engine: sa.Engine, round_id: str, country: str | None = None
                ) -> tuple[RoundMeta, pd.DataFrame]:
     """The round's first row, every column as ``read_round`` names them: what the contract
     matches headers (and an HXL row) on before deciding which columns to read."""
-    meta, what = _round_reads(engine, round_id, country, part_rows=None, head=True)
-    return meta, _hxl_marked(what)
+    meta, columns = _described(engine, round_id, country)
+    with engine.connect() as conn:
+        return meta, _hxl_marked(_first_row(conn, round_id, columns))
 
 
 def read_round_parts(
@@ -307,8 +308,8 @@ def read_round_parts(
     whole; each part is typed by its own rows (a count column may be integers in one part and
     text in the next: the contract reads both alike).
 
-    ``columns``: only these (as ``round_head`` names them, in its order); the others are
-    never read. An HXL row is then the caller's (``round_head``)."""
+    ``columns``: only these (as ``round_head`` names them, in its order); the others are not
+    read. An HXL row is then the caller's (``round_head``)."""
     meta, reads = _round_reads(engine, round_id, country, part_rows=PART_ROWS, only=columns)
 
     def parts() -> Iterator[pd.DataFrame]:
@@ -332,12 +333,10 @@ def _hxl_marked(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _round_reads(engine: sa.Engine, round_id: str, country: str | None,
-                 part_rows: int | None, only: list[str] | None = None, head: bool = False
-                 ) -> tuple[RoundMeta, list[Callable[[], pd.DataFrame]]]:
-    """The round's metadata, and one read per part (``part_rows``; None: one read of the
-    whole round), each on a connection of its own; ``only``: of these columns. ``head``: the
-    metadata and the round's first row (every column), read at once."""
+def _described(engine: sa.Engine, round_id: str, country: str | None
+               ) -> tuple[RoundMeta, list[str] | None]:
+    """The round's metadata, and the columns a read of its sites selects (None: every column
+    of a table another system wrote)."""
     check_round_id(round_id, "round requested")
     metadata.create_all(engine)
     with engine.connect() as conn:
@@ -349,15 +348,21 @@ def _round_reads(engine: sa.Engine, round_id: str, country: str | None,
         recorded = conn.execute(
             sa.select(round_columns.c.name, round_columns.c.stored)
             .where(round_columns.c.round_id == round_id).order_by(round_columns.c.position)).all()
-        stored = [name for name, kept in recorded if kept]
-        columns = [*stored, ROUND_COLUMN] if stored else None
-        if head:
-            return _meta(row, tuple(name for name, kept in recorded if not kept)), \
-                _first_row(conn, round_id, columns)
-        if only is not None:
-            columns = list(only)
+    stored = [name for name, kept in recorded if kept]
+    return (_meta(row, tuple(name for name, kept in recorded if not kept)),
+            [*stored, ROUND_COLUMN] if stored else None)
+
+
+def _round_reads(engine: sa.Engine, round_id: str, country: str | None,
+                 part_rows: int | None, only: list[str] | None = None
+                 ) -> tuple[RoundMeta, list[Callable[[], pd.DataFrame]]]:
+    """The round's metadata, and one read per part (``part_rows``; None: one read of the
+    whole round), each on a connection of its own; ``only``: of these columns."""
+    meta, columns = _described(engine, round_id, country)
+    if only is not None:
+        columns = list(only)
+    with engine.connect() as conn:
         sqlite = _adbc_sqlite(conn, round_id, columns)
-    meta = _meta(row, tuple(name for name, kept in recorded if not kept))
 
     def through_sqlalchemy(span: tuple[int, int] | None = None) -> pd.DataFrame:
         with engine.connect() as conn:

@@ -211,7 +211,7 @@ class Sandbox:
         # Round 1: raw partial data collected six hours ago (inside every urgent window), and a
         # cleaned version collected in November 2026 (for the monthly path).
         fresh = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
-        versions = [("partial", fresh, 1), ("cleaned", None, 3)][:2 if cleaned else 1]
+        versions = [("partial", fresh, 1), *([("cleaned", None, 3)] if cleaned else [])]
         for country in sorted(self.policy.rulesets):
             for status, collected_at, days in versions:
                 meta, df = generate_round(self.policy.rulesets[country], 1, sites, seed=seed,
