@@ -159,16 +159,20 @@ def test_nothing_of_the_round_outlives_its_validation(round_nga, ruleset, tmp_pa
         gc.enable()
 
 
-def test_scipy_stats_is_loaded_only_when_an_expectation_uses_it():
-    """Imported by GX for expectations no suite here runs: deferred, then whole on first use."""
+def test_scipy_stats_and_altair_are_loaded_only_when_an_expectation_uses_them():
+    """Imported by GX for expectations no suite here runs: deferred, then whole on first use,
+    each alone."""
     import subprocess
     import sys
 
     code = ("import sys; from dissemination.validation import _context; _context(); "
-            "print(type(sys.modules['scipy.stats']).__name__); "
+            "kinds = lambda: [type(sys.modules[m]).__name__ for m in ('scipy.stats', 'altair')]; "
+            "print(*kinds(), 'narwhals' in sys.modules); "
             "from great_expectations.expectations.core import "
             "expect_column_kl_divergence_to_be_less_than as kl; "
-            "print(round(kl.stats.entropy([0.5, 0.5], [0.9, 0.1]), 4)); "
-            "print(type(sys.modules['scipy.stats']).__name__)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["_LazyModule", "0.5108", "module"]
+            "print(round(kl.stats.entropy([0.5, 0.5], [0.9, 0.1]), 4), *kinds()); "
+            "print(type(kl.alt.Chart).__name__, *kinds(), 'narwhals' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ["_Deferred _Deferred False", "0.5108 module _Deferred",
+                                       "type module module True"]

@@ -19,6 +19,7 @@ import gc
 import importlib.util
 import os
 import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +118,7 @@ def _context():
     """A new in-memory GX context: nothing of a validation outlives it but its Data Docs."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     _defer("scipy.stats")
+    _defer("altair")
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
         DataContextConfig,
@@ -139,18 +141,34 @@ def _context():
 
 
 def _defer(name: str) -> None:
-    """Import ``name`` on its first use, unless already imported. GX imports ``scipy.stats`` when
-    it is imported, for expectations no suite here uses (KL divergence, KS tests): a second of
-    every validation task and 57 MB. Used, it loads then, whole."""
+    """Import ``name`` on its first use, unless already imported. GX imports, when it is
+    imported, ``scipy.stats`` (a second of every validation task, 57 MB) and ``altair`` (a third
+    of a second) for expectations no suite here uses (KL divergence, KS tests, their charts).
+    Used, the module loads then, whole."""
     if name in sys.modules:
         return
     spec = importlib.util.find_spec(name)
-    spec.loader = importlib.util.LazyLoader(spec.loader)
     module = importlib.util.module_from_spec(spec)
+    module.__class__ = _Deferred
     sys.modules[name] = module
-    spec.loader.exec_module(module)
     parent, _, child = name.rpartition(".")
-    setattr(sys.modules[parent], child, module)  # as an import binds it: ``from scipy import stats``
+    if parent:  # as an import binds it: ``from scipy import stats``
+        setattr(sys.modules[parent], child, module)
+
+
+class _Deferred(types.ModuleType):
+    """A module whose code runs on the first use of a name it does not have yet. Unlike
+    ``importlib.util.LazyLoader``'s, importing it by name (``import altair``) does not load it:
+    Python 3.11 reads the module's ``__spec__`` then, which a lazy module loads on."""
+
+    def __getattr__(self, attr: str):
+        self.__class__ = types.ModuleType  # its own code, running, sees a plain module
+        try:
+            self.__spec__.loader.exec_module(self)
+        except BaseException:
+            sys.modules.pop(self.__name__, None)  # as a failed import leaves it: not imported
+            raise
+        return getattr(self, attr)
 
 
 def _named(suite) -> set[str]:
