@@ -111,6 +111,43 @@ def test_data_docs_are_written_and_named(round_nga, ruleset, tmp_path):
     assert f"Data Docs: {report.docs}" in report.summary()
 
 
+DOCS_IN_A_NEW_PROCESS = """
+import sys
+from pathlib import Path
+
+import jinja2
+
+from conftest import POLICY_DIR
+from dissemination.devkit.synthetic import generate_round
+from dissemination.policy import load_policy
+from dissemination.validation import validate_round
+
+compiled = []
+compile_ = jinja2.Environment._compile
+jinja2.Environment._compile = lambda env, *a, **k: compiled.append(1) or compile_(env, *a, **k)
+ruleset = load_policy(POLICY_DIR).rulesets["NGA"]
+report = validate_round(generate_round(ruleset, 1, 50, seed=1)[1], ruleset, docs_dir=Path(sys.argv[1]))
+print(len(compiled), Path(report.docs.split("/docs/", 1)[1]).suffix)
+"""
+
+
+def test_data_docs_templates_are_compiled_once_per_machine_not_per_validation(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TMPDIR": str(tmp_path),  # jinja's cache folder: a new one
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ["PYTHONPATH"]])}
+    runs = [subprocess.run([sys.executable, "-c", DOCS_IN_A_NEW_PROCESS, str(tmp_path / "docs")],
+                           capture_output=True, text=True, env=env) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr[-2000:]
+    (first, suffix), (second, _) = (r.stdout.split() for r in runs)
+    assert int(first) > 20 and suffix == ".html"  # every Data Docs template, compiled
+    assert second == "0"  # a second task on this machine: none
+    cache = next(tmp_path.glob("_jinja2-cache-*"))
+    assert oct(cache.stat().st_mode & 0o777) == "0o700"
+
+
 def test_data_docs_count_unexpected_values_and_never_show_them(round_nga, ruleset, tmp_path):
     """Data Docs outlive the run: they say how many values failed, never which (a site's name,
     a duplicated key, an impossible count), and only their owner can open them."""
