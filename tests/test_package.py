@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -91,3 +92,67 @@ def test_weak_password_is_refused_without_echoing_it(policy, round_nga, tmp_path
 
 def test_a_package_is_readable_by_its_owner_only(unicef_package):
     assert unicef_package.path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_blocks_deflated_on_a_pool_make_one_stream_any_unzip_reads(workers):
+    """The same bytes give the same stream whatever the pool's size; zlib reads it whole, and
+    no more than ``ahead`` blocks ever wait in memory."""
+    import random
+    import zlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dissemination.package import BlockDeflater
+
+    rng = random.Random(7)
+    words = [b"site", b"Maiduguri", b"12", b"IDP", b"camp", b"\n", b",", b"0", b"Borno"]
+    data = b"".join(rng.choice(words) for _ in range(60_000))  # ~250 KB, 60 blocks of 4 KB
+    with ThreadPoolExecutor(workers) as pool:
+        deflater, out, waiting = BlockDeflater(pool, block=4096, ahead=2), [], []
+        start = 0
+        while start < len(data):  # uneven writes, as a CSV writer's
+            size = rng.randrange(1, 9000)
+            out.append(deflater.compress(data[start:start + size]))
+            waiting.append(len(deflater.pending))
+            start += size
+        out.append(deflater.flush())
+    stream = b"".join(out)
+    reader = zlib.decompressobj(-15)
+    assert reader.decompress(stream) == data and reader.eof and not reader.unused_data
+    assert max(waiting) <= 2
+    one = zlib.compressobj(5, zlib.DEFLATED, -15)
+    assert len(stream) < 1.05 * len(one.compress(data) + one.flush())  # blocks primed: no loss
+    assert stream == _deflated_with_one_worker(data)
+
+
+def _deflated_with_one_worker(data: bytes) -> bytes:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dissemination.package import BlockDeflater
+
+    with ThreadPoolExecutor(1) as pool:
+        deflater = BlockDeflater(pool, block=4096)
+        return deflater.compress(data) + deflater.flush()
+
+
+def test_a_package_of_many_deflate_blocks_opens_in_7zip(policy, round_nga, tmp_path,
+                                                          monkeypatch):
+    from dissemination import package
+
+    monkeypatch.setattr(package, "DEFLATE_BLOCK", 1024)  # the 200-site CSV: 20 blocks or more
+    blocks, deflate_block = [], package._deflate_block
+    monkeypatch.setattr(package, "_deflate_block",
+                        lambda *args: blocks.append(1) or deflate_block(*args))
+    meta, df = round_nga
+    ruleset, agreement = policy.rulesets["NGA"], policy.agreements["unicef-nga"]
+    selection = select_for_agreement(classify_round(df.columns, ruleset), ruleset, agreement,
+                                     Urgency.MEDIUM)
+    content = build_content(df, selection, ruleset)
+    built = build_package(content, meta, selection, ruleset, agreement, tmp_path / "p", PASSWORD,
+                          datetime(2026, 11, 2, tzinfo=UTC))
+    out = tmp_path / "out"
+    subprocess.run([shutil.which("7z"), "x", f"-p{PASSWORD}", f"-o{out}", str(built.path)],
+                   check=True, capture_output=True)
+    csv = (out / "data.csv").read_bytes()
+    assert len(csv) > 20 * 1024 and len(blocks) > 20
+    assert hashlib.sha256(csv).hexdigest() == built.content_sha256
