@@ -96,50 +96,51 @@ def test_a_package_is_readable_by_its_owner_only(unicef_package):
 
 @pytest.mark.parametrize("workers", [1, 3])
 def test_blocks_deflated_on_a_pool_make_one_stream_any_unzip_reads(workers):
-    """The same bytes give the same stream whatever the pool's size; zlib reads it whole, and
-    no more than ``ahead`` blocks ever wait in memory."""
+    """An inline start, then blocks: the same writes give the same stream whatever the pool's
+    size; zlib reads it whole, and no more than ``ahead`` blocks ever wait in memory."""
     import random
     import zlib
-    from concurrent.futures import ThreadPoolExecutor
-
-    from dissemination.package import BlockDeflater
 
     rng = random.Random(7)
     words = [b"site", b"Maiduguri", b"12", b"IDP", b"camp", b"\n", b",", b"0", b"Borno"]
     data = b"".join(rng.choice(words) for _ in range(60_000))  # ~250 KB, 60 blocks of 4 KB
-    with ThreadPoolExecutor(workers) as pool:
-        deflater, out, waiting = BlockDeflater(pool, block=4096, ahead=2), [], []
-        start = 0
-        while start < len(data):  # uneven writes, as a CSV writer's
-            size = rng.randrange(1, 9000)
-            out.append(deflater.compress(data[start:start + size]))
-            waiting.append(len(deflater.pending))
-            start += size
-        out.append(deflater.flush())
-    stream = b"".join(out)
+    stream, waiting = _deflated(data, workers, writes=1)
     reader = zlib.decompressobj(-15)
     assert reader.decompress(stream) == data and reader.eof and not reader.unused_data
     assert max(waiting) <= 2
     one = zlib.compressobj(5, zlib.DEFLATED, -15)
     assert len(stream) < 1.05 * len(one.compress(data) + one.flush())  # blocks primed: no loss
-    assert stream == _deflated_with_one_worker(data)
+    assert stream == _deflated(data, 1, writes=1)[0]
+    assert zlib.decompress(_deflated(data, workers, writes=2)[0], -15) == data  # other writes
 
 
-def _deflated_with_one_worker(data: bytes) -> bytes:
+def _deflated(data: bytes, workers: int, writes: int) -> tuple[bytes, list[int]]:
+    """``data`` through a BlockDeflater in uneven writes (a CSV writer's), pattern ``writes``;
+    the stream, and how many blocks waited after each write."""
+    import random
     from concurrent.futures import ThreadPoolExecutor
 
     from dissemination.package import BlockDeflater
 
-    with ThreadPoolExecutor(1) as pool:
-        deflater = BlockDeflater(pool, block=4096)
-        return deflater.compress(data) + deflater.flush()
+    rng, out, waiting, start = random.Random(writes), [], [], 0
+    with ThreadPoolExecutor(workers) as pool:
+        deflater = BlockDeflater(lambda: pool, block=4096, inline=20_000, ahead=2)
+        while start < len(data):
+            size = rng.randrange(1, 9000)
+            out.append(deflater.compress(data[start:start + size]))
+            waiting.append(len(deflater.pending))
+            start += size
+        out.append(deflater.flush())
+    return b"".join(out), waiting
 
 
 def test_a_package_of_many_deflate_blocks_opens_in_7zip(policy, round_nga, tmp_path,
                                                           monkeypatch):
     from dissemination import package
 
-    monkeypatch.setattr(package, "DEFLATE_BLOCK", 1024)  # the 200-site CSV: 20 blocks or more
+    monkeypatch.setattr(package, "DEFLATE_INLINE", 4096)  # the 200-site CSV (23 KB): 4 KB inline
+    monkeypatch.setattr(package, "DEFLATE_BLOCK", 1024)
+    monkeypatch.setattr(package, "CSV_BATCH_ROWS", 16)  # many writes, through a reused buffer
     blocks, deflate_block = [], package._deflate_block
     monkeypatch.setattr(package, "_deflate_block",
                         lambda *args: blocks.append(1) or deflate_block(*args))
@@ -154,5 +155,5 @@ def test_a_package_of_many_deflate_blocks_opens_in_7zip(policy, round_nga, tmp_p
     subprocess.run([shutil.which("7z"), "x", f"-p{PASSWORD}", f"-o{out}", str(built.path)],
                    check=True, capture_output=True)
     csv = (out / "data.csv").read_bytes()
-    assert len(csv) > 20 * 1024 and len(blocks) > 20
+    assert len(csv) > 20 * 1024 and len(blocks) >= 8  # a block per write of 16 rows, or more
     assert hashlib.sha256(csv).hexdigest() == built.content_sha256

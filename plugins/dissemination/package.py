@@ -169,41 +169,48 @@ def build_package(
 DEFLATE_LEVEL = 5
 
 
-#: CSV bytes per deflate block (see ``BlockDeflater``), and deflate's window: what a block is
-#: primed with.
+#: Deflate in blocks (see ``BlockDeflater``): the CSV bytes a stream's start keeps to one
+#: compressor, the bytes per block after that, and deflate's window (what a block is primed with).
+DEFLATE_INLINE = 32 << 20
 DEFLATE_BLOCK = 1 << 20
 WINDOW = 32 * 1024
 
 
 def deflater():
     """The data entry's compressor: zlib-ng (1.3-1.75x zlib's speed at the same level for files
-    within 3% of its size, bench/package.py), in blocks on this process's cores."""
-    return BlockDeflater(_deflate_pool(), DEFLATE_BLOCK)
+    within 3% of its size, bench/package.py); past 32 MB of CSV, in blocks on every core."""
+    return BlockDeflater(_deflate_pool, DEFLATE_BLOCK, DEFLATE_INLINE)
 
 
 class BlockDeflater:
-    """One raw deflate stream (any unzip reads it), compressed in blocks on a thread pool, as
-    pigz does: one large package no longer holds a single core while the others wait (at a
-    million sites a package is 150-250 MB of CSV, 2-3 s of deflate alone).
+    """One raw deflate stream (any unzip reads it) whose start is deflated here and the rest,
+    past ``inline`` bytes, in blocks on a thread pool, as pigz does: one large package no longer
+    holds a single core while the others wait (at a million sites a package is 150-250 MB of
+    CSV, 2-3 s of deflate). Small packages (100k sites: 10-15 MB) stay inline: many of them
+    already share the cores, and a block's hand-off (a copy of each MB) cost 15% more CPU.
 
     Each block is primed with the 32 KB before it (a preset dictionary) and ends on a byte
-    boundary (a sync flush), so the blocks joined in order are the stream one compressor would
-    have made, within a few bytes per MB; the last ends the stream. zlib-ng releases the GIL, so
-    the CSV writer fills the next block while the pool deflates. The same bytes give the same
-    stream whatever the threads' timing. At most ``ahead`` blocks wait, so memory stays flat.
-    Same interface as ``zlib.compressobj``'s result, which is all pyzipper uses."""
+    boundary (a sync flush), as the inline start does, so the parts joined in order are the
+    stream one compressor would have made, within a few bytes per MB; the last ends the stream.
+    zlib-ng releases the GIL, so the CSV writer fills the next block while the pool deflates.
+    The same writes give the same stream whatever the threads' timing; at most ``ahead`` blocks
+    wait, so memory stays flat. Same interface as ``zlib.compressobj``'s result, which is all
+    pyzipper uses."""
 
-    def __init__(self, pool, block: int = DEFLATE_BLOCK, ahead: int | None = None):
-        self.pool, self.block = pool, block
-        self.ahead = ahead or 2 * pool._max_workers
+    def __init__(self, pool, block: int = DEFLATE_BLOCK, inline: int = DEFLATE_INLINE,
+                 ahead: int | None = None):
+        self.pool, self.block, self.ahead = pool, block, ahead  # pool: made on first use
+        self.inline, self.left = zlib_ng.compressobj(DEFLATE_LEVEL, zlib_ng.DEFLATED, -15), inline
         self.pending: deque = deque()
-        self.buffer, self.primer = bytearray(), b""
+        self.pieces, self.size, self.primer = [], 0, b""
 
     def compress(self, data) -> bytes:
-        self.buffer += data
-        while len(self.buffer) >= self.block:
-            self._submit(bytes(self.buffer[:self.block]), last=False)
-            del self.buffer[:self.block]
+        if self.inline is not None:
+            return self._compress_inline(data)
+        self.pieces.append(bytes(data))  # a copy: the CSV writer reuses its buffer
+        self.size += len(data)
+        if self.size >= self.block:  # the writes so far, one copy: a block of >= ``block``
+            self._submit(last=False)
         done = []
         while self.pending and (len(self.pending) > self.ahead or self.pending[0].done()):
             done.append(self.pending.popleft().result())
@@ -212,13 +219,29 @@ class BlockDeflater:
     def flush(self, mode: int = zlib_ng.Z_FINISH) -> bytes:
         if mode != zlib_ng.Z_FINISH:
             raise ValueError("BlockDeflater.flush: only Z_FINISH (the end of the stream)")
-        self._submit(bytes(self.buffer), last=True)
-        self.buffer.clear()
+        if self.inline is not None:
+            out, self.inline = self.inline.flush(zlib_ng.Z_FINISH), None
+            return out
+        self._submit(last=True)
         done = [f.result() for f in self.pending]
         self.pending.clear()
         return b"".join(done)
 
-    def _submit(self, data: bytes, last: bool) -> None:
+    def _compress_inline(self, data) -> bytes:
+        out = self.inline.compress(data)
+        self.left -= len(data)
+        self.primer = (self.primer + bytes(data[-WINDOW:]))[-WINDOW:]
+        if self.left > 0:
+            return out
+        out += self.inline.flush(zlib_ng.Z_SYNC_FLUSH)  # byte-aligned: blocks follow
+        self.inline = None
+        self.pool = self.pool()
+        self.ahead = self.ahead or 2 * self.pool._max_workers
+        return out
+
+    def _submit(self, last: bool) -> None:
+        data = self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
+        self.pieces, self.size = [], 0
         self.pending.append(self.pool.submit(_deflate_block, data, self.primer, last))
         self.primer = data[-WINDOW:]
 
