@@ -197,10 +197,11 @@ class BlockDeflater:
     wait, so memory stays flat. Same interface as ``zlib.compressobj``'s result, which is all
     pyzipper uses."""
 
-    def __init__(self, pool, block: int = DEFLATE_BLOCK, inline: int = DEFLATE_INLINE,
+    def __init__(self, make_pool, block: int = DEFLATE_BLOCK, inline: int = DEFLATE_INLINE,
                  ahead: int | None = None):
-        self.pool, self.block, self.ahead = pool, block, ahead  # pool: made on first use
-        self.inline, self.left = zlib_ng.compressobj(DEFLATE_LEVEL, zlib_ng.DEFLATED, -15), inline
+        self.make_pool, self.pool = make_pool, None  # the pool: when the blocks start
+        self.block, self.ahead = block, ahead or 2 * len(os.sched_getaffinity(0))
+        self.inline, self.left = _compressor(), inline
         self.pending: deque = deque()
         self.pieces, self.size, self.primer = [], 0, b""
 
@@ -234,9 +235,7 @@ class BlockDeflater:
         if self.left > 0:
             return out
         out += self.inline.flush(zlib_ng.Z_SYNC_FLUSH)  # byte-aligned: blocks follow
-        self.inline = None
-        self.pool = self.pool()
-        self.ahead = self.ahead or 2 * self.pool._max_workers
+        self.inline, self.pool = None, self.make_pool()
         return out
 
     def _submit(self, last: bool) -> None:
@@ -247,10 +246,15 @@ class BlockDeflater:
 
 
 def _deflate_block(data: bytes, primer: bytes, last: bool) -> bytes:
-    extra = {"zdict": primer} if primer else {}
-    compressor = zlib_ng.compressobj(DEFLATE_LEVEL, zlib_ng.DEFLATED, -15, **extra)
+    compressor = _compressor(primer)
     return compressor.compress(data) + compressor.flush(
         zlib_ng.Z_FINISH if last else zlib_ng.Z_SYNC_FLUSH)
+
+
+def _compressor(primer: bytes = b""):
+    """A raw deflate stream's compressor (no zlib header: the zip entry is the container)."""
+    extra = {"zdict": primer} if primer else {}
+    return zlib_ng.compressobj(DEFLATE_LEVEL, zlib_ng.DEFLATED, -15, **extra)
 
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
