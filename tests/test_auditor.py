@@ -268,7 +268,7 @@ def _received(ruleset, truth, ceiling, tiers):
         rows = None if field_area is None or "admin1_pcode" not in truth else \
             (truth["admin1_pcode"] == field_area).to_numpy()
         parts.append((selection, rows))
-    contents = build_contents(truth, parts, ruleset, holder="Org")
+    contents = build_contents(truth, parts, ruleset)
     return [(content.frame, selection,
              np.arange(len(truth)) if rows is None else np.flatnonzero(rows))
             for content, (selection, rows) in zip(contents, parts, strict=True)]

@@ -219,3 +219,80 @@ def test_the_packaged_columns_alone_build_the_same_packages(policy, round_nga, t
                   "explanation")
     assert [[getattr(d, k) for k in comparable] for d in read] \
         == [[getattr(d, k) for k in comparable] for d in whole]
+
+
+def _copies(include, copies: dict[str, str]):
+    """The tests' policy with each agreement of ``copies`` (new id -> original) copied for an
+    organisation of its own (its focal points and password too): agreements from a template."""
+    import yaml
+
+    from dissemination.policy import load_policy
+
+    for ident, original in copies.items():
+        agreement = yaml.safe_load((include / "agreements" / f"{original}.yaml").read_text())
+        people = yaml.safe_load(
+            (include / "focal_points" / f"{agreement['focal_points']}.yaml").read_text())
+        agreement.update(id=ident, organisation=ident, focal_points=ident)
+        agreement["password"]["variable"] = f"package_password_{ident.replace('-', '_')}"
+        people.update(id=ident, organisation=ident)
+        (include / "organisations" / f"{ident}.yaml").write_text(
+            yaml.safe_dump({"id": ident, "name": f"Partner {ident}"}))
+        (include / "agreements" / f"{ident}.yaml").write_text(yaml.safe_dump(agreement))
+        (include / "focal_points" / f"{ident}.yaml").write_text(yaml.safe_dump(people))
+    return load_policy(include)
+
+
+def test_organisations_alike_get_tables_built_and_deflated_once_in_zips_of_their_own(
+        include, round_nga, tmp_path, monkeypatch):
+    """Agreements copied from a template give the same tables: each is built, suppressed and
+    written as CSV once, while every organisation still gets its own zips, each encrypted with
+    its own password, which 7-Zip opens to the same CSV, and no other password opens."""
+    meta, df = round_nga
+    policy = _copies(include, {"unicef-nga-copy": "unicef-nga",
+                               "protection-nga-copy": "protection-cluster-nga"})
+    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+                                  today=date(2026, 11, 2))
+    organisations = [[p for p in plans if p.organisation_id == o]
+                     for o in dict.fromkeys(p.organisation_id for p in plans)]
+    groups = steps.alike(organisations)
+    assert sorted(sorted(plans[0].organisation_id for plans in g) for g in groups) == [
+        ["protection-nga-copy", "protection-sector-nga"], ["unicef", "unicef-nga-copy"]]
+    assert sorted(len(plans) for g in groups for plans in g) == [1, 1, 2, 2]  # UNICEF: field too
+
+    written = []
+    write_csv = package.write_csv
+    monkeypatch.setattr(package, "write_csv",
+                        lambda frame, out: written.append(len(frame)) or write_csv(frame, out))
+
+    def password_for(variable):
+        return f"{variable}-long-password"
+
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    out = steps.package_deliveries(df, meta, plans, policy, tmp_path / "pk", password_for,
+                                   ledger, NOW, workers=1)
+    assert [d.status for d in out] == ["packaged"] * 6
+    assert len(written) == 3  # one CSV per distinct table, not one per package
+    by_sha = {}
+    for d in out:
+        by_sha.setdefault(d.content_sha256, []).append(d)
+    assert sorted(len(v) for v in by_sha.values()) == [2, 2, 2]
+    for alike in by_sha.values():
+        first, copy = alike
+        assert first.organisation_id != copy.organisation_id
+        assert (first.row_count, first.columns, first.explanation) \
+            == (copy.row_count, copy.columns, copy.explanation)
+        assert first.package_sha256 != copy.package_sha256  # its own salt, key and code
+        csvs = []
+        for d in alike:
+            mine = password_for(policy.agreements[d.agreement_id].password.variable)
+            seven("t", f"-p{mine}", d.package_path)  # AES authentication code and CRC
+            target = tmp_path / "x" / d.agreement_id / d.recipient
+            seven("x", f"-p{mine}", f"-o{target}", d.package_path)
+            csvs.append((target / "data.csv").read_bytes())
+            manifest, _ = open_package(d.package_path, mine)
+            assert manifest["agreement"]["id"] == d.agreement_id
+            other = next(o for o in alike if o is not d)
+            with pytest.raises(RuntimeError, match="[Bb]ad password"):
+                open_package(d.package_path, password_for(
+                    policy.agreements[other.agreement_id].password.variable))
+        assert csvs[0] == csvs[1] and hashlib.sha256(csvs[0]).hexdigest() == first.content_sha256

@@ -71,7 +71,7 @@ def build_content(df: pd.DataFrame, selection: Selection, ruleset: RuleSet) -> C
 
 
 def build_contents(df: pd.DataFrame, parts: Sequence[tuple[Selection, np.ndarray | None]],
-                   ruleset: RuleSet, holder: str = "the organisation") -> list[Content]:
+                   ruleset: RuleSet) -> list[Content]:
     """Every table one organisation receives from one round, suppressed jointly.
 
     ``parts``: each package's selection and the rows it covers (a boolean mask over ``df``,
@@ -107,7 +107,7 @@ def build_contents(df: pd.DataFrame, parts: Sequence[tuple[Selection, np.ndarray
         tables.append(_primary(content, selection, ruleset, kinds, supports))
     unprotectable = _protect_jointly(tables)
     for table in tables:
-        _apply(table, ruleset, unprotectable, holder)
+        _apply(table, ruleset, unprotectable)
     return [t.content for t in tables]
 
 
@@ -465,7 +465,7 @@ def _tied_rows(t: _Table, q: str) -> np.ndarray:
     return tied
 
 
-def _apply(t: _Table, ruleset: RuleSet, unprotectable: set, holder: str) -> None:
+def _apply(t: _Table, ruleset: RuleSet, unprotectable: set) -> None:
     content, frame = t.content, t.content.frame
     for c in t.hidden:
         mask = t.hidden[c]
@@ -479,15 +479,16 @@ def _apply(t: _Table, ruleset: RuleSet, unprotectable: set, holder: str) -> None
             n_primary = int(why.sum())
             content.notes[source].append(
                 f"{c}: suppressed {n} cell(s) ({first or 'none primary'}; "
-                f"{n - n_primary} secondary, jointly with every table {holder} receives)")
+                f"{n - n_primary} secondary, jointly with every table the organisation "
+                "receives)")
         elif c in t.exact:
             content.notes[c].append("exact counts by agreement (no small-cell suppression)")
         kept = sum(1 for q, support in unprotectable if q == t.quantity[c]
                    and (t.row(support) is not None if t.site_level else support in t.supports))
         if kept:
             content.notes[source].append(
-                f"{c}: {kept} hidden cell(s) {holder} can compute from per-site values it "
-                "receives exactly")
+                f"{c}: {kept} hidden cell(s) the organisation can compute from per-site "
+                "values it receives exactly")
 
 
 def explain(selection: Selection, content: Content | None = None) -> list[dict]:

@@ -100,8 +100,10 @@ def build_package(
     warnings: tuple[str, ...] = (),
     recipient: str = "primary",
     organisation: str = "",
+    deflated: DeflatedCsv | None = None,
 ) -> Package:
-    """Write the partner's table and its manifest into an AES-256 zip under ``out_dir``."""
+    """Write the partner's table and its manifest into an AES-256 zip under ``out_dir``; with
+    ``deflated``, its CSV entry is made once for every package of ``content``."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise WeakPassword(
             f"the package password for agreement {agreement.id} (variable "
@@ -153,7 +155,7 @@ def build_package(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "w+b") as f:
-            content_sha256 = _write_zip(f, content.frame, manifest, password)
+            content_sha256 = _write_zip(f, content.frame, manifest, password, deflated)
         path = out_dir / package_name(meta.round_id, agreement.id, selection.urgency,
                                       content_sha256, recipient)
         tmp.replace(path)
@@ -270,7 +272,50 @@ def _deflate_pool() -> ThreadPoolExecutor:
     return _POOL[1]
 
 
-def _write_zip(f: BinaryIO, frame: pd.DataFrame, manifest: dict, password: str) -> str:
+class DeflatedCsv:
+    """One table's CSV entry, deflated once for all the packages of that table: the first
+    package writes it (CSV, hash, deflate: most of a package's cost) and keeps the deflate
+    stream; the others encrypt that stream with their own passwords. Every zip stays its own
+    (its own salt, key and authentication code); only the compressed bytes inside are alike,
+    as they would be anyway for the same CSV. Holds the stream (a tenth of the CSV) while the
+    packages of its table are written."""
+
+    def __init__(self):
+        self.stream: bytes | None = None
+        self.size = self.crc = 0
+        self.sha256 = ""
+
+
+class _Recording:
+    """A compressor that keeps what it returns: the deflate stream, for ``DeflatedCsv``."""
+
+    def __init__(self, compressor):
+        self.compressor, self.out = compressor, []
+
+    def compress(self, data) -> bytes:
+        self.out.append(self.compressor.compress(data))
+        return self.out[-1]
+
+    def flush(self, mode: int = zlib_ng.Z_FINISH) -> bytes:
+        self.out.append(self.compressor.flush(mode))
+        return self.out[-1]
+
+
+class _Replay:
+    """A compressor whose whole stream is known: pyzipper encrypts it as if deflated now."""
+
+    def __init__(self, stream: bytes):
+        self.stream = stream
+
+    def compress(self, data) -> bytes:
+        raise AssertionError("a replayed CSV entry is written whole at its close")
+
+    def flush(self, mode: int = zlib_ng.Z_FINISH) -> bytes:
+        return self.stream
+
+
+def _write_zip(f: BinaryIO, frame: pd.DataFrame, manifest: dict, password: str,
+               deflated: DeflatedCsv | None = None) -> str:
     """The CSV streamed into its AES entry (hashed as it passes), then the manifest with that
     hash (so the data entry comes first). Returns the CSV's SHA-256."""
     stamp = time.localtime(time.time())[:6]
@@ -281,11 +326,22 @@ def _write_zip(f: BinaryIO, frame: pd.DataFrame, manifest: dict, password: str) 
         zf.setencryption(pyzipper.WZ_AES, nbits=256)
         entry = zf.zipinfo_cls(DATA_FILE, date_time=stamp)
         entry.compress_type = zf.compression
+        replay = deflated is not None and deflated.stream is not None
         with zf.open(entry, "w", force_zip64=_csv_size_bound(frame) * 1.05 > ZIP64_LIMIT) as raw:
-            raw._compressor = deflater()
-            hashing = _Hashing(raw)
-            write_csv(frame, hashing)
-        manifest["data_sha256"] = hashing.digest.hexdigest()
+            if replay:  # pyzipper's own counts of the CSV, as writing it would have made them
+                raw._compressor = _Replay(deflated.stream)
+                raw._file_size, raw._crc = deflated.size, deflated.crc
+                manifest["data_sha256"] = deflated.sha256
+            else:
+                raw._compressor = deflater() if deflated is None else _Recording(deflater())
+                hashing = _Hashing(raw)
+                write_csv(frame, hashing)
+                manifest["data_sha256"] = hashing.digest.hexdigest()
+                if deflated is not None:
+                    deflated.size, deflated.crc = raw._file_size, raw._crc
+                    deflated.sha256 = manifest["data_sha256"]
+        if deflated is not None and not replay:  # the stream is whole once the entry is closed
+            deflated.stream = b"".join(raw._compressor.out)
         zf.writestr(MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True))
     return manifest["data_sha256"]
 

@@ -37,7 +37,7 @@ from .ledger import (
     LedgerUnavailable,
     slot_of,
 )
-from .package import build_package
+from .package import DeflatedCsv, build_package
 from .policy import SITE, Policy, RuleSet
 from .sensitivity import (
     ColumnDecision,
@@ -375,14 +375,15 @@ def package_deliveries(
     for plan in todo:
         check_policy(plan, policy)
     variables = dict.fromkeys(policy.agreements[p.agreement_id].password.variable for p in todo)
-    groups = [[p for p in todo if p.organisation_id == organisation]
-              for organisation in dict.fromkeys(p.organisation_id for p in todo)]
+    organisations = [[p for p in todo if p.organisation_id == organisation]
+                     for organisation in dict.fromkeys(p.organisation_id for p in todo)]
     job = _Job(round_df, meta, ruleset, policy, out_dir, created_at,
-               {v: password_for(v) for v in variables}, groups)
+               {v: password_for(v) for v in variables}, alike(organisations))
     packaged = {id(plan): fields
-                for group, results in zip(groups, _package_groups(
+                for group, results in zip(job.groups, _package_groups(
                     job, package_workers() if workers is None else workers), strict=True)
-                for plan, fields in zip(group, results, strict=True)}
+                for plans, fields_of in zip(group, results, strict=True)
+                for plan, fields in zip(plans, fields_of, strict=True)}
     out = []
     for plan in plans:
         if plan.status != "planned":
@@ -435,18 +436,31 @@ class _Job:
     out_dir: Path
     created_at: datetime
     passwords: dict[str, str]  # by variable; inherited by fork, never sent through a pipe
-    groups: list[list[Delivery]]  # one organisation's planned deliveries each, in plan order
+    groups: list[list[list[Delivery]]]  # organisations alike (``alike``), each its plans
+
+
+def alike(organisations: list[list[Delivery]]) -> list[list[list[Delivery]]]:
+    """Organisations (each its planned deliveries) grouped by the tables they receive from the
+    round: the same selections, but for the agreement's id, over the same areas, in the same
+    order. Many agreements follow a few templates (a cluster's members, a country's UN
+    agencies); their tables are built, suppressed and deflated once per group."""
+    groups: dict[tuple, list[list[Delivery]]] = {}
+    for plans in organisations:
+        key = tuple((replace(p.selection, agreement_id=""),
+                     tuple((c, tuple(v)) for c, v in sorted(p.areas.items()))) for p in plans)
+        groups.setdefault(key, []).append(plans)
+    return list(groups.values())
 
 
 #: The job forked workers read (set by ``_package_groups`` around its pool, then cleared).
 _FORKED: _Job | None = None
 
 
-def _package_groups(job: _Job, workers: int) -> list[list[dict]]:
-    """Each organisation's packages, in the order of ``job.groups``; the first organisation (in
-    that order) that failed raises its error, as its type with its message."""
+def _package_groups(job: _Job, workers: int) -> list[list[list[dict]]]:
+    """Each group's packages, in the order of ``job.groups``; the first group (in that order)
+    that failed raises its error, as its type with its message."""
     if workers <= 1 or len(job.groups) <= 1:
-        return [_package_organisation(job, group) for group in job.groups]
+        return [_package_alike(job, group) for group in job.groups]
     global _FORKED
     _FORKED = job
     try:
@@ -483,37 +497,54 @@ def _children_allowed():
             process._config["daemon"] = daemon
 
 
-def _package_forked(index: int) -> list[dict]:
-    return _package_organisation(_FORKED, _FORKED.groups[index])
+def _package_forked(index: int) -> list[list[dict]]:
+    return _package_alike(_FORKED, _FORKED.groups[index])
 
 
-def _package_organisation(job: _Job, plans: list[Delivery]) -> list[dict]:
-    """One organisation's tables (suppressed jointly) and packages: the fields each delivery
-    gains, small enough to come back from a worker."""
+def _package_alike(job: _Job, organisations: list[list[Delivery]]) -> list[list[dict]]:
+    """The tables organisations alike receive (suppressed jointly, as one organisation's), built
+    once; then each organisation's packages: the fields each delivery gains, small enough to
+    come back from a worker. Each zip is its own, encrypted with its agreement's password; its
+    CSV is deflated once per table (``DeflatedCsv``) when more than one organisation gets it."""
+    first = organisations[0]
+    with _noted(job.meta, first, len(organisations) - 1):
+        contents = build_contents(job.df, [(p.selection, _rows_of(job.df, p.areas)) for p in first],
+                                  job.ruleset)
+    deflated = [DeflatedCsv() if len(organisations) > 1 else None for _ in contents]
+
+    def zipped(plan: Delivery, content, csv) -> dict:
+        agreement = job.policy.agreements[plan.agreement_id]
+        package = build_package(
+            content, job.meta, plan.selection, job.ruleset, agreement, job.out_dir,
+            job.passwords[agreement.password.variable], job.created_at, plan.warnings,
+            recipient=plan.recipient, organisation=plan.organisation, deflated=csv,
+        )
+        return {
+            "package_path": str(package.path), "content_sha256": package.content_sha256,
+            "package_sha256": package.package_sha256, "row_count": package.row_count,
+            "columns": tuple(package.manifest["columns"]),
+            "explanation": tuple(explanation_lines(package.manifest["explanation"])),
+        }
+
+    # The zips are independent, and their CSV, deflate, AES and SHA-256 release the GIL: an
+    # organisation with several packages uses the cores other workers leave idle. The first
+    # organisation's zips deflate each table for the others'.
+    out = []
+    with ThreadPoolExecutor(min(len(first), len(os.sched_getaffinity(0)))) as pool:
+        for plans in organisations:
+            with _noted(job.meta, plans):
+                out.append(list(pool.map(zipped, plans, contents, deflated)))
+    return out
+
+
+@contextlib.contextmanager
+def _noted(meta: RoundMeta, plans: list[Delivery], alike: int = 0):
+    """An error while packaging names the round, the organisation and its agreements."""
     try:
-        contents = build_contents(job.df, [(p.selection, _rows_of(job.df, p.areas)) for p in plans],
-                                  job.ruleset, holder=plans[0].organisation)
-
-        def zipped(plan: Delivery, content) -> dict:
-            agreement = job.policy.agreements[plan.agreement_id]
-            package = build_package(
-                content, job.meta, plan.selection, job.ruleset, agreement, job.out_dir,
-                job.passwords[agreement.password.variable], job.created_at, plan.warnings,
-                recipient=plan.recipient, organisation=plan.organisation,
-            )
-            return {
-                "package_path": str(package.path), "content_sha256": package.content_sha256,
-                "package_sha256": package.package_sha256, "row_count": package.row_count,
-                "columns": tuple(package.manifest["columns"]),
-                "explanation": tuple(explanation_lines(package.manifest["explanation"])),
-            }
-
-        # The zips are independent, and their CSV, deflate, AES and SHA-256 release the GIL:
-        # an organisation with several packages uses the cores other workers leave idle.
-        with ThreadPoolExecutor(min(len(plans), len(os.sched_getaffinity(0)))) as pool:
-            return list(pool.map(zipped, plans, contents))
+        yield
     except Exception as exc:
-        exc.add_note(f"packaging {job.meta.round_id} for {plans[0].organisation} "
+        others = f" and {alike} organisation(s) alike" if alike else ""
+        exc.add_note(f"packaging {meta.round_id} for {plans[0].organisation}{others} "
                      f"(agreements {sorted({p.agreement_id for p in plans})})")
         raise
 
