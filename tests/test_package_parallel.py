@@ -296,3 +296,24 @@ def test_organisations_alike_get_tables_built_and_deflated_once_in_zips_of_their
                 open_package(d.package_path, password_for(
                     policy.agreements[other.agreement_id].password.variable))
         assert csvs[0] == csvs[1] and hashlib.sha256(csvs[0]).hexdigest() == first.content_sha256
+
+
+def test_an_error_for_an_organisation_alike_names_that_organisation(include, round_nga,
+                                                                    tmp_path):
+    """A group's later organisations are packaged on threads: the first failure is raised as
+    itself, naming its own organisation and agreement, and leaves no partial zip."""
+    meta, df = round_nga
+    policy = _copies(include, {"unicef-nga-copy": "unicef-nga"})
+    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+                                  today=date(2026, 11, 2))
+
+    def password_for(variable):
+        return "short-pw" if variable == "package_password_unicef_nga_copy" else PASSWORD
+
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    with pytest.raises(WeakPassword, match="unicef-nga-copy") as exc:
+        steps.package_deliveries(df, meta, plans, policy, tmp_path / "pk", password_for,
+                                 ledger, NOW, workers=1)
+    assert "for Partner unicef-nga-copy" in "".join(exc.value.__notes__)
+    assert "short-pw" not in str(exc.value) + "".join(exc.value.__notes__)
+    assert not list((tmp_path / "pk").glob("*.tmp"))

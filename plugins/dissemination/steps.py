@@ -367,8 +367,9 @@ def package_deliveries(
     organisation receives from the round (its agreements, levels, field focal points) are
     suppressed jointly, so none can be differenced against another.
 
-    Organisations are packaged in parallel by ``workers`` forked processes (default
-    ``package_workers()``; 1: in this process). Passwords are read here first: ``password_for``
+    Organisations alike (``alike``) share their tables, built once per group. Groups are
+    packaged in parallel by ``workers`` forked processes (default ``package_workers()``; 1: in
+    this process). Passwords are read here first: ``password_for``
     may talk to Airflow, which a forked child must not. The ledger is asked here too."""
     ruleset = ruleset_for(policy, meta.country)
     todo = [p for p in plans if p.status == "planned"]
@@ -527,13 +528,21 @@ def _package_alike(job: _Job, organisations: list[list[Delivery]]) -> list[list[
         }
 
     # The zips are independent, and their CSV, deflate, AES and SHA-256 release the GIL: an
-    # organisation with several packages uses the cores other workers leave idle. The first
-    # organisation's zips deflate each table for the others'.
-    out = []
-    with ThreadPoolExecutor(min(len(first), len(os.sched_getaffinity(0)))) as pool:
-        for plans in organisations:
-            with _noted(job.meta, plans):
-                out.append(list(pool.map(zipped, plans, contents, deflated)))
+    # organisation with several packages, or a group's organisations past the first (whose
+    # zips deflate each table for the others'), use the cores other workers leave idle.
+    with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        with _noted(job.meta, first):
+            out = [list(pool.map(zipped, first, contents, deflated))]
+        pending = [[pool.submit(zipped, *z) for z in zip(plans, contents, deflated, strict=True)]
+                   for plans in organisations[1:]]
+        try:
+            for plans, futures in zip(organisations[1:], pending, strict=True):
+                with _noted(job.meta, plans):
+                    out.append([future.result() for future in futures])
+        except BaseException:
+            for future in (f for futures in pending for f in futures):
+                future.cancel()
+            raise
     return out
 
 
