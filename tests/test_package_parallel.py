@@ -224,21 +224,11 @@ def test_the_packaged_columns_alone_build_the_same_packages(policy, round_nga, t
 def _copies(include, copies: dict[str, str]):
     """The tests' policy with each agreement of ``copies`` (new id -> original) copied for an
     organisation of its own (its focal points and password too): agreements from a template."""
-    import yaml
-
+    from dissemination.devkit.templates import copy_agreement
     from dissemination.policy import load_policy
 
     for ident, original in copies.items():
-        agreement = yaml.safe_load((include / "agreements" / f"{original}.yaml").read_text())
-        people = yaml.safe_load(
-            (include / "focal_points" / f"{agreement['focal_points']}.yaml").read_text())
-        agreement.update(id=ident, organisation=ident, focal_points=ident)
-        agreement["password"]["variable"] = f"package_password_{ident.replace('-', '_')}"
-        people.update(id=ident, organisation=ident)
-        (include / "organisations" / f"{ident}.yaml").write_text(
-            yaml.safe_dump({"id": ident, "name": f"Partner {ident}"}))
-        (include / "agreements" / f"{ident}.yaml").write_text(yaml.safe_dump(agreement))
-        (include / "focal_points" / f"{ident}.yaml").write_text(yaml.safe_dump(people))
+        copy_agreement(include, original, ident, ident, f"Partner {ident}")
     return load_policy(include)
 
 

@@ -1,0 +1,27 @@
+"""Agreements from a template, as a global deployment has them: a policy folder's agreement
+copied for another organisation, with its own focal points, password Variable and remote
+folder kept apart. The benchmarks grow the tests' policy to 1,000 agreements this way; the tests
+make organisations alike with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+
+def copy_agreement(include: Path, original: str, ident: str, organisation: str,
+                   name: str) -> None:
+    """Write agreement ``ident`` of a new organisation (``organisation``, shown as ``name``) into
+    the policy folder ``include``: agreement ``original``'s tiers and destination, its focal
+    points under the new id, and a password Variable of its own."""
+    agreement = yaml.safe_load((include / "agreements" / f"{original}.yaml").read_text())
+    people = yaml.safe_load(
+        (include / "focal_points" / f"{agreement['focal_points']}.yaml").read_text())
+    agreement.update(id=ident, organisation=organisation, focal_points=ident)
+    agreement["password"]["variable"] = f"package_password_{ident.replace('-', '_')}"
+    people.update(organisation=organisation, **({"id": ident} if "id" in people else {}))
+    (include / "organisations" / f"{organisation}.yaml").write_text(
+        yaml.safe_dump({"id": organisation, "name": name}))
+    (include / "agreements" / f"{ident}.yaml").write_text(yaml.safe_dump(agreement))
+    (include / "focal_points" / f"{ident}.yaml").write_text(yaml.safe_dump(people))
