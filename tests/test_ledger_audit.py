@@ -91,6 +91,18 @@ def test_a_new_ledger_upgrades_from_nothing_and_a_second_upgrade_does_nothing(sq
     assert verify(sql_engine).ok and verify(sql_engine).head_seq == 0
 
 
+def test_a_ledger_at_this_codes_revision_is_upgraded_without_loading_alembic(tmp_path):
+    """Every run's first task upgrades the ledger: at head it only reads the version table."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade(sa.create_engine(url))
+    code = ("import sys, sqlalchemy as sa; from dissemination.ledger_migrations import upgrade; "
+            f"done = upgrade(sa.create_engine({url!r})); "
+            "print(done.before, done.after, 'alembic' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [SCHEMA_REVISION, SCHEMA_REVISION, "False"]
+
+
 def test_an_untouched_ledger_verifies(sql_engine):
     _fill(sql_engine)
     # What changes by design is not chained: a rotation's notice, the intake's watermark.

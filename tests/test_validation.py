@@ -22,6 +22,16 @@ def test_a_clean_synthetic_round_passes(round_nga, ruleset):
     assert report.evaluated >= 10 and report.failures == ()
 
 
+def test_a_validation_logs_none_of_gx_bookkeeping(round_nga, ruleset, caplog):
+    """A validation's task log keeps GX's warnings, not its INFO chatter (hundreds of lines)."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    validate_round(round_nga[1], ruleset)
+    assert not [r for r in caplog.records
+                if r.name.startswith("great_expectations") and r.levelno < logging.WARNING]
+
+
 def test_the_checked_columns_alone_give_the_same_verdict(policy, round_nga, ruleset, tmp_path):
     """validate_rounds reads only the columns the suite checks from the stage: the report is
     the one the whole round gives, good or bad."""

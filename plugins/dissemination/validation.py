@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import logging
 import os
 import sys
 import types
@@ -117,6 +118,10 @@ def checked(ruleset: RuleSet, columns: list[str], status: str = "partial") -> li
 def _context():
     """A new in-memory GX context: nothing of a validation outlives it but its Data Docs."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    # GX's INFO records are its own bookkeeping (200 lines of "Skipping registering function"
+    # per import): a validation's task log keeps GX's warnings, unless a level was configured.
+    if (gx_log := logging.getLogger("great_expectations")).level == logging.NOTSET:
+        gx_log.setLevel(logging.WARNING)
     _defer("scipy.stats")
     _defer("altair")
     import great_expectations as gx
