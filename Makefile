@@ -43,6 +43,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/policy_load.py
 	$(PY) bench/sftp.py
 	$(PY) bench/package.py
+	$(PY) bench/notify.py
 	$(PY) bench/urgent.py --quick
 	$(PY) bench/pull.py
 	$(PY) bench/monthly.py

@@ -7,6 +7,7 @@ Airflow happen inside the functions: this module is imported inside tasks only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -238,14 +239,62 @@ def package_password(variable: str) -> str:
 
 def send(email) -> None:
     """Send a ``dissemination.notify.Email`` through Airflow's SMTP connection."""
-    from html import escape
+    with mail_session() as send_one:
+        send_one(email)
 
-    from airflow.providers.smtp.hooks.smtp import SmtpHook
 
-    with SmtpHook(smtp_conn_id=SMTP_CONN_ID) as hook:
-        hook.send_email_smtp(to=list(email.to), subject=email.subject,
-                             html_content=f"<pre>{escape(email.body)}</pre>")
-    print(f"e-mail sent to {', '.join(email.to)}: {email.subject}")
+@contextlib.contextmanager
+def mail_session():
+    """A function sending ``dissemination.notify.Email``s over one SMTP session: a notify batch
+    logs in once, not once per notice (with TLS and a login, most of a notice's time).
+
+    A session the server closes (its limit of messages per session: 421, or a dropped
+    connection) is opened again and the e-mail sent once more on the new one: after a 421 the
+    server took nothing; a connection lost during the message's data may have delivered it,
+    then the notice arrives twice rather than never. Any other error closes the session and is
+    raised: the caller's next e-mail opens a new one."""
+    session = _MailSession()
+    try:
+        yield session.send
+    finally:
+        session.close()
+
+
+class _MailSession:
+    def __init__(self):
+        self._hook = None
+
+    def send(self, email) -> None:
+        import smtplib
+
+        try:
+            self._send(email)
+        except (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException) as exc:
+            self.close()
+            if getattr(exc, "smtp_code", 421) != 421:
+                raise
+            self._send(email)  # the server closed the session: once more, on a new one
+        print(f"e-mail sent to {', '.join(email.to)}: {email.subject}")
+
+    def _send(self, email) -> None:
+        from html import escape
+
+        from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+        if self._hook is None:
+            self._hook = SmtpHook(smtp_conn_id=SMTP_CONN_ID).get_conn()
+        try:
+            self._hook.send_email_smtp(to=list(email.to), subject=email.subject,
+                                       html_content=f"<pre>{escape(email.body)}</pre>")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        hook, self._hook = self._hook, None
+        if hook is not None:
+            with contextlib.suppress(Exception):  # closing a session the server dropped
+                hook.__exit__(None, None, None)
 
 
 def set_password(variable: str, value: str) -> None:

@@ -247,33 +247,32 @@ def notify(batch: dict, run_id: str) -> None:
     from dissemination.batches import failed
     from dissemination.ledger import Ledger
 
-    from . import LEDGER_DB_CONN_ID, current_policy, engine
+    from . import LEDGER_DB_CONN_ID, current_policy, engine, mail_session
     from .store import RunStage
 
     delivered = RunStage(run_id).read_json(batch["delivered"])
     get_current_context()["batch_label"] = delivered["label"]
     policy, ledger = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID))
     failures = []
-    for delivery in delivered["deliveries"]:
-        d = steps.Delivery.from_xcom(delivery)
-        try:
-            _notify_one(d, policy, ledger, pendulum.now("UTC"))
-        except Exception as exc:
-            print(f"FAILED notice {_label(d)}: {type(exc).__name__}: {exc}")
-            failures.append((_label(d), exc))
+    with mail_session() as send:  # one SMTP session for the batch's notices
+        for delivery in delivered["deliveries"]:
+            d = steps.Delivery.from_xcom(delivery)
+            try:
+                _notify_one(d, policy, ledger, pendulum.now("UTC"), send)
+            except Exception as exc:
+                print(f"FAILED notice {_label(d)}: {type(exc).__name__}: {exc}")
+                failures.append((_label(d), exc))
     if failures:
         raise failed(failures)
 
 
-def _notify_one(d, policy, ledger, now) -> None:
+def _notify_one(d, policy, ledger, now, send) -> None:
     """One delivery's notice (marked on its claim first, so it goes out once) and, if its
     window was missed, one alert to DTM's focal point."""
     import pendulum
 
     from dissemination import notify as notices
     from dissemination import steps
-
-    from . import send
 
     if d.status != "recorded":
         print(f"{_label(d)}: {d.status}, nothing to announce")

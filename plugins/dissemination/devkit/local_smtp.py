@@ -16,9 +16,14 @@ from .local_sftp import free_port
 
 
 class LocalSmtpServer:
-    def __init__(self, maildir: Path | str, port: int = 0):
+    def __init__(self, maildir: Path | str, port: int = 0, *,
+                 messages_per_session: int | None = None):
+        """``messages_per_session``: as relays limit it, the next MAIL of a session gets 421
+        and the session is closed (aiosmtpd's own call limit)."""
         self.maildir = Path(maildir)
         self.port = port or free_port()
+        self.messages_per_session = messages_per_session
+        self.sessions: list[tuple] = []  # the client address of each message kept, in order
         self._controller = None
 
     def airflow_connection(self) -> dict:
@@ -30,15 +35,18 @@ class LocalSmtpServer:
         from aiosmtpd.controller import Controller
 
         self.maildir.mkdir(parents=True, exist_ok=True)
-        maildir = self.maildir
+        maildir, sessions = self.maildir, self.sessions
 
         class Keep:
             async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd API)
                 n = len(list(maildir.glob("*.eml")))
                 (maildir / f"{n:05d}.eml").write_bytes(envelope.content)
+                sessions.append(session.peer)
                 return "250 OK"
 
-        self._controller = Controller(Keep(), hostname="127.0.0.1", port=self.port)
+        limit = {} if self.messages_per_session is None else {
+            "command_call_limit": {"MAIL": self.messages_per_session}}
+        self._controller = Controller(Keep(), hostname="127.0.0.1", port=self.port, **limit)
         self._controller.start()
         return self
 
