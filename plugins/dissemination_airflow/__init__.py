@@ -268,9 +268,8 @@ class _MailSession:
         import smtplib
 
         try:
-            self._send(email)
+            self._send(email)  # closes the session on any error
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException) as exc:
-            self.close()
             if getattr(exc, "smtp_code", 421) != 421:
                 raise
             self._send(email)  # the server closed the session: once more, on a new one
