@@ -44,6 +44,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/sftp.py
 	$(PY) bench/package.py
 	$(PY) bench/notify.py
+	$(PY) bench/deliver.py
 	$(PY) bench/urgent.py --quick
 	$(PY) bench/pull.py
 	$(PY) bench/monthly.py

@@ -60,6 +60,27 @@ def sftp_server(tmp_path_factory):
         yield server
 
 
+@pytest.fixture
+def server(tmp_path, policy):
+    """A fresh OpenSSH sshd on loopback for one test, with every destination folder the tests'
+    policy names (agreements' and focal points')."""
+    from dissemination.devkit.local_sftp import LocalSftpServer
+
+    with LocalSftpServer(tmp_path / "sftp") as server:
+        for dest in _destinations(policy):
+            (server.root / dest).mkdir(parents=True, exist_ok=True)
+        yield server
+
+
+def _destinations(policy):
+    dirs = {a.destination.remote_dir for a in policy.agreements.values()}
+    for people in policy.focal_points.values():
+        for person in (people.primary, people.secondary, *people.field):
+            if person.destination:
+                dirs.add(person.destination.remote_dir)
+    return dirs
+
+
 POSTGRES_URL = os.environ.get(
     "DISSEMINATION_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 )

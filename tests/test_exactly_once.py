@@ -35,12 +35,6 @@ PASSWORD = "a-long-enough-test-password"
 
 
 @pytest.fixture
-def server(tmp_path):
-    with LocalSftpServer(tmp_path / "sftp") as server:
-        yield server
-
-
-@pytest.fixture
 def pg_schema():
     """A private schema in the machine's PostgreSQL (the production ledger)."""
     admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")

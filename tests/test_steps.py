@@ -73,23 +73,6 @@ def _run_once(policy, meta, df, ledger, tmp_path, target_for, only=("unicef-nga"
     return [steps.deliver(d, target_for, policy, ledger, NOW, "run") for d in packaged]
 
 
-@pytest.fixture
-def server(tmp_path, policy):
-    with LocalSftpServer(tmp_path / "sftp") as server:
-        for dest in _destinations(policy):
-            (server.root / dest).mkdir(parents=True, exist_ok=True)
-        yield server
-
-
-def _destinations(policy):
-    dirs = {a.destination.remote_dir for a in policy.agreements.values()}
-    for people in policy.focal_points.values():
-        for person in (people.primary, people.secondary, *people.field):
-            if person.destination:
-                dirs.add(person.destination.remote_dir)
-    return dirs
-
-
 def test_full_cycle_then_nothing_twice(policy, round_nga, server, tmp_path):
     meta, df = round_nga
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))

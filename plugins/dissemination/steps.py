@@ -12,7 +12,7 @@ import contextlib
 import multiprocessing
 import os
 import posixpath
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -627,6 +627,36 @@ def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget], policy:
             f"{done.remote_path} is on {done.destination}, complete and verified, but not yet "
             f"recorded: {exc}. The retry confirms it without uploading again.") from None
     return replace(done, status="recorded", deadline_met=record.deadline_met, claim_id=claim.id)
+
+
+def deliver_each(deliveries: Sequence[Delivery], attempt: Callable[[Delivery], Delivery],
+                 threads: int) -> Iterator[tuple[Delivery, Delivery | Exception]]:
+    """Attempt every delivery of a batch, up to ``threads`` at once; yield each with its outcome
+    or the error it raised, in batch order.
+
+    A delivery mostly waits on its partner's server (TCP and SSH handshakes, login, upload,
+    read-back: round trips to another continent), so a batch's waits overlap. Exactly-once is
+    each attempt's own business (claim, upload, confirm in the ledger), so concurrency changes
+    none of it; one delivery's failure stops none of the others. If the caller stops (a task
+    timeout), deliveries not yet begun are cancelled and those under way finish and are
+    recorded, so no claim is left to wait out its lease."""
+    if threads <= 1 or len(deliveries) <= 1:
+        for delivery in deliveries:
+            try:
+                yield delivery, attempt(delivery)
+            except Exception as exc:
+                yield delivery, exc
+        return
+    pool = ThreadPoolExecutor(min(threads, len(deliveries)), thread_name_prefix="deliver")
+    try:
+        futures = [pool.submit(attempt, delivery) for delivery in deliveries]
+        for delivery, future in zip(deliveries, futures, strict=True):
+            error = future.exception()
+            if error is not None and not isinstance(error, Exception):
+                raise error  # as the serial loop would: an interrupt is not a delivery's failure
+            yield delivery, error if error is not None else future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _slot_recipients(delivery: Delivery) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 
 from dissemination.errors import PermanentError
@@ -112,6 +113,16 @@ def delivery_batch_size() -> int:
     return int(text)
 
 
+def delivery_threads() -> int:
+    """Deliveries of one batch under way at once (DISSEMINATION_DELIVERY_THREADS, default 4;
+    1 = one after another): each mostly waits on its partner's server."""
+    text = os.environ.get("DISSEMINATION_DELIVERY_THREADS", "4")
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigurationError(f"DISSEMINATION_DELIVERY_THREADS={text!r}: give a whole "
+                                 "number, 1 or more")
+    return int(text)
+
+
 def current_policy():
     """The policy files as they are now, compiled once per version on this worker and read
     back by content hash (tens of milliseconds at 1,000 agreements)."""
@@ -190,6 +201,20 @@ def keep_audit_anchor(anchor: str) -> None:
     from airflow.sdk import Variable
 
     Variable.set(AUDIT_ANCHOR_VARIABLE, anchor)
+
+
+def sftp_targets():
+    """``sftp_target`` for one task's deliveries, called from its delivery threads: each
+    connection is looked up once per task, even when several threads ask for it at once."""
+    lock, found = threading.Lock(), {}
+
+    def target_for(conn_id: str):
+        with lock:
+            if conn_id not in found:
+                found[conn_id] = sftp_target(conn_id)
+            return found[conn_id]
+
+    return target_for
 
 
 def sftp_target(conn_id: str):

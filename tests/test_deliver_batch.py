@@ -1,0 +1,160 @@
+"""A batch's deliveries a few at once (``steps.deliver_each``), against a real OpenSSH sshd and
+both ledgers: they overlap, each is recorded exactly once with the hash chain intact, a failure
+stops none of the others, and a batch stopped midway leaves no delivery half done."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import replace
+from datetime import UTC, date, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from dissemination import steps
+from dissemination.audit import verify
+from dissemination.classification import Urgency
+from dissemination.devkit.synthetic import generate_round
+from dissemination.ledger_migrations import open_upgraded
+from dissemination.sftp import DestinationMisconfigured
+
+NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+PASSWORD = "a-long-enough-test-password"
+
+
+def _packaged(policy, tmp_path, ledger, rounds: int) -> list[steps.Delivery]:
+    """Every NGA medium-urgency delivery of ``rounds`` small rounds, packaged."""
+    out = []
+    for number in range(1, rounds + 1):
+        meta, df = generate_round(policy.rulesets["NGA"], number, 40, seed=number)
+        plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+                                      today=date(2026, 11, 2))
+        out += steps.package_deliveries(df, meta, plans, policy, tmp_path / f"pk{number}",
+                                        lambda variable: PASSWORD, ledger, NOW)
+    assert len(out) >= 6 and all(d.status == "packaged" for d in out)
+    return out
+
+
+class Attempts:
+    """Wraps ``steps.deliver`` to see what a batch does: which attempts began and ended, and
+    how many ran at once. The first ``together`` attempts wait for each other at a barrier, so
+    a batch that did not run them at once fails with BrokenBarrierError."""
+
+    def __init__(self, policy, server, ledger, together: int = 0):
+        self.policy, self.server, self.ledger = policy, server, ledger
+        self.barrier = threading.Barrier(together) if together else None
+        self.lock = threading.Lock()
+        self.began, self.ended, self.running, self.peak = [], [], 0, 0
+
+    def __call__(self, d: steps.Delivery) -> steps.Delivery:
+        with self.lock:
+            self.began.append(d.package_path)
+            first = len(self.began) <= (self.barrier.parties if self.barrier else 0)
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            if first:
+                self.barrier.wait(timeout=60)
+            return steps.deliver(d, lambda conn: self.server.target(), self.policy,
+                                 self.ledger, NOW, "run-1")
+        finally:
+            with self.lock:
+                self.running -= 1
+                self.ended.append(d.package_path)
+
+
+def _on_server(server) -> dict[str, str]:
+    return {str(p.relative_to(server.root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in server.root.rglob("*") if p.is_file()}
+
+
+def test_a_batchs_deliveries_overlap_and_each_is_recorded_once(policy, server, tmp_path,
+                                                               sql_engine):
+    ledger = open_upgraded(sql_engine)
+    deliveries = _packaged(policy, tmp_path, ledger, rounds=3)
+    attempts = Attempts(policy, server, ledger, together=4)
+
+    results = list(steps.deliver_each(deliveries, attempts, threads=4))
+
+    assert [d for d, _ in results] == deliveries  # in batch order, whatever finished first
+    assert [o.status for _, o in results] == ["recorded"] * len(deliveries), results
+    assert attempts.peak == 4  # four at once, never more
+    recorded = ledger.all()
+    assert len(recorded) == len(deliveries)
+    assert _on_server(server) == {r.remote_path: r.package_sha256 for r in recorded}
+    assert {c.state for c in ledger.claims()} == {"delivered"}
+    assert verify(ledger.engine).ok  # concurrent writers kept one unbroken hash chain
+    # A second pass (a retry, or another run) sends nothing again.
+    again = list(steps.deliver_each(deliveries, Attempts(policy, server, ledger), threads=4))
+    assert {o.status for _, o in again} == {"recorded"}  # this run's own, kept
+    assert len(ledger.all()) == len(deliveries)
+
+
+def test_one_failure_stops_none_of_the_others(policy, server, tmp_path, sql_engine):
+    ledger = open_upgraded(sql_engine)
+    deliveries = _packaged(policy, tmp_path, ledger, rounds=2)
+    broken = 1  # its folder is missing on the server and it has no secondary to fall back to
+    deliveries[broken] = replace(deliveries[broken], fallback={},
+                                       destination=deliveries[broken].destination + "/gone")
+
+    results = list(steps.deliver_each(deliveries, Attempts(policy, server, ledger), threads=3))
+
+    assert [d for d, _ in results] == deliveries
+    assert isinstance(results[broken][1], DestinationMisconfigured)
+    assert "does not exist" in str(results[broken][1])
+    others = [o for i, (_, o) in enumerate(results) if i != broken]
+    assert {o.status for o in others} == {"recorded"}
+    assert len(ledger.all()) == len(deliveries) - 1
+
+
+def test_a_stopped_batch_leaves_no_delivery_half_done(policy, server, tmp_path, sql_engine):
+    """A task timeout lands in the thread reading the outcomes; here the first attempt raises
+    it. The attempt under way beside it still finishes and is recorded: no claim is left to
+    wait out its lease, and what never began is not in the ledger."""
+    ledger = open_upgraded(sql_engine)
+    deliveries = _packaged(policy, tmp_path, ledger, rounds=2)
+    attempts = Attempts(policy, server, ledger, together=2)
+
+    def attempt(d):
+        if d is deliveries[0]:
+            with attempts.lock:
+                attempts.began.append(d.package_path)
+            attempts.barrier.wait(timeout=60)  # the second delivery is under way
+            raise KeyboardInterrupt
+        return attempts(d)
+
+    with pytest.raises(KeyboardInterrupt):
+        for _ in steps.deliver_each(deliveries, attempt, threads=2):
+            pass
+
+    under_way = attempts.began[1:]
+    assert under_way and sorted(attempts.ended) == sorted(under_way)  # all of them ended
+    assert deliveries[1].package_path in under_way
+    assert {r.package_sha256 for r in ledger.all()} == {
+        d.package_sha256 for d in deliveries if d.package_path in under_way}
+    assert {c.state for c in ledger.claims()} == {"delivered"}
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_one_thread_or_several_deliver_the_same(policy, server, tmp_path, threads):
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    deliveries = _packaged(policy, tmp_path, ledger, rounds=2)
+    attempts = Attempts(policy, server, ledger)
+
+    results = list(steps.deliver_each(deliveries, attempts, threads=threads))
+
+    assert [o.status for _, o in results] == ["recorded"] * len(deliveries)
+    assert attempts.peak <= threads
+    assert len(ledger.all()) == len(deliveries)
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "four", "1.5"])
+def test_a_bad_thread_count_is_refused_naming_the_setting(monkeypatch, value):
+    from dissemination_airflow import ConfigurationError, delivery_threads
+
+    monkeypatch.setenv("DISSEMINATION_DELIVERY_THREADS", value)
+    with pytest.raises(ConfigurationError, match="DISSEMINATION_DELIVERY_THREADS"):
+        delivery_threads()
+    monkeypatch.setenv("DISSEMINATION_DELIVERY_THREADS", "6")
+    assert delivery_threads() == 6
