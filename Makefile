@@ -45,6 +45,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/package.py
 	$(PY) bench/notify.py
 	$(PY) bench/deliver.py
+	$(PY) bench/overview.py
 	$(PY) bench/urgent.py --quick
 	$(PY) bench/pull.py
 	$(PY) bench/monthly.py

@@ -6,7 +6,9 @@ of the ledger (what `python -m dissemination ledger verify` does). If a row was 
 reordered or slipped in around the chain, DTM's focal points on duty in every country get an
 e-mail naming the first bad row (table and key, never a value) and the task fails, so it shows
 red. The audit never writes to the ledger. The head it verified is kept in the Airflow Variable
-`ledger_audit_anchor`, so the next audit also notices a chain cut short or rewritten.
+`ledger_audit_anchor`, so the next audit also notices a chain cut short or rewritten, and the
+Dissemination page checks only what was chained since (a failure is kept in
+`ledger_audit_failed` until an audit passes; the page then verifies the whole chain).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def ledger_audit():
             current_policy,
             engine,
             keep_audit_anchor,
+            keep_audit_failure,
             send,
         )
 
@@ -47,6 +50,7 @@ def ledger_audit():
         result = verify(ledger, parse_anchor(anchor) if anchor else None)
         print(result.line())
         if not result.ok:
+            keep_audit_failure(result.line())  # the Dissemination page shows it, red
             policy = current_policy()
             send(ledger_alert(result.finding.line(),
                               ledger.url.render_as_string(hide_password=True),

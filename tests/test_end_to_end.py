@@ -345,15 +345,18 @@ def test_the_ledger_audit_passes_then_alerts_dtm_when_a_row_is_changed_or_cut(sa
         with sqlite3.connect(copy) as db:
             db.execute("UPDATE deliveries SET focal_point_email = 'someone@example.org' "
                        "WHERE id = 2")
+        assert _variable(sandbox, "ledger_audit_failed") == ""  # none standing
         tampered = sandbox.run("ledger_audit")
         assert tampered.returncode != 0
         assert "FAILED at deliveries id=2 (chain seq " in tampered.stdout
+        standing = _variable(sandbox, "ledger_audit_failed")  # for the Dissemination page
+        assert "FAILED at deliveries id=2 (chain seq " in standing
         (mail,) = [m for m in sandbox.smtp.messages() if m["Subject"] == subject]
         assert {a.addr_spec for a in mail["To"].addresses} == set(
             sandbox.policy.alert_to(*sandbox.policy.dtm))
         body = sandbox.smtp.text(mail)
         assert "deliveries id=2 (chain seq " in body and "changed since it was recorded" in body
-        for text in (body, tampered.stdout):
+        for text in (body, tampered.stdout, standing):
             assert "someone@example.org" not in text and email not in text
 
         # Put back: the chain verifies again; drop the newest row and its chain entry: the
@@ -371,4 +374,11 @@ def test_the_ledger_audit_passes_then_alerts_dtm_when_a_row_is_changed_or_cut(sa
         assert len([m for m in sandbox.smtp.messages() if m["Subject"] == subject]) == 2
     finally:
         sandbox.ledger_url = own_url
-        sandbox.airflow("variables", "delete", "ledger_audit_anchor", check=False)
+        for variable in ("ledger_audit_anchor", "ledger_audit_failed"):
+            sandbox.airflow("variables", "delete", variable, check=False)
+
+
+def _variable(sandbox, key: str) -> str:
+    """An Airflow Variable's value, as the CLI prints it (its last line; empty if it is)."""
+    lines = sandbox.airflow("variables", "get", key).stdout.strip().splitlines()
+    return lines[-1] if lines else ""

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from dissemination.audit import verify
+from dissemination.audit import verify, verify_since
 from dissemination.ledger import (
     SCHEMA_REVISION,
     DeliveryRecord,
@@ -210,6 +210,42 @@ def test_an_anchor_catches_a_chain_cut_short(sql_engine):
     cut = verify(sql_engine, (before.head_seq, before.head_sha256))
     assert cut.finding.line().startswith("chain seq 6: the chain ends at seq 5")
     assert verify(sql_engine, (5, verify(sql_engine).head_sha256[:16])).ok
+
+
+def test_since_the_last_audits_head_only_what_was_chained_after_is_checked(sql_engine):
+    """The Dissemination page's check: later entries and their rows, and the head itself."""
+    ledger = _fill(sql_engine)
+    audited = verify(sql_engine)
+    anchor = (audited.head_seq, audited.head_sha256[:16])  # as the audit keeps it
+    ledger.record(_record(4))
+    ledger.record(_record(5))
+    result = verify_since(sql_engine, anchor)
+    assert result.ok, result.line()
+    assert result.rows == {"deliveries": 2, "password_rotations": 0, "alerts": 0, "intake": 0}
+    assert (result.head_seq, result.head_sha256) == (8, verify(sql_engine).head_sha256)
+    assert result.line().startswith("ledger verified: 2 chained row(s) since seq 6 (up to it: "
+                                    "the last passing ledger audit) (deliveries 2, ")
+    assert verify_since(sql_engine, (8, result.head_sha256)).rows["deliveries"] == 0
+
+    _sql(sql_engine, "UPDATE deliveries SET row_count = 999 WHERE id = 5")
+    assert verify_since(sql_engine, anchor).finding.line() == (
+        "deliveries id=5 (chain seq 8): changed since it was recorded")
+    _sql(sql_engine, "UPDATE deliveries SET row_count = 15 WHERE id = 5")  # as it was
+    assert verify_since(sql_engine, anchor).ok
+    # Before the head, rows are the audit's business: the next full verify names it.
+    _sql(sql_engine, "UPDATE deliveries SET row_count = 999 WHERE id = 2")
+    assert verify_since(sql_engine, anchor).ok
+    assert verify(sql_engine).finding.where == "deliveries id=2 (chain seq 2)"
+
+
+def test_since_a_head_rewritten_or_cut_away_fails(sql_engine):
+    _fill(sql_engine)
+    head = verify(sql_engine)
+    assert verify_since(sql_engine, (head.head_seq, "0" * 16)).finding.problem.startswith(
+        "differs from the head a previous audit verified")
+    _sql(sql_engine, "DELETE FROM intake", "DELETE FROM audit_chain WHERE seq = 6")
+    assert verify_since(sql_engine, (6, head.head_sha256)).finding.line().startswith(
+        "chain seq 6: the chain ends at seq 5")
 
 
 def test_concurrent_appends_never_fork_the_chain(sql_engine):

@@ -182,3 +182,16 @@ def test_risk_assessment_reviews_and_the_audit(policy, ledger):
         conn.execute(sa.text("UPDATE deliveries SET row_count = 1"))
     audit = _overview(policy, ledger).audit
     assert not audit.ok and "deliveries id=1" in audit.line
+
+
+def test_the_page_reads_deliveries_without_their_manifest_explanations(policy, ledger):
+    """Years of history: the page reads what it shows of each delivery, not its ``columns``."""
+    ledger.record(_record("NGA-R001-partial", NOW - timedelta(hours=3)))
+    ledger.record(_record("NGA-R002-partial", NOW - timedelta(hours=2), deadline_met=None,
+                          recipient="field:Musa Ibrahim"))
+    summaries, records = ledger.summaries(), ledger.numbered()
+    assert [i for i, _ in summaries] == [i for i, _ in records]
+    for (_, summary), (_, whole) in zip(summaries, records, strict=True):
+        assert not hasattr(summary, "columns")
+        assert {f: getattr(whole, f) for f in vars(summary)} == vars(summary)
+        assert summary.delivered_at.tzinfo is not None

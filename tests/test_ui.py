@@ -116,6 +116,37 @@ def test_the_figures_are_the_ledgers(ui):
     assert password not in text  # nor any value of the round: the ledger holds none
 
 
+def test_the_page_checks_the_chain_from_the_last_passing_audits_head(ui):
+    """After a passing daily audit the page hashes only what was chained since its head; while
+    the last audit stands failed, the whole chain again."""
+    import sqlalchemy as sa
+
+    from dissemination.ledger import audit_chain
+
+    box, base = ui
+    engine = box.ledger().engine
+    seq = verify(engine).head_seq - 2  # as if the audit had run two entries ago
+    with engine.connect() as conn:
+        digest = conn.execute(sa.select(audit_chain.c.chain_sha256)
+                              .where(audit_chain.c.seq == seq)).scalar_one()
+
+    def audit() -> dict:
+        return httpx.get(f"{base}/dissemination/api/overview",
+                         headers={"Authorization": f"Bearer {_token(base)}"}).json()["audit"]
+
+    try:
+        box.airflow("variables", "set", "ledger_audit_anchor", f"{seq}:{digest[:16]}")
+        since = audit()
+        assert since["ok"] and f"2 chained row(s) since seq {seq} " in since["line"], since
+        box.airflow("variables", "set", "ledger_audit_failed", "ledger verify FAILED at ...")
+        whole = audit()
+        assert whole["ok"] and whole["line"] == verify(engine, (seq, digest)).line(), whole
+        assert "since seq" not in whole["line"]
+    finally:
+        for variable in ("ledger_audit_anchor", "ledger_audit_failed"):
+            box.airflow("variables", "delete", variable, check=False)
+
+
 def test_an_officer_logs_in_and_reads_the_page_in_chromium(ui, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 

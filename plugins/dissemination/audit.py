@@ -54,6 +54,7 @@ class Verified:
     head_sha256: str = GENESIS
     adopted: str | None = None  # what the upgrade that introduced the chain adopted
     finding: Finding | None = None
+    since_seq: int = 0  # entries up to it were taken as the last passing audit verified them
 
     @property
     def ok(self) -> bool:
@@ -71,8 +72,10 @@ class Verified:
                     "and investigate who had write access")
         counts = ", ".join(f"{name} {n}" for name, n in self.rows.items())
         adopted = f"; {self.adopted}" if self.adopted else ""
-        return (f"ledger verified: {sum(self.rows.values())} chained row(s) ({counts}), chain "
-                f"head seq {self.head_seq} {self.head_sha256[:16]}{adopted}")
+        since = (f" since seq {self.since_seq} (up to it: the last passing ledger audit)"
+                 if self.since_seq else "")
+        return (f"ledger verified: {sum(self.rows.values())} chained row(s){since} ({counts}), "
+                f"chain head seq {self.head_seq} {self.head_sha256[:16]}{adopted}")
 
 
 def describe(table_name: str, key: str) -> str:
@@ -90,9 +93,7 @@ def describe(table_name: str, key: str) -> str:
 def verify(engine: sa.Engine, anchor: tuple[int, str] | None = None) -> Verified:
     """Check the whole chain; ``anchor`` is (seq, chain hash) of a head seen before."""
     require_schema(engine)
-    options = {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" \
-        else {}
-    with engine.connect().execution_options(**options) as conn:
+    with _snapshot(engine) as conn:
         entries = conn.execute(sa.select(audit_chain).order_by(audit_chain.c.seq)).all()
         hashes = {name: {row_key(name, r): row_sha256(name, r) for r in
                          conn.execute(chained_select(metadata.tables[name])).mappings()}
@@ -102,37 +103,92 @@ def verify(engine: sa.Engine, anchor: tuple[int, str] | None = None) -> Verified
         finding = _walk(entries, hashes) or _unchained(conn, entries, hashes)
     head = entries[-1] if entries else None
     if finding is None and anchor is not None:
-        finding = _off_anchor(entries, anchor)
+        at = entries[anchor[0] - 1] if 0 < anchor[0] <= len(entries) else None
+        finding = _off_anchor(at, anchor, len(entries))
     return Verified({name: len(rows) for name, rows in hashes.items()},
                     head.seq if head else 0, head.chain_sha256 if head else GENESIS,
                     adopted, finding)
 
 
-def _walk(entries, hashes: dict[str, dict[str, str]]) -> Finding | None:
-    chained_as = {(e.table_name, e.row_sha256): e.row_key for e in entries}
-    prev = GENESIS
-    for expected, e in enumerate(entries, start=1):
-        where = f"{describe(e.table_name, e.row_key)} (chain seq {e.seq})"
-        if e.seq != expected:
-            return Finding(where, f"chain entry seq {expected} is missing: the row chained "
-                           "there was deleted together with its entry", e.table_name, e.row_key)
-        if e.prev_sha256 != prev:
-            return Finding(where, "does not follow the entry before it: entries were "
-                           "reordered, removed or inserted", e.table_name, e.row_key)
-        if chain_sha256(prev, e.seq, e.table_name, e.row_key, e.row_sha256) != e.chain_sha256:
-            return Finding(where, "its chain entry was altered", e.table_name, e.row_key)
-        actual = hashes.get(e.table_name, {}).get(e.row_key)
-        if actual is None:
-            return Finding(where, "deleted (or its key changed) since it was recorded",
+def _snapshot(engine: sa.Engine) -> sa.Connection:
+    """A connection that sees the chain and its rows as of one moment on PostgreSQL
+    (repeatable read); on SQLite, rows chained while it reads are looked up again."""
+    options = {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" \
+        else {}
+    return engine.connect().execution_options(**options)
+
+
+def _walk(entries, hashes: dict[str, dict[str, str]], start: int = 1, prev: str = GENESIS
+          ) -> Finding | None:
+    for expected, e in enumerate(entries, start=start):
+        problem = _link_problem(e, expected, prev, hashes, entries)
+        if problem is not None:  # named only then: describing every entry costs a tenth
+            return Finding(f"{describe(e.table_name, e.row_key)} (chain seq {e.seq})", problem,
                            e.table_name, e.row_key)
-        if actual != e.row_sha256:
-            other = chained_as.get((e.table_name, actual))
-            problem = (f"holds the content chained as {describe(e.table_name, other)}: rows "
-                       "were reordered" if other is not None and other != e.row_key
-                       else "changed since it was recorded")
-            return Finding(where, problem, e.table_name, e.row_key)
         prev = e.chain_sha256
     return None
+
+
+def _link_problem(e, expected: int, prev: str, hashes, entries) -> str | None:
+    """What is wrong with chain entry ``e`` (the ``expected``-th, after ``prev``), if anything."""
+    if e.seq != expected:
+        return (f"chain entry seq {expected} is missing: the row chained there was deleted "
+                "together with its entry")
+    if e.prev_sha256 != prev:
+        return "does not follow the entry before it: entries were reordered, removed or inserted"
+    if chain_sha256(prev, e.seq, e.table_name, e.row_key, e.row_sha256) != e.chain_sha256:
+        return "its chain entry was altered"
+    actual = hashes.get(e.table_name, {}).get(e.row_key)
+    if actual is None:
+        return "deleted (or its key changed) since it was recorded"
+    if actual != e.row_sha256:
+        other = next((o.row_key for o in entries
+                      if (o.table_name, o.row_sha256) == (e.table_name, actual)), None)
+        return (f"holds the content chained as {describe(e.table_name, other)}: rows were "
+                "reordered" if other is not None and other != e.row_key
+                else "changed since it was recorded")
+    return None
+
+
+def verify_since(engine: sa.Engine, anchor: tuple[int, str]) -> Verified:
+    """Check only what was chained after ``anchor``, the head the last passing audit verified
+    (kept outside the ledger): that head is still there, unchanged, and every later entry and
+    its row hold. Rows before the anchor are taken as that audit found them, and rows slipped in
+    around the chain are left to the next full audit: cheap enough for a page read every minute
+    over years of history, and no substitute for the daily ``verify``."""
+    require_schema(engine)
+    seq = anchor[0]
+    with _snapshot(engine) as conn:
+        entries = conn.execute(sa.select(audit_chain).where(audit_chain.c.seq >= seq)
+                               .order_by(audit_chain.c.seq)).all()
+        hashes = _row_hashes(conn, entries[1:] if seq else entries)
+        end = conn.execute(sa.select(sa.func.max(audit_chain.c.seq))).scalar() or 0
+    finding, prev = None, GENESIS
+    if seq:
+        at = entries[0] if entries and entries[0].seq == seq else None
+        finding = _off_anchor(at, anchor, end)
+        prev, entries = (at.chain_sha256, entries[1:]) if at is not None else (prev, [])
+    finding = finding or _walk(entries, hashes, seq + 1, prev)
+    head = entries[-1] if entries else None
+    return Verified({name: len(rows) for name, rows in hashes.items()},
+                    head.seq if head else seq, head.chain_sha256 if head else prev, None, finding,
+                    seq)
+
+
+def _row_hashes(conn: sa.Connection, entries) -> dict[str, dict[str, str]]:
+    """Row hashes of the rows ``entries`` chain, by table, looked up by key."""
+    hashes: dict[str, dict[str, str]] = {name: {} for name in CHAINED}
+    wanted: dict[str, list[tuple]] = {}
+    for e in entries:
+        wanted.setdefault(e.table_name, []).append(tuple(json.loads(e.row_key)))
+    for name, keys in wanted.items():
+        table = metadata.tables[name]
+        key_columns = sa.tuple_(*(table.c[k] for k in CHAINED[name][0]))
+        for start in range(0, len(keys), 500):
+            query = chained_select(table).where(key_columns.in_(keys[start:start + 500]))
+            hashes[name].update((row_key(name, r), row_sha256(name, r))
+                                for r in conn.execute(query).mappings())
+    return hashes
 
 
 def _unchained(conn: sa.Connection, entries, hashes) -> Finding | None:
@@ -151,13 +207,17 @@ def _unchained(conn: sa.Connection, entries, hashes) -> Finding | None:
     return None
 
 
-def _off_anchor(entries, anchor: tuple[int, str]) -> Finding | None:
+def _off_anchor(entry, anchor: tuple[int, str], end: int) -> Finding | None:
+    """Is ``entry``, the chain's entry at the anchor's seq (None: there is none; the chain ends
+    at ``end``), the head a previous audit verified?"""
     seq, digest = anchor
     if seq == 0:  # the previous audit saw an empty chain
         return None
-    entry = entries[seq - 1] if 0 < seq <= len(entries) else None
     if entry is None:
-        return Finding(f"chain seq {seq}", f"the chain ends at seq {len(entries)}, before the "
+        if end > seq:
+            return Finding(f"chain seq {seq}", "the entry a previous audit verified as the "
+                           "head is missing: the row chained there was deleted with its entry")
+        return Finding(f"chain seq {seq}", f"the chain ends at seq {end}, before the "
                        "head a previous audit verified: rows at its end were removed")
     if not entry.chain_sha256.startswith(digest):
         return Finding(f"{describe(entry.table_name, entry.row_key)} (chain seq {seq})",

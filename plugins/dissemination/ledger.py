@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -231,6 +231,24 @@ class DeliveryRecord:
     @staticmethod
     def columns_json(columns: list[dict]) -> str:
         return json.dumps(columns, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class DeliverySummary:
+    """What the Dissemination page shows of a delivery: a row without its manifest explanation
+    (``columns``, most of its bytes) or hashes, so years of history read quickly."""
+
+    agreement_id: str
+    recipient: str
+    focal_point_name: str
+    round_id: str
+    country: str
+    urgency: str
+    delivered_at: datetime
+    run_id: str
+    row_count: int
+    package_name: str
+    deadline_met: bool | None
 
 
 # --- claim, upload, confirm ----------------------------------------------------------------------
@@ -633,6 +651,19 @@ class Ledger:
         with self.engine.connect() as conn:
             return [(r.id, _to_record(r)) for r in conn.execute(query).all()]
 
+    def summaries(self) -> list[tuple[int, DeliverySummary]]:
+        """(row id, summary) of every delivery, in id order."""
+        names = [f.name for f in fields(DeliverySummary)]
+        at = names.index("delivered_at")
+        query = sa.select(deliveries.c.id, *(deliveries.c[n] for n in names)) \
+            .order_by(deliveries.c.id)
+        out = []
+        with self.engine.connect() as conn:
+            for delivery_id, *values in conn.execute(query):
+                values[at] = _utc(values[at])
+                out.append((delivery_id, DeliverySummary(*values)))
+        return out
+
     def record_failure(self, failure: DeliveryFailure) -> None:
         with self._writing("recording a failed delivery") as conn:
             conn.execute(delivery_failures.insert().values(
@@ -708,7 +739,9 @@ def require_schema(engine: sa.Engine) -> None:
 def _canonical(value):
     """One text per value on every backend: datetimes as UTC ISO (SQLite drops the offset)."""
     if isinstance(value, datetime):
-        return _utc(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        if value.tzinfo is not None:  # PostgreSQL's, in the session's time zone
+            value = value.astimezone(UTC)
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # SQLite's: naive, stored as UTC
     return value
 
 

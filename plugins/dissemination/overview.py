@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import cached_property
 
 from .audit import Verified
 from .classification import Urgency
-from .ledger import DeliveryFailure, DeliveryRecord, OpenClaim, Rotation, slot_of
+from .ledger import DeliveryFailure, DeliverySummary, OpenClaim, Rotation, slot_of
 from .policy import Agreement, Policy
 
 #: HDX's monthly thresholds (days since the last update): due, overdue, delinquent.
@@ -107,7 +108,7 @@ class Overview:
 @dataclass(frozen=True)
 class LedgerView:
     """What the overview reads from the ledger, read once (``Ledger`` has one method each)."""
-    deliveries: list[tuple[int, DeliveryRecord]]
+    deliveries: list[tuple[int, DeliverySummary]]  # or whole DeliveryRecords
     failures: list[DeliveryFailure]
     open_claims: list[OpenClaim]
     rotations: list[Rotation]
@@ -116,17 +117,56 @@ class LedgerView:
 
     @classmethod
     def read(cls, ledger) -> LedgerView:
-        return cls(ledger.numbered(), ledger.failures(), ledger.open_claims(),
+        return cls(ledger.summaries(), ledger.failures(), ledger.open_claims(),
                    ledger.rotations(), ledger.alerts("missed"), ledger.intake())
+
+    # Each agreement's share, grouped once: the page walks a thousand agreements, and years of
+    # history must not be walked once per agreement.
+
+    @cached_property
+    def deliveries_of(self) -> dict[tuple[str, str], list[tuple[int, DeliverySummary]]]:
+        """(agreement id, country) -> its deliveries, in ledger order."""
+        return _grouped(self.deliveries, lambda d: (d[1].agreement_id, d[1].country))
+
+    @cached_property
+    def failures_of(self) -> dict[str, list[DeliveryFailure]]:
+        return _grouped(self.failures, lambda f: f.agreement_id)
+
+    @cached_property
+    def claims_of(self) -> dict[str, list[OpenClaim]]:
+        return _grouped(self.open_claims, lambda c: c.agreement_id)
+
+    @cached_property
+    def rotations_of(self) -> dict[str, list[Rotation]]:
+        return _grouped(self.rotations, lambda r: r.agreement_id)
+
+    @cached_property
+    def missed_of(self) -> dict[tuple[str, str], list[str]]:
+        """(agreement id, country) -> rounds whose window DTM was alerted as missed (the
+        alert's subject is ``<round id>/<agreement id>``, a round id starts with its country)."""
+        pairs = [subject.partition("/")[::2] for subject, _ in self.missed_alerts]
+        return {key: [r for r, _ in group] for key, group in _grouped(
+            pairs, lambda p: (p[1], p[0].split("-", 1)[0])).items()}
+
+    @cached_property
+    def partial_rounds_seen(self) -> dict[str, list[tuple[datetime, str]]]:
+        """Country -> (first seen, round id) of each partial round the intake saw."""
+        return {country: [(seen, round_id) for round_id, _, _, seen in rows]
+                for country, rows in _grouped(
+                    [r for r in self.intake if r[2] == "partial"], lambda r: r[1]).items()}
+
+
+def _grouped(items: Iterable, key) -> dict:
+    groups: dict = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return groups
 
 
 def build_overview(policy: Policy, view: LedgerView, now: datetime,
                    audit: Verified | None = None) -> Overview:
     """Every country of the policy (rule sets and agreements), each agreement under each of its
     countries, sorted by country then agreement id."""
-    by_agreement: dict[str, list[tuple[int, DeliveryRecord]]] = {}
-    for delivery_id, record in view.deliveries:
-        by_agreement.setdefault(record.agreement_id, []).append((delivery_id, record))
     countries = sorted(set(policy.rulesets) | {c for a in policy.agreements.values()
                                                for c in a.countries})
     result = []
@@ -134,8 +174,7 @@ def build_overview(policy: Policy, view: LedgerView, now: datetime,
         agreements = sorted((a for a in policy.agreements.values() if country in a.countries),
                             key=lambda a: a.id)
         statuses = tuple(_agreement_status(policy, a, country, view,
-                                           [d for d in by_agreement.get(a.id, ())
-                                            if d[1].country == country], now)
+                                           view.deliveries_of.get((a.id, country), []), now)
                          for a in agreements)
         ruleset = policy.rulesets.get(country)
         assessed = ruleset.risk_assessment if ruleset else None
@@ -150,7 +189,7 @@ def build_overview(policy: Policy, view: LedgerView, now: datetime,
 
 
 def _agreement_status(policy: Policy, agreement: Agreement, country: str, view: LedgerView,
-                      delivered: list[tuple[int, DeliveryRecord]], now: datetime
+                      delivered: list[tuple[int, DeliverySummary]], now: datetime
                       ) -> AgreementStatus:
     tiers = []
     for urgency in (Urgency.MEDIUM, Urgency.LOW):
@@ -168,18 +207,16 @@ def _agreement_status(policy: Policy, agreement: Agreement, country: str, view: 
     medium = [r for _, r in delivered if r.urgency == Urgency.MEDIUM.value]
     met = {r.round_id for r in medium if r.deadline_met}
     late = {r.round_id for r in medium if r.deadline_met is False} - met
-    never = {subject.split("/")[0] for subject, _ in view.missed_alerts
-             if subject.endswith(f"/{agreement.id}")
-             and subject.split("/")[0].startswith(f"{country}-")} - met - late
+    never = set(view.missed_of.get((agreement.id, country), ())) - met - late
     return AgreementStatus(
         agreement.id, policy.organisation_name(agreement), agreement.valid_until,
         agreement.is_active(now.date()), tuple(tiers), len(met), len(late | never),
         _problems(agreement.id, view, delivered, now),
-        tuple(r for r in _latest_rotation(agreement.id, view.rotations) if r.called_at is None))
+        tuple(r for r in view.rotations_of.get(agreement.id, [])[-1:] if r.called_at is None))
 
 
-def _last(delivered: list[tuple[int, DeliveryRecord]]) -> tuple[LastDelivery, ...]:
-    newest: dict[str, tuple[int, DeliveryRecord]] = {}
+def _last(delivered: list[tuple[int, DeliverySummary]]) -> tuple[LastDelivery, ...]:
+    newest: dict[str, tuple[int, DeliverySummary]] = {}
     for delivery_id, record in delivered:
         seen = newest.get(record.recipient)
         if seen is None or (record.delivered_at, delivery_id) > (seen[1].delivered_at, seen[0]):
@@ -206,9 +243,9 @@ def _window_freshness(agreement: Agreement, country: str, view: LedgerView, deli
                       now: datetime) -> tuple[str, str]:
     window = timedelta(hours=agreement.tiers.medium.window_hours)
     done = {r.round_id for _, r in delivered}
-    owed = [(seen, round_id) for round_id, c, status, seen in view.intake
-            if c == country and status == "partial" and round_id not in done
-            and now - seen <= OWED_HORIZON and seen.date() >= agreement.valid_from]
+    owed = [(seen, round_id) for seen, round_id in view.partial_rounds_seen.get(country, ())
+            if round_id not in done and now - seen <= OWED_HORIZON
+            and seen.date() >= agreement.valid_from]
     if not owed:
         return "up to date", "no partial round owed"
     seen, round_id = min(owed)
@@ -225,32 +262,25 @@ def _problems(agreement_id: str, view: LedgerView, delivered, now: datetime
         key = (r.round_id, r.urgency, slot_of(r.recipient))
         done_at[key] = max(done_at.get(key, r.delivered_at), r.delivered_at)
     newest: dict[tuple, DeliveryFailure] = {}
-    for f in view.failures:
-        if f.agreement_id == agreement_id:
-            newest[(f.round_id, f.urgency, f.slot)] = f  # in id order: the last one wins
+    for f in view.failures_of.get(agreement_id, ()):
+        newest[(f.round_id, f.urgency, f.slot)] = f  # in id order: the last one wins
     problems = [
         Problem("refused" if f.permanent else "awaiting retry", f.round_id, f.urgency,
                 f.focal_point_name, f.run_id, f.failed_at, f.reason)
         for key, f in newest.items() if key not in done_at or done_at[key] < f.failed_at]
-    for claim in view.open_claims:
-        if claim.agreement_id == agreement_id:
-            stale = claim.lease_until < now
-            problems.append(Problem(
-                "awaiting retry" if stale else "in progress", claim.round_id, claim.urgency,
-                _slot_name(claim.slot), claim.run_id, claim.claimed_at,
-                "its attempt stopped before confirming; the next attempt checks the server "
-                "first" if stale else f"being delivered (claim held until "
-                                      f"{claim.lease_until:%Y-%m-%d %H:%M} UTC)"))
+    for claim in view.claims_of.get(agreement_id, ()):
+        stale = claim.lease_until < now
+        problems.append(Problem(
+            "awaiting retry" if stale else "in progress", claim.round_id, claim.urgency,
+            _slot_name(claim.slot), claim.run_id, claim.claimed_at,
+            "its attempt stopped before confirming; the next attempt checks the server "
+            "first" if stale else f"being delivered (claim held until "
+                                  f"{claim.lease_until:%Y-%m-%d %H:%M} UTC)"))
     return tuple(sorted(problems, key=lambda p: p.since, reverse=True))
 
 
 def _slot_name(slot: str) -> str:
     return "primary or secondary" if slot == "main" else slot
-
-
-def _latest_rotation(agreement_id: str, rotations: Iterable[Rotation]) -> list[Rotation]:
-    mine = [r for r in rotations if r.agreement_id == agreement_id]
-    return mine[-1:]
 
 
 def _review_state(review_due: date, today: date) -> str:

@@ -20,6 +20,8 @@ LEDGER_DB_CONN_ID = "dissemination_ledger"
 SMTP_CONN_ID = "smtp_default"
 #: The ledger's chain head at the last audit that passed (``SEQ:SHA256``), kept outside it.
 AUDIT_ANCHOR_VARIABLE = "ledger_audit_anchor"
+#: What the last ledger audit found if it failed; empty once one passes.
+AUDIT_FAILED_VARIABLE = "ledger_audit_failed"
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -198,9 +200,25 @@ def audit_anchor() -> str | None:
 
 
 def keep_audit_anchor(anchor: str) -> None:
+    """After an audit that passed: its head, and no failure standing."""
     from airflow.sdk import Variable
 
     Variable.set(AUDIT_ANCHOR_VARIABLE, anchor)
+    Variable.set(AUDIT_FAILED_VARIABLE, "")
+
+
+def keep_audit_failure(line: str) -> None:
+    """After an audit that failed: what it found (the anchor stays the last passing head)."""
+    from airflow.sdk import Variable
+
+    Variable.set(AUDIT_FAILED_VARIABLE, line)
+
+
+def audit_failure() -> str | None:
+    """What the last ledger audit found, if it failed."""
+    from airflow.sdk import Variable
+
+    return Variable.get(AUDIT_FAILED_VARIABLE, default=None) or None
 
 
 def sftp_targets():

@@ -35,17 +35,29 @@ class LedgerNotReadable(HTTPException):
 
 
 def read_overview():
-    """Policy, ledger and audit, read through the same helpers as the DAGs' tasks."""
-    from dissemination.audit import parse_anchor, verify
+    """Policy, ledger and audit, read through the same helpers as the DAGs' tasks. The hash
+    chain is checked from the head the last passing daily audit verified (years of history
+    take seconds to hash, on every load); the whole of it before any audit has passed, or while
+    the last one stands failed."""
+    from dissemination.audit import parse_anchor, verify, verify_since
     from dissemination.ledger import Ledger, LedgerNeedsUpgrade, LedgerUnavailable
     from dissemination.overview import LedgerView, build_overview
-    from dissemination_airflow import LEDGER_DB_CONN_ID, audit_anchor, current_policy, engine
+    from dissemination_airflow import (
+        LEDGER_DB_CONN_ID,
+        audit_anchor,
+        audit_failure,
+        current_policy,
+        engine,
+    )
 
     ledger_engine = engine(LEDGER_DB_CONN_ID)
     try:
         view = LedgerView.read(Ledger(ledger_engine))
         anchor = audit_anchor()
-        audit = verify(ledger_engine, parse_anchor(anchor) if anchor else None)
+        if anchor and not audit_failure():
+            audit = verify_since(ledger_engine, parse_anchor(anchor))
+        else:
+            audit = verify(ledger_engine, parse_anchor(anchor) if anchor else None)
     except (LedgerNeedsUpgrade, LedgerUnavailable) as exc:
         raise LedgerNotReadable(str(exc)) from None
     return build_overview(current_policy(), view, datetime.now(UTC), audit)
@@ -66,11 +78,14 @@ def _airflow_root(request: Request) -> str:
     return request.scope.get("root_path", "").removesuffix(URL_PREFIX)
 
 
+def render_page(overview, root: str) -> str:
+    return _templates().get_template("page.html").render(o=overview, root=root,
+                                                         dag_for=DAG_FOR_URGENCY)
+
+
 @app.get("/", response_class=HTMLResponse)
 def page(request: Request) -> HTMLResponse:
-    overview = read_overview()
-    return HTMLResponse(_templates().get_template("page.html").render(
-        o=overview, root=_airflow_root(request), dag_for=DAG_FOR_URGENCY))
+    return HTMLResponse(render_page(read_overview(), _airflow_root(request)))
 
 
 @app.get("/api/overview")
