@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import shutil
 import sys
 import tempfile
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -103,11 +105,10 @@ def main() -> None:
         folders = {d.destination.split(":", 1)[1] for d in deliveries}
         size = sum(Path(d.package_path).stat().st_size for d in deliveries)
         far = LatencyLink(server.port, args.rtt_ms / 2000)
-        runs = iter(range(10**6))
+        runs = itertools.count()
 
         def deliver_all(threads: int, port: int) -> None:
-            target = server.target()
-            target = type(target)(**{**vars(target), "port": port})
+            target = replace(server.target(), port=port)
             shutil.rmtree(server.root)
             for folder in folders:
                 (server.root / folder).mkdir(parents=True)

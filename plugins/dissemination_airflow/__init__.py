@@ -108,20 +108,19 @@ def staging_root() -> Path:
 def delivery_batch_size() -> int:
     """Deliveries per mapped ``deliver`` task instance (DISSEMINATION_DELIVERY_BATCH, default
     25); up to 16 organisations still get one each."""
-    text = os.environ.get("DISSEMINATION_DELIVERY_BATCH", "25")
-    if not text.isdigit() or int(text) < 1:
-        raise ConfigurationError(f"DISSEMINATION_DELIVERY_BATCH={text!r}: give a whole number, "
-                                 "1 or more")
-    return int(text)
+    return _whole_number("DISSEMINATION_DELIVERY_BATCH", 25)
 
 
 def delivery_threads() -> int:
     """Deliveries of one batch under way at once (DISSEMINATION_DELIVERY_THREADS, default 4;
     1 = one after another): each mostly waits on its partner's server."""
-    text = os.environ.get("DISSEMINATION_DELIVERY_THREADS", "4")
+    return _whole_number("DISSEMINATION_DELIVERY_THREADS", 4)
+
+
+def _whole_number(variable: str, default: int) -> int:
+    text = os.environ.get(variable, str(default))
     if not text.isdigit() or int(text) < 1:
-        raise ConfigurationError(f"DISSEMINATION_DELIVERY_THREADS={text!r}: give a whole "
-                                 "number, 1 or more")
+        raise ConfigurationError(f"{variable}={text!r}: give a whole number, 1 or more")
     return int(text)
 
 

@@ -232,11 +232,11 @@ def deliver(batch: dict, run_id: str) -> dict:
         print(f"{_label(outcome)}: {outcome.status} to {outcome.recipient} "
               f"{outcome.recipient_name}: {outcome.remote_path} {outcome.reason}")
         done.append(outcome.to_xcom())
-    outcome = stage.write_json(batch["batch"].replace("batch-", "delivered-"),
-                               {"label": staged["label"], "deliveries": done})
+    name = stage.write_json(batch["batch"].replace("batch-", "delivered-"),
+                            {"label": staged["label"], "deliveries": done})
     if failures:
         raise failed(failures)
-    return {"delivered": outcome}
+    return {"delivered": name}
 
 
 @task(map_index_template="{{ batch_label }}")
