@@ -10,7 +10,9 @@ repetition delivers to a fresh ledger and an emptied server. Figures, medians of
 - ``deliver_threads_speedup``: one after another / ``--threads`` at once, at ``--rtt-ms``;
 - ``deliver_threads_speedup_loopback``: the same with no delay (what threads cost or gain on
   this machine's cores alone);
-- ``deliver_ms_per_delivery``: at ``--rtt-ms``, with threads.
+- ``deliver_ms_per_delivery``: at ``--rtt-ms``, with threads;
+- ``deliver_round_trips``: round trips a delivery waits for, one after another: what the delay
+  adds to each, divided by the round trip (TCP and SSH handshakes, login, SFTP requests).
 
     make bench   # or: PYTHONPATH=plugins .venv/bin/python bench/deliver.py [--rtt-ms 100]
 """
@@ -129,9 +131,12 @@ def main() -> None:
           f"({serial_far / threads_far:.2f}x, {threads_far / n * 1000:.0f} ms per delivery)")
     print(f"on loopback: {serial_near:.2f} s one after another, {threads_near:.2f} s "
           f"{args.threads} at once ({serial_near / threads_near:.2f}x)")
+    round_trips = (serial_far - serial_near) / n / (args.rtt_ms / 1000)
+    print(f"each delivery waits for {round_trips:.1f} round trips")
     record(deliver_threads_speedup=round(serial_far / threads_far, 2),
            deliver_threads_speedup_loopback=round(serial_near / threads_near, 2),
-           deliver_ms_per_delivery=round(threads_far / n * 1000, 1))
+           deliver_ms_per_delivery=round(threads_far / n * 1000, 1),
+           deliver_round_trips=round(round_trips, 1))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 
 from dissemination.devkit.local_sftp import LocalSftpServer
-from dissemination.sftp import DeliveryError, HostKeyMismatch, upload
+from dissemination.digests import file_sha256
+from dissemination.sftp import DeliveryError, HostKeyMismatch, UploadFailed, upload
 
 
 @pytest.fixture
@@ -24,6 +25,18 @@ def test_upload_lands_under_the_final_name_only(sftp_server, payload):
     landed = sftp_server.root / "p1" / "incoming"
     assert [p.name for p in landed.iterdir()] == [payload.name]  # no leftover .partial
     assert (landed / payload.name).read_bytes() == payload.read_bytes()
+
+
+def test_bytes_that_read_back_otherwise_never_take_the_final_name(sftp_server, payload):
+    """The server's copy is hashed before the rename: here the package changed after it was
+    hashed (as a disk fault on either side would show), so nothing lands and nothing is left."""
+    (sftp_server.root / "p3").mkdir(exist_ok=True)
+    hashed = file_sha256(payload)
+    payload.write_bytes(payload.read_bytes()[::-1])
+    with pytest.raises(UploadFailed, match="reads back as 600000 bytes") as exc:
+        upload(sftp_server.target(), payload, "p3", expected_sha256=hashed)
+    assert exc.value.final_may_exist is False and "retrying is safe" in str(exc.value)
+    assert list((sftp_server.root / "p3").iterdir()) == []
 
 
 def test_wrong_host_key_sends_nothing(sftp_server, payload, tmp_path):

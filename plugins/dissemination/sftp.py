@@ -3,8 +3,9 @@
 A server that shows another key gets nothing: no authentication, no upload. Files are written
 under a temporary name and renamed (``posix-rename``) once complete, so a partner never picks up a
 half-written package and an interrupted upload leaves no file under the final name. The
-temporary name is unique per attempt, and the renamed file is read back and hashed before the
-delivery counts. Every network failure is a retryable ``DeliveryError`` naming the destination.
+temporary name is unique per attempt, and the file is read back and hashed before it takes the
+final name: no file under a final name holds other bytes than the package. Every network failure
+is a retryable ``DeliveryError`` naming the destination.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import base64
 import hashlib
 import posixpath
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import paramiko
@@ -103,19 +104,47 @@ def _fast_transport(sock, **kwargs) -> paramiko.Transport:
     return transport
 
 
-def _put(sftp: paramiko.SFTPClient, local_path: Path, remote_path: str) -> int:
-    """Write the file in large pipelined requests; the size written."""
-    size = 0
-    with open(local_path, "rb") as local, sftp.open(remote_path, "wb", REQUEST_SIZE) as remote:
-        remote.MAX_REQUEST_SIZE = REQUEST_SIZE
-        remote.set_pipelined(True)
+def _send(remote: paramiko.SFTPFile, local_path: Path) -> None:
+    """Write the file in large pipelined requests (bench/sftp.py measures this against
+    OpenSSH's ``sftp``)."""
+    remote.MAX_REQUEST_SIZE = REQUEST_SIZE
+    remote.set_pipelined(True)
+    with open(local_path, "rb") as local:
         for chunk in iter(lambda: local.read(4 * REQUEST_SIZE), b""):
             remote.write(chunk)
-            size += len(chunk)
-    written = sftp.stat(remote_path).st_size
-    if written != size:
-        raise OSError(f"size mismatch in put! {written} != {size}")
-    return size
+
+
+def _put(sftp: paramiko.SFTPClient, local_path: Path, remote_path: str) -> RemoteFile:
+    """Write the file, then read it back through the same handle: what the server stored,
+    hashed.
+
+    One open and one close: the reads queue behind the writes (the server answers in order), so
+    verifying costs the bytes, not round trips. paramiko drops the status of pipelined writes
+    still in flight at close, so the read-back is also what notices a short write (a full disk).
+    The file is new and no one else writes it, so it holds nothing past the bytes sent."""
+    size = local_path.stat().st_size
+    digest, stored = hashlib.sha256(), 0
+    remote = sftp.open(remote_path, "w+b", REQUEST_SIZE)
+    try:
+        _send(remote, local_path)
+        remote.seek(0)  # sends what the write buffer holds
+        remote.prefetch(size)
+        while stored < size and (chunk := remote.read(min(1 << 20, size - stored))):
+            digest.update(chunk)
+            stored += len(chunk)
+    finally:
+        _close(remote)
+    return RemoteFile(remote_path, stored, digest.hexdigest())
+
+
+def _close(remote: paramiko.SFTPFile) -> None:
+    """Close once every answer is in. On a short file, each read queued past its end answers
+    end-of-file, and paramiko raises each at close: the short read already says so."""
+    while True:
+        try:
+            return remote.close()
+        except EOFError:
+            continue
 
 
 def _connect(target: SftpTarget) -> paramiko.SSHClient:
@@ -168,7 +197,7 @@ def _attempt_token() -> str:
 def upload(target: SftpTarget, local_path: Path, remote_dir: str,
            expected_sha256: str | None = None) -> RemoteFile:
     """Upload ``local_path`` into ``remote_dir`` under a temporary name unique to this attempt,
-    rename it, then read it back: the result names a complete, verified file.
+    read it back, then rename it: the result names a complete, verified file.
 
     A failed attempt removes its temporary file (and an earlier attempt's, left by a cut
     connection); ``UploadFailed.final_may_exist`` says whether the rename may have happened.
@@ -191,18 +220,19 @@ def upload(target: SftpTarget, local_path: Path, remote_dir: str,
             ) from None
         _remove_stale_partials(sftp, remote_dir, local_path.name, listing)
         try:
-            _put(sftp, local_path, partial)
+            stored = _put(sftp, local_path, partial)
+            if (stored.size, stored.sha256) != (size, sha256):
+                raise UploadFailed(
+                    f"{partial} on {target.address} reads back as {stored.size} bytes, SHA-256 "
+                    f"{stored.sha256[:12]}…; {size} bytes, {sha256[:12]}… were sent"
+                    f"{_DISK_HINT if stored.size < size else ''}; retrying is safe", False)
+            renamed = True  # a reply lost from here on may hide a rename that happened: the
+            # claim stays, and the retry looks on the server before uploading again
             sftp.posix_rename(partial, final)
-            renamed = True
         except BaseException:
             _remove_quietly(sftp, partial)
             raise
-        remote = _inspect(sftp, final)
-        if (remote.size, remote.sha256) != (size, sha256):
-            raise UploadFailed(
-                f"{final} on {target.address} reads back as {remote.size} bytes, SHA-256 "
-                f"{remote.sha256[:12]}…; expected {size} bytes, {sha256[:12]}…", True)
-        return remote
+        return replace(stored, path=final)
     except UploadFailed:
         raise
     except Exception as exc:
@@ -259,10 +289,10 @@ def _remove_quietly(sftp, path: str) -> None:
         pass  # the connection is gone: the next attempt removes it
 
 
+_DISK_HINT = " (the server stored less than was sent: usually a full disk or quota)"
+
+
 def _disk_hint(exc: BaseException) -> str:
-    # sftp-server reports a full disk as a bare "Failure" (SSH_FX_FAILURE), or paramiko's
-    # pipelined writes notice only at the end, as a short file.
-    text = str(exc)
-    if isinstance(exc, OSError) and (text == "Failure" or text.startswith("size mismatch")):
-        return " (the server stored less than was sent: usually a full disk or quota)"
-    return ""
+    # sftp-server reports a full disk as a bare "Failure" (SSH_FX_FAILURE); paramiko raises it
+    # when it drains pipelined write statuses mid-file. At the end, the read-back notices.
+    return _DISK_HINT if isinstance(exc, OSError) and str(exc) == "Failure" else ""
