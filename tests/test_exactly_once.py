@@ -117,10 +117,41 @@ def test_sshd_killed_mid_upload_then_back(policy, round_nga, server, tmp_path):
     assert "retrying is safe" in str(error)
     assert not (folder / Path(delivery.package_path).name).exists()
     assert ledger.claims() == [] and ledger.all() == []  # released: nothing half-claimed
+    (left,) = folder.glob(".*.partial")  # the attempt could not remove it: the ledger knows it
+    assert ledger.partials_left(delivery.destination) == [
+        f"{delivery.destination.split(':', 1)[1]}/{left.name}"]
     server.start()  # back, same host key and port
     done = _deliver(delivery, server, policy, ledger)
     assert done.status == "recorded"
     _finals_are_verified(server, ledger)  # the killed attempt's temp file is gone too
+    assert ledger.partials_left(delivery.destination) == []
+
+
+def test_sigkill_mid_upload_then_the_retry(policy, round_nga, server, tmp_path):
+    """A task process killed with SIGKILL mid-upload says nothing: its claim stays, and its
+    temporary file is known only to the server. The retry looks through the folder, removes
+    it, and delivers once."""
+    ledger = _sqlite_ledger(tmp_path)
+    delivery = _packaged(policy, round_nga, server, tmp_path, ledger, size=256 << 20)
+    target = server.target()
+    child = deliver_in_child({
+        "delivery": delivery.to_xcom(), "policy": str(POLICY_DIR), "run_id": "run-1",
+        "now": NOW.isoformat(), "ledger_url": str(ledger.engine.url),
+        "target": {"host": target.host, "port": target.port, "username": target.username,
+                   "host_key": target.host_key, "private_key_path": target.private_key_path}})
+    folder = _remote(server, delivery)
+    try:
+        wait_until(lambda: any(p.stat().st_size > 1 << 20 for p in folder.glob(".*.partial"))
+                   or child.poll() is not None, what="the upload to be under way")
+    finally:
+        child.kill()
+        output = child.communicate()[0]
+    assert child.returncode == -9, output  # killed mid-upload, not finished
+    assert [p.suffix for p in folder.iterdir()] == [".partial"]
+    assert len(ledger.claims()) == 1 and ledger.partials_left(delivery.destination) == []
+    done = _deliver(delivery, server, policy, ledger)  # Airflow's retry of the same task
+    assert done.status == "recorded"
+    _finals_are_verified(server, ledger)  # the killed attempt's temp file is gone
 
 
 def test_server_down_then_back(policy, round_nga, tmp_path):

@@ -131,6 +131,19 @@ delivery_failures = sa.Table(
 )
 
 
+#: Temporary files an attempt could not remove from a partner's server (its connection was cut
+#: mid-upload), so that the next upload there removes them without listing the folder first.
+#: Operational, like the claims; written in the transaction that releases the attempt's claim.
+partials_left = sa.Table(
+    "partials_left",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("destination", sa.String(255), nullable=False, index=True),  # as in claims
+    sa.Column("remote_path", sa.String(1024), nullable=False),
+    sa.Column("left_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 intake_log = sa.Table(
     "intake",
     metadata,
@@ -188,7 +201,7 @@ CHAINED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                ("round_id", "content_sha256", "country", "status", "seen_at", "version")),
 }
 #: Must match the newest revision in ledger_migrations/versions (a test checks it).
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 VERSION_TABLE = "ledger_alembic_version"
 
 MAIN_RECIPIENTS = ("primary", "secondary")
@@ -578,12 +591,35 @@ class Ledger:
                 .values(destination=destination, remote_path=remote_path))
         return replace(claim, destination=destination, remote_path=remote_path)
 
-    def release(self, claim: Claim) -> None:
-        """Give a claim up after an attempt that certainly left no file under the final name."""
+    def release(self, claim: Claim, partial_left: tuple[str, str] | None = None,
+                now: datetime | None = None) -> None:
+        """Give a claim up after an attempt that certainly left no file under the final name.
+
+        ``partial_left`` (destination, path): a temporary file the attempt could not remove, kept in
+        the same transaction, so that neither the claim nor the file is forgotten: while the
+        claim stands, the next attempt looks for it on the server."""
         with self._writing("release the delivery's claim") as conn:
+            if partial_left is not None:
+                destination, remote_path = partial_left
+                conn.execute(partials_left.insert().values(
+                    destination=destination, remote_path=remote_path,
+                    left_at=now or datetime.now(UTC)))
             conn.execute(delivery_claims.delete().where(
                 delivery_claims.c.id == claim.id, delivery_claims.c.attempt == claim.attempt,
                 delivery_claims.c.state == "claimed"))
+
+    def partials_left(self, destination: str) -> list[str]:
+        """Temporary files attempts left at ``destination`` (``<connection id>:<folder>``)."""
+        with self._reading("read the temporary files left at the destination") as conn:
+            return sorted(set(conn.execute(sa.select(partials_left.c.remote_path).where(
+                partials_left.c.destination == destination)).scalars()))
+
+    def forget_partials(self, destination: str, paths: Iterable[str]) -> None:
+        """The upload removed them (or found them gone)."""
+        with self._writing("forget the removed temporary files") as conn:
+            conn.execute(partials_left.delete().where(
+                partials_left.c.destination == destination,
+                partials_left.c.remote_path.in_(list(paths))))
 
     def confirm(self, claim: Claim, record: DeliveryRecord) -> DeliveryRecord:
         """The uploaded, verified package becomes a delivery: the ledger row and the claim's new

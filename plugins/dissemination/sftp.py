@@ -14,7 +14,8 @@ import base64
 import hashlib
 import posixpath
 import secrets
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
@@ -29,11 +30,13 @@ class DeliveryError(RuntimeError):
 
 class UploadFailed(DeliveryError):
     """The connection failed during an upload. ``final_may_exist``: the rename had happened, so
-    the file may be complete on the server; the claim must stay for the retry to check it."""
+    the file may be complete on the server; the claim must stay for the retry to check it.
+    ``partial_left``: the temporary file the attempt could not remove."""
 
-    def __init__(self, message: str, final_may_exist: bool):
+    def __init__(self, message: str, final_may_exist: bool, partial_left: str | None = None):
         super().__init__(message)
         self.final_may_exist = final_may_exist
+        self.partial_left = partial_left
 
 
 class HostKeyMismatch(DeliveryError, PermanentError):
@@ -114,9 +117,9 @@ def _send(remote: paramiko.SFTPFile, local_path: Path) -> None:
             remote.write(chunk)
 
 
-def _put(sftp: paramiko.SFTPClient, local_path: Path, remote_path: str) -> RemoteFile:
-    """Write the file, then read it back through the same handle: what the server stored,
-    hashed.
+def _put(remote: paramiko.SFTPFile, local_path: Path) -> tuple[int, str]:
+    """Write the file into ``remote`` (opened "w+b"), then read it back through the same handle:
+    the size and SHA-256 of what the server stored.
 
     One open and one close: the reads queue behind the writes (the server answers in order), so
     verifying costs the bytes, not round trips. paramiko drops the status of pipelined writes
@@ -124,7 +127,6 @@ def _put(sftp: paramiko.SFTPClient, local_path: Path, remote_path: str) -> Remot
     The file is new and no one else writes it, so it holds nothing past the bytes sent."""
     size = local_path.stat().st_size
     digest, stored = hashlib.sha256(), 0
-    remote = sftp.open(remote_path, "w+b", REQUEST_SIZE)
     try:
         _send(remote, local_path)
         remote.seek(0)  # sends what the write buffer holds
@@ -134,7 +136,7 @@ def _put(sftp: paramiko.SFTPClient, local_path: Path, remote_path: str) -> Remot
             stored += len(chunk)
     finally:
         _close(remote)
-    return RemoteFile(remote_path, stored, digest.hexdigest())
+    return stored, digest.hexdigest()
 
 
 def _close(remote: paramiko.SFTPFile) -> None:
@@ -195,12 +197,15 @@ def _attempt_token() -> str:
 
 
 def upload(target: SftpTarget, local_path: Path, remote_dir: str,
-           expected_sha256: str | None = None) -> RemoteFile:
+           expected_sha256: str | None = None, stale: Sequence[str] | None = None
+           ) -> RemoteFile:
     """Upload ``local_path`` into ``remote_dir`` under a temporary name unique to this attempt,
     read it back, then rename it: the result names a complete, verified file.
 
-    A failed attempt removes its temporary file (and an earlier attempt's, left by a cut
-    connection); ``UploadFailed.final_may_exist`` says whether the rename may have happened.
+    A failed attempt removes its temporary file, or names it in ``UploadFailed.partial_left``
+    when its connection is gone; ``UploadFailed.final_may_exist`` says whether the rename may
+    have happened. ``stale``: earlier attempts' temporary files to remove first (what the ledger
+    kept); None after an attempt that died without a word, so the folder is looked through.
     """
     local_path = Path(local_path)
     size = local_path.stat().st_size
@@ -208,31 +213,39 @@ def upload(target: SftpTarget, local_path: Path, remote_dir: str,
     final = posixpath.join(remote_dir, local_path.name)
     partial = posixpath.join(remote_dir, f".{local_path.name}.{_attempt_token()}.partial")
     where = f"{target.address}:{remote_dir}"
+    missing = DestinationMisconfigured(
+        f"remote directory {remote_dir!r} does not exist on {target.address}")
     client = _connect(target)
-    renamed = False
+    renamed, left = False, None
     try:
         sftp = client.open_sftp()
+        if stale is None:
+            try:
+                listing = sftp.listdir(remote_dir)
+            except FileNotFoundError:
+                raise missing from None
+            stale = _partials_of(remote_dir, local_path.name, listing)
+        for path in stale:
+            _remove_quietly(sftp, path)
         try:
-            listing = sftp.listdir(remote_dir)
+            remote = sftp.open(partial, "w+b", REQUEST_SIZE)
         except FileNotFoundError:
-            raise DestinationMisconfigured(
-                f"remote directory {remote_dir!r} does not exist on {target.address}"
-            ) from None
-        _remove_stale_partials(sftp, remote_dir, local_path.name, listing)
+            raise missing from None
         try:
-            stored = _put(sftp, local_path, partial)
-            if (stored.size, stored.sha256) != (size, sha256):
+            stored = _put(remote, local_path)
+            if stored != (size, sha256):
                 raise UploadFailed(
-                    f"{partial} on {target.address} reads back as {stored.size} bytes, SHA-256 "
-                    f"{stored.sha256[:12]}…; {size} bytes, {sha256[:12]}… were sent"
-                    f"{_DISK_HINT if stored.size < size else ''}; retrying is safe", False)
+                    f"{partial} on {target.address} reads back as {stored[0]} bytes, SHA-256 "
+                    f"{stored[1][:12]}…; {size} bytes, {sha256[:12]}… were sent"
+                    f"{_DISK_HINT if stored[0] < size else ''}; retrying is safe", False)
             renamed = True  # a reply lost from here on may hide a rename that happened: the
             # claim stays, and the retry looks on the server before uploading again
             sftp.posix_rename(partial, final)
         except BaseException:
-            _remove_quietly(sftp, partial)
+            if not _remove_quietly(sftp, partial):
+                left = partial
             raise
-        return replace(stored, path=final)
+        return RemoteFile(final, size, sha256)
     except UploadFailed:
         raise
     except Exception as exc:
@@ -240,7 +253,8 @@ def upload(target: SftpTarget, local_path: Path, remote_dir: str,
             raise
         raise UploadFailed(
             f"upload of {local_path.name} to {where} failed ({type(exc).__name__}: "
-            f"{exc or 'connection closed'}){_disk_hint(exc)}; retrying is safe", renamed) from exc
+            f"{exc or 'connection closed'}){_disk_hint(exc)}; retrying is safe", renamed,
+            None if renamed else left) from exc
     finally:
         client.close()
 
@@ -274,19 +288,22 @@ def _inspect(sftp: paramiko.SFTPClient, path: str) -> RemoteFile:
     return RemoteFile(path, size, digest.hexdigest())
 
 
-def _remove_stale_partials(sftp, remote_dir: str, name: str, listing: list[str]) -> None:
-    """Temporary files of this package left by an attempt whose connection was cut (it could
-    not remove them then). Only this package's: the delivery claim keeps other attempts out."""
-    for entry in listing:
-        if entry.startswith(f".{name}.") and entry.endswith(".partial"):
-            _remove_quietly(sftp, posixpath.join(remote_dir, entry))
+def _partials_of(remote_dir: str, name: str, listing: list[str]) -> list[str]:
+    """Temporary files of this package in a folder's listing, left by an attempt that died. Only
+    this package's: the delivery claim keeps other attempts out."""
+    return [posixpath.join(remote_dir, entry) for entry in listing
+            if entry.startswith(f".{name}.") and entry.endswith(".partial")]
 
 
-def _remove_quietly(sftp, path: str) -> None:
+def _remove_quietly(sftp, path: str) -> bool:
+    """Remove ``path``; False when the connection is gone (the file may still be there)."""
     try:
         sftp.remove(path)
+    except FileNotFoundError:
+        pass  # removed already
     except (OSError, EOFError, paramiko.SSHException):
-        pass  # the connection is gone: the next attempt removes it
+        return False
+    return True
 
 
 _DISK_HINT = " (the server stored less than was sent: usually a full disk or quota)"

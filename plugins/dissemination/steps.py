@@ -46,7 +46,7 @@ from .sensitivity import (
     classify_round,
     select_for_agreement,
 )
-from .sftp import SftpTarget, inspect, upload
+from .sftp import SftpTarget, UploadFailed, inspect, upload
 from .source import RoundMeta
 
 
@@ -614,10 +614,12 @@ def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget], policy:
         done = _already_on_server(delivery, got.previous, target_for)
     if done is None:
         try:
-            done, claim = _upload_with_fallback(delivery, claim, target_for, ledger)
+            done, claim = _upload_with_fallback(delivery, claim, target_for, ledger,
+                                                earlier=got.previous is not None)
         except Exception as exc:
             if not getattr(exc, "final_may_exist", False):  # nothing under the final name:
-                _release_quietly(ledger, claim)  # another run need not wait for the lease
+                # another run need not wait for the lease
+                _release_quietly(ledger, claim, getattr(exc, "left_at", None), now)
             raise
     record = _delivery_record(done, now, run_id)
     try:
@@ -699,15 +701,15 @@ def _already_on_server(delivery: Delivery, previous, target_for) -> Delivery | N
     return replace(done, destination=previous.destination)
 
 
-def _upload_with_fallback(delivery: Delivery, claim, target_for, ledger: Ledger):
+def _upload_with_fallback(delivery: Delivery, claim, target_for, ledger: Ledger, earlier: bool):
     try:
-        remote = _upload_to(delivery.destination, delivery, target_for)
+        remote = _upload_to(delivery.destination, delivery, target_for, ledger, earlier)
     except PermanentError as exc:
         if not delivery.fallback:
             raise
         secondary = delivery.fallback["destination"]
         claim = ledger.redirect(claim, secondary, _final_path(secondary, delivery.package_path))
-        remote = _upload_to(secondary, delivery, target_for)
+        remote = _upload_to(secondary, delivery, target_for, ledger, earlier)
         return replace(_to_secondary(delivery, f"primary focal point's destination failed "
                                                f"({exc}); sent to the secondary"),
                        status="delivered", remote_path=remote.path), claim
@@ -720,15 +722,31 @@ def _to_secondary(delivery: Delivery, reason: str) -> Delivery:
                    destination=delivery.fallback["destination"], reason=reason)
 
 
-def _upload_to(destination: str, delivery: Delivery, target_for):
+def _upload_to(destination: str, delivery: Delivery, target_for, ledger: Ledger,
+               earlier: bool):
+    """Upload to ``destination``, first removing the temporary files attempts cut off there
+    left: named by the ledger, or, after an attempt that died holding its claim (``earlier``),
+    found by looking through the folder."""
     conn_id, remote_dir = destination.split(":", 1)
-    return upload(target_for(conn_id), Path(delivery.package_path), remote_dir,
-                  expected_sha256=delivery.package_sha256)
-
-
-def _release_quietly(ledger: Ledger, claim) -> None:
+    stale = None if earlier else ledger.partials_left(destination)
     try:
-        ledger.release(claim)
+        remote = upload(target_for(conn_id), Path(delivery.package_path), remote_dir,
+                        expected_sha256=delivery.package_sha256, stale=stale)
+    except UploadFailed as exc:
+        if exc.partial_left:  # where it is, as the ledger names it: kept with the release
+            exc.left_at = (destination, exc.partial_left)
+        raise
+    if stale:
+        try:
+            ledger.forget_partials(destination, stale)
+        except LedgerUnavailable:
+            pass  # the next upload there removes them again, finding them gone
+    return remote
+
+
+def _release_quietly(ledger: Ledger, claim, partial_left, now: datetime) -> None:
+    try:
+        ledger.release(claim, partial_left, now)
     except LedgerUnavailable:
         pass  # the lease runs out instead; the upload's own error is what the operator needs
 
