@@ -89,6 +89,14 @@ def _finals_are_verified(server, ledger: Ledger) -> None:
     assert verify(ledger.engine).ok  # every delivery row is chained in the audit trail
 
 
+def _ledger_status(ledger: Ledger) -> str:
+    """What ``python -m dissemination ledger status`` prints for the ledger."""
+    return subprocess.run(
+        [sys.executable, "-m", "dissemination", "ledger", "status", "--url",
+         str(ledger.engine.url)], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(steps.__file__).parents[1])}).stdout
+
+
 def _deliver(delivery, server, policy, ledger, run_id="run-1", **kw):
     return steps.deliver(delivery, lambda conn: server.target(), policy, ledger, NOW, run_id, **kw)
 
@@ -118,8 +126,11 @@ def test_sshd_killed_mid_upload_then_back(policy, round_nga, server, tmp_path):
     assert not (folder / Path(delivery.package_path).name).exists()
     assert ledger.claims() == [] and ledger.all() == []  # released: nothing half-claimed
     (left,) = folder.glob(".*.partial")  # the attempt could not remove it: the ledger knows it
-    assert ledger.partials_left(delivery.destination) == [
-        f"{delivery.destination.split(':', 1)[1]}/{left.name}"]
+    left_path = f"{delivery.destination.split(':', 1)[1]}/{left.name}"
+    assert ledger.partials_left(delivery.destination) == [left_path]
+    ledger.initialise("test ledger", NOW)
+    assert f"temporary file left at {delivery.destination}: {left_path} since " \
+        in _ledger_status(ledger)
     server.start()  # back, same host key and port
     done = _deliver(delivery, server, policy, ledger)
     assert done.status == "recorded"
@@ -359,13 +370,9 @@ def test_a_stale_claim_of_a_dead_run_is_taken_over_after_its_lease(policy, round
     held = _deliver(delivery, server, policy, ledger, "run-2")
     assert held.status == "in_progress" and "dead-run" in held.reason
     ledger.initialise("test ledger", NOW)
-    status = subprocess.run(
-        [sys.executable, "-m", "dissemination", "ledger", "status", "--url",
-         str(ledger.engine.url)], capture_output=True, text=True, check=True,
-        env={**os.environ, "PYTHONPATH": str(Path(steps.__file__).parents[1])}).stdout
     assert ("claimed, not delivered: unicef-nga NGA-R001-partial (medium, main) by run "
             "dead-run since 2026-11-02 10:00 UTC; others may take over after 2026-11-02 "
-            "11:00 UTC") in status
+            "11:00 UTC") in _ledger_status(ledger)
     later = steps.deliver(delivery, lambda conn: server.target(), policy, ledger,
                           NOW + timedelta(hours=2), "run-3")
     assert later.status == "recorded"

@@ -197,6 +197,9 @@ def _ledger(args: argparse.Namespace) -> int:
               f"({claim.urgency}, {claim.slot}) by run {claim.run_id} since "
               f"{claim.claimed_at:%Y-%m-%d %H:%M} UTC; others may take over after "
               f"{claim.lease_until:%Y-%m-%d %H:%M} UTC")
+    for destination, path, left_at in ledger.all_partials_left():  # an upload cut off
+        print(f"  temporary file left at {destination}: {path} since {left_at:%Y-%m-%d %H:%M} "
+              "UTC; the next upload there removes it")
     return 0
 
 

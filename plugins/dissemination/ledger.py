@@ -614,6 +614,14 @@ class Ledger:
             return sorted(set(conn.execute(sa.select(partials_left.c.remote_path).where(
                 partials_left.c.destination == destination)).scalars()))
 
+    def all_partials_left(self) -> list[tuple[str, str, datetime]]:
+        """(destination, path, left at) of every temporary file still to remove: what ``ledger
+        status`` lists."""
+        c = partials_left.c
+        with self.engine.connect() as conn:
+            return [(r.destination, r.remote_path, _utc(r.left_at)) for r in conn.execute(
+                sa.select(c.destination, c.remote_path, c.left_at).order_by(c.id))]
+
     def forget_partials(self, destination: str, paths: Iterable[str]) -> None:
         """The upload removed them (or found them gone)."""
         with self._writing("forget the removed temporary files") as conn:
