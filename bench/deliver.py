@@ -12,7 +12,10 @@ repetition delivers to a fresh ledger and an emptied server. Figures, medians of
   this machine's cores alone);
 - ``deliver_ms_per_delivery``: at ``--rtt-ms``, with threads;
 - ``deliver_round_trips``: round trips a delivery waits for, one after another: what the delay
-  adds to each, divided by the round trip (TCP and SSH handshakes, login, SFTP requests).
+  adds to each, divided by the round trip (TCP and SSH handshakes, login, SFTP requests);
+- ``deliver_round_trips_kept_session`` and ``deliver_ms_per_delivery_kept_session``: the same
+  with the batch's sessions kept open (``sftp.Sessions``, as the ``deliver`` task does): here
+  every delivery goes to one server, as an organisation's mostly do.
 
     make bench   # or: PYTHONPATH=plugins .venv/bin/python bench/deliver.py [--rtt-ms 100]
 """
@@ -93,6 +96,7 @@ def main() -> None:
     from dissemination.devkit.synthetic import generate_round
     from dissemination.ledger_migrations import open_upgraded
     from dissemination.policy import load_policy
+    from dissemination.sftp import Sessions
 
     with tempfile.TemporaryDirectory(prefix="bench-deliver-") as tmp, \
             LocalSftpServer(Path(tmp) / "sftp", engine="openssh") as server:
@@ -109,14 +113,16 @@ def main() -> None:
         far = LatencyLink(server.port, args.rtt_ms / 2000)
         runs = itertools.count()
 
-        def deliver_all(threads: int, port: int) -> None:
+        def deliver_all(threads: int, port: int, keep: bool = False) -> None:
             target = replace(server.target(), port=port)
             shutil.rmtree(server.root)
             for folder in folders:
                 (server.root / folder).mkdir(parents=True)
             ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp / f'run{next(runs)}.db'}"))
-            outcomes = list(steps.deliver_each(deliveries, lambda d: steps.deliver(
-                d, lambda conn: target, policy, ledger, NOW, "bench"), threads))
+            with Sessions() as kept:
+                outcomes = list(steps.deliver_each(deliveries, lambda d: steps.deliver(
+                    d, lambda conn: target, policy, ledger, NOW, "bench",
+                    sessions=kept if keep else None), threads))
             failed = [o for _, o in outcomes if isinstance(o, Exception)]
             if failed or len(ledger.all()) != len(deliveries):
                 raise RuntimeError(f"{len(failed)} deliveries failed: {failed[:1]}")
@@ -125,6 +131,9 @@ def main() -> None:
         threads_far = median_seconds(lambda: deliver_all(args.threads, far.port))
         serial_near = median_seconds(lambda: deliver_all(1, server.port))
         threads_near = median_seconds(lambda: deliver_all(args.threads, server.port))
+        kept_serial_far = median_seconds(lambda: deliver_all(1, far.port, keep=True))
+        kept_threads_far = median_seconds(lambda: deliver_all(args.threads, far.port, keep=True))
+        kept_serial_near = median_seconds(lambda: deliver_all(1, server.port, keep=True))
     n = len(deliveries)
     print(f"{n} deliveries ({size / 2**20:.1f} MB in all) at {args.rtt_ms:.0f} ms round trip: "
           f"{serial_far:.2f} s one after another, {threads_far:.2f} s {args.threads} at once "
@@ -133,10 +142,15 @@ def main() -> None:
           f"{args.threads} at once ({serial_near / threads_near:.2f}x)")
     round_trips = (serial_far - serial_near) / n / (args.rtt_ms / 1000)
     print(f"each delivery waits for {round_trips:.1f} round trips")
+    kept_round_trips = (kept_serial_far - kept_serial_near) / n / (args.rtt_ms / 1000)
+    print(f"sessions kept for the batch: {kept_threads_far / n * 1000:.0f} ms per delivery "
+          f"{args.threads} at once, {kept_round_trips:.1f} round trips each")
     record(deliver_threads_speedup=round(serial_far / threads_far, 2),
            deliver_threads_speedup_loopback=round(serial_near / threads_near, 2),
            deliver_ms_per_delivery=round(threads_far / n * 1000, 1),
-           deliver_round_trips=round(round_trips, 1))
+           deliver_round_trips=round(round_trips, 1),
+           deliver_round_trips_kept_session=round(kept_round_trips, 1),
+           deliver_ms_per_delivery_kept_session=round(kept_threads_far / n * 1000, 1))
 
 
 if __name__ == "__main__":

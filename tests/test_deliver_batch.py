@@ -17,7 +17,7 @@ from dissemination.audit import verify
 from dissemination.classification import Urgency
 from dissemination.devkit.synthetic import generate_round
 from dissemination.ledger_migrations import open_upgraded
-from dissemination.sftp import DestinationMisconfigured
+from dissemination.sftp import DestinationMisconfigured, Sessions
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 PASSWORD = "a-long-enough-test-password"
@@ -41,8 +41,8 @@ class Attempts:
     how many ran at once. The first ``together`` attempts wait for each other at a barrier, so
     a batch that did not run them at once fails with BrokenBarrierError."""
 
-    def __init__(self, policy, server, ledger, together: int = 0):
-        self.policy, self.server, self.ledger = policy, server, ledger
+    def __init__(self, policy, server, ledger, together: int = 0, sessions=None):
+        self.policy, self.server, self.ledger, self.sessions = policy, server, ledger, sessions
         self.barrier = threading.Barrier(together) if together else None
         self.lock = threading.Lock()
         self.began, self.ended, self.running, self.peak = [], [], 0, 0
@@ -57,7 +57,7 @@ class Attempts:
             if first:
                 self.barrier.wait(timeout=60)
             return steps.deliver(d, lambda conn: self.server.target(), self.policy,
-                                 self.ledger, NOW, "run-1")
+                                 self.ledger, NOW, "run-1", sessions=self.sessions)
         finally:
             with self.lock:
                 self.running -= 1
@@ -98,7 +98,9 @@ def test_one_failure_stops_none_of_the_others(policy, server, tmp_path, sql_engi
     deliveries[broken] = replace(deliveries[broken], fallback={},
                                        destination=deliveries[broken].destination + "/gone")
 
-    results = list(steps.deliver_each(deliveries, Attempts(policy, server, ledger), threads=3))
+    with Sessions() as sessions:  # the failed delivery's session is closed, not passed on
+        results = list(steps.deliver_each(
+            deliveries, Attempts(policy, server, ledger, sessions=sessions), threads=3))
 
     assert [d for d, _ in results] == deliveries
     assert isinstance(results[broken][1], DestinationMisconfigured)
@@ -134,6 +136,43 @@ def test_a_stopped_batch_leaves_no_delivery_half_done(policy, server, tmp_path, 
     assert {r.package_sha256 for r in ledger.all()} == {
         d.package_sha256 for d in deliveries if d.package_path in under_way}
     assert {c.state for c in ledger.claims()} == {"delivered"}
+
+
+def _logins(server) -> int:
+    """Logins sshd has accepted so far (its own log, LogLevel VERBOSE)."""
+    return sum("Accepted publickey" in line for line in server.log_lines)
+
+
+def test_a_batch_logs_in_once_per_thread_not_once_per_delivery(policy, server, tmp_path):
+    """An organisation's deliveries mostly go to one server: the batch keeps its sessions."""
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    deliveries = _packaged(policy, tmp_path, ledger, rounds=3)
+
+    with Sessions() as sessions:
+        results = list(steps.deliver_each(
+            deliveries, Attempts(policy, server, ledger, sessions=sessions), threads=2))
+
+    assert [o.status for _, o in results] == ["recorded"] * len(deliveries)
+    assert _on_server(server) == {r.remote_path: r.package_sha256 for r in ledger.all()}
+    assert 1 <= sessions.opened <= 2 < len(deliveries)
+    assert _logins(server) == sessions.opened
+
+
+def test_a_session_the_server_dropped_is_replaced(policy, server, tmp_path):
+    """Between two deliveries the server ends the kept session (an idle timeout, a restart):
+    the next delivery notices before uploading, logs in again, and delivers."""
+    import psutil
+
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    first, second, *_ = _packaged(policy, tmp_path, ledger, rounds=2)
+    with Sessions() as sessions:
+        attempt = Attempts(policy, server, ledger, sessions=sessions)
+        assert attempt(first).status == "recorded"
+        for session in psutil.Process(server._proc.pid).children(recursive=True):
+            session.kill()  # the listening sshd stays; the kept session's processes end
+        assert attempt(second).status == "recorded"
+    assert sessions.opened == 2 == _logins(server)
+    assert _on_server(server) == {r.remote_path: r.package_sha256 for r in ledger.all()}
 
 
 @pytest.mark.parametrize("threads", [1, 4])

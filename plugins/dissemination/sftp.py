@@ -14,7 +14,9 @@ import base64
 import hashlib
 import posixpath
 import secrets
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,9 +198,77 @@ def _attempt_token() -> str:
     return secrets.token_hex(6)
 
 
+class Sessions:
+    """SFTP sessions kept open for the rest of a batch, per server, each used by one delivery at
+    a time: an organisation's deliveries mostly go to one server, and a new session costs 7 of
+    a delivery's 10 round trips (TCP, SSH key exchange, login, SFTP). A session that failed is
+    closed, never reused; a kept one is asked for its folder (one round trip) before reuse, and
+    replaced if the server dropped it meanwhile. Closing the pool closes them all, and any
+    still in use once its delivery ends (tasks hold one per batch)."""
+
+    def __init__(self):
+        self._idle: dict[SftpTarget, list[tuple[paramiko.SSHClient, paramiko.SFTPClient]]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self.opened = 0  # sessions opened so far
+
+    def __enter__(self) -> Sessions:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def session(self, target: SftpTarget) -> Iterator[paramiko.SFTPClient]:
+        pair = self._take(target) or self._open(target)
+        try:
+            yield pair[1]
+        except BaseException:
+            pair[0].close()
+            raise
+        with self._lock:
+            if not self._closed:
+                self._idle.setdefault(target, []).append(pair)
+                return
+        pair[0].close()
+
+    def close(self) -> None:
+        with self._lock:
+            pairs = [pair for idle in self._idle.values() for pair in idle]
+            self._idle.clear()
+            self._closed = True
+        for client, _ in pairs:
+            client.close()
+
+    def _take(self, target: SftpTarget):
+        while True:
+            with self._lock:
+                idle = self._idle.get(target)
+                if not idle:
+                    return None
+                client, sftp = idle.pop()
+            try:
+                sftp.normalize(".")
+                return client, sftp
+            except (OSError, EOFError, paramiko.SSHException):
+                client.close()  # the server dropped it while it waited
+
+    def _open(self, target: SftpTarget):
+        client = _connect(target)
+        try:
+            sftp = client.open_sftp()
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            client.close()
+            raise DeliveryError(f"cannot open an SFTP session on {target.address} "
+                                f"({type(exc).__name__}: {exc or 'connection closed'})") from exc
+        with self._lock:
+            self.opened += 1
+        return client, sftp
+
+
 def upload(target: SftpTarget, local_path: Path, remote_dir: str,
-           expected_sha256: str | None = None, stale: Sequence[str] | None = None
-           ) -> RemoteFile:
+           expected_sha256: str | None = None, stale: Sequence[str] | None = None,
+           sessions: Sessions | None = None) -> RemoteFile:
     """Upload ``local_path`` into ``remote_dir`` under a temporary name unique to this attempt,
     read it back, then rename it: the result names a complete, verified file.
 
@@ -206,19 +276,26 @@ def upload(target: SftpTarget, local_path: Path, remote_dir: str,
     when its connection is gone; ``UploadFailed.final_may_exist`` says whether the rename may
     have happened. ``stale``: earlier attempts' temporary files to remove first (what the ledger
     kept); None after an attempt that died without a word, so the folder is looked through.
+    ``sessions``: the batch's open sessions (default: a session of its own, closed after).
     """
+    if sessions is None:
+        with Sessions() as own:
+            return upload(target, local_path, remote_dir, expected_sha256, stale, own)
     local_path = Path(local_path)
     size = local_path.stat().st_size
     sha256 = expected_sha256 or file_sha256(local_path)
+    with sessions.session(target) as sftp:
+        return _upload(sftp, target, local_path, remote_dir, size, sha256, stale)
+
+
+def _upload(sftp: paramiko.SFTPClient, target: SftpTarget, local_path: Path, remote_dir: str,
+            size: int, sha256: str, stale: Sequence[str] | None) -> RemoteFile:
     final = posixpath.join(remote_dir, local_path.name)
     partial = posixpath.join(remote_dir, f".{local_path.name}.{_attempt_token()}.partial")
-    where = f"{target.address}:{remote_dir}"
     missing = DestinationMisconfigured(
         f"remote directory {remote_dir!r} does not exist on {target.address}")
-    client = _connect(target)
     renamed, left = False, None
     try:
-        sftp = client.open_sftp()
         if stale is None:
             try:
                 listing = sftp.listdir(remote_dir)
@@ -252,11 +329,9 @@ def upload(target: SftpTarget, local_path: Path, remote_dir: str,
         if not _network_error(exc):
             raise
         raise UploadFailed(
-            f"upload of {local_path.name} to {where} failed ({type(exc).__name__}: "
-            f"{exc or 'connection closed'}){_disk_hint(exc)}; retrying is safe", renamed,
-            None if renamed else left) from exc
-    finally:
-        client.close()
+            f"upload of {local_path.name} to {target.address}:{remote_dir} failed "
+            f"({type(exc).__name__}: {exc or 'connection closed'}){_disk_hint(exc)}; retrying "
+            "is safe", renamed, None if renamed else left) from exc
 
 
 def inspect(target: SftpTarget, remote_path: str) -> RemoteFile | None:

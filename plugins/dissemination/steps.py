@@ -46,7 +46,7 @@ from .sensitivity import (
     classify_round,
     select_for_agreement,
 )
-from .sftp import SftpTarget, UploadFailed, inspect, upload
+from .sftp import Sessions, SftpTarget, UploadFailed, inspect, upload
 from .source import RoundMeta
 
 
@@ -576,8 +576,8 @@ CLAIM_LEASE = timedelta(hours=2)
 
 
 def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget], policy: Policy,
-            ledger: Ledger, now: datetime, run_id: str, lease: timedelta = CLAIM_LEASE
-            ) -> Delivery:
+            ledger: Ledger, now: datetime, run_id: str, lease: timedelta = CLAIM_LEASE,
+            sessions: Sessions | None = None) -> Delivery:
     """Claim, upload, confirm: exactly once, whatever fails in between.
 
     The delivery is claimed in the ledger first; a concurrent run sees the claim and stops, a
@@ -585,7 +585,8 @@ def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget], policy:
     the server first and, if the package is there whole, confirms without uploading again. After
     upload and read-back, the ledger row is written in the same transaction that closes the
     claim. If the primary's destination fails permanently, the secondary receives it.
-    ``policy`` and ``now`` (the wall clock) are checked again right before upload."""
+    ``policy`` and ``now`` (the wall clock) are checked again right before upload. ``sessions``:
+    the batch's open SFTP sessions (default: one of its own per upload)."""
     if delivery.status == "refused":
         raise AgreementRefused(delivery.reason)
     if delivery.status != "packaged":
@@ -615,7 +616,7 @@ def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget], policy:
     if done is None:
         try:
             done, claim = _upload_with_fallback(delivery, claim, target_for, ledger,
-                                                earlier=got.previous is not None)
+                                                got.previous is not None, sessions)
         except Exception as exc:
             if not getattr(exc, "final_may_exist", False):  # nothing under the final name:
                 # another run need not wait for the lease
@@ -701,15 +702,16 @@ def _already_on_server(delivery: Delivery, previous, target_for) -> Delivery | N
     return replace(done, destination=previous.destination)
 
 
-def _upload_with_fallback(delivery: Delivery, claim, target_for, ledger: Ledger, earlier: bool):
+def _upload_with_fallback(delivery: Delivery, claim, target_for, ledger: Ledger, earlier: bool,
+                          sessions: Sessions | None):
     try:
-        remote = _upload_to(delivery.destination, delivery, target_for, ledger, earlier)
+        remote = _upload_to(delivery.destination, delivery, target_for, ledger, earlier, sessions)
     except PermanentError as exc:
         if not delivery.fallback:
             raise
         secondary = delivery.fallback["destination"]
         claim = ledger.redirect(claim, secondary, _final_path(secondary, delivery.package_path))
-        remote = _upload_to(secondary, delivery, target_for, ledger, earlier)
+        remote = _upload_to(secondary, delivery, target_for, ledger, earlier, sessions)
         return replace(_to_secondary(delivery, f"primary focal point's destination failed "
                                                f"({exc}); sent to the secondary"),
                        status="delivered", remote_path=remote.path), claim
@@ -723,7 +725,7 @@ def _to_secondary(delivery: Delivery, reason: str) -> Delivery:
 
 
 def _upload_to(destination: str, delivery: Delivery, target_for, ledger: Ledger,
-               earlier: bool):
+               earlier: bool, sessions: Sessions | None):
     """Upload to ``destination``, first removing the temporary files attempts cut off there
     left: named by the ledger, or, after an attempt that died holding its claim (``earlier``),
     found by looking through the folder."""
@@ -731,7 +733,8 @@ def _upload_to(destination: str, delivery: Delivery, target_for, ledger: Ledger,
     stale = None if earlier else ledger.partials_left(destination)
     try:
         remote = upload(target_for(conn_id), Path(delivery.package_path), remote_dir,
-                        expected_sha256=delivery.package_sha256, stale=stale)
+                        expected_sha256=delivery.package_sha256, stale=stale,
+                        sessions=sessions)
     except UploadFailed as exc:
         if exc.partial_left:  # where it is, as the ledger names it: kept with the release
             exc.left_at = (destination, exc.partial_left)

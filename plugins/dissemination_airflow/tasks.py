@@ -195,7 +195,7 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
 @task(map_index_template="{{ batch_label }}")
 def deliver(batch: dict, run_id: str) -> dict:
     """Claim, upload, confirm, for each delivery of the batch (a few at once): claimed in the
-    ledger, uploaded under a temporary name (pinned host key), renamed, read back, and recorded
+    ledger, uploaded under a temporary name (pinned host key), read back, renamed, and recorded
     with the claim's closing, so a retry, a crash or a concurrent run never sends it twice. The
     agreement's validity and the policy's hash are checked again right before each upload."""
     import contextlib
@@ -206,6 +206,7 @@ def deliver(batch: dict, run_id: str) -> dict:
     from dissemination import steps
     from dissemination.batches import failed
     from dissemination.ledger import Ledger, LedgerUnavailable
+    from dissemination.sftp import Sessions
 
     from . import LEDGER_DB_CONN_ID, current_policy, delivery_threads, engine, sftp_targets
     from .store import RunStage
@@ -214,24 +215,28 @@ def deliver(batch: dict, run_id: str) -> dict:
     staged = stage.read_json(batch["batch"])  # the label too: XCom carries only the name
     get_current_context()["batch_label"] = staged["label"]
     policy, ledger, target_for = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID)), sftp_targets()
+    sessions = Sessions()  # one SSH session per server and thread, not one per delivery
 
     def attempt(d: steps.Delivery) -> steps.Delivery:
         if d.package_path:  # a name in the stage: a local copy on this worker
             d = replace(d, package_path=str(stage.fetch(d.package_path)))
-        return steps.deliver(d, target_for, policy, ledger, pendulum.now("UTC"), run_id)
+        return steps.deliver(d, target_for, policy, ledger, pendulum.now("UTC"), run_id,
+                             sessions=sessions)
 
     done, failures = [], []
     deliveries = [steps.Delivery.from_xcom(delivery) for delivery in staged["deliveries"]]
-    for d, outcome in steps.deliver_each(deliveries, attempt, delivery_threads()):
-        if isinstance(outcome, Exception):  # the batch's other deliveries still go
-            print(f"FAILED {_label(d)}: {type(outcome).__name__}: {outcome}")
-            failures.append((_label(d), outcome))
-            with contextlib.suppress(LedgerUnavailable):  # the task's own error says it all
-                ledger.record_failure(steps.failure_of(d, run_id, pendulum.now("UTC"), outcome))
-            continue
-        print(f"{_label(outcome)}: {outcome.status} to {outcome.recipient} "
-              f"{outcome.recipient_name}: {outcome.remote_path} {outcome.reason}")
-        done.append(outcome.to_xcom())
+    with sessions:  # closed once every delivery of the batch has ended
+        for d, outcome in steps.deliver_each(deliveries, attempt, delivery_threads()):
+            if isinstance(outcome, Exception):  # the batch's other deliveries still go
+                print(f"FAILED {_label(d)}: {type(outcome).__name__}: {outcome}")
+                failures.append((_label(d), outcome))
+                with contextlib.suppress(LedgerUnavailable):  # the task's own error says it all
+                    ledger.record_failure(steps.failure_of(d, run_id, pendulum.now("UTC"),
+                                                           outcome))
+                continue
+            print(f"{_label(outcome)}: {outcome.status} to {outcome.recipient} "
+                  f"{outcome.recipient_name}: {outcome.remote_path} {outcome.reason}")
+            done.append(outcome.to_xcom())
     name = stage.write_json(batch["batch"].replace("batch-", "delivered-"),
                             {"label": staged["label"], "deliveries": done})
     if failures:
