@@ -1,5 +1,6 @@
 """Real faults for the fault-matrix tests: a TCP link to PostgreSQL that can be cut, an sshd
-killed with SIGKILL, a small filesystem of the test's own, and a delivery in a child process.
+killed with SIGKILL or whose sessions stop answering (SIGSTOP), a small filesystem of the test's
+own, and a delivery in a child process.
 
     python tests/faults.py deliver <json>   # one delivery attempt, as a task process makes it
 """
@@ -32,10 +33,12 @@ def wait_until(condition: Callable[[], object], timeout: float = 60, what: str =
 
 class CuttableLink:
     """A TCP forwarder between a client and a real server whose every connection can be cut at
-    once (the ledger database "going away" mid-task) and later restored."""
+    once (the ledger database "going away" mid-task) and later restored. ``rate``: bytes per
+    second towards the server at most (a slow uplink; default as fast as it goes)."""
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, rate: float | None = None):
         self.upstream = (host, port)
+        self.rate = rate
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.up = True
@@ -55,14 +58,16 @@ class CuttableLink:
             server = socket.create_connection(self.upstream)
             with self._lock:
                 self._sockets += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, rate in ((client, server, self.rate), (server, client, None)):
+                threading.Thread(target=self._pipe, args=(a, b, rate), daemon=True).start()
 
     @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(src: socket.socket, dst: socket.socket, rate: float | None) -> None:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
                 dst.sendall(data)
+                if rate:
+                    time.sleep(len(data) / rate)  # pacing, not synchronisation
         for s in (src, dst):
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
@@ -93,6 +98,47 @@ def kill_sshd(server) -> None:
             process.send_signal(signal.SIGKILL)
     server._proc.wait()
     server._proc = None
+
+
+@contextlib.contextmanager
+def silent_sessions(server):
+    """Stop (SIGSTOP) every session process the server's sshd has forked so far, as a server
+    stuck on a dead disk: connections stay open and nothing answers. New connections are served
+    by new processes. Resumed (SIGCONT) on exit."""
+    import psutil
+
+    sessions = psutil.Process(server._proc.pid).children(recursive=True)
+    assert sessions, "no session to stop"
+    for process in sessions:
+        process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for process in sessions:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGCONT)
+
+
+class InBackground:
+    """``call()`` on a thread of its own. ``outcome(within)``: its result or the error it raised,
+    failing the test if it has not ended after ``within`` seconds, the bound of a wait that,
+    broken, would never end (the thread is then left to its fate)."""
+
+    def __init__(self, call: Callable[[], object]):
+        self._outcome: dict = {}
+        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], object]) -> None:
+        try:
+            self._outcome["result"] = call()
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            self._outcome["error"] = exc
+
+    def outcome(self, within: float = 600) -> object:
+        self._thread.join(within)
+        assert not self._thread.is_alive(), f"still waiting after {within} s"
+        return self._outcome.get("error", self._outcome.get("result"))
 
 
 @contextlib.contextmanager

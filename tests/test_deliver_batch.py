@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 import sqlalchemy as sa
+from faults import InBackground, silent_sessions
 
 from dissemination import steps
 from dissemination.audit import verify
@@ -175,6 +176,21 @@ def test_a_session_the_server_dropped_is_replaced(policy, server, tmp_path):
     assert _on_server(server) == {r.remote_path: r.package_sha256 for r in ledger.all()}
 
 
+def test_a_kept_session_whose_server_fell_silent_is_replaced(policy, server, tmp_path):
+    """Between two deliveries the kept session's server stops answering (its processes
+    stopped): the check before reuse gives up after the pool's limit, where paramiko alone
+    would wait for ever, and the next delivery goes through a new session."""
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    first, second, *_ = _packaged(policy, tmp_path, ledger, rounds=2)
+    with Sessions(stall_seconds=1) as sessions:
+        attempt = Attempts(policy, server, ledger, sessions=sessions)
+        assert attempt(first).status == "recorded"
+        with silent_sessions(server):
+            assert InBackground(lambda: attempt(second)).outcome(within=60).status == "recorded"
+    assert sessions.opened == 2 == _logins(server)
+    assert _on_server(server) == {r.remote_path: r.package_sha256 for r in ledger.all()}
+
+
 @pytest.mark.parametrize("threads", [1, 4])
 def test_one_thread_or_several_deliver_the_same(policy, server, tmp_path, threads):
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
@@ -189,11 +205,15 @@ def test_one_thread_or_several_deliver_the_same(policy, server, tmp_path, thread
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "four", "1.5"])
-def test_a_bad_thread_count_is_refused_naming_the_setting(monkeypatch, value):
-    from dissemination_airflow import ConfigurationError, delivery_threads
+@pytest.mark.parametrize("variable, setting", [
+    ("DISSEMINATION_DELIVERY_THREADS", "delivery_threads"),
+    ("DISSEMINATION_SFTP_STALL_SECONDS", "sftp_stall_seconds")])
+def test_a_bad_setting_is_refused_naming_it(monkeypatch, value, variable, setting):
+    import dissemination_airflow
+    from dissemination_airflow import ConfigurationError
 
-    monkeypatch.setenv("DISSEMINATION_DELIVERY_THREADS", value)
-    with pytest.raises(ConfigurationError, match="DISSEMINATION_DELIVERY_THREADS"):
-        delivery_threads()
-    monkeypatch.setenv("DISSEMINATION_DELIVERY_THREADS", "6")
-    assert delivery_threads() == 6
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError, match=variable):
+        getattr(dissemination_airflow, setting)()
+    monkeypatch.setenv(variable, "6")
+    assert getattr(dissemination_airflow, setting)() == 6

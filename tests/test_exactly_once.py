@@ -18,7 +18,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from conftest import POLICY_DIR, POSTGRES_URL
-from faults import CuttableLink, deliver_in_child, kill_sshd, small_filesystem, wait_until
+from faults import (
+    CuttableLink,
+    InBackground,
+    deliver_in_child,
+    kill_sshd,
+    silent_sessions,
+    small_filesystem,
+    wait_until,
+)
 
 from dissemination import steps
 from dissemination.audit import verify
@@ -28,7 +36,7 @@ from dissemination.digests import file_sha256
 from dissemination.errors import PermanentError
 from dissemination.ledger import ClaimKey, Ledger, LedgerUnavailable
 from dissemination.ledger_migrations import open_upgraded
-from dissemination.sftp import DeliveryError, UploadFailed
+from dissemination.sftp import DeliveryError, Sessions, UploadFailed
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 PASSWORD = "a-long-enough-test-password"
@@ -104,22 +112,12 @@ def _deliver(delivery, server, policy, ledger, run_id="run-1", **kw):
 def test_sshd_killed_mid_upload_then_back(policy, round_nga, server, tmp_path):
     ledger = _sqlite_ledger(tmp_path)
     delivery = _packaged(policy, round_nga, server, tmp_path, ledger, size=128 << 20)
-    outcome = {}
-
-    def attempt():
-        try:
-            outcome["result"] = _deliver(delivery, server, policy, ledger)
-        except Exception as exc:  # noqa: BLE001 - the test inspects it
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=attempt)
-    worker.start()
+    attempt = InBackground(lambda: _deliver(delivery, server, policy, ledger))
     folder = _remote(server, delivery)
     wait_until(lambda: any(p.stat().st_size > 1 << 20 for p in folder.glob(".*.partial")),
                what="the upload to be under way")
     kill_sshd(server)
-    worker.join()
-    error = outcome["error"]
+    error = attempt.outcome()
     assert isinstance(error, UploadFailed) and not isinstance(error, PermanentError)
     assert f"127.0.0.1:{server.port}:{delivery.destination.split(':', 1)[1]}" in str(error)
     assert "retrying is safe" in str(error)
@@ -163,6 +161,33 @@ def test_sigkill_mid_upload_then_the_retry(policy, round_nga, server, tmp_path):
     done = _deliver(delivery, server, policy, ledger)  # Airflow's retry of the same task
     assert done.status == "recorded"
     _finals_are_verified(server, ledger)  # the killed attempt's temp file is gone
+
+
+def test_server_silent_mid_upload_then_back(policy, round_nga, server, tmp_path):
+    """A server that stops answering mid-upload (its session processes stopped, as on a dead
+    disk) ends the attempt once it has said nothing for the pool's limit, where paramiko alone
+    waits for ever, holding the claim. The claim is released naming the temporary file; once
+    the server answers again, the retry removes it and delivers once."""
+    ledger = _sqlite_ledger(tmp_path)
+    delivery = _packaged(policy, round_nga, server, tmp_path, ledger, size=128 << 20)
+    folder = _remote(server, delivery)
+    with Sessions(stall_seconds=1) as sessions:
+        attempt = InBackground(lambda: _deliver(delivery, server, policy, ledger,
+                                                sessions=sessions))
+        wait_until(lambda: any(p.stat().st_size > 1 << 20 for p in folder.glob(".*.partial")),
+                   what="the upload to be under way")
+        with silent_sessions(server):
+            error = attempt.outcome(within=60)
+    assert isinstance(error, UploadFailed) and not isinstance(error, PermanentError)
+    assert "the server sent nothing for 1 s, so the session was closed" in str(error)
+    assert f"127.0.0.1:{server.port}:{delivery.destination.split(':', 1)[1]}" in str(error)
+    assert ledger.claims() == [] and ledger.all() == []  # released: the next run need not wait
+    (left,) = folder.glob(".*.partial")
+    assert ledger.partials_left(delivery.destination) == [
+        f"{delivery.destination.split(':', 1)[1]}/{left.name}"]
+    done = _deliver(delivery, server, policy, ledger)
+    assert done.status == "recorded"
+    _finals_are_verified(server, ledger)  # the silent attempt's temp file is gone too
 
 
 def test_server_down_then_back(policy, round_nga, tmp_path):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import replace
 
 import pytest
+from faults import CuttableLink
 
 from dissemination.devkit.local_sftp import LocalSftpServer
 from dissemination.digests import file_sha256
-from dissemination.sftp import DeliveryError, HostKeyMismatch, UploadFailed, upload
+from dissemination.sftp import DeliveryError, HostKeyMismatch, Sessions, UploadFailed, upload
 
 
 @pytest.fixture
@@ -37,6 +40,27 @@ def test_bytes_that_read_back_otherwise_never_take_the_final_name(sftp_server, p
         upload(sftp_server.target(), payload, "p3", expected_sha256=hashed)
     assert exc.value.final_may_exist is False and "retrying is safe" in str(exc.value)
     assert list((sftp_server.root / "p3").iterdir()) == []
+
+
+def test_only_silence_ends_a_session_not_a_long_transfer(sftp_server, tmp_path):
+    """A session is closed when its server says nothing for the limit, not when a delivery
+    lasts longer than it: over a slow link, an upload of several times the limit completes
+    (the server answers all along)."""
+    payload = tmp_path / "NGA-R001_slow.zip"
+    payload.write_bytes(os.urandom(24 << 20))
+    (sftp_server.root / "slow").mkdir(exist_ok=True)
+    link = CuttableLink("127.0.0.1", sftp_server.port, rate=8 << 20)  # 3 s at least
+    try:
+        with Sessions(stall_seconds=1) as sessions:
+            began = time.monotonic()
+            remote = upload(replace(sftp_server.target(), port=link.port), payload, "slow",
+                            sessions=sessions)
+            lasted = time.monotonic() - began
+    finally:
+        link.close()
+    assert lasted > 2 * sessions.stall_seconds  # else the test would show nothing
+    assert remote.sha256 == file_sha256(payload)
+    assert (sftp_server.root / remote.path).read_bytes() == payload.read_bytes()
 
 
 def test_wrong_host_key_sends_nothing(sftp_server, payload, tmp_path):

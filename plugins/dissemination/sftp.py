@@ -5,7 +5,8 @@ under a temporary name and renamed (``posix-rename``) once complete, so a partne
 half-written package and an interrupted upload leaves no file under the final name. The
 temporary name is unique per attempt, and the file is read back and hashed before it takes the
 final name: no file under a final name holds other bytes than the package. Every network failure
-is a retryable ``DeliveryError`` naming the destination.
+is a retryable ``DeliveryError`` naming the destination, and so is a server that stops answering
+(see ``STALL_SECONDS``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hashlib
 import posixpath
 import secrets
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -101,8 +103,34 @@ CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "ae
 WINDOW = 64 * 1024 * 1024  # bytes in flight before the server must acknowledge
 
 
+#: Seconds a session in use may hear nothing from its server before it is closed. Once connected,
+#: paramiko waits for an answer without end: a server stuck on a dead disk or behind a link that
+#: drops everything would hold the delivery, its claim and the task for ever. About what
+#: OpenSSH's ``ServerAliveInterval 15`` with ``ServerAliveCountMax 3`` allows. A transfer hears
+#: the server all along (window adjustments, write statuses), so only silence counts.
+STALL_SECONDS = 60.0
+
+
+class _Heard:
+    """The transport's socket, noting when the server last sent anything."""
+
+    __slots__ = ("_sock", "at")
+
+    def __init__(self, sock):
+        self._sock = sock
+        self.at = time.monotonic()
+
+    def recv(self, size: int) -> bytes:
+        data = self._sock.recv(size)
+        self.at = time.monotonic()
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
 def _fast_transport(sock, **kwargs) -> paramiko.Transport:
-    transport = paramiko.Transport(sock, default_window_size=WINDOW,
+    transport = paramiko.Transport(_Heard(sock), default_window_size=WINDOW,
                                    default_max_packet_size=REQUEST_SIZE + 1024, **kwargs)
     options = transport.get_security_options()
     options.ciphers = tuple(c for c in CIPHERS if c in options.ciphers)
@@ -198,17 +226,45 @@ def _attempt_token() -> str:
     return secrets.token_hex(6)
 
 
+@dataclass(eq=False)
+class Session:
+    """An open SFTP session of a pool, used by one delivery at a time."""
+
+    client: paramiko.SSHClient
+    sftp: paramiko.SFTPClient | None = None
+    stalled_after: float | None = None  # closed after this many silent seconds
+
+    def heard_at(self) -> float:
+        transport = self.client.get_transport()
+        return transport.sock.at if transport is not None else 0.0
+
+    def why(self, exc: BaseException) -> str:
+        """What went wrong, for a message: the silence, rather than the error it ended in."""
+        if self.stalled_after is not None:
+            return (f"the server sent nothing for {self.stalled_after:g} s, so the session was "
+                    "closed")
+        return f"{type(exc).__name__}: {exc or 'connection closed'}"
+
+
 class Sessions:
     """SFTP sessions kept open for the rest of a batch, per server, each used by one delivery at
     a time: an organisation's deliveries mostly go to one server, and a new session costs 7 of
     a delivery's 10 round trips (TCP, SSH key exchange, login, SFTP). A session that failed is
     closed, never reused; a kept one is asked for its folder (one round trip) before reuse, and
     replaced if the server dropped it meanwhile. Closing the pool closes them all, and any
-    still in use once its delivery ends (tasks hold one per batch)."""
+    still in use once its delivery ends (tasks hold one per batch).
 
-    def __init__(self):
-        self._idle: dict[SftpTarget, list[tuple[paramiko.SSHClient, paramiko.SFTPClient]]] = {}
-        self._lock = threading.Lock()
+    A session in use whose server says nothing for ``stall_seconds`` is closed by the pool's
+    watch thread, which ends its delivery's wait with an error (``Session.why`` says which)."""
+
+    def __init__(self, stall_seconds: float = STALL_SECONDS):
+        if not stall_seconds > 0:
+            raise ValueError(f"stall_seconds={stall_seconds!r}: give a number of seconds above 0")
+        self.stall_seconds = stall_seconds
+        self._idle: dict[SftpTarget, list[Session]] = {}
+        self._busy: dict[Session, float] = {}  # in use since (monotonic)
+        self._lock = threading.Condition()
+        self._watch: threading.Thread | None = None
         self._closed = False
         self.opened = 0  # sessions opened so far
 
@@ -219,51 +275,96 @@ class Sessions:
         self.close()
 
     @contextmanager
-    def session(self, target: SftpTarget) -> Iterator[paramiko.SFTPClient]:
-        pair = self._take(target) or self._open(target)
+    def session(self, target: SftpTarget) -> Iterator[Session]:
+        session = self._take(target) or self._open(target)
         try:
-            yield pair[1]
+            yield session
         except BaseException:
-            pair[0].close()
+            self._end(session)
             raise
         with self._lock:
-            if not self._closed:
-                self._idle.setdefault(target, []).append(pair)
+            self._busy.pop(session, None)
+            self._lock.notify()
+            if not self._closed and session.stalled_after is None:
+                self._idle.setdefault(target, []).append(session)
                 return
-        pair[0].close()
+        session.client.close()
 
     def close(self) -> None:
         with self._lock:
-            pairs = [pair for idle in self._idle.values() for pair in idle]
+            idle = [session for sessions in self._idle.values() for session in sessions]
             self._idle.clear()
             self._closed = True
-        for client, _ in pairs:
-            client.close()
+            self._lock.notify()
+        for session in idle:
+            session.client.close()
 
-    def _take(self, target: SftpTarget):
+    def _take(self, target: SftpTarget) -> Session | None:
         while True:
             with self._lock:
                 idle = self._idle.get(target)
                 if not idle:
                     return None
-                client, sftp = idle.pop()
+                session = idle.pop()
+                self._watch_locked(session)
             try:
-                sftp.normalize(".")
-                return client, sftp
+                session.sftp.normalize(".")
+                return session
             except (OSError, EOFError, paramiko.SSHException):
-                client.close()  # the server dropped it while it waited
+                self._end(session)  # the server dropped it while it waited, or fell silent
 
-    def _open(self, target: SftpTarget):
-        client = _connect(target)
+    def _open(self, target: SftpTarget) -> Session:
+        session = Session(_connect(target))  # which times out by itself
+        with self._lock:
+            self._watch_locked(session)
         try:
-            sftp = client.open_sftp()
+            session.sftp = session.client.open_sftp()
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            client.close()
+            self._end(session)
             raise DeliveryError(f"cannot open an SFTP session on {target.address} "
-                                f"({type(exc).__name__}: {exc or 'connection closed'})") from exc
+                                f"({session.why(exc)})") from exc
         with self._lock:
             self.opened += 1
-        return client, sftp
+        return session
+
+    def _end(self, session: Session) -> None:
+        with self._lock:
+            self._busy.pop(session, None)
+            self._lock.notify()
+        session.client.close()
+
+    def _watch_locked(self, session: Session) -> None:
+        self._busy[session] = time.monotonic()
+        if self._watch is None:
+            self._watch = threading.Thread(target=self._close_silent, name="sftp-silence",
+                                           daemon=True)
+            self._watch.start()
+        self._lock.notify()
+
+    def _close_silent(self) -> None:
+        """The watch thread: closes each session in use whose server has said nothing for
+        ``stall_seconds``, until the pool is closed and no session is in use."""
+        with self._lock:
+            while not (self._closed and not self._busy):
+                now, due, silent = time.monotonic(), None, []
+                for session, since in self._busy.items():
+                    heard = max(since, session.heard_at())
+                    if now - heard >= self.stall_seconds:
+                        silent.append(session)
+                    elif due is None or heard + self.stall_seconds < due:
+                        due = heard + self.stall_seconds
+                if not silent:
+                    self._lock.wait(None if due is None else due - now)
+                    continue
+                for session in silent:
+                    del self._busy[session]
+                    session.stalled_after = self.stall_seconds
+                self._lock.release()  # closing waits on the transport's thread
+                try:
+                    for session in silent:
+                        session.client.close()
+                finally:
+                    self._lock.acquire()
 
 
 def upload(target: SftpTarget, local_path: Path, remote_dir: str,
@@ -284,12 +385,13 @@ def upload(target: SftpTarget, local_path: Path, remote_dir: str,
     local_path = Path(local_path)
     size = local_path.stat().st_size
     sha256 = expected_sha256 or file_sha256(local_path)
-    with sessions.session(target) as sftp:
-        return _upload(sftp, target, local_path, remote_dir, size, sha256, stale)
+    with sessions.session(target) as session:
+        return _upload(session, target, local_path, remote_dir, size, sha256, stale)
 
 
-def _upload(sftp: paramiko.SFTPClient, target: SftpTarget, local_path: Path, remote_dir: str,
+def _upload(session: Session, target: SftpTarget, local_path: Path, remote_dir: str,
             size: int, sha256: str, stale: Sequence[str] | None) -> RemoteFile:
+    sftp = session.sftp
     final = posixpath.join(remote_dir, local_path.name)
     partial = posixpath.join(remote_dir, f".{local_path.name}.{_attempt_token()}.partial")
     missing = DestinationMisconfigured(
@@ -330,25 +432,25 @@ def _upload(sftp: paramiko.SFTPClient, target: SftpTarget, local_path: Path, rem
             raise
         raise UploadFailed(
             f"upload of {local_path.name} to {target.address}:{remote_dir} failed "
-            f"({type(exc).__name__}: {exc or 'connection closed'}){_disk_hint(exc)}; retrying "
-            "is safe", renamed, None if renamed else left) from exc
+            f"({session.why(exc)}){_disk_hint(exc)}; retrying is safe", renamed,
+            None if renamed else left) from exc
 
 
-def inspect(target: SftpTarget, remote_path: str) -> RemoteFile | None:
+def inspect(target: SftpTarget, remote_path: str,
+            sessions: Sessions | None = None) -> RemoteFile | None:
     """Size and SHA-256 of a file on the server, or None if it is not there: what a retry
     after a crash compares with the claim before uploading again."""
-    client = _connect(target)
-    try:
-        sftp = client.open_sftp()
+    if sessions is None:
+        with Sessions() as own:
+            return inspect(target, remote_path, own)
+    with sessions.session(target) as session:
         try:
-            return _inspect(sftp, remote_path)
+            return _inspect(session.sftp, remote_path)
         except FileNotFoundError:
             return None
-    except (OSError, EOFError, paramiko.SSHException) as exc:
-        raise DeliveryError(f"cannot read {remote_path} on {target.address} "
-                            f"({type(exc).__name__}: {exc or 'connection closed'})") from exc
-    finally:
-        client.close()
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise DeliveryError(f"cannot read {remote_path} on {target.address} "
+                                f"({session.why(exc)})") from exc
 
 
 def _inspect(sftp: paramiko.SFTPClient, path: str) -> RemoteFile:

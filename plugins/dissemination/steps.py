@@ -612,7 +612,7 @@ def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget], policy:
             f"{got.claim.claimed_at:%Y-%m-%d %H:%M} UTC); that run reports the outcome"))
     claim, done = got.claim, None
     if got.previous is not None:
-        done = _already_on_server(delivery, got.previous, target_for)
+        done = _already_on_server(delivery, got.previous, target_for, sessions)
     if done is None:
         try:
             done, claim = _upload_with_fallback(delivery, claim, target_for, ledger,
@@ -686,11 +686,12 @@ def _final_path(destination: str, package_path: str) -> str:
     return posixpath.join(destination.split(":", 1)[1], Path(package_path).name)
 
 
-def _already_on_server(delivery: Delivery, previous, target_for) -> Delivery | None:
+def _already_on_server(delivery: Delivery, previous, target_for,
+                       sessions: Sessions | None) -> Delivery | None:
     """After a crash: is the earlier attempt's package on the server, whole? Then it was
     delivered, and only the ledger row is missing."""
     conn_id = previous.destination.split(":", 1)[0]
-    remote = inspect(target_for(conn_id), previous.remote_path)
+    remote = inspect(target_for(conn_id), previous.remote_path, sessions)
     if remote is None or remote.sha256 != previous.package_sha256:
         return None
     done = replace(delivery, status="delivered", remote_path=remote.path,

@@ -117,6 +117,12 @@ def delivery_threads() -> int:
     return _whole_number("DISSEMINATION_DELIVERY_THREADS", 4)
 
 
+def sftp_stall_seconds() -> int:
+    """Seconds a partner's SFTP server may say nothing mid-delivery before the session is closed
+    and the delivery fails, to be retried (DISSEMINATION_SFTP_STALL_SECONDS, default 60)."""
+    return _whole_number("DISSEMINATION_SFTP_STALL_SECONDS", 60)
+
+
 def _whole_number(variable: str, default: int) -> int:
     text = os.environ.get(variable, str(default))
     if not text.isdigit() or int(text) < 1:

@@ -208,14 +208,22 @@ def deliver(batch: dict, run_id: str) -> dict:
     from dissemination.ledger import Ledger, LedgerUnavailable
     from dissemination.sftp import Sessions
 
-    from . import LEDGER_DB_CONN_ID, current_policy, delivery_threads, engine, sftp_targets
+    from . import (
+        LEDGER_DB_CONN_ID,
+        current_policy,
+        delivery_threads,
+        engine,
+        sftp_stall_seconds,
+        sftp_targets,
+    )
     from .store import RunStage
 
     stage = RunStage(run_id)
     staged = stage.read_json(batch["batch"])  # the label too: XCom carries only the name
     get_current_context()["batch_label"] = staged["label"]
     policy, ledger, target_for = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID)), sftp_targets()
-    sessions = Sessions()  # one SSH session per server and thread, not one per delivery
+    # one SSH session per server and thread, not one per delivery
+    sessions = Sessions(sftp_stall_seconds())
 
     def attempt(d: steps.Delivery) -> steps.Delivery:
         if d.package_path:  # a name in the stage: a local copy on this worker
