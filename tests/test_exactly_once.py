@@ -36,7 +36,7 @@ from dissemination.digests import file_sha256
 from dissemination.errors import PermanentError
 from dissemination.ledger import ClaimKey, Ledger, LedgerUnavailable
 from dissemination.ledger_migrations import open_upgraded
-from dissemination.sftp import DeliveryError, Sessions, UploadFailed
+from dissemination.sftp import DeliveryError, DestinationMisconfigured, Sessions, UploadFailed
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 PASSWORD = "a-long-enough-test-password"
@@ -202,6 +202,19 @@ def test_server_down_then_back(policy, round_nga, tmp_path):
     with server:
         assert _deliver(delivery, server, policy, ledger).status == "recorded"
         _finals_are_verified(server, ledger)
+
+
+def test_a_server_refusing_renames_holds_no_claim(policy, round_nga, tmp_path):
+    """A server that refuses to rename (at the primary's and the secondary's destination)
+    answered, so nothing can be under a final name: the claim is released at once, and the
+    next run need not wait out the lease."""
+    with LocalSftpServer(tmp_path / "sftp", refuse=("posix-rename", "rename")) as server:
+        ledger = _sqlite_ledger(tmp_path)
+        delivery = _packaged(policy, round_nga, server, tmp_path, ledger)
+        with pytest.raises(DestinationMisconfigured, match="refuses to rename"):
+            _deliver(delivery, server, policy, ledger)
+        assert ledger.claims() == [] and ledger.all() == []
+        assert not [p for p in server.root.rglob("*") if p.is_file()]
 
 
 def test_host_key_changed_sends_nothing_and_reports_why(policy, round_nga, server, tmp_path):

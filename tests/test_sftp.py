@@ -11,7 +11,15 @@ from faults import CuttableLink
 
 from dissemination.devkit.local_sftp import LocalSftpServer
 from dissemination.digests import file_sha256
-from dissemination.sftp import DeliveryError, HostKeyMismatch, Sessions, UploadFailed, upload
+from dissemination.errors import PermanentError
+from dissemination.sftp import (
+    DeliveryError,
+    DestinationMisconfigured,
+    HostKeyMismatch,
+    Sessions,
+    UploadFailed,
+    upload,
+)
 
 
 @pytest.fixture
@@ -61,6 +69,30 @@ def test_only_silence_ends_a_session_not_a_long_transfer(sftp_server, tmp_path):
     assert lasted > 2 * sessions.stall_seconds  # else the test would show nothing
     assert remote.sha256 == file_sha256(payload)
     assert (sftp_server.root / remote.path).read_bytes() == payload.read_bytes()
+
+
+def test_a_server_without_posix_rename_gets_sftps_own_rename(payload, tmp_path):
+    """Partners' servers of other makes lack OpenSSH's posix-rename extension: the package
+    still lands whole under its final name, through SFTP's own rename."""
+    with LocalSftpServer(tmp_path / "plain", refuse=("posix-rename",)) as server:
+        (server.root / "in").mkdir()
+        remote = upload(server.target(), payload, "in")
+        assert [p.name for p in (server.root / "in").iterdir()] == [payload.name]
+        assert (server.root / remote.path).read_bytes() == payload.read_bytes()
+
+
+def test_a_server_refusing_every_rename_gets_nothing_and_says_so(payload, tmp_path):
+    """A refusal is the server's answer, so the rename did not happen: nothing is under the
+    final name, the temporary file is removed, and the error is permanent (a retry would meet
+    the same refusal), naming what the partner must allow."""
+    with LocalSftpServer(tmp_path / "strict", refuse=("posix-rename", "rename")) as server:
+        (server.root / "in").mkdir()
+        with pytest.raises(DestinationMisconfigured, match="refuses to rename") as exc:
+            upload(server.target(), payload, "in")
+        assert "let this account rename files in in" in str(exc.value)
+        assert isinstance(exc.value, PermanentError)
+        assert not getattr(exc.value, "final_may_exist", False)
+        assert list((server.root / "in").iterdir()) == []
 
 
 def test_wrong_host_key_sends_nothing(sftp_server, payload, tmp_path):

@@ -1,7 +1,7 @@
 """Deliver a package over SFTP (paramiko), to a server whose host key is pinned.
 
 A server that shows another key gets nothing: no authentication, no upload. Files are written
-under a temporary name and renamed (``posix-rename``) once complete, so a partner never picks up a
+under a temporary name and renamed (``posix-rename``, else SFTP's own rename) once complete, so a partner never picks up a
 half-written package and an interrupted upload leaves no file under the final name. The
 temporary name is unique per attempt, and the file is read back and hashed before it takes the
 final name: no file under a final name holds other bytes than the package. Every network failure
@@ -419,7 +419,7 @@ def _upload(session: Session, target: SftpTarget, local_path: Path, remote_dir: 
                     f"{_DISK_HINT if stored[0] < size else ''}; retrying is safe", False)
             renamed = True  # a reply lost from here on may hide a rename that happened: the
             # claim stays, and the retry looks on the server before uploading again
-            sftp.posix_rename(partial, final)
+            _rename(sftp, target, partial, final)
         except BaseException:
             if not _remove_quietly(sftp, partial):
                 left = partial
@@ -451,6 +451,37 @@ def inspect(target: SftpTarget, remote_path: str,
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise DeliveryError(f"cannot read {remote_path} on {target.address} "
                                 f"({session.why(exc)})") from exc
+
+
+def _rename(sftp: paramiko.SFTPClient, target: SftpTarget, partial: str, final: str) -> None:
+    """``posix-rename`` (OpenSSH's extension), else SFTP's own rename: servers of other makes
+    lack the extension, and OpenSSH's can be told to refuse it. Both are atomic; SFTP's own
+    never replaces a file, and nothing should be under the final name (the claim says so). A
+    server that answers by refusing both is told to allow renames: that is permanent. Without
+    an answer (the connection lost), the rename may have happened: the error says so."""
+    try:
+        return sftp.posix_rename(partial, final)
+    except OSError as exc:
+        if not _answered(sftp):
+            raise
+        refused = exc
+    try:
+        sftp.rename(partial, final)
+    except OSError as exc:
+        if not _answered(sftp):
+            raise
+        raise DestinationMisconfigured(
+            f"{target.address} refuses to rename {partial} to {final} (posix-rename: "
+            f"{refused}; rename: {exc}); nothing is under the final name. Packages are "
+            "uploaded under a temporary name and renamed once read back: the partner must "
+            f"let this account rename files in {posixpath.dirname(final) or '.'}") from None
+
+
+def _answered(sftp: paramiko.SFTPClient) -> bool:
+    """Whether the session still stands, so the error just raised is the server's answer
+    (an SFTP status), not a lost connection."""
+    channel = sftp.get_channel()
+    return not channel.closed and channel.get_transport().is_active()
 
 
 def _inspect(sftp: paramiko.SFTPClient, path: str) -> RemoteFile:

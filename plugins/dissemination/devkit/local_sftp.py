@@ -90,9 +90,11 @@ def free_port() -> int:
 
 class LocalSftpServer:
     def __init__(self, home: Path | str, port: int = 0, *, engine: str | None = None,
-                 sshd_search: str | None = None):
+                 sshd_search: str | None = None, refuse: tuple[str, ...] = ()):
         """``engine``: ``openssh``, ``python`` or ``auto`` (default: $DISSEMINATION_SFTP_ENGINE,
-        else auto); ``sshd_search`` where auto and openssh look for sshd (PATH syntax)."""
+        else auto); ``sshd_search`` where auto and openssh look for sshd (PATH syntax);
+        ``refuse``: SFTP requests OpenSSH's server refuses (``internal-sftp -P``, e.g.
+        ``posix-rename``), as partners' servers of other makes lack some."""
         self.home = Path(home).resolve()
         self.root = self.home / "root"
         self.port = port or free_port()
@@ -103,6 +105,9 @@ class LocalSftpServer:
         self.log_lines: list[str] = []
         self._sshd = find_sshd(sshd_search)
         self.engine = _choose_engine(engine, self._sshd)
+        if refuse and self.engine != "openssh":
+            raise SftpServerError(f"refusing requests ({', '.join(refuse)}) needs OpenSSH's sshd")
+        self.refuse = tuple(refuse)
         self._proc: subprocess.Popen | None = None
         self._python: _PythonSftp | None = None
         self._listening = threading.Event()
@@ -170,7 +175,8 @@ class LocalSftpServer:
                     "UsePAM no",
                     "StrictModes no",
                     "Subsystem sftp internal-sftp",
-                    f"ForceCommand internal-sftp -d {self.root}",
+                    f"ForceCommand internal-sftp -d {self.root}"
+                    + (f" -P {','.join(self.refuse)}" if self.refuse else ""),
                     "LogLevel VERBOSE",
                     "",
                 ]
