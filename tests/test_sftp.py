@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from dataclasses import replace
 
 import pytest
-from faults import CuttableLink
+from faults import CuttableLink, InBackground, silent_sessions, wait_until
 
 from dissemination.devkit.local_sftp import LocalSftpServer
 from dissemination.digests import file_sha256
@@ -93,6 +94,26 @@ def test_a_server_refusing_every_rename_gets_nothing_and_says_so(payload, tmp_pa
         assert isinstance(exc.value, PermanentError)
         assert not getattr(exc.value, "final_may_exist", False)
         assert list((server.root / "in").iterdir()) == []
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_an_upload_cut_off_leaves_nothing_to_fail_later(tmp_path):
+    """paramiko retries a file's pending requests when the file is garbage collected: after a
+    cut connection that printed a second, stray traceback into the task's log, long after the
+    delivery's own error."""
+    payload = tmp_path / "NGA-R001_cut.zip"
+    payload.write_bytes(os.urandom(64 << 20))
+    with LocalSftpServer(tmp_path / "sftp") as server, Sessions(stall_seconds=1) as sessions:
+        (server.root / "in").mkdir()
+        attempt = InBackground(lambda: upload(server.target(), payload, "in", sessions=sessions))
+        wait_until(lambda: any(p.stat().st_size > 1 << 20
+                               for p in (server.root / "in").glob(".*.partial")),
+                   what="the upload to be under way")
+        with silent_sessions(server):
+            error = attempt.outcome(within=60)
+    assert isinstance(error, UploadFailed)
+    del error, attempt
+    gc.collect()  # the cut-off file's finaliser runs here, and must have nothing left to send
 
 
 def test_wrong_host_key_sends_nothing(sftp_server, payload, tmp_path):

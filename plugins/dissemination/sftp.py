@@ -171,12 +171,17 @@ def _put(remote: paramiko.SFTPFile, local_path: Path) -> tuple[int, str]:
 
 def _close(remote: paramiko.SFTPFile) -> None:
     """Close once every answer is in. On a short file, each read queued past its end answers
-    end-of-file, and paramiko raises each at close: the short read already says so."""
+    end-of-file, and paramiko raises each at close: the short read already says so. A close
+    that fails (the connection is gone) marks the file closed all the same: paramiko would try
+    again when the object is collected, printing a stray traceback into a later task log."""
     while True:
         try:
             return remote.close()
         except EOFError:
             continue
+        except BaseException:
+            remote._closed = True  # paramiko's own flag (BufferedFile): nothing is left to send
+            raise
 
 
 def _connect(target: SftpTarget) -> paramiko.SSHClient:
