@@ -82,6 +82,25 @@ def test_a_server_without_posix_rename_gets_sftps_own_rename(payload, tmp_path):
         assert (server.root / remote.path).read_bytes() == payload.read_bytes()
 
 
+def test_a_server_refusing_read_write_opens_still_gets_only_verified_packages(payload, tmp_path):
+    """Azure Blob Storage's SFTP refuses to open a file to write and read at once, which the
+    read-back through the upload's own handle asks for: the package is written, then read back
+    through a second open, and the session remembers it. Bytes that read back otherwise still
+    never take the final name."""
+    with LocalSftpServer(tmp_path / "azure-like", engine="python",
+                         read_write_opens=False) as server, Sessions() as sessions:
+        (server.root / "in").mkdir()
+        remote = upload(server.target(), payload, "in", sessions=sessions)
+        assert (server.root / remote.path).read_bytes() == payload.read_bytes()
+        changed = tmp_path / "NGA-R002_test.zip"
+        changed.write_bytes(payload.read_bytes()[::-1])
+        with pytest.raises(UploadFailed, match="reads back as 600000 bytes"):
+            upload(server.target(), changed, "in", expected_sha256=remote.sha256,
+                   sessions=sessions)
+        assert [p.name for p in (server.root / "in").iterdir()] == [payload.name]
+    assert sessions.opened == 1  # the refusal is the server's answer, not a broken session
+
+
 def test_a_server_refusing_every_rename_gets_nothing_and_says_so(payload, tmp_path):
     """A refusal is the server's answer, so the rename did not happen: nothing is under the
     final name, the temporary file is removed, and the error is permanent (a retry would meet

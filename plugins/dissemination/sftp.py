@@ -169,6 +169,33 @@ def _put(remote: paramiko.SFTPFile, local_path: Path) -> tuple[int, str]:
     return stored, digest.hexdigest()
 
 
+def _open_partial(session: Session, partial: str, missing: Exception) -> paramiko.SFTPFile:
+    """The temporary file, open to write it and read it back through one handle; to write
+    only, on a server that refuses both at once (Azure Blob Storage's SFTP does; the session
+    remembers it)."""
+    for mode in ("wb",) if session.write_only else ("w+b", "wb"):
+        try:
+            return session.sftp.open(partial, mode, REQUEST_SIZE)
+        except FileNotFoundError:
+            raise missing from None
+        except OSError:
+            if mode == "wb" or not _answered(session.sftp):
+                raise
+            session.write_only = True
+
+
+def _put_write_only(sftp: paramiko.SFTPClient, remote: paramiko.SFTPFile, partial: str,
+                    local_path: Path) -> tuple[int, str]:
+    """``_put`` for a server that refuses files open to write and read at once: written and
+    closed, then read back through a second open (two more round trips)."""
+    try:
+        _send(remote, local_path)
+    finally:
+        _close(remote)
+    stored = _inspect(sftp, partial)
+    return stored.size, stored.sha256
+
+
 def _close(remote: paramiko.SFTPFile) -> None:
     """Close once every answer is in. On a short file, each read queued past its end answers
     end-of-file, and paramiko raises each at close: the short read already says so. A close
@@ -238,6 +265,7 @@ class Session:
     client: paramiko.SSHClient
     sftp: paramiko.SFTPClient | None = None
     stalled_after: float | None = None  # closed after this many silent seconds
+    write_only: bool = False  # the server refuses files open to write and read at once
 
     def heard_at(self) -> float:
         transport = self.client.get_transport()
@@ -411,12 +439,10 @@ def _upload(session: Session, target: SftpTarget, local_path: Path, remote_dir: 
             stale = _partials_of(remote_dir, local_path.name, listing)
         for path in stale:
             _remove_quietly(sftp, path)
+        remote = _open_partial(session, partial, missing)
         try:
-            remote = sftp.open(partial, "w+b", REQUEST_SIZE)
-        except FileNotFoundError:
-            raise missing from None
-        try:
-            stored = _put(remote, local_path)
+            stored = _put_write_only(sftp, remote, partial, local_path) if session.write_only \
+                else _put(remote, local_path)
             if stored != (size, sha256):
                 raise UploadFailed(
                     f"{partial} on {target.address} reads back as {stored[0]} bytes, SHA-256 "

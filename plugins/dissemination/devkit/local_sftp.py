@@ -90,11 +90,14 @@ def free_port() -> int:
 
 class LocalSftpServer:
     def __init__(self, home: Path | str, port: int = 0, *, engine: str | None = None,
-                 sshd_search: str | None = None, refuse: tuple[str, ...] = ()):
+                 sshd_search: str | None = None, refuse: tuple[str, ...] = (),
+                 read_write_opens: bool = True):
         """``engine``: ``openssh``, ``python`` or ``auto`` (default: $DISSEMINATION_SFTP_ENGINE,
-        else auto); ``sshd_search`` where auto and openssh look for sshd (PATH syntax);
-        ``refuse``: SFTP requests OpenSSH's server refuses (``internal-sftp -P``, e.g.
-        ``posix-rename``), as partners' servers of other makes lack some."""
+        else auto); ``sshd_search`` where auto and openssh look for sshd (PATH syntax).
+        Partners' servers of other makes lack what OpenSSH's offers; two such limits:
+        ``refuse``, SFTP requests OpenSSH's server refuses (``internal-sftp -P``, e.g.
+        ``posix-rename``); ``read_write_opens=False``, the pure-Python server refuses to open
+        a file for both writing and reading, as Azure Blob Storage's SFTP does."""
         self.home = Path(home).resolve()
         self.root = self.home / "root"
         self.port = port or free_port()
@@ -108,6 +111,9 @@ class LocalSftpServer:
         if refuse and self.engine != "openssh":
             raise SftpServerError(f"refusing requests ({', '.join(refuse)}) needs OpenSSH's sshd")
         self.refuse = tuple(refuse)
+        if not read_write_opens and self.engine != "python":
+            raise SftpServerError("refusing read-write opens needs the pure-Python server")
+        self.read_write_opens = read_write_opens
         self._proc: subprocess.Popen | None = None
         self._python: _PythonSftp | None = None
         self._listening = threading.Event()
@@ -267,6 +273,16 @@ class _SftpOnlyLogin(asyncssh.SSHServer):
                 and key.public_data in _authorized_keys(owner.authorized_keys_path))
 
 
+class _NoReadWriteOpens(asyncssh.SFTPServer):
+    """Refuses to open a file for both writing and reading: Azure Blob Storage's SFTP does
+    ("Operations that include both READ and WRITE flags" are unsupported)."""
+
+    def open(self, path: bytes, pflags: int, attrs):
+        if pflags & asyncssh.FXF_READ and pflags & asyncssh.FXF_WRITE:
+            raise asyncssh.SFTPOpUnsupported("opening a file to both read and write")
+        return super().open(path, pflags, attrs)
+
+
 class _PythonSftp:
     """asyncssh's SFTP server, chrooted to the root folder, in a thread with its own event loop:
     start() returns once it listens, stop() closes the listener and every session."""
@@ -301,7 +317,9 @@ class _PythonSftp:
                 "127.0.0.1", self.owner.port,
                 server_host_keys=[str(self.owner.host_key_path)],
                 server_factory=lambda: _SftpOnlyLogin(self),
-                sftp_factory=lambda channel: asyncssh.SFTPServer(channel, chroot=root),
+                sftp_factory=lambda channel: (
+                    asyncssh.SFTPServer if self.owner.read_write_opens else _NoReadWriteOpens
+                )(channel, chroot=root),
                 allow_scp=False, agent_forwarding=False)
         except (OSError, asyncssh.Error, ValueError) as exc:
             self._failure = exc
