@@ -182,7 +182,7 @@ def test_a_kept_session_whose_server_fell_silent_is_replaced(policy, server, tmp
     would wait for ever, and the next delivery goes through a new session."""
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
     first, second, *_ = _packaged(policy, tmp_path, ledger, rounds=2)
-    with Sessions(stall_seconds=1) as sessions:
+    with Sessions(stall_seconds=2) as sessions:
         attempt = Attempts(policy, server, ledger, sessions=sessions)
         assert attempt(first).status == "recorded"
         with silent_sessions(server):

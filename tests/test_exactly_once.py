@@ -171,7 +171,7 @@ def test_server_silent_mid_upload_then_back(policy, round_nga, server, tmp_path)
     ledger = _sqlite_ledger(tmp_path)
     delivery = _packaged(policy, round_nga, server, tmp_path, ledger, size=128 << 20)
     folder = _remote(server, delivery)
-    with Sessions(stall_seconds=1) as sessions:
+    with Sessions(stall_seconds=2) as sessions:
         attempt = InBackground(lambda: _deliver(delivery, server, policy, ledger,
                                                 sessions=sessions))
         wait_until(lambda: any(p.stat().st_size > 1 << 20 for p in folder.glob(".*.partial")),
@@ -179,7 +179,7 @@ def test_server_silent_mid_upload_then_back(policy, round_nga, server, tmp_path)
         with silent_sessions(server):
             error = attempt.outcome(within=60)
     assert isinstance(error, UploadFailed) and not isinstance(error, PermanentError)
-    assert "the server sent nothing for 1 s, so the session was closed" in str(error)
+    assert "the server sent nothing for 2 s, so the session was closed" in str(error)
     assert f"127.0.0.1:{server.port}:{delivery.destination.split(':', 1)[1]}" in str(error)
     assert ledger.claims() == [] and ledger.all() == []  # released: the next run need not wait
     (left,) = folder.glob(".*.partial")

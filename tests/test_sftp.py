@@ -122,7 +122,7 @@ def test_an_upload_cut_off_leaves_nothing_to_fail_later(tmp_path):
     delivery's own error."""
     payload = tmp_path / "NGA-R001_cut.zip"
     payload.write_bytes(os.urandom(64 << 20))
-    with LocalSftpServer(tmp_path / "sftp") as server, Sessions(stall_seconds=1) as sessions:
+    with LocalSftpServer(tmp_path / "sftp") as server, Sessions(stall_seconds=2) as sessions:
         (server.root / "in").mkdir()
         attempt = InBackground(lambda: upload(server.target(), payload, "in", sessions=sessions))
         wait_until(lambda: any(p.stat().st_size > 1 << 20
