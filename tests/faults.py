@@ -182,5 +182,39 @@ def _deliver(args: dict) -> None:
     print(done.status, flush=True)
 
 
+def stuck_ledger_writer(url: str, schema: str, stuck_after: float) -> tuple[subprocess.Popen, int]:
+    """A ledger writer in a process of its own that stops itself (SIGSTOP) mid-transaction,
+    after a chained insert, so holding the chain lock every writer needs (a process paused or
+    frozen mid-write). Returned once it holds it, with its PostgreSQL backend's pid."""
+    plugins = str(Path(__file__).resolve().parents[1] / "plugins")
+    child = subprocess.Popen(
+        [sys.executable, __file__, "stuck-writer",
+         json.dumps({"url": url, "schema": schema, "stuck_after": stuck_after})],
+        env={**os.environ, "PYTHONPATH": plugins}, stdout=subprocess.PIPE, text=True)
+    line = child.stdout.readline().split()
+    assert line[:1] == ["holding"], f"the stuck writer did not start: {line}"
+    return child, int(line[1])
+
+
+def _stuck_writer(args: dict) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import sqlalchemy as sa
+
+    from dissemination import ledger
+
+    ledger.CHAIN_LOCK_STUCK = timedelta(seconds=args["stuck_after"])
+    engine = sa.create_engine(args["url"], hide_parameters=True,
+                              connect_args={"options": f"-c search_path={args['schema']}"})
+    with engine.begin() as conn:
+        ledger.insert_chained(conn, ledger.alerts, {
+            "kind": "test", "subject": "a writer stopped mid-transaction",
+            "sent_at": datetime.now(UTC)})
+        print("holding", conn.execute(sa.select(sa.func.pg_backend_pid())).scalar(), flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
 if __name__ == "__main__" and sys.argv[1] == "deliver":
     _deliver(json.loads(sys.argv[2]))
+if __name__ == "__main__" and sys.argv[1] == "stuck-writer":
+    _stuck_writer(json.loads(sys.argv[2]))

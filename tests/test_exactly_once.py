@@ -25,9 +25,11 @@ from faults import (
     kill_sshd,
     silent_sessions,
     small_filesystem,
+    stuck_ledger_writer,
     wait_until,
 )
 
+from dissemination import ledger as ledger_module
 from dissemination import steps
 from dissemination.audit import verify
 from dissemination.classification import Urgency
@@ -319,6 +321,36 @@ def test_ledger_cut_during_and_after_the_upload(policy, round_nga, server, tmp_p
         assert _deliver(delivery, server, policy, ledger, "run-2").status == "already_delivered"
     finally:
         link.close()
+
+
+def test_a_writer_stopped_holding_the_chain_lock_holds_the_others_briefly(
+        policy, round_nga, server, tmp_path, pg_schema, monkeypatch):
+    """PostgreSQL: a ledger writer whose process stops mid-transaction (SIGSTOP) holds the
+    chain lock every writer of every run needs. The others give up after CHAIN_LOCK_WAIT,
+    naming it, rather than wait for ever; PostgreSQL ends the stopped writer's transaction after
+    CHAIN_LOCK_STUCK, which that writer set itself; then the retry records the delivery, which
+    was uploaded once."""
+    admin, schema = pg_schema
+    ledger = _pg_ledger(schema)
+    monkeypatch.setattr(ledger_module, "CHAIN_LOCK_WAIT", timedelta(seconds=1))
+    delivery = _packaged(policy, round_nga, server, tmp_path, ledger)
+    writer, backend = stuck_ledger_writer(POSTGRES_URL, schema, stuck_after=4)
+    try:
+        error = InBackground(lambda: _deliver(delivery, server, policy, ledger)).outcome(60)
+        assert isinstance(error, LedgerUnavailable), error
+        assert "waited 1 s for the chain lock of the ledger" in str(error)
+        assert "while trying to record the verified delivery" in str(error)
+        assert "complete and verified, but not yet recorded" in str(error)
+        with admin.connect() as conn:
+            wait_until(lambda: not conn.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": backend}
+            ).scalar(), what="PostgreSQL to end the stopped writer's transaction")
+        done = _deliver(delivery, server, policy, ledger)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert done.status == "recorded" and "not uploaded again" in done.reason
+    _finals_are_verified(server, ledger)
 
 
 def test_sigkill_between_upload_and_ledger_write(policy, round_nga, server, tmp_path, pg_schema):
