@@ -182,14 +182,17 @@ def _deliver(args: dict) -> None:
     print(done.status, flush=True)
 
 
-def stuck_ledger_writer(url: str, schema: str, stuck_after: float) -> tuple[subprocess.Popen, int]:
-    """A ledger writer in a process of its own that stops itself (SIGSTOP) mid-transaction,
-    after a chained insert, so holding the chain lock every writer needs (a process paused or
-    frozen mid-write). Returned once it holds it, with its PostgreSQL backend's pid."""
+def stuck_ledger_writer(url: str, schema: str, stuck_after: float,
+                        claim: dict | None = None) -> tuple[subprocess.Popen, int]:
+    """A ledger writer in a process of its own that stops itself (SIGSTOP) mid-transaction, as
+    a paused or frozen process would: after a chained insert, so holding the chain lock every
+    writer needs; or, given ``claim`` (a ClaimKey's fields), after inserting that claim's row,
+    which another claim of the same delivery waits for. Returned once it holds the lock, with
+    its PostgreSQL backend's pid."""
     plugins = str(Path(__file__).resolve().parents[1] / "plugins")
     child = subprocess.Popen(
-        [sys.executable, __file__, "stuck-writer",
-         json.dumps({"url": url, "schema": schema, "stuck_after": stuck_after})],
+        [sys.executable, __file__, "stuck-writer", json.dumps(
+            {"url": url, "schema": schema, "stuck_after": stuck_after, "claim": claim})],
         env={**os.environ, "PYTHONPATH": plugins}, stdout=subprocess.PIPE, text=True)
     line = child.stdout.readline().split()
     assert line[:1] == ["holding"], f"the stuck writer did not start: {line}"
@@ -203,13 +206,20 @@ def _stuck_writer(args: dict) -> None:
 
     from dissemination import ledger
 
-    ledger.CHAIN_LOCK_STUCK = timedelta(seconds=args["stuck_after"])
+    ledger.STUCK_AFTER = timedelta(seconds=args["stuck_after"])
     engine = sa.create_engine(args["url"], hide_parameters=True,
                               connect_args={"options": f"-c search_path={args['schema']}"})
-    with engine.begin() as conn:
-        ledger.insert_chained(conn, ledger.alerts, {
-            "kind": "test", "subject": "a writer stopped mid-transaction",
-            "sent_at": datetime.now(UTC)})
+    now = datetime.now(UTC)
+    # the writer's own transaction, its bounds set as the ledger sets them
+    with ledger.Ledger(engine)._writing("hold a lock") as conn:
+        if args["claim"]:
+            conn.execute(ledger.delivery_claims.insert().values(
+                **args["claim"], state="claimed", attempt="stuck", run_id="stuck-run",
+                package_sha256="0" * 64, destination="x:y", remote_path="y/z",
+                claimed_at=now, lease_until=now))
+        else:
+            ledger.insert_chained(conn, ledger.alerts, {
+                "kind": "test", "subject": "a writer stopped mid-transaction", "sent_at": now})
         print("holding", conn.execute(sa.select(sa.func.pg_backend_pid())).scalar(), flush=True)
         os.kill(os.getpid(), signal.SIGSTOP)
 

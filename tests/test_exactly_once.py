@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -323,24 +323,30 @@ def test_ledger_cut_during_and_after_the_upload(policy, round_nga, server, tmp_p
         link.close()
 
 
-def test_a_writer_stopped_holding_the_chain_lock_holds_the_others_briefly(
-        policy, round_nga, server, tmp_path, pg_schema, monkeypatch):
-    """PostgreSQL: a ledger writer whose process stops mid-transaction (SIGSTOP) holds the
-    chain lock every writer of every run needs. The others give up after CHAIN_LOCK_WAIT,
-    naming it, rather than wait for ever; PostgreSQL ends the stopped writer's transaction after
-    CHAIN_LOCK_STUCK, which that writer set itself; then the retry records the delivery, which
-    was uploaded once."""
+@pytest.mark.parametrize("holds", ["the chain lock", "the delivery's claim"])
+def test_a_writer_stopped_mid_transaction_holds_the_others_briefly(
+        policy, round_nga, server, tmp_path, pg_schema, monkeypatch, holds):
+    """PostgreSQL: a ledger writer whose process stops mid-transaction (SIGSTOP) holds a lock:
+    the chain lock every writer of every run needs, or the row of the claim its retry (or
+    another run) takes. The others give up after LOCK_WAIT, naming it, rather than wait for
+    ever; PostgreSQL ends the stopped writer's transaction after STUCK_AFTER, which that writer
+    set itself; then the retry delivers, once."""
     admin, schema = pg_schema
     ledger = _pg_ledger(schema)
-    monkeypatch.setattr(ledger_module, "CHAIN_LOCK_WAIT", timedelta(seconds=1))
+    monkeypatch.setattr(ledger_module, "LOCK_WAIT", timedelta(seconds=1))
     delivery = _packaged(policy, round_nga, server, tmp_path, ledger)
-    writer, backend = stuck_ledger_writer(POSTGRES_URL, schema, stuck_after=4)
+    claim = asdict(steps._claim_key(delivery)) if holds == "the delivery's claim" else None
+    writer, backend = stuck_ledger_writer(POSTGRES_URL, schema, 4, claim)
     try:
         error = InBackground(lambda: _deliver(delivery, server, policy, ledger)).outcome(60)
         assert isinstance(error, LedgerUnavailable), error
-        assert "waited 1 s for the chain lock of the ledger" in str(error)
-        assert "while trying to record the verified delivery" in str(error)
-        assert "complete and verified, but not yet recorded" in str(error)
+        assert "waited 1 s for a lock of the ledger" in str(error)
+        if claim:  # nothing was uploaded
+            assert "while trying to claim the delivery" in str(error)
+            assert not [p for p in server.root.rglob("*") if p.is_file()]
+        else:  # uploaded, not yet recorded
+            assert "while trying to record the verified delivery" in str(error)
+            assert "complete and verified, but not yet recorded" in str(error)
         with admin.connect() as conn:
             wait_until(lambda: not conn.execute(sa.text(
                 "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": backend}
@@ -349,7 +355,8 @@ def test_a_writer_stopped_holding_the_chain_lock_holds_the_others_briefly(
     finally:
         writer.kill()
         writer.wait()
-    assert done.status == "recorded" and "not uploaded again" in done.reason
+    assert done.status == "recorded"
+    assert ("not uploaded again" in done.reason) == (claim is None)
     _finals_are_verified(server, ledger)
 
 

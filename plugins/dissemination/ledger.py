@@ -676,7 +676,11 @@ class Ledger:
 
     @contextmanager
     def _writing(self, doing: str):
+        """A transaction of the claim's steps; on PostgreSQL with its waits bounded (a claim's
+        row locked by a writer that froze would otherwise hold its retry for ever)."""
         with _unavailable_as(doing, self.engine), self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(wait_bounds())
             yield conn
 
     @contextmanager
@@ -746,11 +750,10 @@ def _unavailable_as(doing: str, engine: sa.Engine):
         url = engine.url.render_as_string(hide_password=True)
         if getattr(exc.orig, "pgcode", None) == LOCK_NOT_AVAILABLE:
             raise LedgerUnavailable(
-                f"waited {CHAIN_LOCK_WAIT.total_seconds():g} s for the chain lock of the "
-                f"ledger {url} while trying to {doing}: another writer holds it, stuck "
-                "mid-transaction (its process stopped?); PostgreSQL "
-                f"ends such a transaction after {CHAIN_LOCK_STUCK.total_seconds():g} s idle. "
-                "Retrying is safe") from None
+                f"waited {LOCK_WAIT.total_seconds():g} s for a lock of the ledger {url} "
+                f"while trying to {doing}: another writer holds it, stuck mid-transaction (its "
+                "process stopped?); PostgreSQL ends such a transaction after "
+                f"{STUCK_AFTER.total_seconds():g} s idle. Retrying is safe") from None
         raise LedgerUnavailable(
             f"the ledger {url} is unavailable ({type(exc.orig).__name__}) while trying to "
             f"{doing}") from None
@@ -831,15 +834,10 @@ def chain_row(conn: sa.Connection, table: sa.Table, key: Iterable) -> int:
     holds the single writer lock, on PostgreSQL an advisory lock held to commit serialises
     appenders, so two writers never link to the same head (``seq`` is unique besides). Every
     writer of every run waits for that lock, so both of its waits are bounded (see
-    ``CHAIN_LOCK_WAIT``)."""
-    if conn.dialect.name == "postgresql":
-        bounds = sa.select(  # for the rest of this transaction only (set_config's is_local)
-            sa.func.set_config("lock_timeout", f"{CHAIN_LOCK_WAIT.total_seconds() * 1000:.0f}",
-                               True).label("lock_wait"),
-            sa.func.set_config("idle_in_transaction_session_timeout",
-                               f"{CHAIN_LOCK_STUCK.total_seconds() * 1000:.0f}",
-                               True).label("stuck")).subquery()
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CHAIN_LOCK)).select_from(bounds))
+    ``LOCK_WAIT``)."""
+    if conn.dialect.name == "postgresql":  # the bounds first, in the same round trip
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CHAIN_LOCK))
+                     .select_from(wait_bounds().subquery()))
     keys = CHAINED[table.name][0]
     row = conn.execute(chained_select(table).where(
         *(table.c[k] == v for k, v in zip(keys, key, strict=True)))).mappings().one()
@@ -879,13 +877,24 @@ def insert_chained(conn: sa.Connection, table: sa.Table, values: Mapping) -> tup
 
 #: pg_advisory_xact_lock key of the chain head (any constant; "ledger" in ASCII).
 CHAIN_LOCK = 0x6C6564676572
-#: On PostgreSQL, how long a writer waits for the chain lock before giving up (an error the
-#: caller retries): held for milliseconds by a live writer, for ever by one whose process froze
-#: mid-transaction (stopped, paused, swapped out). Such a writer's transaction, idle past
-#: ``CHAIN_LOCK_STUCK`` while holding the lock, is ended by the server, which frees the lock
-#: for everyone else: both limits are set by the writer itself, for that transaction only.
-CHAIN_LOCK_WAIT = timedelta(seconds=30)
-CHAIN_LOCK_STUCK = timedelta(seconds=60)
+#: On PostgreSQL, how long a writer waits for a lock before giving up (an error the caller
+#: retries): the chain lock every writer needs, or a claim's row. A live writer holds one for
+#: milliseconds; one whose process froze mid-transaction (stopped, paused, swapped out), for
+#: ever. Such a writer's transaction, idle past ``STUCK_AFTER``, is ended by the server, which
+#: frees its locks for everyone else. Both are set by each writer for its own transaction only.
+LOCK_WAIT = timedelta(seconds=30)
+STUCK_AFTER = timedelta(seconds=60)
+
+
+def wait_bounds() -> sa.Select:
+    """``LOCK_WAIT`` and ``STUCK_AFTER`` for the rest of the transaction (PostgreSQL)."""
+    def ms(limit: timedelta) -> str:
+        return f"{limit.total_seconds() * 1000:.0f}"
+
+    return sa.select(
+        sa.func.set_config("lock_timeout", ms(LOCK_WAIT), True).label("lock_wait"),
+        sa.func.set_config("idle_in_transaction_session_timeout", ms(STUCK_AFTER),
+                           True).label("stuck_after"))
 
 
 def _to_record(row) -> DeliveryRecord:
