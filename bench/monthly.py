@@ -37,12 +37,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
-import yaml
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from policies import FLOOR, build_policy  # noqa: E402
+from policies import FLOOR, spread_policy  # noqa: E402
 from summary import record  # noqa: E402
 
 from dissemination.devkit.sandbox import MONTHLY_DAG_ID, Sandbox  # noqa: E402
@@ -53,54 +52,9 @@ from dissemination.steps import new_password  # noqa: E402
 THIS_MONTH = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 COLLECTED = (THIS_MONTH - timedelta(days=1)).replace(day=5, hour=8)  # inside last month
 LOGICAL_DATE = THIS_MONTH.date().isoformat()  # the run due when last month is over
-TEMPLATE_COUNTRY = "NGA"
 
 
 # --- the policy -------------------------------------------------------------------------------
-
-def country_codes(count: int) -> list[str]:
-    """Made-up ISO3 codes from the user-assigned range: XAA, XAB, ..."""
-    return [f"X{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(count)]
-
-
-def spread_policy(folder: Path, agreements: int, countries: int) -> Path:
-    """``build_policy``'s agreements spread over ``countries`` copies of NGA (rules and DTM focal
-    points); each agreement covers one country with NGA's tiers, and its packages land in its
-    own remote folders."""
-    include = build_policy(folder, agreements)
-    rules, dtm = include / "rules", include / "focal_points" / "dtm"
-    template = yaml.safe_load((rules / f"{TEMPLATE_COUNTRY}.yaml").read_text())
-    dtm_template = yaml.safe_load((dtm / f"{TEMPLATE_COUNTRY}.yaml").read_text())
-    for path in [*rules.glob("*.yaml"), *dtm.glob("*.yaml")]:
-        if path.stem != "default":
-            path.unlink()
-    codes = country_codes(countries)
-    for code in codes:
-        (rules / f"{code}.yaml").write_text(yaml.safe_dump({**template, "country": code}))
-        (dtm / f"{code}.yaml").write_text(yaml.safe_dump({**dtm_template, "country": code}))
-    # Agreements of other countries take the tiers of an NGA one of the same organisation kind.
-    tiers = {}
-    for path in sorted((include / "agreements").glob("*.yaml")):
-        agreement = yaml.safe_load(path.read_text())
-        if agreement["countries"] == [TEMPLATE_COUNTRY]:
-            tiers.setdefault(agreement["id"].split("-")[0], agreement)
-    for i, path in enumerate(sorted((include / "agreements").glob("*.yaml"))):
-        agreement = yaml.safe_load(path.read_text())
-        if agreement["countries"] != [TEMPLATE_COUNTRY]:
-            like = tiers[agreement["id"].split("-")[0]]
-            agreement.update(tiers=like["tiers"], max_classification=like["max_classification"])
-        agreement["countries"] = [codes[i % len(codes)]]
-        agreement["destination"]["remote_dir"] = f"{agreement['id']}/incoming"
-        path.write_text(yaml.safe_dump(agreement))
-        people_file = include / "focal_points" / f"{agreement['focal_points']}.yaml"
-        people = yaml.safe_load(people_file.read_text())
-        for person in [people["primary"], people["secondary"], *people.get("field", [])]:
-            if person.get("destination"):
-                leaf = person["destination"]["remote_dir"].split("/", 1)[1]
-                person["destination"]["remote_dir"] = f"{agreement['id']}/{leaf}"
-        people_file.write_text(yaml.safe_dump(people))
-    return include
-
 
 # --- the environment --------------------------------------------------------------------------
 

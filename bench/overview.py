@@ -12,6 +12,7 @@ three agreements and one month.
 
 - ``overview_1000_s``: read + chain + build + render at the large size;
 - ``overview_1000_vs_small``: that / the reference;
+- ``overview_1000_one_country_s``: the same for one country's page (``?country=``);
 - ``ledger_verify_72k_s``: the whole chain's check at the large size (the daily audit's).
 
     make bench   # or: PYTHONPATH=plugins .venv/bin/python bench/overview.py [--months 24]
@@ -28,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policies import build_policy  # noqa: E402
+from policies import build_policy, spread_policy  # noqa: E402
 from summary import record  # noqa: E402
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -107,19 +108,21 @@ def last_audit(ledger) -> tuple[int, str]:
     return seq, digest or "0" * 64
 
 
-def page(ledger, policy, anchor: tuple[int, str]) -> dict[str, float]:
-    """Seconds of each part of one page load, as ``read_overview`` and the route do it."""
+def page(ledger, policy, anchor: tuple[int, str], country: str | None = None
+         ) -> dict[str, float]:
+    """Seconds of each part of one page load (of every country, or of ``country``), as
+    ``read_overview`` and the route do it."""
     from dissemination_ui.app import render_page
 
     from dissemination.audit import verify_since
-    from dissemination.overview import LedgerView, build_overview
+    from dissemination.overview import LedgerView, build_overview, read_country
 
     times, start = {}, time.perf_counter()
-    view = LedgerView.read(ledger)
+    view = LedgerView.read(ledger) if country is None else read_country(ledger, policy, country)
     times["read"] = time.perf_counter() - start
     audit = verify_since(ledger.engine, anchor)
     times["chain"] = time.perf_counter() - sum(times.values()) - start
-    overview = build_overview(policy, view, NOW, audit)
+    overview = build_overview(policy, view, NOW, audit, country)
     times["build"] = time.perf_counter() - sum(times.values()) - start
     html = render_page(overview, "")
     times["render"] = time.perf_counter() - sum(times.values()) - start
@@ -130,14 +133,15 @@ def page(ledger, policy, anchor: tuple[int, str]) -> dict[str, float]:
     return times
 
 
-def deployment(folder: Path, agreements: int, months: int, urgent: int):
+def deployment(folder: Path, agreements: int, months: int, urgent: int, countries: int = 0):
     import sqlalchemy as sa
 
     from dissemination.ledger_migrations import open_upgraded
     from dissemination.policy import load_policy
 
     folder.mkdir()
-    policy = load_policy(build_policy(folder, agreements))
+    policy = load_policy(spread_policy(folder, agreements, countries) if countries
+                         else build_policy(folder, agreements))
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{folder / 'ledger.db'}"))
     return policy, ledger, fill(ledger, policy, months, urgent)
 
@@ -148,29 +152,39 @@ def main() -> None:
     parser.add_argument("--months", type=int, default=24)
     parser.add_argument("--urgent", type=int, default=2,
                         help="medium-tier deliveries per agreement and month")
+    parser.add_argument("--countries", type=int, default=20,
+                        help="countries the agreements are spread over")
     args = parser.parse_args()
     from dissemination.audit import verify
 
     with tempfile.TemporaryDirectory(prefix="bench-overview-") as tmp:
         small = deployment(Path(tmp) / "small", 3, 1, args.urgent)
-        large = deployment(Path(tmp) / "large", args.agreements, args.months, args.urgent)
+        large = deployment(Path(tmp) / "large", args.agreements, args.months, args.urgent,
+                           args.countries)
         best = {}
         for name, (policy, ledger, _) in (("small", small), ("large", large)):
             anchor = last_audit(ledger)
             runs = [page(ledger, policy, anchor) for _ in range(3)]
             best[name] = min(runs, key=lambda t: t["total"])
+        policy, ledger, _ = large
+        country = sorted({c for a in policy.agreements.values() for c in a.countries})[0]
+        runs = [page(ledger, policy, last_audit(ledger), country) for _ in range(3)]
+        best["country"] = min(runs, key=lambda t: t["total"])
         start = time.perf_counter()
         if not verify(large[1].engine).ok:
             raise RuntimeError("the filled ledger does not verify")
         audit_s = time.perf_counter() - start
     parts = ", ".join(f"{k} {v:.2f} s" for k, v in best["large"].items() if k != "total")
-    print(f"page at {args.agreements} agreements, {large[2]} deliveries over {args.months} "
-          f"months: {best['large']['total']:.2f} s ({parts}); at 3 agreements, one month "
+    print(f"page at {args.agreements} agreements in {args.countries} countries, {large[2]} "
+          f"deliveries over {args.months} months: {best['large']['total']:.2f} s ({parts}); at 3 agreements, one month "
           f"({small[2]} deliveries): {best['small']['total'] * 1000:.0f} ms")
     print(f"(the chain checked from the last audit's head, {DAY} entries since; the whole chain, "
           f"as the daily audit checks it: {audit_s:.2f} s)")
+    parts = ", ".join(f"{k} {v:.2f} s" for k, v in best["country"].items() if k != "total")
+    print(f"one country's page ({country}, ?country=): {best['country']['total']:.2f} s ({parts})")
     record(overview_1000_s=round(best["large"]["total"], 2),
            overview_1000_vs_small=round(best["large"]["total"] / best["small"]["total"], 1),
+           overview_1000_one_country_s=round(best["country"]["total"], 2),
            ledger_verify_72k_s=round(audit_s, 2))
 
 

@@ -89,6 +89,8 @@ def test_a_new_ledger_upgrades_from_nothing_and_a_second_upgrade_does_nothing(sq
     assert again.before == again.after == SCHEMA_REVISION
     assert "nothing to do" in again.line("url")
     assert verify(sql_engine).ok and verify(sql_engine).head_seq == 0
+    indexes = {i["name"] for i in sa.inspect(sql_engine).get_indexes("deliveries")}
+    assert "ix_deliveries_country" in indexes  # a page per country reads only its deliveries
 
 
 def test_a_ledger_at_this_codes_revision_is_upgraded_without_loading_alembic(tmp_path):

@@ -12,7 +12,7 @@ from dissemination.__main__ import main as cli
 from dissemination.audit import verify
 from dissemination.ledger import DeliveryFailure, DeliveryRecord, insert_chained, intake_log
 from dissemination.ledger_migrations import open_upgraded
-from dissemination.overview import LedgerView, build_overview
+from dissemination.overview import LedgerView, build_overview, read_country
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -195,3 +195,35 @@ def test_the_page_reads_deliveries_without_their_manifest_explanations(policy, l
         assert not hasattr(summary, "columns")
         assert {f: getattr(whole, f) for f in vars(summary)} == vars(summary)
         assert summary.delivered_at.tzinfo is not None
+
+
+def test_a_country_alone_reads_its_deliveries_and_shows_what_the_whole_page_shows(policy,
+                                                                                   ledger):
+    """A page per country (a coordinator's, and a twentieth of the ledger at a thousand
+    agreements): the same section as on the whole page, its own totals, every country named."""
+    ledger.record(_record("NGA-R001-partial", NOW - timedelta(hours=3)))
+    ledger.record(_record("NGA-R001-cleaned", NOW - timedelta(days=40), urgency="low",
+                          deadline=None, deadline_met=None))
+    ledger.record(_record("SSD-R001-partial", NOW - timedelta(hours=2), country="SSD",
+                          agreement_id="unicef-ssd", deadline_met=False))
+    ledger.record_failure(DeliveryFailure(
+        "unicef-ssd", "SSD-R002-partial", "medium", "main", "Deng Garang", "manual__x",
+        NOW - timedelta(hours=1), False, "UploadFailed: retrying is safe"))
+    whole = _overview(policy, ledger)
+    assert whole.all_countries == tuple(c.country for c in whole.countries)
+    for country in whole.all_countries:
+        view = read_country(ledger, policy, country)
+        assert {d.country for _, d in view.deliveries} <= {country}
+        assert {f.agreement_id for f in view.failures} <= {
+            a.id for a in policy.agreements.values() if country in a.countries}
+        alone = build_overview(policy, view, NOW, verify(ledger.engine), only=country)
+        (section,) = [c for c in whole.countries if c.country == country]
+        assert alone.countries == (section,)
+        assert alone.all_countries == whole.all_countries and alone.audit == whole.audit
+        assert alone.totals == build_overview(policy, LedgerView.read(ledger), NOW,
+                                              only=country).totals
+    assert sum(build_overview(policy, read_country(ledger, policy, c), NOW, only=c)
+               .totals["windows_missed"] for c in whole.all_countries) \
+        == whole.totals["windows_missed"] == 1
+    with pytest.raises(KeyError, match="'XYZ'"):
+        build_overview(policy, LedgerView.read(ledger), NOW, only="XYZ")

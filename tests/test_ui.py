@@ -116,6 +116,24 @@ def test_the_figures_are_the_ledgers(ui):
     assert password not in text  # nor any value of the round: the ledger holds none
 
 
+def test_a_page_per_country(ui):
+    """``?country=NGA``: the same section as on the whole page, links to every country; an
+    unknown one is a 404 naming it."""
+    box, base = ui
+    auth = {"Authorization": f"Bearer {_token(base)}"}
+    url = f"{base}/dissemination/api/overview"
+    whole = httpx.get(url, headers=auth).json()
+    nga = httpx.get(url, params={"country": "NGA"}, headers=auth).json()
+    assert [c["country"] for c in nga["countries"]] == ["NGA"]
+    assert nga["countries"] == [c for c in whole["countries"] if c["country"] == "NGA"]
+    assert nga["all_countries"] == [c["country"] for c in whole["countries"]]
+    unknown = httpx.get(url, params={"country": "XYZ"}, headers=auth)
+    assert unknown.status_code == 404 and "'XYZ'" in unknown.json()["detail"]
+    page = httpx.get(f"{base}/dissemination/", params={"country": "NGA"}, headers=auth).text
+    assert 'data-country="NGA"' in page and 'data-country="SSD"' not in page
+    assert 'href="./?country=SSD"' in page and 'href="./"' in page
+
+
 def test_the_page_checks_the_chain_from_the_last_passing_audits_head(ui):
     """After a passing daily audit the page hashes only what was chained since its head; while
     the last audit stands failed, the whole chain again."""

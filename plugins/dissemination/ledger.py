@@ -39,7 +39,7 @@ deliveries = sa.Table(
     sa.Column("focal_point_name", sa.String(200), nullable=False),
     sa.Column("focal_point_email", sa.String(200), nullable=False),
     sa.Column("round_id", sa.String(64), nullable=False),
-    sa.Column("country", sa.String(3), nullable=False),
+    sa.Column("country", sa.String(3), nullable=False, index=True),  # a page per country
     sa.Column("urgency", sa.String(8), nullable=False),
     sa.Column("level", sa.String(32), nullable=False),  # "site" or the admin level aggregated to
     sa.Column("rules_version", sa.String(64), nullable=False),
@@ -201,7 +201,7 @@ CHAINED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                ("round_id", "content_sha256", "country", "status", "seen_at", "version")),
 }
 #: Must match the newest revision in ledger_migrations/versions (a test checks it).
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 VERSION_TABLE = "ledger_alembic_version"
 
 MAIN_RECIPIENTS = ("primary", "secondary")
@@ -518,12 +518,15 @@ class Ledger:
                 .where(password_rotations.c.notified_at.is_(None))
                 .order_by(password_rotations.c.id))]
 
-    def rotations(self) -> list[Rotation]:
+    def rotations(self, agreement_ids: Iterable[str] | None = None) -> list[Rotation]:
+        """Every password rotation (of these agreements), in id order."""
+        query = sa.select(password_rotations).order_by(password_rotations.c.id)
+        if agreement_ids is not None:
+            query = query.where(password_rotations.c.agreement_id.in_(list(agreement_ids)))
         with self.engine.connect() as conn:
             return [Rotation(r.id, r.agreement_id, _utc(r.rotated_at), r.focal_point_to_tell,
                              _utc_or_none(r.notified_at), _utc_or_none(r.called_at))
-                    for r in conn.execute(sa.select(password_rotations)
-                                          .order_by(password_rotations.c.id))]
+                    for r in conn.execute(query)]
 
     def mark_rotation_called(self, agreement_id: str, now: datetime) -> int:
         """DTM's focal point passed the agreement's new password on by phone: every rotation of
@@ -699,12 +702,14 @@ class Ledger:
         with self.engine.connect() as conn:
             return [(r.id, _to_record(r)) for r in conn.execute(query).all()]
 
-    def summaries(self) -> list[tuple[int, DeliverySummary]]:
-        """(row id, summary) of every delivery, in id order."""
+    def summaries(self, country: str | None = None) -> list[tuple[int, DeliverySummary]]:
+        """(row id, summary) of every delivery (of one country's rounds), in id order."""
         names = [f.name for f in fields(DeliverySummary)]
         at = names.index("delivered_at")
         query = sa.select(deliveries.c.id, *(deliveries.c[n] for n in names)) \
             .order_by(deliveries.c.id)
+        if country is not None:
+            query = query.where(deliveries.c.country == country)
         out = []
         with self.engine.connect() as conn:
             for delivery_id, *values in conn.execute(query):
@@ -717,12 +722,15 @@ class Ledger:
             conn.execute(delivery_failures.insert().values(
                 **{**asdict(failure), "reason": failure.reason[:2000]}))
 
-    def failures(self) -> list[DeliveryFailure]:
+    def failures(self, agreement_ids: Iterable[str] | None = None) -> list[DeliveryFailure]:
+        """Every failed delivery attempt (of these agreements), in id order."""
+        query = sa.select(*(c for c in delivery_failures.c if c.name != "id")) \
+            .order_by(delivery_failures.c.id)
+        if agreement_ids is not None:
+            query = query.where(delivery_failures.c.agreement_id.in_(list(agreement_ids)))
         with self.engine.connect() as conn:
             return [DeliveryFailure(**{**r._asdict(), "failed_at": _utc(r.failed_at)})
-                    for r in conn.execute(sa.select(*(c for c in delivery_failures.c
-                                                      if c.name != "id"))
-                                          .order_by(delivery_failures.c.id))]
+                    for r in conn.execute(query)]
 
     def alerts(self, kind: str) -> list[tuple[str, datetime]]:
         """(subject, sent_at) of every alert of ``kind`` raised so far."""

@@ -100,9 +100,10 @@ class AuditStatus:
 @dataclass(frozen=True)
 class Overview:
     generated_at: datetime
-    countries: tuple[CountryStatus, ...]
+    countries: tuple[CountryStatus, ...]  # every country, or the one asked for
     audit: AuditStatus | None
     totals: dict[str, int] = field(default_factory=dict)
+    all_countries: tuple[str, ...] = ()  # the policy's, for a page per country
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,14 @@ class LedgerView:
     intake: list[tuple[str, str, str, datetime]]
 
     @classmethod
-    def read(cls, ledger) -> LedgerView:
-        return cls(ledger.summaries(), ledger.failures(), ledger.open_claims(),
-                   ledger.rotations(), ledger.alerts("missed"), ledger.intake())
+    def read(cls, ledger, country: str | None = None,
+             agreement_ids: Iterable[str] | None = None) -> LedgerView:
+        """Everything, or what one country's overview needs: its deliveries (years of them,
+        the bulk of the ledger), and the failures and rotations of ``agreement_ids`` (its
+        agreements)."""
+        ids = None if agreement_ids is None else list(agreement_ids)
+        return cls(ledger.summaries(country), ledger.failures(ids), ledger.open_claims(),
+                   ledger.rotations(ids), ledger.alerts("missed"), ledger.intake())
 
     # Each agreement's share, grouped once: the page walks a thousand agreements, and years of
     # history must not be walked once per agreement.
@@ -163,14 +169,28 @@ def _grouped(items: Iterable, key) -> dict:
     return groups
 
 
+def countries_of(policy: Policy) -> list[str]:
+    """Every country of the policy: its rule sets' and its agreements'."""
+    return sorted(set(policy.rulesets) | {c for a in policy.agreements.values()
+                                          for c in a.countries})
+
+
+def read_country(ledger, policy: Policy, country: str) -> LedgerView:
+    """What ``build_overview(..., only=country)`` needs of the ledger, and no more."""
+    return LedgerView.read(ledger, country, [a.id for a in policy.agreements.values()
+                                             if country in a.countries])
+
+
 def build_overview(policy: Policy, view: LedgerView, now: datetime,
-                   audit: Verified | None = None) -> Overview:
-    """Every country of the policy (rule sets and agreements), each agreement under each of its
-    countries, sorted by country then agreement id."""
-    countries = sorted(set(policy.rulesets) | {c for a in policy.agreements.values()
-                                               for c in a.countries})
+                   audit: Verified | None = None, only: str | None = None) -> Overview:
+    """Every country of the policy (or the country ``only``, read with ``LedgerView.read(
+    ledger, only)``), each agreement under each of its countries, sorted by country then
+    agreement id. The totals are those of the countries shown."""
+    countries = countries_of(policy)
+    if only is not None and only not in countries:
+        raise KeyError(f"no rule set or agreement names country {only!r}")
     result = []
-    for country in countries:
+    for country in countries if only is None else [only]:
         agreements = sorted((a for a in policy.agreements.values() if country in a.countries),
                             key=lambda a: a.id)
         statuses = tuple(_agreement_status(policy, a, country, view,
@@ -185,7 +205,7 @@ def build_overview(policy: Policy, view: LedgerView, now: datetime,
             _review_state(assessed.review_due, now.date()) if assessed else "no rule set",
             statuses))
     audit_status = AuditStatus(audit.ok, audit.line()) if audit is not None else None
-    return Overview(now, tuple(result), audit_status, _totals(result))
+    return Overview(now, tuple(result), audit_status, _totals(result), tuple(countries))
 
 
 def _agreement_status(policy: Policy, agreement: Agreement, country: str, view: LedgerView,

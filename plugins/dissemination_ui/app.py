@@ -34,14 +34,15 @@ class LedgerNotReadable(HTTPException):
         super().__init__(status_code=503, detail=f"the ledger cannot be read: {why}")
 
 
-def read_overview():
-    """Policy, ledger and audit, read through the same helpers as the DAGs' tasks. The hash
-    chain is checked from the head the last passing daily audit verified (years of history
-    take seconds to hash, on every load); the whole of it before any audit has passed, or while
-    the last one stands failed."""
+def read_overview(country: str | None = None):
+    """Policy, ledger and audit, read through the same helpers as the DAGs' tasks: every
+    country, or ``country`` alone (its deliveries only are read). The hash chain is checked
+    from the head the last passing daily audit verified (years of history take seconds to
+    hash, on every load); the whole of it before any audit has passed, or while the last one
+    stands failed. An unknown country is a 404 naming it."""
     from dissemination.audit import parse_anchor, verify, verify_since
     from dissemination.ledger import Ledger, LedgerNeedsUpgrade, LedgerUnavailable
-    from dissemination.overview import LedgerView, build_overview
+    from dissemination.overview import LedgerView, build_overview, countries_of, read_country
     from dissemination_airflow import (
         LEDGER_DB_CONN_ID,
         audit_anchor,
@@ -50,9 +51,16 @@ def read_overview():
         engine,
     )
 
+    policy = current_policy()
+    if country is not None and country not in countries_of(policy):
+        raise HTTPException(status_code=404, detail=(
+            f"no rule set or agreement names country {country!r}; known: "
+            f"{', '.join(countries_of(policy))}"))
     ledger_engine = engine(LEDGER_DB_CONN_ID)
     try:
-        view = LedgerView.read(Ledger(ledger_engine))
+        ledger = Ledger(ledger_engine)
+        view = LedgerView.read(ledger) if country is None else read_country(ledger, policy,
+                                                                              country)
         anchor = audit_anchor()
         if anchor and not audit_failure():
             audit = verify_since(ledger_engine, parse_anchor(anchor))
@@ -60,7 +68,7 @@ def read_overview():
             audit = verify(ledger_engine, parse_anchor(anchor) if anchor else None)
     except (LedgerNeedsUpgrade, LedgerUnavailable) as exc:
         raise LedgerNotReadable(str(exc)) from None
-    return build_overview(current_policy(), view, datetime.now(UTC), audit)
+    return build_overview(policy, view, datetime.now(UTC), audit, country)
 
 
 def _templates():
@@ -84,14 +92,16 @@ def render_page(overview, root: str) -> str:
 
 
 @app.get("/", response_class=HTMLResponse)
-def page(request: Request) -> HTMLResponse:
-    return HTMLResponse(render_page(read_overview(), _airflow_root(request)))
+def page(request: Request, country: str | None = None) -> HTMLResponse:
+    """Every country, or ``?country=NGA`` alone: a country's coordinators read theirs, and
+    at a thousand agreements one country's page reads a twentieth of the ledger."""
+    return HTMLResponse(render_page(read_overview(country), _airflow_root(request)))
 
 
 @app.get("/api/overview")
-def overview_json() -> dict:
-    """The page's figures as JSON (for scripts and the tests)."""
-    return asdict(read_overview())
+def overview_json(country: str | None = None) -> dict:
+    """The page's figures as JSON (for scripts and the tests), ``?country=`` as the page."""
+    return asdict(read_overview(country))
 
 
 @app.get("/deliveries/{delivery_id}", response_class=HTMLResponse)
