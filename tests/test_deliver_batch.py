@@ -161,8 +161,7 @@ def test_a_batch_logs_in_once_per_thread_not_once_per_delivery(policy, server, t
 
 def test_a_session_the_server_dropped_is_replaced(policy, server, tmp_path):
     """Between two deliveries the server ends the kept session (an idle timeout, a restart):
-    the next delivery does not use it (or, if the end is not yet known, fails before any
-    answer and is made again), logs in again, and delivers."""
+    the next delivery notices before uploading, logs in again, and delivers."""
     import psutil
 
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
@@ -179,9 +178,8 @@ def test_a_session_the_server_dropped_is_replaced(policy, server, tmp_path):
 
 def test_a_kept_session_whose_server_fell_silent_is_replaced(policy, server, tmp_path):
     """Between two deliveries the kept session's server stops answering (its processes
-    stopped): the next delivery's first request gives up after the pool's limit, where
-    paramiko alone would wait for ever, and, nothing having been answered, the delivery is
-    made again through a new session."""
+    stopped): the check before reuse gives up after the pool's limit, where paramiko alone
+    would wait for ever, and the next delivery goes through a new session."""
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
     first, second, *_ = _packaged(policy, tmp_path, ledger, rounds=2)
     with Sessions(stall_seconds=2) as sessions:

@@ -17,18 +17,15 @@ import posixpath
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import paramiko
 
 from .digests import file_sha256
 from .errors import PermanentError
-
-T = TypeVar("T")
 
 
 class DeliveryError(RuntimeError):
@@ -125,8 +122,7 @@ class _Heard:
 
     def recv(self, size: int) -> bytes:
         data = self._sock.recv(size)
-        if data:  # not the end of the connection
-            self.at = time.monotonic()
+        self.at = time.monotonic()
         return data
 
     def __getattr__(self, name):
@@ -270,19 +266,10 @@ class Session:
     sftp: paramiko.SFTPClient | None = None
     stalled_after: float | None = None  # closed after this many silent seconds
     write_only: bool = False  # the server refuses files open to write and read at once
-    kept_since: float | None = None  # taken from the pool at (monotonic); None: new
-
-    def __post_init__(self):
-        self._heard: _Heard = self.client.get_transport().sock  # kept once the client closes
 
     def heard_at(self) -> float:
-        return self._heard.at
-
-    def dropped_while_kept(self) -> bool:
-        """A kept session that has not heard its server since it was taken again: the server
-        had dropped it (or fell silent), so whatever failed on it never reached the server's
-        answer."""
-        return self.kept_since is not None and self.heard_at() <= self.kept_since
+        transport = self.client.get_transport()
+        return transport.sock.at if transport is not None else 0.0
 
     def why(self, exc: BaseException) -> str:
         """What went wrong, for a message: the silence, rather than the error it ended in."""
@@ -296,9 +283,8 @@ class Sessions:
     """SFTP sessions kept open for the rest of a batch, per server, each used by one delivery at
     a time: an organisation's deliveries mostly go to one server, and a new session costs 7 of
     a delivery's 10 round trips (TCP, SSH key exchange, login, SFTP). A session that failed is
-    closed, never reused. A kept one is reused without a question to the server (that would
-    cost a round trip per delivery); ``run`` does the work again on a new session if the kept
-    one fails before its server answered anything. Closing the pool closes them all, and any
+    closed, never reused; a kept one is asked for its folder (one round trip) before reuse, and
+    replaced if the server dropped it meanwhile. Closing the pool closes them all, and any
     still in use once its delivery ends (tasks hold one per batch).
 
     A session in use whose server says nothing for ``stall_seconds`` is closed by the pool's
@@ -321,25 +307,9 @@ class Sessions:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def run(self, target: SftpTarget, work: Callable[[Session], T]) -> T:
-        """``work(session)`` on a kept session, else a new one. If a kept session fails before
-        its server answered anything (dropped while it waited, or silent), the work runs once
-        more on a new session: ``work`` must be safe to repeat up to its first answer."""
-        session = None
-        try:
-            with self.session(target) as session:
-                return work(session)
-        except (DeliveryError, OSError, EOFError, paramiko.SSHException):
-            if session is None or not session.dropped_while_kept():
-                raise
-        with self.session(target, kept=False) as session:
-            return work(session)
-
     @contextmanager
-    def session(self, target: SftpTarget, kept: bool = True) -> Iterator[Session]:
-        """A session of the pool for one delivery (``kept=False``: a new one), back in the pool
-        once done; closed if the delivery fails."""
-        session = kept and self._take(target) or self._open(target)
+    def session(self, target: SftpTarget) -> Iterator[Session]:
+        session = self._take(target) or self._open(target)
         try:
             yield session
         except BaseException:
@@ -369,12 +339,12 @@ class Sessions:
                 if not idle:
                     return None
                 session = idle.pop()
-                transport = session.client.get_transport()
-                if transport is not None and transport.is_active():
-                    session.kept_since = time.monotonic()
-                    self._watch_locked(session)
-                    return session
-            session.client.close()  # the server ended it while it waited (no round trip)
+                self._watch_locked(session)
+            try:
+                session.sftp.normalize(".")
+                return session
+            except (OSError, EOFError, paramiko.SSHException):
+                self._end(session)  # the server dropped it while it waited, or fell silent
 
     def _open(self, target: SftpTarget) -> Session:
         session = Session(_connect(target))  # which times out by itself
@@ -448,17 +418,15 @@ def upload(target: SftpTarget, local_path: Path, remote_dir: str,
     local_path = Path(local_path)
     size = local_path.stat().st_size
     sha256 = expected_sha256 or file_sha256(local_path)
-    partial = posixpath.join(remote_dir, f".{local_path.name}.{_attempt_token()}.partial")
-    return sessions.run(target, lambda session: _upload(
-        session, target, local_path, remote_dir, partial, size, sha256, stale))
+    with sessions.session(target) as session:
+        return _upload(session, target, local_path, remote_dir, size, sha256, stale)
 
 
 def _upload(session: Session, target: SftpTarget, local_path: Path, remote_dir: str,
-            partial: str, size: int, sha256: str, stale: Sequence[str] | None) -> RemoteFile:
-    """One upload on one session. Safe to repeat on another session while the server has
-    answered nothing: the same temporary name is opened again, and truncated."""
+            size: int, sha256: str, stale: Sequence[str] | None) -> RemoteFile:
     sftp = session.sftp
     final = posixpath.join(remote_dir, local_path.name)
+    partial = posixpath.join(remote_dir, f".{local_path.name}.{_attempt_token()}.partial")
     missing = DestinationMisconfigured(
         f"remote directory {remote_dir!r} does not exist on {target.address}")
     renamed, left = False, None
@@ -506,8 +474,7 @@ def inspect(target: SftpTarget, remote_path: str,
     if sessions is None:
         with Sessions() as own:
             return inspect(target, remote_path, own)
-
-    def read(session: Session) -> RemoteFile | None:
+    with sessions.session(target) as session:
         try:
             return _inspect(session.sftp, remote_path)
         except FileNotFoundError:
@@ -515,8 +482,6 @@ def inspect(target: SftpTarget, remote_path: str,
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise DeliveryError(f"cannot read {remote_path} on {target.address} "
                                 f"({session.why(exc)})") from exc
-
-    return sessions.run(target, read)
 
 
 def _rename(sftp: paramiko.SFTPClient, target: SftpTarget, partial: str, final: str) -> None:
