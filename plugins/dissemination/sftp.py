@@ -284,8 +284,11 @@ class Sessions:
     a time: an organisation's deliveries mostly go to one server, and a new session costs 7 of
     a delivery's 10 round trips (TCP, SSH key exchange, login, SFTP). A session that failed is
     closed, never reused; a kept one is asked for its folder (one round trip) before reuse, and
-    replaced if the server dropped it meanwhile. Closing the pool closes them all, and any
-    still in use once its delivery ends (tasks hold one per batch).
+    replaced if the server dropped it meanwhile. That question must stay harmless: a server
+    that fell silent may wake up later and carry out what it was last sent (reusing the session
+    for the upload itself, its first request, creating the temporary file, ran once the
+    delivery was done elsewhere and left an empty file; CI caught it). Closing the pool closes
+    them all, and any still in use once its delivery ends (tasks hold one per batch).
 
     A session in use whose server says nothing for ``stall_seconds`` is closed by the pool's
     watch thread, which ends its delivery's wait with an error (``Session.why`` says which)."""
