@@ -115,10 +115,10 @@ def page(ledger, policy, anchor: tuple[int, str], country: str | None = None
     from dissemination_ui.app import render_page
 
     from dissemination.audit import verify_since
-    from dissemination.overview import LedgerView, build_overview, read_country
+    from dissemination.overview import LedgerView, build_overview
 
     times, start = {}, time.perf_counter()
-    view = LedgerView.read(ledger) if country is None else read_country(ledger, policy, country)
+    view = LedgerView.read(ledger, policy, country)
     times["read"] = time.perf_counter() - start
     audit = verify_since(ledger.engine, anchor)
     times["chain"] = time.perf_counter() - sum(times.values()) - start

@@ -12,7 +12,7 @@ from dissemination.__main__ import main as cli
 from dissemination.audit import verify
 from dissemination.ledger import DeliveryFailure, DeliveryRecord, insert_chained, intake_log
 from dissemination.ledger_migrations import open_upgraded
-from dissemination.overview import LedgerView, build_overview, read_country
+from dissemination.overview import LedgerView, build_overview
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -212,7 +212,7 @@ def test_a_country_alone_reads_its_deliveries_and_shows_what_the_whole_page_show
     whole = _overview(policy, ledger)
     assert whole.all_countries == tuple(c.country for c in whole.countries)
     for country in whole.all_countries:
-        view = read_country(ledger, policy, country)
+        view = LedgerView.read(ledger, policy, country)
         assert {d.country for _, d in view.deliveries} <= {country}
         assert {f.agreement_id for f in view.failures} <= {
             a.id for a in policy.agreements.values() if country in a.countries}
@@ -222,7 +222,7 @@ def test_a_country_alone_reads_its_deliveries_and_shows_what_the_whole_page_show
         assert alone.all_countries == whole.all_countries and alone.audit == whole.audit
         assert alone.totals == build_overview(policy, LedgerView.read(ledger), NOW,
                                               only=country).totals
-    assert sum(build_overview(policy, read_country(ledger, policy, c), NOW, only=c)
+    assert sum(build_overview(policy, LedgerView.read(ledger, policy, c), NOW, only=c)
                .totals["windows_missed"] for c in whole.all_countries) \
         == whole.totals["windows_missed"] == 1
     with pytest.raises(KeyError, match="'XYZ'"):

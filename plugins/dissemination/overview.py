@@ -117,12 +117,13 @@ class LedgerView:
     intake: list[tuple[str, str, str, datetime]]
 
     @classmethod
-    def read(cls, ledger, country: str | None = None,
-             agreement_ids: Iterable[str] | None = None) -> LedgerView:
-        """Everything, or what one country's overview needs: its deliveries (years of them,
-        the bulk of the ledger), and the failures and rotations of ``agreement_ids`` (its
-        agreements)."""
-        ids = None if agreement_ids is None else list(agreement_ids)
+    def read(cls, ledger, policy: Policy | None = None, country: str | None = None
+             ) -> LedgerView:
+        """Everything, or what ``build_overview(..., only=country)`` needs: the country's
+        deliveries (years of them, the bulk of the ledger), and the failures and rotations of
+        its agreements in ``policy``."""
+        ids = None if country is None else [a.id for a in policy.agreements.values()
+                                            if country in a.countries]
         return cls(ledger.summaries(country), ledger.failures(ids), ledger.open_claims(),
                    ledger.rotations(ids), ledger.alerts("missed"), ledger.intake())
 
@@ -175,16 +176,10 @@ def countries_of(policy: Policy) -> list[str]:
                                           for c in a.countries})
 
 
-def read_country(ledger, policy: Policy, country: str) -> LedgerView:
-    """What ``build_overview(..., only=country)`` needs of the ledger, and no more."""
-    return LedgerView.read(ledger, country, [a.id for a in policy.agreements.values()
-                                             if country in a.countries])
-
-
 def build_overview(policy: Policy, view: LedgerView, now: datetime,
                    audit: Verified | None = None, only: str | None = None) -> Overview:
     """Every country of the policy (or the country ``only``, read with ``LedgerView.read(
-    ledger, only)``), each agreement under each of its countries, sorted by country then
+    ledger, policy, only)``), each agreement under each of its countries, sorted by country then
     agreement id. The totals are those of the countries shown."""
     countries = countries_of(policy)
     if only is not None and only not in countries:

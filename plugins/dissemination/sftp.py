@@ -1,8 +1,9 @@
 """Deliver a package over SFTP (paramiko), to a server whose host key is pinned.
 
 A server that shows another key gets nothing: no authentication, no upload. Files are written
-under a temporary name and renamed (``posix-rename``, else SFTP's own rename) once complete, so a partner never picks up a
-half-written package and an interrupted upload leaves no file under the final name. The
+under a temporary name and renamed (``posix-rename``, else SFTP's own rename) once complete, so
+a partner never picks up a half-written package and an interrupted upload leaves no file under
+the final name. The
 temporary name is unique per attempt, and the file is read back and hashed before it takes the
 final name: no file under a final name holds other bytes than the package. Every network failure
 is a retryable ``DeliveryError`` naming the destination, and so is a server that stops answering
@@ -285,10 +286,10 @@ class Sessions:
     a delivery's 10 round trips (TCP, SSH key exchange, login, SFTP). A session that failed is
     closed, never reused; a kept one is asked for its folder (one round trip) before reuse, and
     replaced if the server dropped it meanwhile. That question must stay harmless: a server
-    that fell silent may wake up later and carry out what it was last sent (reusing the session
-    for the upload itself, its first request, creating the temporary file, ran once the
-    delivery was done elsewhere and left an empty file; CI caught it). Closing the pool closes
-    them all, and any still in use once its delivery ends (tasks hold one per batch).
+    that fell silent may wake later and carry out what it was last sent (the upload's first
+    request would create its temporary file after the delivery went through another session,
+    leaving an empty file). Closing the pool closes them all, and any still in use once its
+    delivery ends (tasks hold one per batch).
 
     A session in use whose server says nothing for ``stall_seconds`` is closed by the pool's
     watch thread, which ends its delivery's wait with an error (``Session.why`` says which)."""
@@ -319,8 +320,7 @@ class Sessions:
             self._end(session)
             raise
         with self._lock:
-            self._busy.pop(session, None)
-            self._lock.notify()
+            self._unwatch_locked(session)
             if not self._closed and session.stalled_after is None:
                 self._idle.setdefault(target, []).append(session)
                 return
@@ -365,9 +365,12 @@ class Sessions:
 
     def _end(self, session: Session) -> None:
         with self._lock:
-            self._busy.pop(session, None)
-            self._lock.notify()
+            self._unwatch_locked(session)
         session.client.close()
+
+    def _unwatch_locked(self, session: Session) -> None:
+        self._busy.pop(session, None)
+        self._lock.notify()  # the watch thread may end, or its next due time moved
 
     def _watch_locked(self, session: Session) -> None:
         self._busy[session] = time.monotonic()

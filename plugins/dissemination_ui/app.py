@@ -42,7 +42,7 @@ def read_overview(country: str | None = None):
     stands failed. An unknown country is a 404 naming it."""
     from dissemination.audit import parse_anchor, verify, verify_since
     from dissemination.ledger import Ledger, LedgerNeedsUpgrade, LedgerUnavailable
-    from dissemination.overview import LedgerView, build_overview, countries_of, read_country
+    from dissemination.overview import LedgerView, build_overview, countries_of
     from dissemination_airflow import (
         LEDGER_DB_CONN_ID,
         audit_anchor,
@@ -58,9 +58,7 @@ def read_overview(country: str | None = None):
             f"{', '.join(countries_of(policy))}"))
     ledger_engine = engine(LEDGER_DB_CONN_ID)
     try:
-        ledger = Ledger(ledger_engine)
-        view = LedgerView.read(ledger) if country is None else read_country(ledger, policy,
-                                                                              country)
+        view = LedgerView.read(Ledger(ledger_engine), policy, country)
         anchor = audit_anchor()
         if anchor and not audit_failure():
             audit = verify_since(ledger_engine, parse_anchor(anchor))
