@@ -182,17 +182,19 @@ def _deliver(args: dict) -> None:
     print(done.status, flush=True)
 
 
-def stuck_ledger_writer(url: str, schema: str, stuck_after: float,
-                        claim: dict | None = None) -> tuple[subprocess.Popen, int]:
+def stuck_ledger_writer(url: str, schema: str, stuck_after: float, claim: dict | None = None,
+                        rotation_of: str | None = None) -> tuple[subprocess.Popen, int]:
     """A ledger writer in a process of its own that stops itself (SIGSTOP) mid-transaction, as
     a paused or frozen process would: after a chained insert, so holding the chain lock every
     writer needs; or, given ``claim`` (a ClaimKey's fields), after inserting that claim's row,
-    which another claim of the same delivery waits for. Returned once it holds the lock, with
-    its PostgreSQL backend's pid."""
+    which another claim of the same delivery waits for; or, given ``rotation_of`` (an
+    agreement id), after marking its rotations called, which any other mark of them waits for.
+    Returned once it holds the lock, with its PostgreSQL backend's pid."""
     plugins = str(Path(__file__).resolve().parents[1] / "plugins")
     child = subprocess.Popen(
         [sys.executable, __file__, "stuck-writer", json.dumps(
-            {"url": url, "schema": schema, "stuck_after": stuck_after, "claim": claim})],
+            {"url": url, "schema": schema, "stuck_after": stuck_after, "claim": claim,
+             "rotation_of": rotation_of})],
         env={**os.environ, "PYTHONPATH": plugins}, stdout=subprocess.PIPE, text=True)
     line = child.stdout.readline().split()
     assert line[:1] == ["holding"], f"the stuck writer did not start: {line}"
@@ -217,6 +219,10 @@ def _stuck_writer(args: dict) -> None:
                 **args["claim"], state="claimed", attempt="stuck", run_id="stuck-run",
                 package_sha256="0" * 64, destination="x:y", remote_path="y/z",
                 claimed_at=now, lease_until=now))
+        elif args["rotation_of"]:
+            rotations = ledger.password_rotations
+            conn.execute(rotations.update().where(
+                rotations.c.agreement_id == args["rotation_of"]).values(called_at=now))
         else:
             ledger.insert_chained(conn, ledger.alerts, {
                 "kind": "test", "subject": "a writer stopped mid-transaction", "sent_at": now})

@@ -31,6 +31,7 @@ from faults import (
 
 from dissemination import ledger as ledger_module
 from dissemination import steps
+from dissemination.__main__ import main as cli
 from dissemination.audit import verify
 from dissemination.classification import Urgency
 from dissemination.devkit.local_sftp import LocalSftpServer
@@ -358,6 +359,36 @@ def test_a_writer_stopped_mid_transaction_holds_the_others_briefly(
     assert done.status == "recorded"
     assert ("not uploaded again" in done.reason) == (claim is None)
     _finals_are_verified(server, ledger)
+
+
+def test_a_rotation_mark_waits_for_a_stopped_writer_only_briefly(pg_schema, monkeypatch,
+                                                                 capsys):
+    """PostgreSQL: DTM's focal point marks a rotation called while another writer of the same
+    rotation's row stopped mid-transaction. The mark gives up after LOCK_WAIT, naming what it
+    was doing, instead of hanging the command; once PostgreSQL ended the stopped transaction,
+    the mark goes through."""
+    admin, schema = pg_schema
+    ledger = _pg_ledger(schema)
+    monkeypatch.setattr(ledger_module, "LOCK_WAIT", timedelta(seconds=1))
+    ledger.record_rotation("unicef-nga", "package_password_unicef_nga", NOW, "Aisha Bello")
+    writer, backend = stuck_ledger_writer(POSTGRES_URL, schema, 4, rotation_of="unicef-nga")
+    try:
+        called = ["ledger", "called", "--agreement", "unicef-nga", "--url",
+                  f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"]
+        assert InBackground(lambda: cli(called)).outcome(60) == 1
+        error = capsys.readouterr().err
+        assert "waited 1 s for a lock of the ledger" in error
+        assert "while trying to mark the rotation called" in error
+        with admin.connect() as conn:
+            wait_until(lambda: not conn.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": backend}
+            ).scalar(), what="PostgreSQL to end the stopped writer's transaction")
+        assert cli(called) == 0
+    finally:
+        writer.kill()
+        writer.wait()
+    assert "1 password rotation(s) marked" in capsys.readouterr().out
+    assert [r.called_at is not None for r in ledger.rotations()] == [True]
 
 
 def test_sigkill_between_upload_and_ledger_write(policy, round_nga, server, tmp_path, pg_schema):

@@ -144,7 +144,7 @@ def _ledger(args: argparse.Namespace) -> int:
 
     import sqlalchemy as sa
 
-    from .ledger import Ledger, LedgerNeedsUpgrade
+    from .ledger import Ledger, LedgerNeedsUpgrade, LedgerUnavailable
 
     engine = sa.create_engine(args.url, hide_parameters=True)
     url = engine.url.render_as_string(hide_password=True)
@@ -173,7 +173,11 @@ def _ledger(args: argparse.Namespace) -> int:
             print("ledger called needs --agreement ID: whose new password was passed on by "
                   "phone", file=sys.stderr)
             return 2
-        marked = ledger.mark_rotation_called(args.agreement, datetime.now(UTC))
+        try:
+            marked = ledger.mark_rotation_called(args.agreement, datetime.now(UTC))
+        except LedgerUnavailable as exc:
+            print(f"ledger called: {exc}", file=sys.stderr)
+            return 1
         print(f"{args.agreement}: {marked} password rotation(s) marked as passed on by phone"
               if marked else f"{args.agreement}: no password rotation awaits a phone call")
         return 0 if marked else 1

@@ -532,13 +532,13 @@ class Ledger:
         """DTM's focal point passed the agreement's new password on by phone: every rotation of
         it not marked yet is done. How many rows were marked (0: none was awaiting a call)."""
         c = password_rotations.c
-        with self.engine.begin() as conn:
+        with self._writing("mark the rotation called") as conn:
             return conn.execute(password_rotations.update()
                                 .where(c.agreement_id == agreement_id, c.called_at.is_(None))
                                 .values(called_at=now)).rowcount
 
     def mark_rotation_notified(self, rotation_id: int, now: datetime) -> None:
-        with self.engine.begin() as conn:
+        with self._writing("mark the rotation notified") as conn:
             conn.execute(password_rotations.update()
                          .where(password_rotations.c.id == rotation_id).values(notified_at=now))
 
@@ -679,8 +679,9 @@ class Ledger:
 
     @contextmanager
     def _writing(self, doing: str):
-        """A transaction of the claim's steps; on PostgreSQL with its waits bounded (a claim's
-        row locked by a writer that froze would otherwise hold its retry for ever)."""
+        """A transaction updating rows others may update too (a claim, a rotation's marks); on
+        PostgreSQL with its waits bounded (a row locked by a writer that froze would otherwise
+        hold every other writer of it for ever)."""
         with _unavailable_as(doing, self.engine), self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(wait_bounds())
