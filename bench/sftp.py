@@ -44,7 +44,7 @@ def main(megabytes: int = 200) -> None:
         target = server.target()
 
         def transfer(client) -> None:
-            with client.open("in/ours.zip", "wb", sftp.REQUEST_SIZE) as remote:
+            with sftp._opened(client, "in/ours.zip", "wb", sftp.REQUEST_SIZE) as remote:
                 sftp._send(remote, payload)
 
         def with_sftp(action):

@@ -10,15 +10,19 @@ from dataclasses import replace
 import pytest
 from faults import CuttableLink, InBackground, silent_sessions, wait_until
 
-from dissemination.devkit.local_sftp import LocalSftpServer
+from dissemination.devkit.local_sftp import LocalSftpServer, Quirks
 from dissemination.digests import file_sha256
 from dissemination.errors import PermanentError
 from dissemination.sftp import (
+    DRAFT_REQUEST_SIZE,
+    REQUEST_SIZE,
     DeliveryError,
     DestinationMisconfigured,
     HostKeyMismatch,
     Sessions,
     UploadFailed,
+    _connect,
+    request_size,
     upload,
 )
 
@@ -82,13 +86,18 @@ def test_a_server_without_posix_rename_gets_sftps_own_rename(payload, tmp_path):
         assert (server.root / remote.path).read_bytes() == payload.read_bytes()
 
 
-def test_a_server_refusing_read_write_opens_still_gets_only_verified_packages(payload, tmp_path):
+@pytest.mark.parametrize("quirks", [Quirks(read_write_opens=False),
+                                    Quirks(shows_bytes_once_closed=True)],
+                         ids=["refusing read-write opens", "showing bytes once closed"])
+def test_a_server_reading_back_only_once_closed_still_gets_only_verified_packages(
+        payload, tmp_path, quirks):
     """Azure Blob Storage's SFTP refuses to open a file to write and read at once, which the
-    read-back through the upload's own handle asks for: the package is written, then read back
-    through a second open, and the session remembers it. Bytes that read back otherwise still
-    never take the final name."""
-    with LocalSftpServer(tmp_path / "azure-like", engine="python",
-                         read_write_opens=False) as server, Sessions() as sessions:
+    read-back through the upload's own handle asks for; an object store behind SFTP may accept
+    it, but show the bytes only once the file is closed. Either way the package is written,
+    then read back through a second open, and the session remembers it. Bytes that read back
+    otherwise still never take the final name."""
+    with LocalSftpServer(tmp_path / "object-store", engine="python",
+                         quirks=quirks) as server, Sessions() as sessions:
         (server.root / "in").mkdir()
         remote = upload(server.target(), payload, "in", sessions=sessions)
         assert (server.root / remote.path).read_bytes() == payload.read_bytes()
@@ -99,6 +108,29 @@ def test_a_server_refusing_read_write_opens_still_gets_only_verified_packages(pa
                    sessions=sessions)
         assert [p.name for p in (server.root / "in").iterdir()] == [payload.name]
     assert sessions.opened == 1  # the refusal is the server's answer, not a broken session
+
+
+@pytest.mark.parametrize("engine, quirks, size", [
+    ("openssh", None, REQUEST_SIZE),  # known by its banner: not asked
+    ("python", Quirks(), REQUEST_SIZE),  # states 4 MiB: no more than OpenSSH's is sent
+    ("python", Quirks(write_limit=64 * 1024), 64 * 1024),  # states its limit
+    ("python", Quirks(write_limit=DRAFT_REQUEST_SIZE, answers_limits=False), DRAFT_REQUEST_SIZE),
+], ids=["OpenSSH", "stating a larger limit", "stating a smaller limit", "stating none"])
+def test_write_requests_fit_the_server(tmp_path, engine, quirks, size):
+    """A server refusing write requests over its limit would fail every delivery to it: each
+    server gets requests of the size it states (``limits@openssh.com``), OpenSSH's own, or
+    what the SFTP draft promises every server takes."""
+    payload = tmp_path / "NGA-R001_large.zip"
+    payload.write_bytes(os.urandom(3 << 20))
+    with LocalSftpServer(tmp_path / "server", engine=engine, quirks=quirks) as server:
+        (server.root / "in").mkdir()
+        client = _connect(server.target())
+        try:
+            assert request_size(client, client.open_sftp()) == size
+        finally:
+            client.close()
+        remote = upload(server.target(), payload, "in")
+        assert (server.root / remote.path).read_bytes() == payload.read_bytes()
 
 
 def test_a_server_refusing_every_rename_gets_nothing_and_says_so(payload, tmp_path):

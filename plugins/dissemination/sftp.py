@@ -94,9 +94,12 @@ def parse_host_key(text: str) -> paramiko.PKey:
         raise DestinationMisconfigured(f"pinned host key of type {parts[0]!r} cannot be parsed: {exc}") from exc
 
 
-#: Bytes per SFTP write/read request: paramiko's default is 32 KiB. OpenSSH's sftp-server
-#: accepts up to 256 KiB per packet including headers (262144 makes it drop the connection).
+#: Bytes per SFTP write/read request to OpenSSH's server, which takes up to 256 KiB per packet
+#: including headers (262144 makes it drop the connection), in every version. Servers of other
+#: makes get what they state (``limits@openssh.com``), at most this; else ``DRAFT_REQUEST_SIZE``.
 REQUEST_SIZE = 255 * 1024
+#: What the SFTP draft promises every server takes (and paramiko's default).
+DRAFT_REQUEST_SIZE = 32 * 1024
 #: AES-GCM first: authenticated encryption in one pass (AES-NI), where paramiko's default
 #: (aes128-ctr + HMAC) hashes every byte again. The others stay as fallbacks for older servers.
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr",
@@ -138,13 +141,39 @@ def _fast_transport(sock, **kwargs) -> paramiko.Transport:
     return transport
 
 
+def request_size(client: paramiko.SSHClient, sftp: paramiko.SFTPClient) -> int:
+    """The largest read or write request the server takes: OpenSSH's is known (its banner says
+    it is OpenSSH, at no cost); another make is asked (one round trip), and one that does not
+    say gets what the SFTP draft promises. A server refusing a larger write would fail every
+    delivery to it."""
+    if client.get_transport().remote_version.startswith("SSH-2.0-OpenSSH_"):
+        return REQUEST_SIZE
+    try:  # paramiko has no public call for an extended request with a reply
+        kind, reply = sftp._request(paramiko.sftp.CMD_EXTENDED, "limits@openssh.com")
+    except OSError:
+        if not _answered(sftp):
+            raise
+        return DRAFT_REQUEST_SIZE  # it does not know the request
+    if kind != paramiko.sftp.CMD_EXTENDED_REPLY:
+        return DRAFT_REQUEST_SIZE
+    packet, read, write = reply.get_int64(), reply.get_int64(), reply.get_int64()
+    stated = [n for n in (packet - 1024 if packet else 0, read, write) if n > 0]  # 0: unstated
+    return min([REQUEST_SIZE, *stated])
+
+
+def _opened(sftp: paramiko.SFTPClient, path: str, mode: str, size: int) -> paramiko.SFTPFile:
+    """A remote file whose reads and writes go in requests of ``size`` bytes."""
+    remote = sftp.open(path, mode, size)
+    remote.MAX_REQUEST_SIZE = size
+    return remote
+
+
 def _send(remote: paramiko.SFTPFile, local_path: Path) -> None:
     """Write the file in large pipelined requests (bench/sftp.py measures this against
     OpenSSH's ``sftp``)."""
-    remote.MAX_REQUEST_SIZE = REQUEST_SIZE
     remote.set_pipelined(True)
     with open(local_path, "rb") as local:
-        for chunk in iter(lambda: local.read(4 * REQUEST_SIZE), b""):
+        for chunk in iter(lambda: local.read(4 * remote.MAX_REQUEST_SIZE), b""):
             remote.write(chunk)
 
 
@@ -176,7 +205,7 @@ def _open_partial(session: Session, partial: str, missing: Exception) -> paramik
     remembers it)."""
     for mode in ("wb",) if session.write_only else ("w+b", "wb"):
         try:
-            return session.sftp.open(partial, mode, REQUEST_SIZE)
+            return _opened(session.sftp, partial, mode, session.request_size)
         except FileNotFoundError:
             raise missing from None
         except OSError:
@@ -185,7 +214,7 @@ def _open_partial(session: Session, partial: str, missing: Exception) -> paramik
             session.write_only = True
 
 
-def _put_write_only(sftp: paramiko.SFTPClient, remote: paramiko.SFTPFile, partial: str,
+def _put_write_only(session: Session, remote: paramiko.SFTPFile, partial: str,
                     local_path: Path) -> tuple[int, str]:
     """``_put`` for a server that refuses files open to write and read at once: written and
     closed, then read back through a second open (two more round trips)."""
@@ -193,7 +222,11 @@ def _put_write_only(sftp: paramiko.SFTPClient, remote: paramiko.SFTPFile, partia
         _send(remote, local_path)
     finally:
         _close(remote)
-    stored = _inspect(sftp, partial)
+    return _read_back(session, partial)
+
+
+def _read_back(session: Session, path: str) -> tuple[int, str]:
+    stored = _inspect(session, path)
     return stored.size, stored.sha256
 
 
@@ -266,7 +299,10 @@ class Session:
     client: paramiko.SSHClient
     sftp: paramiko.SFTPClient | None = None
     stalled_after: float | None = None  # closed after this many silent seconds
-    write_only: bool = False  # the server refuses files open to write and read at once
+    #: the server refuses files open to write and read at once, or shows their bytes only once
+    #: closed: packages are read back through a second open
+    write_only: bool = False
+    request_size: int = DRAFT_REQUEST_SIZE  # bytes per read or write request (``request_size``)
 
     def heard_at(self) -> float:
         transport = self.client.get_transport()
@@ -355,6 +391,7 @@ class Sessions:
             self._watch_locked(session)
         try:
             session.sftp = session.client.open_sftp()
+            session.request_size = request_size(session.client, session.sftp)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self._end(session)
             raise DeliveryError(f"cannot open an SFTP session on {target.address} "
@@ -447,8 +484,14 @@ def _upload(session: Session, target: SftpTarget, local_path: Path, remote_dir: 
             _remove_quietly(sftp, path)
         remote = _open_partial(session, partial, missing)
         try:
-            stored = _put_write_only(sftp, remote, partial, local_path) if session.write_only \
-                else _put(remote, local_path)
+            if session.write_only:
+                stored = _put_write_only(session, remote, partial, local_path)
+            elif (stored := _put(remote, local_path))[0] < size:
+                # Short through the handle that wrote it: a full disk, or a server that shows
+                # a file's bytes only once it is closed (an object store behind SFTP commits
+                # an upload then), which the session then treats as write-only.
+                stored = _read_back(session, partial)
+                session.write_only = stored == (size, sha256)
             if stored != (size, sha256):
                 raise UploadFailed(
                     f"{partial} on {target.address} reads back as {stored[0]} bytes, SHA-256 "
@@ -482,7 +525,7 @@ def inspect(target: SftpTarget, remote_path: str,
             return inspect(target, remote_path, own)
     with sessions.session(target) as session:
         try:
-            return _inspect(session.sftp, remote_path)
+            return _inspect(session, remote_path)
         except FileNotFoundError:
             return None
         except (OSError, EOFError, paramiko.SSHException) as exc:
@@ -521,11 +564,10 @@ def _answered(sftp: paramiko.SFTPClient) -> bool:
     return not channel.closed and channel.get_transport().is_active()
 
 
-def _inspect(sftp: paramiko.SFTPClient, path: str) -> RemoteFile:
+def _inspect(session: Session, path: str) -> RemoteFile:
     """Read the file back: OpenSSH offers no check-file extension, so the bytes are hashed."""
     digest = hashlib.sha256()
-    with sftp.open(path, "rb") as remote:
-        remote.MAX_REQUEST_SIZE = REQUEST_SIZE
+    with _opened(session.sftp, path, "rb", session.request_size) as remote:
         size = remote.stat().st_size
         remote.prefetch(size)
         for chunk in iter(lambda: remote.read(1 << 20), b""):

@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
@@ -36,6 +37,26 @@ SBIN = ("/usr/sbin", "/usr/local/sbin")
 
 class SftpServerError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class Quirks:
+    """How partners' servers of other makes differ from OpenSSH's, as the pure-Python server
+    can be told to behave. Each is seen in the field or allowed by the SFTP draft:
+
+    - ``read_write_opens=False``: refuses to open a file to write and read at once (Azure Blob
+      Storage's SFTP: "Operations that include both READ and WRITE flags" are unsupported);
+    - ``write_limit``: refuses write requests larger than this many bytes (the draft promises
+      only 32 KiB; OpenSSH takes 255 KiB);
+    - ``answers_limits=False``: does not know OpenSSH's ``limits@openssh.com`` request, which
+      states the limit (OpenSSH before 8.6 and most other makes do not);
+    - ``shows_bytes_once_closed``: a file being written reads back empty until it is closed
+      (an object store behind SFTP commits an upload only when it is closed)."""
+
+    read_write_opens: bool = True
+    write_limit: int | None = None
+    answers_limits: bool = True
+    shows_bytes_once_closed: bool = False
 
 
 def find_sshd(search: str | None = None) -> str | None:
@@ -91,13 +112,12 @@ def free_port() -> int:
 class LocalSftpServer:
     def __init__(self, home: Path | str, port: int = 0, *, engine: str | None = None,
                  sshd_search: str | None = None, refuse: tuple[str, ...] = (),
-                 read_write_opens: bool = True):
+                 quirks: Quirks | None = None):
         """``engine``: ``openssh``, ``python`` or ``auto`` (default: $DISSEMINATION_SFTP_ENGINE,
         else auto); ``sshd_search`` where auto and openssh look for sshd (PATH syntax).
-        Partners' servers of other makes lack what OpenSSH's offers; two such limits:
-        ``refuse``, SFTP requests OpenSSH's server refuses (``internal-sftp -P``, e.g.
-        ``posix-rename``); ``read_write_opens=False``, the pure-Python server refuses to open
-        a file for both writing and reading, as Azure Blob Storage's SFTP does."""
+        Partners' servers of other makes lack what OpenSSH's offers: ``refuse``, SFTP requests
+        OpenSSH's server refuses (``internal-sftp -P``, e.g. ``posix-rename``); ``quirks``,
+        how the pure-Python server departs from OpenSSH's."""
         self.home = Path(home).resolve()
         self.root = self.home / "root"
         self.port = port or free_port()
@@ -111,9 +131,9 @@ class LocalSftpServer:
         if refuse and self.engine != "openssh":
             raise SftpServerError(f"refusing requests ({', '.join(refuse)}) needs OpenSSH's sshd")
         self.refuse = tuple(refuse)
-        if not read_write_opens and self.engine != "python":
-            raise SftpServerError("refusing read-write opens needs the pure-Python server")
-        self.read_write_opens = read_write_opens
+        if quirks is not None and self.engine != "python":
+            raise SftpServerError(f"{quirks} needs the pure-Python server")
+        self.quirks = quirks or Quirks()
         self._proc: subprocess.Popen | None = None
         self._python: _PythonSftp | None = None
         self._listening = threading.Event()
@@ -273,14 +293,78 @@ class _SftpOnlyLogin(asyncssh.SSHServer):
                 and key.public_data in _authorized_keys(owner.authorized_keys_path))
 
 
-class _NoReadWriteOpens(asyncssh.SFTPServer):
-    """Refuses to open a file for both writing and reading: Azure Blob Storage's SFTP does
-    ("Operations that include both READ and WRITE flags" are unsupported)."""
+class _QuirkySftp(asyncssh.SFTPServer):
+    """asyncssh's SFTP server, departing from OpenSSH's as its ``Quirks`` say."""
+
+    def __init__(self, channel, chroot: bytes, quirks: Quirks):
+        super().__init__(channel, chroot=chroot)
+        self.quirks = quirks
 
     def open(self, path: bytes, pflags: int, attrs):
-        if pflags & asyncssh.FXF_READ and pflags & asyncssh.FXF_WRITE:
+        writing = pflags & asyncssh.FXF_WRITE
+        if writing and pflags & asyncssh.FXF_READ and not self.quirks.read_write_opens:
             raise asyncssh.SFTPOpUnsupported("opening a file to both read and write")
-        return super().open(path, pflags, attrs)
+        opened = super().open(path, pflags, attrs)
+        return _Held(opened) if writing and self.quirks.shows_bytes_once_closed else opened
+
+    def write(self, file_obj, offset: int, data: bytes):
+        limit = self.quirks.write_limit
+        if limit is not None and len(data) > limit:
+            raise asyncssh.SFTPFailure(f"write request of {len(data)} bytes is over this "
+                                       f"server's limit of {limit}")
+        if isinstance(file_obj, _Held):
+            return file_obj.write(offset, data)
+        return super().write(file_obj, offset, data)
+
+    def read(self, file_obj, offset: int, size: int):
+        return super().read(getattr(file_obj, "file", file_obj), offset, size)
+
+    def fstat(self, file_obj):
+        return super().fstat(getattr(file_obj, "file", file_obj))
+
+    def close(self, file_obj):
+        if isinstance(file_obj, _Held):
+            file_obj.commit()
+        return super().close(getattr(file_obj, "file", file_obj))
+
+
+class _Held:
+    """A file being written whose bytes the server holds until it is closed."""
+
+    def __init__(self, file):
+        self.file, self.data = file, bytearray()
+
+    def write(self, offset: int, data: bytes) -> int:
+        if offset > len(self.data):
+            self.data.extend(bytes(offset - len(self.data)))
+        self.data[offset:offset + len(data)] = data
+        return len(data)
+
+    def commit(self) -> None:
+        self.file.seek(0)
+        self.file.write(self.data)
+
+
+async def _limits(handler, packet):
+    """``limits@openssh.com`` as a quirky server answers it: the write limit its quirks set,
+    or unknown. asyncssh answers with its own constants for every server, through a table of
+    its protocol handler that no public API reaches: this replaces that one entry, and leaves
+    servers without quirks to asyncssh's own answer."""
+    server = handler._server
+    if not isinstance(server, _QuirkySftp):
+        return await _ASYNCSSH_LIMITS(handler, packet)
+    if not server.quirks.answers_limits:
+        raise asyncssh.SFTPOpUnsupported("limits@openssh.com is not supported")
+    answer = await _ASYNCSSH_LIMITS(handler, packet)
+    if (limit := server.quirks.write_limit) is None:
+        return answer
+    return asyncssh.SFTPLimits(limit + 1024, min(limit, answer.max_read_len), limit,
+                               answer.max_open_handles)
+
+
+_HANDLERS = asyncssh.sftp.SFTPServerHandler._packet_handlers
+_ASYNCSSH_LIMITS = _HANDLERS[b"limits@openssh.com"]
+_HANDLERS[b"limits@openssh.com"] = _limits
 
 
 class _PythonSftp:
@@ -317,9 +401,7 @@ class _PythonSftp:
                 "127.0.0.1", self.owner.port,
                 server_host_keys=[str(self.owner.host_key_path)],
                 server_factory=lambda: _SftpOnlyLogin(self),
-                sftp_factory=lambda channel: (
-                    asyncssh.SFTPServer if self.owner.read_write_opens else _NoReadWriteOpens
-                )(channel, chroot=root),
+                sftp_factory=lambda channel: _QuirkySftp(channel, root, self.owner.quirks),
                 allow_scp=False, agent_forwarding=False)
         except (OSError, asyncssh.Error, ValueError) as exc:
             self._failure = exc
