@@ -118,7 +118,7 @@ def page(ledger, policy, anchor: tuple[int, str], country: str | None = None
     from dissemination.overview import LedgerView, build_overview
 
     times, start = {}, time.perf_counter()
-    view = LedgerView.read(ledger, policy, country)
+    view = LedgerView.read(ledger, NOW, policy, country)
     times["read"] = time.perf_counter() - start
     audit = verify_since(ledger.engine, anchor)
     times["chain"] = time.perf_counter() - sum(times.values()) - start

@@ -93,9 +93,8 @@ def test_the_figures_are_the_ledgers(ui):
     box, base = ui
     got = httpx.get(f"{base}/dissemination/api/overview",
                     headers={"Authorization": f"Bearer {_token(base)}"}).json()
-    ledger = box.ledger()
-    expected = build_overview(box.policy, LedgerView.read(ledger), datetime.now(UTC),
-                              verify(ledger.engine))
+    ledger, now = box.ledger(), datetime.now(UTC)
+    expected = build_overview(box.policy, LedgerView.read(ledger, now), now, verify(ledger.engine))
     assert got["totals"] == expected.totals
     assert got["audit"]["ok"] is True
     pages = {(c["country"], a["agreement_id"]): a
@@ -169,9 +168,9 @@ def test_an_officer_logs_in_and_reads_the_page_in_chromium(ui, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     box, base = ui
-    ledger = box.ledger()
+    ledger, now = box.ledger(), datetime.now(UTC)
     rows = ledger.numbered()
-    expected = build_overview(box.policy, LedgerView.read(ledger), datetime.now(UTC))
+    expected = build_overview(box.policy, LedgerView.read(ledger, now), now)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking"])

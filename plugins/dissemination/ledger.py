@@ -39,7 +39,7 @@ deliveries = sa.Table(
     sa.Column("focal_point_name", sa.String(200), nullable=False),
     sa.Column("focal_point_email", sa.String(200), nullable=False),
     sa.Column("round_id", sa.String(64), nullable=False),
-    sa.Column("country", sa.String(3), nullable=False, index=True),  # a page per country
+    sa.Column("country", sa.String(3), nullable=False),
     sa.Column("urgency", sa.String(8), nullable=False),
     sa.Column("level", sa.String(32), nullable=False),  # "site" or the admin level aggregated to
     sa.Column("rules_version", sa.String(64), nullable=False),
@@ -59,6 +59,10 @@ deliveries = sa.Table(
         "agreement_id", "round_id", "urgency", "recipient", "content_sha256",
         name="uq_delivery_once"
     ),
+    # The Dissemination page's reads (migration 0008): none reads the table's bulk.
+    sa.Index("ix_deliveries_page", "country", "agreement_id", "urgency", "recipient",
+             "delivered_at", "round_id", "deadline_met"),
+    sa.Index("ix_deliveries_round", "round_id", "urgency", "agreement_id", "deadline_met"),
 )
 
 
@@ -201,7 +205,7 @@ CHAINED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                ("round_id", "content_sha256", "country", "status", "seen_at", "version")),
 }
 #: Must match the newest revision in ledger_migrations/versions (a test checks it).
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 VERSION_TABLE = "ledger_alembic_version"
 
 MAIN_RECIPIENTS = ("primary", "secondary")
@@ -518,11 +522,16 @@ class Ledger:
                 .where(password_rotations.c.notified_at.is_(None))
                 .order_by(password_rotations.c.id))]
 
-    def rotations(self, agreement_ids: Iterable[str] | None = None) -> list[Rotation]:
-        """Every password rotation (of these agreements), in id order."""
-        query = sa.select(password_rotations).order_by(password_rotations.c.id)
+    def rotations(self, agreement_ids: Iterable[str] | None = None, newest_only: bool = False
+                  ) -> list[Rotation]:
+        """Every password rotation (of these agreements), or each agreement's newest, in id
+        order."""
+        r = password_rotations.c
+        query = sa.select(password_rotations).order_by(r.id)
         if agreement_ids is not None:
-            query = query.where(password_rotations.c.agreement_id.in_(list(agreement_ids)))
+            query = query.where(r.agreement_id.in_(list(agreement_ids)))
+        if newest_only:
+            query = query.where(r.id.in_(sa.select(sa.func.max(r.id)).group_by(r.agreement_id)))
         with self.engine.connect() as conn:
             return [Rotation(r.id, r.agreement_id, _utc(r.rotated_at), r.focal_point_to_tell,
                              _utc_or_none(r.notified_at), _utc_or_none(r.called_at))
@@ -703,14 +712,23 @@ class Ledger:
         with self.engine.connect() as conn:
             return [(r.id, _to_record(r)) for r in conn.execute(query).all()]
 
-    def summaries(self, country: str | None = None) -> list[tuple[int, DeliverySummary]]:
-        """(row id, summary) of every delivery (of one country's rounds), in id order."""
-        names = [f.name for f in fields(DeliverySummary)]
-        at = names.index("delivered_at")
-        query = sa.select(deliveries.c.id, *(deliveries.c[n] for n in names)) \
-            .order_by(deliveries.c.id)
+    # --- what the Dissemination page reads: a few rows per agreement, whatever the history ----
+
+    def latest(self, country: str | None = None) -> list[tuple[int, DeliverySummary]]:
+        """(row id, summary) of the newest delivery to each recipient of each agreement,
+        country and urgency (of one country), in id order; two at the same instant are both
+        read."""
+        d = deliveries.c
+        key = (d.country, d.agreement_id, d.urgency, d.recipient)
+        newest = sa.select(*key, sa.func.max(d.delivered_at).label("at")).group_by(*key)
         if country is not None:
-            query = query.where(deliveries.c.country == country)
+            newest = newest.where(d.country == country)
+        newest = newest.subquery()
+        names = [f.name for f in fields(DeliverySummary)]
+        query = sa.select(d.id, *(d[n] for n in names)).join(newest, sa.and_(
+            *(c == newest.c[c.name] for c in key), d.delivered_at == newest.c.at)
+        ).order_by(d.id)
+        at = names.index("delivered_at")
         out = []
         with self.engine.connect() as conn:
             for delivery_id, *values in conn.execute(query):
@@ -718,17 +736,53 @@ class Ledger:
                 out.append((delivery_id, DeliverySummary(*values)))
         return out
 
+    def windows(self, country: str | None = None) -> dict[tuple[str, str], tuple[int, int]]:
+        """(agreement id, country) -> how many rounds a medium delivery reached within the
+        window, and how many only after it."""
+        d = deliveries.c
+        per_round = sa.select(
+            d.agreement_id, d.country,
+            sa.func.max(sa.case((d.deadline_met, 1), else_=0)).label("met"),
+            sa.func.max(sa.case((sa.not_(d.deadline_met), 1), else_=0)).label("late"),
+        ).where(d.urgency == "medium").group_by(d.country, d.agreement_id, d.round_id)
+        if country is not None:
+            per_round = per_round.where(d.country == country)
+        r = per_round.subquery()
+        query = sa.select(r.c.agreement_id, r.c.country, sa.func.sum(r.c.met),
+                          sa.func.sum(sa.case(((r.c.met == 0) & (r.c.late == 1), 1), else_=0))
+                          ).group_by(r.c.agreement_id, r.c.country)
+        with self.engine.connect() as conn:
+            return {(a, c): (int(met), int(late)) for a, c, met, late in conn.execute(query)}
+
+    def rounds_delivered(self, round_ids: Iterable[str]) -> dict[tuple[str, str], bool]:
+        """(agreement id, round id) -> whether a window was judged, for each medium delivery
+        of these rounds (a few: those owed now, those whose window was missed)."""
+        d = deliveries.c
+        judged = sa.func.max(sa.case((d.deadline_met.is_not(None), 1), else_=0))
+        query = sa.select(d.agreement_id, d.round_id, judged).where(
+            d.round_id.in_(sorted(set(round_ids))), d.urgency == "medium"
+        ).group_by(d.round_id, d.agreement_id)
+        with self.engine.connect() as conn:
+            return {(a, r): bool(j) for a, r, j in conn.execute(query)}
+
     def record_failure(self, failure: DeliveryFailure) -> None:
         with self._writing("recording a failed delivery") as conn:
             conn.execute(delivery_failures.insert().values(
                 **{**asdict(failure), "reason": failure.reason[:2000]}))
 
-    def failures(self, agreement_ids: Iterable[str] | None = None) -> list[DeliveryFailure]:
-        """Every failed delivery attempt (of these agreements), in id order."""
-        query = sa.select(*(c for c in delivery_failures.c if c.name != "id")) \
-            .order_by(delivery_failures.c.id)
+    def failures(self, agreement_ids: Iterable[str] | None = None, open_only: bool = False
+                 ) -> list[DeliveryFailure]:
+        """Every failed delivery attempt (of these agreements), in id order; ``open_only``,
+        those no delivery of the same round, urgency and slot has followed."""
+        f, d = delivery_failures.c, deliveries.c
+        query = sa.select(*(c for c in delivery_failures.c if c.name != "id")).order_by(f.id)
         if agreement_ids is not None:
-            query = query.where(delivery_failures.c.agreement_id.in_(list(agreement_ids)))
+            query = query.where(f.agreement_id.in_(list(agreement_ids)))
+        if open_only:
+            slot = sa.case((d.recipient.in_(MAIN_RECIPIENTS), "main"), else_=d.recipient)
+            query = query.where(~sa.exists().where(
+                d.agreement_id == f.agreement_id, d.round_id == f.round_id,
+                d.urgency == f.urgency, slot == f.slot, d.delivered_at >= f.failed_at))
         with self.engine.connect() as conn:
             return [DeliveryFailure(**{**r._asdict(), "failed_at": _utc(r.failed_at)})
                     for r in conn.execute(query)]

@@ -20,7 +20,7 @@ from functools import cached_property
 
 from .audit import Verified
 from .classification import Urgency
-from .ledger import DeliveryFailure, DeliverySummary, OpenClaim, Rotation, slot_of
+from .ledger import DeliveryFailure, DeliverySummary, OpenClaim, Rotation
 from .policy import Agreement, Policy
 
 #: HDX's monthly thresholds (days since the last update): due, overdue, delinquent.
@@ -108,32 +108,41 @@ class Overview:
 
 @dataclass(frozen=True)
 class LedgerView:
-    """What the overview reads from the ledger, read once (``Ledger`` has one method each)."""
-    deliveries: list[tuple[int, DeliverySummary]]  # or whole DeliveryRecords
-    failures: list[DeliveryFailure]
+    """What the overview reads from the ledger, read once: of years of deliveries, only what
+    the page shows (``Ledger`` has one method each), so its cost follows the agreements, not
+    the history."""
+    latest: list[tuple[int, DeliverySummary]]  # each recipient's newest, per agreement and tier
+    windows: dict[tuple[str, str], tuple[int, int]]  # (agreement, country) -> (met, late)
+    rounds_delivered: dict[tuple[str, str], bool]  # (agreement, round) -> window judged
+    failures: list[DeliveryFailure]  # those not delivered since
     open_claims: list[OpenClaim]
-    rotations: list[Rotation]
+    rotations: list[Rotation]  # each agreement's newest
     missed_alerts: list[tuple[str, datetime]]
     intake: list[tuple[str, str, str, datetime]]
 
     @classmethod
-    def read(cls, ledger, policy: Policy | None = None, country: str | None = None
-             ) -> LedgerView:
-        """Everything, or what ``build_overview(..., only=country)`` needs: the country's
-        deliveries (years of them, the bulk of the ledger), and the failures and rotations of
-        its agreements in ``policy``."""
+    def read(cls, ledger, now: datetime, policy: Policy | None = None,
+             country: str | None = None) -> LedgerView:
+        """Everything the page shows at ``now``, or what ``build_overview(..., only=country)``
+        needs: the country's deliveries, and the failures and rotations of its agreements in
+        ``policy``. Of single rounds, only those the page asks about: partial rounds owed
+        (seen within ``OWED_HORIZON``) and rounds whose window was missed."""
         ids = None if country is None else [a.id for a in policy.agreements.values()
                                             if country in a.countries]
-        return cls(ledger.summaries(country), ledger.failures(ids), ledger.open_claims(),
-                   ledger.rotations(ids), ledger.alerts("missed"), ledger.intake())
+        intake, missed = ledger.intake(), ledger.alerts("missed")
+        asked = {round_id for round_id, _, status, seen in intake
+                 if status == "partial" and now - seen <= OWED_HORIZON}
+        asked |= {subject.partition("/")[0] for subject, _ in missed}
+        return cls(ledger.latest(country), ledger.windows(country),
+                   ledger.rounds_delivered(asked), ledger.failures(ids, open_only=True),
+                   ledger.open_claims(), ledger.rotations(ids, newest_only=True), missed, intake)
 
-    # Each agreement's share, grouped once: the page walks a thousand agreements, and years of
-    # history must not be walked once per agreement.
+    # Each agreement's share, grouped once: the page walks a thousand agreements.
 
     @cached_property
-    def deliveries_of(self) -> dict[tuple[str, str], list[tuple[int, DeliverySummary]]]:
-        """(agreement id, country) -> its deliveries, in ledger order."""
-        return _grouped(self.deliveries, lambda d: (d[1].agreement_id, d[1].country))
+    def latest_of(self) -> dict[tuple[str, str], list[tuple[int, DeliverySummary]]]:
+        """(agreement id, country) -> its recipients' newest deliveries, in ledger order."""
+        return _grouped(self.latest, lambda d: (d[1].agreement_id, d[1].country))
 
     @cached_property
     def failures_of(self) -> dict[str, list[DeliveryFailure]]:
@@ -188,8 +197,7 @@ def build_overview(policy: Policy, view: LedgerView, now: datetime,
     for country in countries if only is None else [only]:
         agreements = sorted((a for a in policy.agreements.values() if country in a.countries),
                             key=lambda a: a.id)
-        statuses = tuple(_agreement_status(policy, a, country, view,
-                                           view.deliveries_of.get((a.id, country), []), now)
+        statuses = tuple(_agreement_status(policy, a, country, view, now)
                          for a in agreements)
         ruleset = policy.rulesets.get(country)
         assessed = ruleset.risk_assessment if ruleset else None
@@ -204,8 +212,8 @@ def build_overview(policy: Policy, view: LedgerView, now: datetime,
 
 
 def _agreement_status(policy: Policy, agreement: Agreement, country: str, view: LedgerView,
-                      delivered: list[tuple[int, DeliverySummary]], now: datetime
-                      ) -> AgreementStatus:
+                      now: datetime) -> AgreementStatus:
+    delivered = view.latest_of.get((agreement.id, country), [])
     tiers = []
     for urgency in (Urgency.MEDIUM, Urgency.LOW):
         tier = agreement.tiers.get(urgency)
@@ -213,20 +221,19 @@ def _agreement_status(policy: Policy, agreement: Agreement, country: str, view: 
             continue
         mine = [d for d in delivered if d[1].urgency == urgency.value]
         if urgency is Urgency.MEDIUM:
-            freshness, detail = _window_freshness(agreement, country, view, mine, now)
+            freshness, detail = _window_freshness(agreement, country, view, now)
             expectation = f"within {tier.window_hours} h of collection"
         else:
             freshness, detail = _monthly_freshness(agreement, mine, now)
             expectation = tier.schedule
         tiers.append(TierStatus(urgency.value, expectation, freshness, detail, _last(mine)))
-    medium = [r for _, r in delivered if r.urgency == Urgency.MEDIUM.value]
-    met = {r.round_id for r in medium if r.deadline_met}
-    late = {r.round_id for r in medium if r.deadline_met is False} - met
-    never = set(view.missed_of.get((agreement.id, country), ())) - met - late
+    met, late = view.windows.get((agreement.id, country), (0, 0))
+    never = [r for r in view.missed_of.get((agreement.id, country), ())
+             if not view.rounds_delivered.get((agreement.id, r))]  # no window judged
     return AgreementStatus(
         agreement.id, policy.organisation_name(agreement), agreement.valid_until,
-        agreement.is_active(now.date()), tuple(tiers), len(met), len(late | never),
-        _problems(agreement.id, view, delivered, now),
+        agreement.is_active(now.date()), tuple(tiers), met, late + len(never),
+        _problems(agreement.id, view, now),
         tuple(r for r in view.rotations_of.get(agreement.id, [])[-1:] if r.called_at is None))
 
 
@@ -254,12 +261,12 @@ def _monthly_freshness(agreement: Agreement, delivered, now: datetime) -> tuple[
     return state, f"{what} ({age} day(s) ago)"
 
 
-def _window_freshness(agreement: Agreement, country: str, view: LedgerView, delivered,
+def _window_freshness(agreement: Agreement, country: str, view: LedgerView,
                       now: datetime) -> tuple[str, str]:
     window = timedelta(hours=agreement.tiers.medium.window_hours)
-    done = {r.round_id for _, r in delivered}
     owed = [(seen, round_id) for seen, round_id in view.partial_rounds_seen.get(country, ())
-            if round_id not in done and now - seen <= OWED_HORIZON
+            if (agreement.id, round_id) not in view.rounds_delivered
+            and now - seen <= OWED_HORIZON
             and seen.date() >= agreement.valid_from]
     if not owed:
         return "up to date", "no partial round owed"
@@ -269,20 +276,17 @@ def _window_freshness(agreement: Agreement, country: str, view: LedgerView, deli
     return state, f"{round_id} owed since {seen:%Y-%m-%d %H:%M} UTC ({_hours(age)} h)"
 
 
-def _problems(agreement_id: str, view: LedgerView, delivered, now: datetime
-              ) -> tuple[Problem, ...]:
+def _problems(agreement_id: str, view: LedgerView, now: datetime) -> tuple[Problem, ...]:
     """The newest failure of each delivery slot not delivered since, and every open claim."""
-    done_at: dict[tuple, datetime] = {}
-    for _, r in delivered:
-        key = (r.round_id, r.urgency, slot_of(r.recipient))
-        done_at[key] = max(done_at.get(key, r.delivered_at), r.delivered_at)
     newest: dict[tuple, DeliveryFailure] = {}
-    for f in view.failures_of.get(agreement_id, ()):
-        newest[(f.round_id, f.urgency, f.slot)] = f  # in id order: the last one wins
+    for f in view.failures_of.get(agreement_id, ()):  # in id order: a tie goes to the later
+        seen = newest.get(key := (f.round_id, f.urgency, f.slot))
+        if seen is None or f.failed_at >= seen.failed_at:
+            newest[key] = f
     problems = [
         Problem("refused" if f.permanent else "awaiting retry", f.round_id, f.urgency,
                 f.focal_point_name, f.run_id, f.failed_at, f.reason)
-        for key, f in newest.items() if key not in done_at or done_at[key] < f.failed_at]
+        for f in newest.values()]
     for claim in view.claims_of.get(agreement_id, ()):
         stale = claim.lease_until < now
         problems.append(Problem(

@@ -57,8 +57,9 @@ def read_overview(country: str | None = None):
             f"no rule set or agreement names country {country!r}; known: "
             f"{', '.join(countries_of(policy))}"))
     ledger_engine = engine(LEDGER_DB_CONN_ID)
+    now = datetime.now(UTC)
     try:
-        view = LedgerView.read(Ledger(ledger_engine), policy, country)
+        view = LedgerView.read(Ledger(ledger_engine), now, policy, country)
         anchor = audit_anchor()
         if anchor and not audit_failure():
             audit = verify_since(ledger_engine, parse_anchor(anchor))
@@ -66,7 +67,7 @@ def read_overview(country: str | None = None):
             audit = verify(ledger_engine, parse_anchor(anchor) if anchor else None)
     except (LedgerNeedsUpgrade, LedgerUnavailable) as exc:
         raise LedgerNotReadable(str(exc)) from None
-    return build_overview(policy, view, datetime.now(UTC), audit, country)
+    return build_overview(policy, view, now, audit, country)
 
 
 def _templates():
