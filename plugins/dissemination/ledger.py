@@ -779,6 +779,7 @@ class Ledger:
         if agreement_ids is not None:
             query = query.where(f.agreement_id.in_(list(agreement_ids)))
         if open_only:
+            # slot_of, in SQL (the page's property test holds the two to the same answers)
             slot = sa.case((d.recipient.in_(MAIN_RECIPIENTS), "main"), else_=d.recipient)
             query = query.where(~sa.exists().where(
                 d.agreement_id == f.agreement_id, d.round_id == f.round_id,
