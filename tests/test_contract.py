@@ -313,6 +313,7 @@ def test_an_oversized_or_zip_bomb_file_is_refused_unread(policy, survey, tmp_pat
     "call 0803/555/0199", "call 0803,555,0199", "call 0803–555–0199", "call 0803.555.0199",
     "tel (0803) 555 0199", "mail musa.bello at gmail dot com", "mail musa[at]ngo[dot]org",
     "mail musa (at) ngo (dot) org", "mail musa @ ngo . org", "NIN AB-12345678", "ID:987654321",
+    "call 0803 - 555 - 0199", "call 0803 . 555 . 0199", "call (0803) / 555 / 0199",
 ])
 def test_allowed_free_text_never_carries_contacts_or_ids(text):
     from dissemination.disclosure import REDACTED, redact
@@ -322,6 +323,16 @@ def test_allowed_free_text_never_carries_contacts_or_ids(text):
     assert not any(ch.isdigit() for ch in redacted[0].replace(REDACTED, ""))
     assert "ngo" not in redacted[0] and "gmail" not in redacted[0]
     assert redacted[1] == "Road flooded since 3 days"
+
+
+@pytest.mark.parametrize("phone", [PHONE, "0803 - 555 - 0199", "0803 . 555 . 0199"])
+def test_a_phone_number_in_a_shared_text_column_breaks_the_contract(policy, phone):
+    """A site name carrying a number, written as people write them, blocks the round; the
+    violation names the column and row, never the number."""
+    violations = conform(_round(site_name=["Bakassi camp", f"Camp {phone}"] * 3),
+                         policy.rulesets["NGA"]).violations
+    assert [(v.column, "phone" in v.problem) for v in violations] == [("site_name", True)]
+    assert phone not in " ".join(v.line() for v in violations)
 
 
 # --- relational: a classification per level ----------------------------------------------------

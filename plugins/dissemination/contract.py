@@ -41,8 +41,9 @@ from .errors import PermanentError
 from .policy import IndicatorRule, RuleSet
 from .sensitivity import classify_round
 
-#: Phone numbers (7+ digits, any common separators) and e-mail addresses, also spelled out.
-_PHONE_BODY = "\\+?\\d(?:[\\s().\\/,\u2010-\u2015-]{0,2}\\d){6,}"
+#: Phone numbers (7+ digits, any common separators, spaced too: "0803 - 123 - 4567") and
+#: e-mail addresses, also spelled out.
+_PHONE_BODY = "\\+?\\d(?:[\\s().\\/,\u2010-\u2015-]{0,4}\\d){6,}"
 PHONE = rf"(?<!\w){_PHONE_BODY}(?!\w)"
 EMAIL = (r"[\w.+-]+\s*(?:@|[\[({]\s*at\s*[\])}]|\s+at\s+)\s*[\w-]+"
          r"(?:\s*(?:\.|[\[({]\s*dot\s*[\])}]|\s+dot\s+)\s*[\w-]+)*"
