@@ -28,7 +28,7 @@ from test_engine_properties import COUNTS, rounds, rulesets
 
 from dissemination.classification import Classification, Urgency
 from dissemination.contract import conform
-from dissemination.disclosure import SITES, build_contents
+from dissemination.disclosure import SITES, SUPPRESSED, build_contents, explain
 from dissemination.holdings import Held, Holdings
 from dissemination.policy import SITE, Agreement, RuleSet
 from dissemination.sensitivity import active_relational, classify_round, select_for_agreement
@@ -488,3 +488,28 @@ def test_a_withheld_total_does_not_come_back_as_the_sum_of_its_parts():
     reasons = {d.column: d.reason for d in selection.decisions}
     assert reasons["idp_male"].startswith("withheld with idp_individuals")
     assert attack(truth, ruleset, received, Classification.PUBLIC) == []
+
+
+def test_the_explanation_never_says_which_reason_hid_which_cell(policy):
+    """The auditor also reads the manifest. Per-reason counts ("1 cell: 0 or every site") in a
+    row whose hidden cells add up to a known rest told the relational zeros, then the last
+    hidden cell as the rest: every hidden cell of the row recovered."""
+    ruleset = policy.rulesets["NGA"]
+    truth = pd.DataFrame({
+        "round_id": "NGA-R001-cleaned", "site_id": [f"S{i}" for i in range(12)],
+        "admin1_pcode": "NG008", "admin1_name": "Borno",
+        "feeling_of_safety": ["most_feel_safe"] * 6 + ["some_feel_safe"] * 6,
+        "armed_actors_military": ["yes"] * 6 + ["no"] * 6})
+    selection = select_for_agreement(
+        classify_round(truth.columns, ruleset), ruleset,
+        policy.agreements["protection-cluster-nga"], Urgency.LOW,
+        active=active_relational(truth, ruleset))
+    (content,) = build_contents(truth, [(selection, None)], ruleset)
+    row = content.frame.iloc[0]
+    hidden = [c for c in content.frame.columns if c.startswith("feeling_of_safety=")
+              and pd.isna(row[c])]
+    assert len(hidden) >= 2  # the relational zeros, and a cell that would give them away
+    notes = [n for e in explain(selection, content) for n in e["notes"] if "suppressed" in n]
+    assert notes and all(
+        n == f"{n.split(':')[0]}: suppressed {content.suppressed[n.split(':')[0]]} cell(s) "
+             f"({SUPPRESSED})" for n in notes), notes

@@ -39,6 +39,10 @@ SITES = "sites"
 _WHOLE = "__whole_round__"
 REDACTED = "[redacted]"
 RELATIONAL_ZERO = "0 or every site (relational member)"
+#: Why cells are hidden, as the package says it: never which reason hid which cell.
+SUPPRESSED = ("small counts, areas of too few sites, a relational member's 0 or every site, "
+              "and cells that would give them away, jointly with every table the organisation "
+              "receives; which is which is not said")
 
 
 class UndeclaredValue(PermanentError, AssertionError):
@@ -474,13 +478,9 @@ def _apply(t: _Table, ruleset: RuleSet, unprotectable: set) -> None:
         if n:
             frame[c] = frame[c].mask(mask)
             content.suppressed[c] = n
-            why = t.reasons[c][(t.reasons[c] != "").to_numpy() & mask].value_counts()
-            first = "; ".join(f"{k}: {v}" for k, v in sorted(why.items()))
-            n_primary = int(why.sum())
-            content.notes[source].append(
-                f"{c}: suppressed {n} cell(s) ({first or 'none primary'}; "
-                f"{n - n_primary} secondary, jointly with every table the organisation "
-                "receives)")
+            # One count, no reasons: "1 cell, 0 or every site" in a row of known sum pins it,
+            # and "1 small, 1 secondary" narrows the secondary cell to the sum minus 1..k.
+            content.notes[source].append(f"{c}: suppressed {n} cell(s) ({SUPPRESSED})")
         elif c in t.exact:
             content.notes[c].append("exact counts by agreement (no small-cell suppression)")
         kept = sum(1 for q, support in unprotectable if q == t.quantity[c]
