@@ -197,6 +197,22 @@ def attack(truth, ruleset, received, ceiling) -> list[str]:
         if _protected(truth, value, column, sites, selection.level, ruleset,
                       set(selection.exact_counts)) and auditor.leaks(coefficients):
             found.append(f"{column} at {selection.level} over {len(sites)} site(s) = {value}")
+    # A count the agreement may not have, at any site or area. (Not a 0: a part of a total
+    # of 0 is 0, and that is the total's own information, which the policy shares.)
+    for column in auditor.counts:
+        if ruleset.indicators[column].classification <= ceiling:
+            continue
+        for level in {SITE} | {selection.level for _, selection, _ in received}:
+            keys = list(ruleset.level_columns(level)) if level != SITE else np.arange(len(truth))
+            if level != SITE and not set(keys) <= set(truth.columns):
+                continue
+            for sites in truth.reset_index(drop=True).groupby(keys).indices.values():
+                values = truth[column].iloc[sites]
+                if not values.isna().any() and values.sum() > 0 and auditor.leaks(
+                        {(s, column): 1 for s in sites}):
+                    found.append(f"{column} ({ruleset.indicators[column].classification.value})"
+                                 f" at {level} over {len(sites)} site(s)")
+                    break
     active = active_relational(truth, ruleset)
     per_site = {c for frame, selection, _ in received if selection.level == SITE
                 for c in frame.columns}
@@ -486,7 +502,7 @@ def test_a_withheld_total_does_not_come_back_as_the_sum_of_its_parts():
     (frame, selection, _), = received
     assert "idp_individuals" not in frame and "idp_male" not in frame
     reasons = {d.column: d.reason for d in selection.decisions}
-    assert reasons["idp_male"].startswith("withheld with idp_individuals")
+    assert reasons["idp_male"].startswith("would give back idp_individuals")
     assert attack(truth, ruleset, received, Classification.PUBLIC) == []
 
 
@@ -513,3 +529,74 @@ def test_the_explanation_never_says_which_reason_hid_which_cell(policy):
     assert notes and all(
         n == f"{n.split(':')[0]}: suppressed {content.suppressed[n.split(':')[0]]} cell(s) "
              f"({SUPPRESSED})" for n in notes), notes
+
+
+KEYS = ["round_id", "site_id", "admin1_pcode"]
+
+
+def _people(**classification) -> RuleSet:
+    """The fixed rule set with people counted by sex (an additive group), all Public unless
+    ``classification`` says otherwise, children Public and children x people Confidential."""
+    base = _fixed_ruleset().model_dump()
+    counts = {c: {"classification": classification.get(c, "public"), "category": "public",
+                  "kind": "count"} for c in ("idp_individuals", "idp_female", "idp_male")}
+    return RuleSet.model_validate({
+        **base, "indicators": {**base["indicators"], **counts,
+                               "children": {**base["indicators"]["children"],
+                                            "classification": "public"}},
+        "additive": [{"total": "idp_individuals", "parts": ["idp_female", "idp_male"]}],
+        "relational": [{"name": "children_x_people", "indicators": ["children", "idp_individuals"],
+                        "reason": "x", "levels": {"site": "confidential"}}]})
+
+
+def _people_round() -> pd.DataFrame:
+    truth = _round(["no"] * 4, [5, 6, 7, 8]).assign(idp_female=[40, 50, 60, 70],
+                                                    idp_male=[80, 80, 80, 80])
+    truth["idp_individuals"] = truth["idp_female"] + truth["idp_male"]
+    return truth
+
+
+@pytest.mark.parametrize("female", ["secret", "confidential", "not in the round"])
+def test_a_part_the_agreement_may_not_have_does_not_come_back_from_its_total(female):
+    """Only a relationally withheld part was checked against its additive group: a Secret
+    women's count (or a Confidential one, under a Public agreement) came back per site as
+    people - men. A round without the column still holds its values."""
+    ruleset = _people(idp_female="confidential" if female == "not in the round" else female)
+    truth = _people_round()
+    if female == "not in the round":
+        truth = truth.drop(columns="idp_female")
+    received = _received(ruleset, truth, "public", [(
+        {"indicators": KEYS + ["idp_individuals", "idp_female", "idp_male"]}, None)])
+    (frame, selection, _), = received
+    assert "idp_female" not in frame and "idp_individuals" not in frame
+    reasons = {d.column: d.reason for d in selection.decisions}
+    assert reasons["idp_individuals"].startswith("withheld with idp_female")
+    assert attack(truth, ruleset, received, Classification.PUBLIC) == []
+
+
+@pytest.mark.parametrize("tiers", [
+    [KEYS + ["children", "idp_female", "idp_male"]],  # the parts instead of the total
+    [KEYS + ["idp_female", "idp_male"], KEYS + ["children"]],  # across two agreements
+], ids=["one package", "two agreements"])
+def test_a_relational_member_given_back_by_its_additive_group_completes_the_rule(tiers):
+    """children x people, Confidential per site: women and men per site are people per site."""
+    ruleset, truth = _people(), _people_round()
+    received = _received(ruleset, truth, "public", [({"indicators": t}, None) for t in tiers])
+    assert attack(truth, ruleset, received, Classification.PUBLIC) == []
+    shown = set().union(*(frame.columns for frame, _, _ in received))
+    assert not {"children", "idp_female", "idp_male"} <= shown
+
+
+def test_a_withheld_part_does_not_come_back_from_what_another_agreement_gave():
+    """children x women withholds women from the second agreement; people and men, given by
+    the first, would give them back next to children per site."""
+    base = _people().model_dump()
+    ruleset = RuleSet.model_validate({**base, "relational": [
+        {"name": "children_x_women", "indicators": ["children", "idp_female"], "reason": "x",
+         "levels": {"site": "confidential"}}]})
+    truth = _people_round()
+    received = _received(ruleset, truth, "public", [
+        ({"indicators": KEYS + ["idp_individuals", "idp_male"]}, None),
+        ({"indicators": KEYS + ["children", "idp_female"]}, None)])
+    assert "idp_female" not in received[1][0] and "children" not in received[1][0]
+    assert attack(truth, ruleset, received, Classification.PUBLIC) == []

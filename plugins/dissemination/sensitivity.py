@@ -153,24 +153,30 @@ def select_for_agreement(
             candidates[column] = d
 
     # Relational rules apply to the combination the organisation would really hold: this
-    # package together with everything it already holds. The combination is as coarse as its
-    # coarsest member (each member taken at the finest level held). Above the ceiling, it is
-    # broken by withholding its last-listed member in this package (rule files list the most
-    # useful first); otherwise the members in this package are escalated.
+    # package together with everything it already holds, and whatever an additive group gives
+    # back from both (a total from its parts, a part from its total and the other parts). The
+    # combination is as coarse as its coarsest member (each member taken at the finest level
+    # held). Above the ceiling, it is broken by withholding its last-listed member in this
+    # package (rule files list the most useful first), or a column it comes back from;
+    # otherwise the members in this package, or the columns they come back from, are escalated.
     rank = _ranker(ruleset)
+    holding = {c: h for c in _named_columns(ruleset) if held and (h := held.finest(c, rank))}
     changed = True
     while changed:
         changed = False
+        given_back = _implied(set(candidates) | set(holding), ruleset)
         for rule in ruleset.relational:
-            before = {c: held.finest(c, rank) for c in rule.indicators} if held else {}
-            before = {c: h for c, h in before.items() if h is not None}
+            before = {c: holding[c] for c in rule.indicators if c in holding}
             if active_rules is not None and rule.name not in active_rules and not before:
                 continue
-            here = [c for c in rule.indicators if c in candidates]
-            if not here or not all(c in candidates or c in before for c in rule.indicators):
+            # each member's columns in this package: itself, or those it comes back from
+            from_here = {c: ({c} if c in candidates else set()) | (
+                given_back.get(c, set()) & set(candidates)) for c in rule.indicators}
+            here = [c for c in rule.indicators if from_here[c]]
+            if not here or not all(c in candidates or c in before or c in given_back
+                                   for c in rule.indicators):
                 continue
-            finest = {c: max(([level] if c in candidates else [])
-                             + ([before[c].level] if c in before else []), key=rank)
+            finest = {c: _finest(c, level, candidates, holding, given_back, rank)
                       for c in rule.indicators}
             combined = min(finest.values(), key=rank)
             together = ruleset.relational_at(rule, combined)
@@ -179,37 +185,41 @@ def select_for_agreement(
             if ceiling < together:
                 victim = here[-1]
                 others = [c for c in rule.indicators if c != victim]
-                decided[victim] = replace(
-                    candidates.pop(victim),
-                    reason=_withheld(rule.name, victim, others, candidates, before, held,
-                                     f"{together.value} at {combined} level, above the "
-                                     f"agreement's {ceiling.value}"),
-                    rule=_ref(ruleset, f"relational.{rule.name}"),
-                )
+                why = _withheld(rule.name, victim, others, candidates, before, held,
+                                f"{together.value} at {combined} level, above the "
+                                f"agreement's {ceiling.value}")
+                if victim not in candidates:  # it comes back from columns of this package
+                    source = _giving_back(from_here[victim], ruleset)
+                    why = f"would give back {victim} ({_sums(victim, ruleset)}); {why}"
+                    victim = source
+                decided[victim] = replace(candidates.pop(victim), reason=why,
+                                          rule=_ref(ruleset, f"relational.{rule.name}"))
                 changed = True
-                continue
-            for c in here:
-                if candidates[c].classification < together:
-                    others = [x for x in rule.indicators if x != c]
-                    candidates[c] = replace(
-                        candidates[c],
-                        classification=together,
-                        rule=_ref(ruleset, f"relational.{rule.name}"),
-                        notes=candidates[c].notes + (
-                            f"escalated to {together.value} by relational rule {rule.name} "
-                            f"(with {_together(others, candidates, before)})",
-                        ),
-                    )
-                    changed = True
+                break
+            for member in here:
+                for c in sorted(from_here[member]):
+                    if candidates[c].classification < together:
+                        others = [x for x in rule.indicators if x != member]
+                        via = "" if c == member else f" through {member}, which it gives back"
+                        candidates[c] = replace(
+                            candidates[c],
+                            classification=together,
+                            rule=_ref(ruleset, f"relational.{rule.name}"),
+                            notes=candidates[c].notes + (
+                                f"escalated to {together.value} by relational rule "
+                                f"{rule.name}{via} (with {_together(others, candidates, before)})",
+                            ),
+                        )
+                        changed = True
 
-    _withhold_what_adds_back(decided, candidates, ruleset)
-    for column, d in candidates.items():
+    for column, d in list(candidates.items()):
         if ceiling < d.classification:
             decided[column] = replace(
-                d, reason=f"{d.classification.value} is above the agreement's {ceiling.value}"
-            )
-        else:
-            decided[column] = replace(d, shared=True, reason="shared")
+                candidates.pop(column),
+                reason=f"{d.classification.value} is above the agreement's {ceiling.value}")
+    _withhold_what_adds_back(decided, candidates, ruleset, ceiling, set(holding))
+    for column, d in candidates.items():
+        decided[column] = replace(d, shared=True, reason="shared")
 
     ordered = tuple(decided[c] for c in base)
     for d in ordered:
@@ -227,28 +237,85 @@ def _site_only(column: str, kind: str, ruleset: RuleSet, level: str) -> bool:
     return False
 
 
-def _withhold_what_adds_back(decided: dict, candidates: dict, ruleset: RuleSet) -> None:
-    """A column withheld by a relational rule must not come back as the sum (or difference)
-    of shared columns: if an additive group has it as its only missing member, withhold one
-    more (its total, or its last part)."""
-    relational = {c for c, d in decided.items()
-                  if d.rule.split(": ", 1)[-1].startswith("relational.")}
+def _withhold_what_adds_back(decided: dict, candidates: dict, ruleset: RuleSet,
+                             ceiling: Classification, holding: set[str]) -> None:
+    """A column the agreement may not have (Secret, above its ceiling, or withheld by a
+    relational rule; also one the round lacks, whose values its additive group still holds)
+    must not come back as a sum or difference of what the organisation would hold: this
+    package and its holdings, at the coarsest level of the columns it comes back from (a
+    state's total minus the state's women summed from site rows is the state's men), and
+    whatever their round (as relational rules judge holdings). While it would, withhold one
+    more of the columns it comes back from in this package (its total, or its last part)."""
+    members = {m for g in ruleset.additive for m in (g.total, *g.parts)}
+    protected = [m for m in sorted(members) if _denied(m, decided, ruleset, ceiling)]
+    for p in protected:
+        while sources := _implied(set(candidates) | (holding - {p}), ruleset).get(p):
+            if not (here := sources & set(candidates)):
+                break  # it comes back from holdings alone: no package of this run gave it
+            extra = _giving_back(here, ruleset)
+            decided[extra] = replace(
+                candidates.pop(extra),
+                reason=f"withheld with {p}: {_sums(p, ruleset)} would give it back",
+                rule=decided[p].rule if p in decided else _ref(ruleset, f"indicators.{p}"))
+
+
+def _denied(column: str, decided: Mapping, ruleset: RuleSet, ceiling: Classification) -> bool:
+    if column in decided:
+        d = decided[column]
+        return ceiling < d.classification or "relational." in d.rule.split(": ", 1)[-1]
+    rule = ruleset.indicators.get(column)
+    return rule is None or ceiling < rule.classification
+
+
+def _named_columns(ruleset: RuleSet) -> set[str]:
+    """The columns whose holdings selection reads: relational members and additive groups."""
+    return ({c for r in ruleset.relational for c in r.indicators}
+            | {m for g in ruleset.additive for m in (g.total, *g.parts)})
+
+
+def _implied(known: set[str], ruleset: RuleSet) -> dict[str, set[str]]:
+    """What the additive groups give back from ``known`` columns, each with the known columns
+    it comes from: a total from all its parts, a part from its total and the other parts,
+    repeated (a group's result may complete another)."""
+    sources = {c: {c} for c in known}
     changed = True
     while changed:
         changed = False
         for group in ruleset.additive:
             members = (group.total, *group.parts)
-            gone = [m for m in members if m in relational]
-            if len(gone) != 1 or not all(m in candidates for m in members if m != gone[0]):
-                continue
-            extra = group.total if gone[0] != group.total else group.parts[-1]
-            decided[extra] = replace(
-                candidates.pop(extra),
-                reason=f"withheld with {gone[0]}: {group.total} = {' + '.join(group.parts)} "
-                       f"would give it back",
-                rule=decided[gone[0]].rule)
-            relational.add(extra)
-            changed = True
+            missing = [m for m in members if m not in sources]
+            if len(missing) == 1:
+                sources[missing[0]] = set().union(*(sources[m] for m in members
+                                                    if m != missing[0]))
+                changed = True
+    return {c: s for c, s in sources.items() if c not in known}
+
+
+def _giving_back(columns: set[str], ruleset: RuleSet) -> str:
+    """Of the columns something comes back from, the one to withhold: a total if one is among
+    them (parts are the finer, more useful data), else the last-listed part."""
+    order = [m for g in ruleset.additive for m in (g.total, *g.parts)]
+    totals = {g.total for g in ruleset.additive}
+    return max(columns, key=lambda c: (c in totals, order.index(c)))
+
+
+def _sums(column: str, ruleset: RuleSet) -> str:
+    """The additive equation(s) a column appears in, as the explanation shows them."""
+    return "; ".join(f"{g.total} = {' + '.join(g.parts)}" for g in ruleset.additive
+                     if column in (g.total, *g.parts))
+
+
+def _finest(column: str, level: str, candidates: Mapping, holding: Mapping[str, Held],
+            given_back: Mapping[str, set[str]], rank) -> str:
+    """The finest level at which the organisation would hold ``column``: in this package, in
+    its holdings, or given back by an additive group as coarse as the coarsest column it
+    comes from."""
+    levels = ([level] if column in candidates else []) + (
+        [holding[column].level] if column in holding else [])
+    if column in given_back:
+        levels.append(min((_finest(c, level, candidates, holding, {}, rank)
+                           for c in given_back[column]), key=rank))
+    return max(levels, key=rank)
 
 
 def _ranker(ruleset: RuleSet) -> Callable[[str], int]:
