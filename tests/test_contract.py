@@ -388,7 +388,7 @@ def test_pulled_from_the_survey_database_no_secret_column_is_read_past_the_first
     ruleset = policy.rulesets["NGA"]
     meta, df = generate_round(ruleset, 2, 1500, seed=5)
     if hxl:  # an export loaded as it is: its HXL row first
-        tags = pd.DataFrame([{c: f"#tag+{i}" for i, c in enumerate(df.columns)}])
+        tags = pd.DataFrame([{c: f"#tag+c{i}" for i, c in enumerate(df.columns)}])
         df = pd.concat([tags, df.astype(object)], ignore_index=True)
     secret = {c for c, d in classify_round(list(df.columns), ruleset).items()
               if d.classification is Classification.SECRET}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import traceback
+import zipfile
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -82,3 +84,84 @@ def test_a_malformed_file_names_itself(tmp_path, policy):
     bad.write_bytes(b"not a spreadsheet")
     with pytest.raises(DropFileRejected, match="NGA-R001-partial.xlsx: cannot be read"):
         read_drop_file(bad, policy)
+
+
+# --- CSV exports read as the file counts them -----------------------------------------------
+
+
+def _drop_csv(tmp_path, policy, edit) -> bytes:
+    """An NGA partial round of 6 sites as a CSV export, its lines (bytes) passed to ``edit``."""
+    _, df = generate_round(policy.rulesets["NGA"], 1, 6, seed=4)
+    lines = df.drop(columns=["round_id"]).to_csv(index=False).encode().splitlines()
+    path = tmp_path / "NGA-R001-partial.csv"
+    path.write_bytes(b"\n".join(edit(lines)) + b"\n")
+    return path
+
+
+@pytest.mark.parametrize("edit, said", [
+    (lambda lines: [*lines[:-1], lines[-1][: lines[-1].rindex(b",")]],
+     r"line 7 has 21 field\(s\), the header 22"),  # cut off mid-row
+    (lambda lines: [*lines[:3], b"", *lines[3:]], "line 4 is blank, between rows"),
+    (lambda lines: [*lines[:2], lines[2] + b",extra", *lines[3:]],
+     r"line 3 has 23 field\(s\), the header 22"),
+], ids=["a file cut short", "a blank line between rows", "a row with a cell too many"])
+def test_a_csv_whose_records_do_not_line_up_is_refused_by_line(tmp_path, policy, edit, said):
+    """pandas pads a short record with empty cells (answers missing) and skips blank lines
+    (every later row named one too early): the file is refused, naming the line."""
+    with pytest.raises(DropFileRejected, match=said):
+        read_drop_file(_drop_csv(tmp_path, policy, edit), policy)
+
+
+def test_trailing_blank_lines_are_fine(tmp_path, policy):
+    _, df = read_drop_file(_drop_csv(tmp_path, policy, lambda lines: [*lines, b"", b""]), policy)
+    assert len(df) == 6
+
+
+def test_a_csv_of_mixed_encodings_is_refused_at_its_first_line_that_is_not_utf8(tmp_path,
+                                                                                   policy):
+    """Read as Windows-1252 (the fallback for legacy exports), its UTF-8 names would be stored
+    as "cafÃ©"; read as UTF-8, the pasted line cannot be."""
+    def edit(lines):
+        lines[2] = lines[2].replace(b" site", " caf\u00e9".encode())
+        lines[5] = lines[5].replace(b" site", " caf\u00e9".encode("cp1252"))
+        return lines
+
+    with pytest.raises(DropFileRejected, match="line 6 is not UTF-8 text.*mixed encodings"):
+        read_drop_file(_drop_csv(tmp_path, policy, edit), policy)
+    legacy = _drop_csv(tmp_path, policy, lambda lines: [
+        line.replace(b" site", " caf\u00e9".encode("cp1252")) for line in lines])
+    _, df = read_drop_file(legacy, policy)  # Windows-1252 throughout: read as such
+    assert df["site_name"].str.contains("caf\u00e9").all()
+
+
+def test_a_first_row_of_spreadsheet_errors_is_a_row_not_hxl_hashtags(tmp_path, policy):
+    """HXL rows are skipped; "#N/A" in every cell of the first row (a failed lookup) is not
+    one, and is refused as the row it is."""
+    def edit(lines):
+        return [lines[0], b",".join([b"#N/A"] * 22), *lines[1:]]
+
+    with pytest.raises(DropFileRejected, match=r"in 1 row\(s\): 2 "):
+        read_drop_file(_drop_csv(tmp_path, policy, edit), policy)
+
+
+def test_an_unreadable_cell_is_not_quoted_in_the_refusal(tmp_path, policy):
+    """openpyxl's messages quote the cell it could not convert: a phone number typed into a
+    numeric cell. The refusal names the file and the error's type only."""
+    from openpyxl import Workbook
+
+    path = tmp_path / "NGA-R001-partial.xlsx"
+    book = Workbook()
+    book.active.append(["site_id", "ki_phone"])
+    book.active.append(["NGA-S00001", 1])
+    book.save(path)
+    with zipfile.ZipFile(path) as zf:  # the cell typed as a number, holding text
+        parts = {n: zf.read(n) for n in zf.namelist()}
+    sheet = "xl/worksheets/sheet1.xml"
+    parts[sheet] = parts[sheet].replace(b"<v>1</v>", b"<v>+234 803 555 0199</v>")
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in parts.items():
+            zf.writestr(name, data)
+    with pytest.raises(DropFileRejected) as refused:
+        read_drop_file(path, policy)
+    said = "".join(traceback.format_exception(refused.value))
+    assert "cannot be read (ValueError" in said and "555" not in said

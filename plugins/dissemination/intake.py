@@ -16,6 +16,7 @@ it is used, and the other files go on.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import re
 import shutil
@@ -144,9 +145,10 @@ def read_export(path: Path, limits: IntakeLimits) -> pd.DataFrame:
     except DropFileRejected:
         raise
     except Exception as exc:  # pandas and openpyxl raise many types for a malformed file
-        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise DropFileRejected(f"{path.name}: cannot be read ({type(exc).__name__}: "
-                               f"{reason})") from None
+        # Named by type only: their messages quote cells ("could not convert string to float:
+        # '+234 803 ...'"), and a cell may be the phone number that made the file unreadable.
+        raise DropFileRejected(f"{path.name}: cannot be read ({type(exc).__name__}; its "
+                               "message is not shown, as it may quote a cell)") from None
     if cells.empty:
         raise DropFileRejected(f"{path.name}: empty file")
     if cells.shape[1] > limits.max_columns:
@@ -164,14 +166,75 @@ def read_export(path: Path, limits: IntakeLimits) -> pd.DataFrame:
 
 
 def _read_csv(path: Path, nrows: int) -> pd.DataFrame:
-    """UTF-8 (with or without a BOM), else Windows-1252: what spreadsheet exports write."""
-    for encoding in ("utf-8-sig", "cp1252"):
+    """UTF-8 (with or without a BOM), else Windows-1252: what spreadsheet exports write. Every
+    record is checked first (``_check_records``), as pandas reads what it can: it pads a short
+    record with empty cells and skips blank lines, so a file cut off mid-row would be read as
+    answers missing, and every row after a blank line would be named one row too early."""
+    encoding, error = "utf-8-sig", None
+    try:
+        _check_records(path, encoding, nrows)
+    except UnicodeDecodeError as exc:
+        error = exc
+    if error is not None:
+        encoding = _legacy_encoding(path, error)
         try:
-            return pd.read_csv(path, header=None, dtype=str, keep_default_na=False,
-                               na_filter=False, encoding=encoding, nrows=nrows)
+            _check_records(path, encoding, nrows)
         except UnicodeDecodeError:
-            continue
-    raise DropFileRejected(f"{path.name}: neither UTF-8 nor Windows-1252 text")
+            raise DropFileRejected(f"{path.name}: neither UTF-8 nor Windows-1252 text") from None
+    return pd.read_csv(path, header=None, dtype=str, keep_default_na=False, na_filter=False,
+                       encoding=encoding, nrows=nrows)
+
+
+#: A valid multi-byte UTF-8 sequence: in a file that is not UTF-8 throughout, a sign that
+#: some of it is (an export with a line pasted in from elsewhere).
+_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}"
+                            rb"|[\xf0-\xf4][\x80-\xbf]{3}")
+
+
+def _legacy_encoding(path: Path, error: UnicodeDecodeError) -> str:
+    """Windows-1252 for a file that is not UTF-8 anywhere. One that is UTF-8 in places and not
+    in others is refused at its first line that is not: read either way, part of its text
+    would be wrong (UTF-8 names as "cafÃ©")."""
+    data = path.read_bytes()
+    if _UTF8_SEQUENCE.search(data):
+        try:
+            data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            error = exc
+        line = data.count(b"\n", 0, error.start) + 1
+        raise DropFileRejected(f"{path.name}: line {line} is not UTF-8 text, though the file "
+                               "holds UTF-8 text elsewhere: mixed encodings (save it again as "
+                               "UTF-8)")
+    return "cp1252"
+
+
+def _check_records(path: Path, encoding: str, nrows: int) -> None:
+    """Every record has the header's number of fields, and no blank line comes between rows
+    (trailing ones are fine): otherwise refused, naming the line, never a cell."""
+    with open(path, encoding=encoding, newline="") as f:
+        reader = csv.reader(f)
+        width, blank = None, None
+        try:
+            for number, record in enumerate(reader):
+                if not record:
+                    blank = blank or reader.line_num
+                    continue
+                if blank is not None:
+                    raise DropFileRejected(
+                        f"{path.name}: line {blank} is blank, between rows (remove it: the rows "
+                        "after it would be misnumbered)")
+                if width is None:
+                    width = len(record)
+                elif len(record) != width:
+                    raise DropFileRejected(
+                        f"{path.name}: line {reader.line_num} has {len(record)} field(s), the "
+                        f"header {width} (a file cut short, or a row that lost or gained "
+                        "cells)")
+                if number > nrows:
+                    return
+        except csv.Error as exc:  # its messages name the problem, never a cell
+            raise DropFileRejected(f"{path.name}: line {reader.line_num} is not CSV "
+                                   f"({exc})") from None
 
 
 def _check_xlsx(path: Path, limits: IntakeLimits) -> None:

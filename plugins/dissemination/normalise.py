@@ -13,6 +13,9 @@ import re
 import unicodedata
 
 _SPACE = re.compile(r"\s+")
+#: HXL's hashtag and attribute syntax (hxlstandard.org: a letter, then letters, digits, "_").
+_HXL_TAG = re.compile(r"#[a-z][a-z0-9_]*", re.ASCII)
+_HXL_ATTRIBUTE = re.compile(r"[a-z][a-z0-9_]*", re.ASCII)
 
 
 def token(value: object) -> str:
@@ -30,8 +33,9 @@ def hxl(tag: str) -> str:
     """An HXL hashtag with its attributes in a fixed order: ``#affected+ind+idps`` and
     ``#Affected +idps +ind`` are the same column."""
     parts = [p for p in token(tag).replace(" ", "").split("+") if p]
-    if not parts or not parts[0].startswith("#") or len(parts[0]) < 2:
-        return ""
+    if not parts or not _HXL_TAG.fullmatch(parts[0]) or not all(
+            _HXL_ATTRIBUTE.fullmatch(a) for a in parts[1:]):
+        return ""  # (a spreadsheet's "#N/A", "#REF!" or "#DIV/0!" is no hashtag)
     return "+".join([parts[0], *sorted(set(parts[1:]))])
 
 
