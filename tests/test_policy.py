@@ -111,6 +111,28 @@ def test_duplicate_key_is_an_error(include):
     assert any(str(path) in p and "duplicate key 'ki_phone'" in p for p in problems)
 
 
+@pytest.mark.parametrize("before, after, said", [
+    ("valid_until: 2027-12-31", "valid_until: 2027-02-30", "day is out of range for month"),
+    ("valid_until: 2027-12-31", "valid_until: 2027-13-01", "month must be in 1..12"),
+    ("valid_until: 2027-12-31", "valid_until: 2027-12-31\n? [a, b]\n: x", "a list cannot be a key"),
+], ids=["no 30 February", "no 13th month", "a list as a key"])
+def test_yaml_python_cannot_hold_names_the_file(include, before, after, said):
+    """PyYAML builds dates and keys as Python objects: a date that does not exist raised a
+    bare ValueError and a list as a key a TypeError, neither naming the file."""
+    path = include / "agreements" / "unicef-nga.yaml"
+    _edit(path, before, after)
+    (problem,) = _problems(include)
+    assert problem.startswith(f"{path}") and "not valid YAML" in problem and said in problem
+
+
+def test_nan_bounds_are_refused(include):
+    """Nothing compares below or above NaN: `bounds: [.nan, .nan]` checked nothing."""
+    path = include / "rules" / "default.yaml"
+    _edit(path, "bounds: [-90, 90]", "bounds: [.nan, .nan]")
+    problems = _problems(include)
+    assert any(str(path) in p and ".nan is no bound" in p for p in problems), problems
+
+
 def test_unknown_classification_value(include):
     path = include / "rules" / "default.yaml"
     _edit(path, "site_name:              {classification: public",

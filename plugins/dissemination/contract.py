@@ -456,6 +456,7 @@ def _strings(out: pd.Series, rule: IndicatorRule):
     cells = pc.if_else(pc.fill_null(blank, True), None, cells)
     bad, problem = None, ""
     if rule.kind in ("key", "admin", "round"):
+        cells = _ascii_digits(cells)
         if rule.pattern is not None:
             matched = pd.Series(cells, dtype="string[pyarrow]").str.fullmatch(rule.pattern)
             bad = ~matched.fillna(True).to_numpy(dtype=bool)
@@ -468,6 +469,21 @@ def _strings(out: pd.Series, rule: IndicatorRule):
         cells = cells.take(pa.array(codes, mask=codes < 0))
     problems = [(problem, bad)] if bad is not None and bad.any() else []
     return pd.Series(cells, dtype="string[pyarrow]"), problems
+
+
+_DIGIT = re.compile(r"\d")
+
+
+def _ascii_digits(cells: pa.Array) -> pa.Array:
+    """Identifiers with their digits in ASCII: NFKC keeps Arabic-Indic or Devanagari digits,
+    which Python's ``\\d`` matches, so ``BFA-S٠٠٠٠١`` passed the pattern ``BFA-S\\d{5}`` and
+    was another key than ``BFA-S00001``, the same site. Only non-ASCII cells go through Python."""
+    other = pc.invert(pc.fill_null(pc.string_is_ascii(cells), True))
+    if not pc.any(other).as_py():
+        return cells
+    folded = [None if v is None else _DIGIT.sub(lambda m: str(unicodedata.digit(m[0])), v)
+              for v in pc.filter(cells, other).to_pylist()]
+    return pc.replace_with_mask(cells, other, pa.array(folded, cells.type))
 
 
 def _arrow_strings(values: pd.Series) -> bool:

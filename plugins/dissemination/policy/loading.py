@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from datetime import date
 from pathlib import Path
 
@@ -69,6 +69,9 @@ def _construct_mapping(loader, node: yaml.MappingNode, deep: bool = False):
     seen: set = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, Hashable):  # `? [a, b]: x`: Python cannot key a dict on it
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a {type(key).__name__} cannot be a key", key_node.start_mark)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -112,6 +115,9 @@ def _load_file(path: Path, model: type[PolicyModel], problems: list[str]):
         where = getattr(exc, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""
         problems.append(f"{path}:{line}: not valid YAML: {getattr(exc, 'problem', exc)}")
+        return None
+    except ValueError as exc:  # PyYAML's date constructor: `valid_until: 2027-02-30`
+        problems.append(f"{path}: not valid YAML: a value cannot be read ({exc})")
         return None
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(f"{path}: cannot be read: {exc}")

@@ -6,6 +6,7 @@ assessment's date and review interval) and relational (indicator combinations th
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import date, timedelta
 from functools import cached_property
@@ -96,7 +97,9 @@ class IndicatorRule(PolicyModel):
             problems.append("kind coordinate needs bounds: [min, max] (e.g. [-90, 90])")
         if self.bounds is not None:
             low, high = self.bounds
-            if self.kind not in ("count", "coordinate"):
+            if math.isnan(low) or math.isnan(high):  # (nothing compares below or above NaN)
+                problems.append("bounds: .nan is no bound")
+            elif self.kind not in ("count", "coordinate"):
                 problems.append("bounds apply to kinds count and coordinate")
             elif low > high:
                 problems.append(f"bounds: {low} is above {high}")
