@@ -102,6 +102,23 @@ def test_a_field_focal_point_receives_only_their_area(policy, round_nga, server,
     assert row.focal_point_name == person.name and row.row_count == len(data)
 
 
+def test_a_field_focal_point_s_areas_match_as_the_policy_check_reads_them(include, round_nga):
+    """The load check compares areas in normal form, so `ng008001` and ` NG008013` pass it;
+    matched exactly against the round's canonical values, they selected no row."""
+    from dissemination.policy import load_policy
+
+    path = include / "focal_points" / "unicef-nga.yaml"
+    path.write_text(path.read_text().replace("[NG008001, NG008013]", "[ng008001, ' NG008013']"))
+    policy = load_policy(include)
+    _, df = round_nga
+    (field,) = [r for r in steps.recipients(policy.agreements["unicef-nga"],
+                                            policy.focal_points["unicef-nga"])
+                if r["recipient"].startswith("field:")]
+    rows = steps._rows_of(df, field["areas"])
+    assert rows.sum() > 0
+    assert rows.tolist() == df["admin2_pcode"].isin(["NG008001", "NG008013"]).tolist()
+
+
 def test_primary_unavailable_goes_to_the_secondary(policy, round_nga, server, tmp_path):
     meta, df = round_nga
     people = policy.focal_points["unicef-nga"]

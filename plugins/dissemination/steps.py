@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import memory, source, staging
+from . import memory, normalise, source, staging
 from .classification import Classification, Urgency
 from .contract import Conformer
 from .disclosure import build_contents, explain, explanation_lines
@@ -559,13 +559,17 @@ def _noted(meta: RoundMeta, plans: list[Delivery], alike: int = 0):
 
 
 def _rows_of(round_df: pd.DataFrame, areas: dict):
-    """A field focal point's rows (a boolean mask), or None for the whole round."""
+    """A field focal point's rows (a boolean mask), or None for the whole round. Areas match
+    in normal form, as the policy's load checked them: ``ng008001`` is ``NG008001``."""
     if not areas:
         return None
     mask = np.ones(len(round_df), dtype=bool)
     for column, values in areas.items():
-        mask &= round_df[column].isin(values).fillna(False).to_numpy() \
-            if column in round_df else False
+        if column not in round_df:
+            return mask & False
+        wanted = {normalise.token(v) for v in values}
+        spelt = [v for v in round_df[column].dropna().unique() if normalise.token(v) in wanted]
+        mask &= round_df[column].isin(spelt).fillna(False).to_numpy()
     return mask
 
 
