@@ -62,6 +62,34 @@ def test_unknown_category_names_the_row(tmp_path):
         read_dap(dap)
 
 
+def test_one_indicator_on_two_rows_is_refused_naming_both(tmp_path):
+    """Two rows for security_incidents (secret, then public): the last one silently won."""
+    dap = tmp_path / "dap.csv"
+    dap.write_text("Indicator,Dissemination Category,Classification\n"
+                   "security_incidents,Internal,secret\nSecurity_Incidents ,Public,public\n")
+    with pytest.raises(DapError, match=r"row 3, column A: 'Security_Incidents' is also row 2"):
+        read_dap(dap)
+
+
+@pytest.mark.parametrize("name, content, said", [
+    ("dap.csv", b"", "EmptyDataError"),
+    ("dap.xlsx", b"not a workbook", "BadZipFile"),
+], ids=["empty", "not a workbook"])
+def test_an_unreadable_dap_is_named(tmp_path, name, content, said):
+    """pandas' and openpyxl's own errors named no file, and the CLI showed a traceback."""
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DapError, match=f"{name}: cannot be read as a Data Analysis Plan "
+                                       f"\\({said}"):
+        read_dap(tmp_path / name)
+
+
+def test_a_dap_saved_by_excel_as_windows_1252_csv_is_read(tmp_path):
+    dap = tmp_path / "dap.csv"
+    dap.write_bytes("Indicator,Dissemination Category\nsite_id,Public\nz\u00e9ro,Public\n"
+                    .encode("cp1252"))
+    assert [r.indicator for r in read_dap(dap)] == ["site_id", "z\u00e9ro"]
+
+
 def test_a_dap_that_breaks_an_agreement_writes_nothing(include, tmp_path, capsys):
     dap = tmp_path / "dap.csv"
     dap.write_text("Indicator,Dissemination Category\nseparated_children,Internal\n")

@@ -126,19 +126,25 @@ def read_dap(path: Path) -> list[DapRow]:
     by their header text (see the module's documentation).
     """
     path = Path(path)
-    if path.suffix.lower() in (".xlsx", ".xlsm"):
-        frame = pd.read_excel(path, sheet_name=0, header=0, dtype=str, engine="openpyxl",
-                              keep_default_na=False)
-    elif path.suffix.lower() == ".csv":
-        frame = pd.read_csv(path, header=0, dtype=str, keep_default_na=False)
-    else:
+    if path.suffix.lower() not in (".xlsx", ".xlsm", ".csv"):
         raise DapError(f"{path}: expected a .xlsx or .csv Data Analysis Plan")
+    try:
+        if path.suffix.lower() == ".csv":
+            frame = _read_csv(path)
+        else:
+            frame = pd.read_excel(path, sheet_name=0, header=0, dtype=str, engine="openpyxl",
+                                  keep_default_na=False)
+    except DapError:
+        raise
+    except Exception as exc:  # pandas and openpyxl raise many types for a malformed file
+        raise DapError(f"{path}: cannot be read as a Data Analysis Plan "
+                       f"({type(exc).__name__}: {exc})") from None
     if frame.shape[1] < 2:
         raise DapError(f"{path}: needs at least columns A (indicator) and B (Dissemination "
                        "Category)")
     optional = _optional_columns(path, list(frame.columns))
     letters = {name: get_column_letter(index + 1) for name, index in optional.items()}
-    rows, problems = [], []
+    rows, problems, first = [], [], {}
     for i, values in enumerate(frame.itertuples(index=False), start=2):  # row 1 is the header
         cells = [("" if pd.isna(v) else str(v).strip()) for v in values] + ["", "", ""]
         indicator, category, classification, kind = cells[:4]
@@ -146,6 +152,10 @@ def read_dap(path: Path) -> list[DapRow]:
             continue
         extra = {name: cells[index] for name, index in optional.items()}
         where = f"{path}: row {i}"
+        if (before := first.setdefault(normalise.token(indicator), i)) != i:
+            problems.append(f"{where}, column A: {_show(indicator)} is also row {before}: one "
+                            "row per indicator (which of them would the rules follow?)")
+            continue
         problem = _row_problem(where, letters, indicator, category, classification, kind,
                                extra)
         if problem:
@@ -163,6 +173,17 @@ def read_dap(path: Path) -> list[DapRow]:
     if problems:
         raise DapError("\n".join(problems))
     return rows
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """UTF-8 (with or without a BOM), else Windows-1252: what spreadsheets save as CSV."""
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return pd.read_csv(path, header=0, dtype=str, keep_default_na=False,
+                               encoding=encoding)
+        except UnicodeDecodeError:
+            continue
+    raise DapError(f"{path}: neither UTF-8 nor Windows-1252 text")
 
 
 def _row_problem(where: str, letters: dict[str, str], indicator: str, category: str,
