@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from dissemination.audit import verify, verify_since
 from dissemination.ledger import (
+    GENESIS,
     SCHEMA_REVISION,
     DeliveryRecord,
     Ledger,
@@ -406,3 +407,20 @@ def test_the_ledger_commands_exit_codes(tmp_path):
     assert "FAILED at deliveries id=2 (chain seq 2): changed since it was recorded" in failed.stdout
     assert "x@example.org" not in failed.stdout + failed.stderr
     assert SECRET_EMAIL not in failed.stdout + failed.stderr
+
+
+@pytest.mark.parametrize("change, column", [
+    ("deadline_met = 'x'", "deadline_met"),  # reads back as True: the row's hash stands
+    ("delivered_at = 'garbage'", "delivered_at"),  # cannot be read as a time at all
+])
+def test_sqlite_values_stored_as_the_pipeline_never_writes_them_are_found(tmp_path, change,
+                                                                           column):
+    """SQLite keeps any value in any column and reading converts it, so 'x' in deadline_met
+    hashed as the True it read as while the page, counting deadline_met = 1 in SQL, lost a
+    window met; 'garbage' as a time stopped the audit with a ValueError."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    _fill(engine)
+    _sql(engine, f"UPDATE deliveries SET {change} WHERE id = 2")
+    for result in (verify(engine), verify_since(engine, (0, GENESIS))):
+        assert result.finding.line() == (f"deliveries id=2: {column} is stored as the pipeline "
+                                         "never writes it: changed outside the pipeline")

@@ -95,12 +95,16 @@ def verify(engine: sa.Engine, anchor: tuple[int, str] | None = None) -> Verified
     require_schema(engine)
     with _snapshot(engine) as conn:
         entries = conn.execute(sa.select(audit_chain).order_by(audit_chain.c.seq)).all()
-        hashes = {name: {row_key(name, r): row_sha256(name, r) for r in
-                         conn.execute(chained_select(metadata.tables[name])).mappings()}
-                  for name in CHAINED}
+        try:
+            hashes = {name: {row_key(name, r): row_sha256(name, r) for r in
+                             conn.execute(chained_select(metadata.tables[name])).mappings()}
+                      for name in CHAINED}
+        except ValueError:  # a stored value its type cannot read (SQLite keeps anything)
+            return Verified(finding=_misstored(conn) or _UNREADABLE)
         adopted = conn.execute(sa.select(ledger_meta.c.value)
                                .where(ledger_meta.c.key == CHAIN_ADOPTED)).scalar()
-        finding = _walk(entries, hashes) or _unchained(conn, entries, hashes)
+        finding = _walk(entries, hashes) or _unchained(conn, entries, hashes) \
+            or _misstored(conn)
     head = entries[-1] if entries else None
     if finding is None and anchor is not None:
         at = entries[anchor[0] - 1] if 0 < anchor[0] <= len(entries) else None
@@ -161,34 +165,93 @@ def verify_since(engine: sa.Engine, anchor: tuple[int, str]) -> Verified:
     with _snapshot(engine) as conn:
         entries = conn.execute(sa.select(audit_chain).where(audit_chain.c.seq >= seq)
                                .order_by(audit_chain.c.seq)).all()
-        hashes = _row_hashes(conn, entries[1:] if seq else entries)
+        since = _keys(entries[1:] if seq else entries)
+        try:
+            hashes = _row_hashes(conn, since)
+        except ValueError:  # a stored value its type cannot read (SQLite keeps anything)
+            return Verified(finding=_misstored(conn, since) or _UNREADABLE, since_seq=seq)
         end = conn.execute(sa.select(sa.func.max(audit_chain.c.seq))).scalar() or 0
-    finding, prev = None, GENESIS
-    if seq:
-        at = entries[0] if entries and entries[0].seq == seq else None
-        finding = _off_anchor(at, anchor, end)
-        prev, entries = (at.chain_sha256, entries[1:]) if at is not None else (prev, [])
-    finding = finding or _walk(entries, hashes, seq + 1, prev)
+        finding, prev = None, GENESIS
+        if seq:
+            at = entries[0] if entries and entries[0].seq == seq else None
+            finding = _off_anchor(at, anchor, end)
+            prev, entries = (at.chain_sha256, entries[1:]) if at is not None else (prev, [])
+        finding = finding or _walk(entries, hashes, seq + 1, prev) or _misstored(conn, since)
     head = entries[-1] if entries else None
     return Verified({name: len(rows) for name, rows in hashes.items()},
                     head.seq if head else seq, head.chain_sha256 if head else prev, None, finding,
                     seq)
 
 
-def _row_hashes(conn: sa.Connection, entries) -> dict[str, dict[str, str]]:
-    """Row hashes of the rows ``entries`` chain, by table, looked up by key."""
-    hashes: dict[str, dict[str, str]] = {name: {} for name in CHAINED}
+def _keys(entries) -> dict[str, list[tuple]]:
+    """The keys of the rows ``entries`` chain, by table."""
     wanted: dict[str, list[tuple]] = {}
     for e in entries:
         wanted.setdefault(e.table_name, []).append(tuple(json.loads(e.row_key)))
+    return wanted
+
+
+def _in_batches(table: sa.Table, keys: list[tuple]):
+    """WHERE clauses selecting the rows of ``keys``, 500 at a time."""
+    key_columns = sa.tuple_(*(table.c[k] for k in CHAINED[table.name][0]))
+    for start in range(0, len(keys), 500):
+        yield key_columns.in_(keys[start:start + 500])
+
+
+def _row_hashes(conn: sa.Connection, wanted: dict[str, list[tuple]]
+                ) -> dict[str, dict[str, str]]:
+    """Row hashes of the rows of ``wanted`` keys, by table."""
+    hashes: dict[str, dict[str, str]] = {name: {} for name in CHAINED}
     for name, keys in wanted.items():
         table = metadata.tables[name]
-        key_columns = sa.tuple_(*(table.c[k] for k in CHAINED[name][0]))
-        for start in range(0, len(keys), 500):
-            query = chained_select(table).where(key_columns.in_(keys[start:start + 500]))
+        for where in _in_batches(table, keys):
             hashes[name].update((row_key(name, r), row_sha256(name, r))
-                                for r in conn.execute(query).mappings())
+                                for r in conn.execute(chained_select(table).where(where))
+                                .mappings())
     return hashes
+
+
+_UNREADABLE = Finding("ledger", "a chained value cannot be read as its column's type: changed "
+                      "outside the pipeline")
+
+
+def _misstored(conn: sa.Connection, wanted: dict[str, list[tuple]] | None = None
+               ) -> Finding | None:
+    """SQLite keeps any value in any column, and reading converts it: ``'x'`` in a boolean
+    reads as True, so a row's hash would stand while SQL over the stored value (the page
+    counting ``deadline_met = 1``) reads it differently; an unreadable time would stop the
+    audit. A chained value stored as the pipeline never writes it was written by something
+    else. (PostgreSQL enforces its column types.) Every row, or those of ``wanted`` keys."""
+    if conn.dialect.name != "sqlite":
+        return None
+    for name, (keys, columns) in CHAINED.items():  # one scan per table
+        table = metadata.tables[name]
+        which = sa.case(*((sa.and_(table.c[c].is_not(None), wrong), c)
+                          for c in dict.fromkeys(keys + columns)
+                          if (wrong := _stored_wrong(table.c[c])) is not None))
+        query = sa.select(sa.func.json_array(*(table.c[k] for k in keys)), which)  # as stored
+        wheres = [sa.true()] if wanted is None else _in_batches(table, wanted.get(name, []))
+        found = next((row for where in wheres for row in conn.execute(
+            query.where(which.is_not(None), where).limit(1))), None)
+        if found is not None:
+            key = json.dumps(json.loads(found[0]), ensure_ascii=False)  # as row_key writes it
+            return Finding(describe(name, key), f"{found[1]} is stored as the pipeline never "
+                           "writes it: changed outside the pipeline", name, key)
+    return None
+
+
+def _stored_wrong(column: sa.Column):
+    """SQL true where ``column``'s stored value is not what SQLAlchemy writes for its type."""
+    kind = sa.func.typeof(column)
+    if isinstance(column.type, sa.Boolean):
+        return sa.or_(kind != "integer", column.not_in([0, 1]))
+    if isinstance(column.type, sa.DateTime):  # a time SQLite reads as one
+        return sa.or_(kind != "text", sa.func.datetime(column).is_(None))
+    if isinstance(column.type, sa.Integer):
+        return kind != "integer"
+    if isinstance(column.type, sa.String):
+        return kind != "text"
+    return None
 
 
 def _unchained(conn: sa.Connection, entries, hashes) -> Finding | None:
