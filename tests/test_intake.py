@@ -165,3 +165,18 @@ def test_an_unreadable_cell_is_not_quoted_in_the_refusal(tmp_path, policy):
         read_drop_file(path, policy)
     said = "".join(traceback.format_exception(refused.value))
     assert "cannot be read (ValueError" in said and "555" not in said
+
+
+@pytest.mark.parametrize("when", ["0001-01-01", "1900-01-01", "9999-12-31"])
+def test_a_collection_date_no_round_has_is_refused_by_row(tmp_path, policy, when):
+    """The urgent window runs from the first day of collection: a typo of a century dated it a
+    century ago (missed at once)."""
+    def edit(lines):
+        header = lines[0].split(b",")
+        cells = lines[3].split(b",")
+        cells[header.index(b"collected_on")] = when.encode()
+        return [*lines[:3], b",".join(cells), *lines[4:]]
+
+    with pytest.raises(DropFileRejected, match=r"'collected_on': 1 collection date\(s\) outside "
+                                               r"2000-01-01\.\.2099-12-31 in row\(s\): 4"):
+        read_drop_file(_drop_csv(tmp_path, policy, edit), policy)

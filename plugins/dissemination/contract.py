@@ -417,18 +417,18 @@ def _fmt(x: float) -> str:
 
 
 def _date(cells: _Cells, rule: IndicatorRule, missing: list[bool]):
-    def parse(v) -> str | None:
+    def parse(v) -> str | None:  # (isoformat: strftime writes the year 1 as "1")
         if isinstance(v, datetime | date | pd.Timestamp):
-            return pd.Timestamp(v).strftime("%Y-%m-%d")
+            return pd.Timestamp(v).date().isoformat()
         text = " ".join(unicodedata.normalize("NFKC", str(v)).split())
         if rule.date_format:  # the export's own format; ISO too (a conformed round's form)
             try:
-                return datetime.strptime(text, rule.date_format).strftime("%Y-%m-%d")
+                return datetime.strptime(text, rule.date_format).date().isoformat()
             except ValueError:
                 pass
         try:
             parsed = date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
-            return parsed.strftime("%Y-%m-%d")
+            return (parsed.date() if isinstance(parsed, datetime) else parsed).isoformat()
         except ValueError:
             return None
 

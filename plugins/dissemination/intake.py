@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -114,6 +115,10 @@ def read_drop_file(path: Path, policy: Policy) -> tuple[RoundMeta, pd.DataFrame]
     return meta, conformed.frame
 
 
+#: The collection dates a round's file may hold: a plausibility range, not a policy.
+COLLECTED_SINCE, COLLECTED_UNTIL = pd.Timestamp("2000-01-01"), pd.Timestamp("2099-12-31")
+
+
 def _collected_at(path: Path, conformed: ConformedRound, ruleset) -> datetime:
     """The window of an urgent delivery runs from the first day of collection: conservative."""
     column = ruleset.collection_date
@@ -121,9 +126,18 @@ def _collected_at(path: Path, conformed: ConformedRound, ruleset) -> datetime:
         headers = ", ".join(repr(h) for h in (column, *ruleset.indicators[column].headers))
         raise DropFileRejected(f"{path.name}: no column is the collection date {column} "
                                f"(headers {headers})")
-    dates = pd.to_datetime(conformed.frame[column], errors="coerce")
+    dates = pd.to_datetime(conformed.frame[column], errors="coerce", format="%Y-%m-%d")
     if dates.isna().all():
         raise DropFileRejected(f"{path.name}: column {column!r} has no date")
+    # 0001-01-01 or 1900-01-01, typed for a day of this round, would date its urgent window a
+    # century ago (missed at once); 9999-12-31 is no collection either.
+    wrong = ((dates < COLLECTED_SINCE) | (dates > COLLECTED_UNTIL)).fillna(False).to_numpy()
+    if wrong.any():
+        rows = np.flatnonzero(wrong) + 2 + conformed.hxl_row  # as the file numbers them
+        raise DropFileRejected(
+            f"{path.name}: column {column!r}: {int(wrong.sum())} collection date(s) outside "
+            f"{COLLECTED_SINCE.date()}..{COLLECTED_UNTIL.date()} in row(s): "
+            f"{', '.join(map(str, rows[:10]))}")
     return datetime.combine(dates.min().date(), time(0, 0), tzinfo=UTC)
 
 
