@@ -180,3 +180,12 @@ def test_a_collection_date_no_round_has_is_refused_by_row(tmp_path, policy, when
     with pytest.raises(DropFileRejected, match=r"'collected_on': 1 collection date\(s\) outside "
                                                r"2000-01-01\.\.2099-12-31 in row\(s\): 4"):
         read_drop_file(_drop_csv(tmp_path, policy, edit), policy)
+
+
+def test_a_utf16_csv_is_refused_saying_so(tmp_path, policy):
+    """Excel's "Unicode Text" is UTF-16: read as Windows-1252 it was refused for having no
+    site key column, which sent the officer looking at the wrong thing."""
+    path = _drop_csv(tmp_path, policy, lambda lines: lines)
+    path.write_bytes(path.read_text().encode("utf-16"))
+    with pytest.raises(DropFileRejected, match="UTF-16 text"):
+        read_drop_file(path, policy)

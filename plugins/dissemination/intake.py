@@ -16,6 +16,7 @@ it is used, and the other files go on.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import re
@@ -210,6 +211,9 @@ def _legacy_encoding(path: Path, error: UnicodeDecodeError) -> str:
     in others is refused at its first line that is not: read either way, part of its text
     would be wrong (UTF-8 names as "cafÃ©")."""
     data = path.read_bytes()
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise DropFileRejected(f"{path.name}: UTF-16 text (Excel's \"Unicode Text\"); save it "
+                               "as CSV UTF-8")
     if _UTF8_SEQUENCE.search(data):
         try:
             data.decode("utf-8-sig")
