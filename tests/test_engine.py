@@ -168,6 +168,16 @@ def test_overdue_review_stops_the_low_path(policy):
         steps.plan_deliveries(policy, meta, ["site_id"], Urgency.LOW, today=date(2027, 1, 5))
 
 
+def test_a_risk_assessment_dated_after_today_stops_the_low_path(policy):
+    """Not made yet, or a typo (2062 for 2026): it would never fall due for review."""
+    meta = RoundMeta("SSD-R001-cleaned", "SSD", "cleaned", pd.Timestamp("2026-08-05", tz="UTC"))
+    with pytest.raises(steps.ReviewOverdue, match="is dated 2026-09-01, after today "
+                                                  r"\(2026-08-31\)"):
+        steps.plan_deliveries(policy, meta, ["site_id"], Urgency.LOW, today=date(2026, 8, 31))
+    assert steps.plan_deliveries(policy, meta, ["site_id"], Urgency.LOW,
+                                 today=date(2026, 9, 1)) is not None
+
+
 def test_overdue_review_flags_but_does_not_stop_the_medium_path(policy, tmp_path):
     import sqlalchemy as sa
 

@@ -29,6 +29,8 @@ def _check(args: argparse.Namespace) -> int:
     for ruleset in policy.rulesets.values():
         due = ruleset.risk_assessment.review_due
         state = "OVERDUE" if due < args.today else "due"
+        if ruleset.risk_assessment.date > args.today:
+            state = f"NOT YET MADE (dated {ruleset.risk_assessment.date}), stopping the low path;"
         print(f"  rules {ruleset.country} v{ruleset.version}: risk assessment review {state} {due}")
         for line in ruleset.loosened:
             print(f"    loosens the default on purpose: {line}")

@@ -205,7 +205,7 @@ def build_overview(policy: Policy, view: LedgerView, now: datetime,
             country,
             assessed.date if assessed else None,
             assessed.review_due if assessed else None,
-            _review_state(assessed.review_due, now.date()) if assessed else "no rule set",
+            _review_state(ruleset, now.date()) if assessed else "no rule set",
             statuses))
     audit_status = AuditStatus(audit.ok, audit.line()) if audit is not None else None
     return Overview(now, tuple(result), audit_status, _totals(result), tuple(countries))
@@ -302,10 +302,10 @@ def _slot_name(slot: str) -> str:
     return "primary or secondary" if slot == "main" else slot
 
 
-def _review_state(review_due: date, today: date) -> str:
-    if review_due < today:
+def _review_state(ruleset, today: date) -> str:
+    if ruleset.review_overdue(today):  # (also dated after today: the low path stops)
         return "overdue"
-    return "due soon" if review_due - today <= REVIEW_NOTICE else "ok"
+    return "due soon" if ruleset.risk_assessment.review_due - today <= REVIEW_NOTICE else "ok"
 
 
 def _hours(age: timedelta) -> int:

@@ -214,9 +214,12 @@ def review_overdue_message(policy: Policy, country: str, today: date) -> str | N
     ruleset = ruleset_for(policy, country)
     if not ruleset.review_overdue(today):
         return None
-    return (f"risk assessment for {country} ({policy.sources.get(f'rules:{country}')}) of "
-            f"{ruleset.risk_assessment.date} was due for review on "
-            f"{ruleset.risk_assessment.review_due}")
+    assessed, source = ruleset.risk_assessment, policy.sources.get(f"rules:{country}")
+    if assessed.date > today:
+        return (f"risk assessment for {country} ({source}) is dated {assessed.date}, after today "
+                f"({today}): not made yet, or a typo")
+    return (f"risk assessment for {country} ({source}) of {assessed.date} was due for review "
+            f"on {assessed.review_due}")
 
 
 def refusal(policy: Policy, agreement, today: date) -> str:

@@ -363,7 +363,9 @@ class RuleSet(PolicyModel):
                 if rule.hxl}
 
     def review_overdue(self, today: date) -> bool:
-        return self.risk_assessment.review_due < today
+        """Past its review, or dated after ``today``: an assessment not yet made is none, and a
+        typo (2062 for 2026) would otherwise keep the review from ever falling due."""
+        return self.risk_assessment.review_due < today or self.risk_assessment.date > today
 
     def resolve_level(self, level: str) -> str | None:
         """The country's name of a level: itself, site, or ``adminN`` for the N-th level."""
