@@ -335,21 +335,29 @@ def test_a_phone_number_in_a_shared_text_column_breaks_the_contract(policy, phon
     assert phone not in " ".join(v.line() for v in violations)
 
 
-@pytest.mark.parametrize("zero", [0x0660, 0x0966], ids=["Arabic-Indic", "Devanagari"])
-def test_a_site_key_in_another_script_s_digits_is_the_same_site(policy, zero):
-    """NFKC keeps other scripts' digits and Python's \\d matches them: BFA-S followed by five
-    Arabic-Indic digits passed BFA's pattern as another site than the same key in ASCII."""
+def _other_digits(zero: int):
+    return lambda key: "".join(chr(zero + int(c)) if c.isdigit() else c for c in key)
+
+
+@pytest.mark.parametrize("written", [
+    _other_digits(0x0660), _other_digits(0x0966),
+    lambda key: key[:4] + "\u200b" + key[4:],  # a zero-width space, pasted from a web page
+    str.lower,
+], ids=["Arabic-Indic digits", "Devanagari digits", "a zero-width space", "lower case"])
+def test_a_site_key_written_another_way_is_the_same_site(policy, written):
+    """NFKC keeps other scripts' digits (which Python's \\d matches, so BFA's pattern passed
+    them) and zero-width spaces, and keys were compared case by case: one site twice, each
+    copy taken for another site."""
     from dissemination.devkit.synthetic import generate_round
 
     bfa = policy.rulesets["BFA"]
     _, df = generate_round(bfa, 1, 5, seed=1)
     df = df.astype(str)
-    key = df.loc[0, "site_id"]
-    df.loc[1, "site_id"] = key.rstrip("0123456789") + "".join(
-        chr(zero + int(d)) for d in key[len(key.rstrip("0123456789")):])
-    conformed = conform(df, bfa)
-    assert [(v.column, v.problem, v.rows) for v in conformed.violations] == [
-        ("site_id", "the site key is repeated", (2, 3))]
+    df.loc[1, "site_id"] = written(df.loc[0, "site_id"])
+    assert df.loc[1, "site_id"] != df.loc[0, "site_id"]
+    violations = conform(df, bfa).violations
+    assert ("site_id", "the site key is repeated", (2, 3)) in [
+        (v.column, v.problem, v.rows) for v in violations]
 
 
 # --- relational: a classification per level ----------------------------------------------------

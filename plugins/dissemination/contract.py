@@ -270,10 +270,13 @@ class Conformer:
                            [len(keys) for _, keys in self._keys])
         numbers = starts + np.concatenate([np.arange(len(keys)) for _, keys in self._keys])
         missing = values.isna().to_numpy()
-        # Distinct keys, counted in Arrow, are the common case: then nothing is repeated.
-        distinct = pc.count_distinct(pa.array(values), mode="only_valid").as_py()
+        # Distinct keys, counted in Arrow, are the common case: then nothing is repeated. Keys
+        # are compared whatever their case: nga-s00001 is NGA-S00001, typed again.
+        folded = pc.utf8_lower(pa.array(values, pa.string()))
+        distinct = pc.count_distinct(folded, mode="only_valid").as_py()
         repeated = np.zeros(len(values), dtype=bool) if distinct == (~missing).sum() else \
-            (values.duplicated(keep=False) & values.notna()).to_numpy()
+            (pd.Series(folded, dtype="string[pyarrow]").duplicated(keep=False)
+             & values.notna().to_numpy()).to_numpy()
         out = []
         for problem, mask in (("the site key is missing", missing),
                               ("the site key is repeated", repeated)):
@@ -456,7 +459,7 @@ def _strings(out: pd.Series, rule: IndicatorRule):
     cells = pc.if_else(pc.fill_null(blank, True), None, cells)
     bad, problem = None, ""
     if rule.kind in ("key", "admin", "round"):
-        cells = _ascii_digits(cells)
+        cells = _plain(cells)
         if rule.pattern is not None:
             matched = pd.Series(cells, dtype="string[pyarrow]").str.fullmatch(rule.pattern)
             bad = ~matched.fillna(True).to_numpy(dtype=bool)
@@ -474,15 +477,19 @@ def _strings(out: pd.Series, rule: IndicatorRule):
 _DIGIT = re.compile(r"\d")
 
 
-def _ascii_digits(cells: pa.Array) -> pa.Array:
-    """Identifiers with their digits in ASCII: NFKC keeps Arabic-Indic or Devanagari digits,
-    which Python's ``\\d`` matches, so ``BFA-S٠٠٠٠١`` passed the pattern ``BFA-S\\d{5}`` and
-    was another key than ``BFA-S00001``, the same site. Only non-ASCII cells go through Python."""
+def _plain(cells: pa.Array) -> pa.Array:
+    """Identifiers as people read them: digits in ASCII, invisible format characters (zero-width
+    spaces, direction marks) dropped. NFKC keeps both: ``BFA-S٠٠٠٠١`` passed the pattern
+    ``BFA-S\\d{5}`` (Python's ``\\d`` matches any script's digits) and, like ``NGA-S00001`` with a
+    zero-width space, was another key than the same site's. Only non-ASCII cells go through
+    Python."""
     other = pc.invert(pc.fill_null(pc.string_is_ascii(cells), True))
     if not pc.any(other).as_py():
         return cells
-    folded = [None if v is None else _DIGIT.sub(lambda m: str(unicodedata.digit(m[0])), v)
-              for v in pc.filter(cells, other).to_pylist()]
+    folded = [None if v is None else _DIGIT.sub(
+        lambda m: str(unicodedata.digit(m[0])),
+        "".join(c for c in v if unicodedata.category(c) != "Cf"))
+        for v in pc.filter(cells, other).to_pylist()]
     return pc.replace_with_mask(cells, other, pa.array(folded, cells.type))
 
 
