@@ -15,6 +15,8 @@ from dissemination.policy import Agreement
 from dissemination.sensitivity import active_relational, classify_round, select_for_agreement
 from dissemination.source import RoundMeta
 
+PASSWORD = "a-long-enough-test-password"
+
 
 def _agreement(policy, base_id: str, urgency: Urgency, **tier_update) -> Agreement:
     agreement = policy.agreements[base_id]
@@ -190,11 +192,11 @@ def test_overdue_review_flags_but_does_not_stop_the_medium_path(policy, tmp_path
     assert plans and all("was due for review on 2026-12-30" in w
                          for p in plans for w in p.warnings)
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'l.db'}"))
-    (packaged,) = steps.package_deliveries(df, meta, plans, policy, tmp_path, lambda v: "x" * 20,
+    (packaged,) = steps.package_deliveries(df, meta, plans, policy, tmp_path, lambda v: PASSWORD,
                                            ledger, pd.Timestamp("2027-01-05", tz="UTC"))
     from dissemination.package import open_package
 
-    manifest, _ = open_package(packaged.package_path, "x" * 20)
+    manifest, _ = open_package(packaged.package_path, PASSWORD)
     assert manifest["warnings"] == list(plans[0].warnings)
 
 

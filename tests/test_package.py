@@ -90,6 +90,38 @@ def test_weak_password_is_refused_without_echoing_it(policy, round_nga, tmp_path
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("weak, said", [
+    ("a" * 16, "fewer than 12 different characters"),
+    ("1234567890123456", "fewer than 12 different characters"),
+    (" " * 8 + "Zq7#mK2$pL9&", "holds whitespace"),
+])
+def test_a_guessable_password_is_refused_whatever_its_length(policy, round_nga, tmp_path, weak,
+                                                             said):
+    meta, df = round_nga
+    ruleset, agreement = policy.rulesets["NGA"], policy.agreements["unicef-nga"]
+    selection = select_for_agreement(classify_round(df.columns, ruleset), ruleset, agreement,
+                                     Urgency.MEDIUM)
+    with pytest.raises(WeakPassword, match=said) as exc:
+        build_package(build_content(df, selection, ruleset), meta, selection, ruleset, agreement,
+                      tmp_path, weak, datetime.now(UTC))
+    assert weak not in str(exc.value) and not list(tmp_path.iterdir())
+
+
+def test_field_focal_points_whose_names_read_alike_get_files_of_their_own():
+    """Names were kept to [a-z0-9]: two names in Arabic script both became "_", and one
+    package overwrote the other, whose delivery then failed on every retry."""
+    from dissemination.package import package_name
+
+    names = ["field:\u0641\u0627\u0637\u0645\u0629", "field:\u0639\u0627\u0626\u0634\u0629",
+             "field:Musa Ibrahim", "field:Musa-Ibrahim"]
+    files = [package_name("NGA-R001-partial", "unicef-nga", Urgency.MEDIUM, "c" * 64, n)
+             for n in names]
+    assert len(set(files)) == 4
+    assert "_musa-ibrahim-" in files[2] and package_name(
+        "NGA-R001-partial", "unicef-nga", Urgency.MEDIUM, "c" * 64, "primary") == \
+        "NGA-R001-partial_unicef-nga_medium_cccccccccccc.zip"
+
+
 def test_a_package_is_readable_by_its_owner_only(unicef_package):
     assert unicef_package.path.stat().st_mode & 0o777 == 0o600
 

@@ -40,7 +40,22 @@ from .source import RoundMeta
 DATA_FILE = "data.csv"
 MANIFEST_FILE = "manifest.json"
 MIN_PASSWORD_LENGTH = 16
+MIN_DISTINCT_CHARACTERS = 12
 MANIFEST_VERSION = 1
+
+
+def password_weakness(password: str) -> str:
+    """Why a package password is too weak to protect a round, or "". Length alone let
+    "aaaaaaaaaaaaaaaa" and sixteen spaces through; a generated one (``secrets.token_urlsafe``)
+    has 43 characters of 64 kinds. Never says anything of the password but its length."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"is shorter than {MIN_PASSWORD_LENGTH} characters"
+    if any(c.isspace() for c in password):
+        return "holds whitespace (a copy-paste slip, or trimmed away by a partner's tool)"
+    if len(set(password)) < MIN_DISTINCT_CHARACTERS:
+        return (f"has fewer than {MIN_DISTINCT_CHARACTERS} different characters: guessable "
+                "(set a generated one, see README: rotate a password)")
+    return ""
 
 
 class WeakPassword(PermanentError, ValueError):
@@ -104,11 +119,9 @@ def build_package(
 ) -> Package:
     """Write the partner's table and its manifest into an AES-256 zip under ``out_dir``; with
     ``deflated``, its CSV entry is made once for every package of ``content``."""
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise WeakPassword(
-            f"the package password for agreement {agreement.id} (variable "
-            f"{agreement.password.variable}) is shorter than {MIN_PASSWORD_LENGTH} characters"
-        )
+    if weakness := password_weakness(password):
+        raise WeakPassword(f"the package password for agreement {agreement.id} (variable "
+                           f"{agreement.password.variable}) {weakness}")
     if any(c.classification is Classification.SECRET for c in content.columns):
         raise SecretLeak(f"a Secret column reached the package for {agreement.id}")
     manifest = {
@@ -361,10 +374,14 @@ def _csv_size_bound(df: pd.DataFrame) -> int:
 
 def package_name(round_id: str, agreement_id: str, urgency: Urgency, content_sha256: str,
                  recipient: str = "primary") -> str:
-    """The organisation's package, or a field focal point's (named after them)."""
+    """The organisation's package, or a field focal point's: named after them, readably, and
+    by a hash of their whole name, as names that read alike (two in Arabic script, or
+    "Musa Ibrahim" and "Musa-Ibrahim") must not share one file."""
     check_round_id(round_id, "package name")
-    who = "" if recipient in MAIN_RECIPIENTS else \
-        "_" + re.sub(r"[^a-z0-9]+", "-", recipient.removeprefix("field:").lower()).strip("-")
+    who = ""
+    if recipient not in MAIN_RECIPIENTS:
+        readable = re.sub(r"[^a-z0-9]+", "-", recipient.removeprefix("field:").lower()).strip("-")
+        who = f"_{readable + '-' if readable else ''}{hashlib.sha256(recipient.encode()).hexdigest()[:6]}"
     return f"{round_id}_{agreement_id}_{urgency.value}{who}_{content_sha256[:12]}.zip"
 
 
