@@ -133,6 +133,20 @@ def test_nan_bounds_are_refused(include):
     assert any(str(path) in p and ".nan is no bound" in p for p in problems), problems
 
 
+def test_two_agreements_cannot_share_a_password(include):
+    """One Variable for two agreements is one secret two partners hold; rotating it for one
+    (rotation is per agreement) would lock the other out without telling it."""
+    path = include / "agreements" / "protection-cluster-nga.yaml"
+    _edit(path, "variable: package_password_protection_cluster_nga",
+          "variable: package_password_unicef_nga")
+    problems = _problems(include)
+    assert len(problems) == 2 and all(
+        "password.variable: 'package_password_unicef_nga' is also the password of" in p
+        for p in problems)
+    assert {p.split(":")[0] for p in problems} == {
+        str(path), str(include / "agreements" / "unicef-nga.yaml")}
+
+
 def test_unknown_classification_value(include):
     path = include / "rules" / "default.yaml"
     _edit(path, "site_name:              {classification: public",

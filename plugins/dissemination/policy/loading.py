@@ -223,6 +223,16 @@ def load_policy(include_dir: Path | str, *, today: date | None = None) -> Policy
     intake_path = root / "intake.yaml"
     intake = _load_file(intake_path, IntakeLimits, problems) if intake_path.exists() else None
 
+    # One password per agreement: a Variable two agreements share is one secret two partners
+    # hold, and rotating it for one (rotation is per agreement) locks the other out untold.
+    holders: dict[str, list[str]] = {}
+    for agreement in agreements.values():
+        holders.setdefault(agreement.password.variable, []).append(agreement.id)
+    for variable, ids in holders.items():
+        if len(ids) > 1:
+            problems.extend(f"{sources[f'agreement:{i}']}: password.variable: {variable!r} is "
+                            f"also the password of {', '.join(o for o in ids if o != i)}: one "
+                            "Variable per agreement" for i in ids)
     for agreement in agreements.values():
         problems.extend(
             _check_agreement(agreement, sources[f"agreement:{agreement.id}"], rulesets,
