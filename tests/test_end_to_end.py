@@ -257,7 +257,7 @@ def test_password_rotation_replaces_passwords_and_never_shows_them(sandbox, pass
     assert sorted(m["To"] for m in notices) == sorted(
         ", ".join(sandbox.policy.alert_to(*a.countries)) for a in sandbox.policy.agreements.values())
     assert {m["To"] for m in notices} == {sandbox.policy.dtm[c].primary.email for c in ("NGA", "SSD")}
-    assert any("Tell Aisha Bello" in sandbox.smtp.text(m) for m in notices)
+    assert any("- Aisha Bello (" in sandbox.smtp.text(m) for m in notices)
     again = sandbox.run("password_rotation")
     assert "rotated the package password" not in again.stdout  # nothing due the next day
 

@@ -119,6 +119,21 @@ def test_a_field_focal_point_s_areas_match_as_the_policy_check_reads_them(includ
     assert rows.tolist() == df["admin2_pcode"].isin(["NG008001", "NG008013"]).tolist()
 
 
+def test_a_rotated_password_is_passed_on_to_everyone_who_opens_the_packages(policy):
+    """Only the primary was named: with the primary on leave, the secondary received packages
+    locked with a password nobody told them, and field focal points were never told."""
+    from dissemination.notify import rotation_notice
+
+    agreement = policy.agreements["unicef-nga"]
+    people = policy.focal_points["unicef-nga"]
+    away = people.model_copy(update={"primary": people.primary.model_copy(
+        update={"available": False})})
+    body = rotation_notice(agreement, away, ("dtm@example.org",), "UNICEF").body
+    for person in (people.primary, people.secondary, *people.field):
+        assert f"- {person.name} ({person.title}, {person.mobile})" in body
+    assert f"{people.primary.mobile}), unavailable now: when back" in body
+
+
 def test_primary_unavailable_goes_to_the_secondary(policy, round_nga, server, tmp_path):
     meta, df = round_nga
     people = policy.focal_points["unicef-nga"]
@@ -208,7 +223,9 @@ def test_rotations_are_due_on_the_plan(policy, tmp_path):
     stored = {}
     for agreement in steps.rotations_due(policy, ledger, NOW):
         who = steps.rotate_password(agreement, policy, ledger, NOW, stored.__setitem__)
-        assert who.startswith(policy.focal_points[agreement.focal_points].primary.name)
+        people = policy.focal_points[agreement.focal_points]
+        assert who.startswith(people.primary.name)
+        assert all(p.name in who for p in (people.secondary, *people.field))
     assert len(set(stored.values())) == len(policy.agreements)
     assert all(len(v) >= 16 for v in stored.values())
     assert steps.rotations_due(policy, ledger, NOW + timedelta(days=59)) == []

@@ -43,8 +43,11 @@ def delivery_notice(delivery, dtm) -> Email:
 
 
 def rotation_notice(agreement, people, to: tuple[str, ...], organisation: str) -> Email:
-    """To DTM's focal point: a new password exists and must be passed on by phone."""
-    p = people.primary
+    """To DTM's focal point: a new password exists and must be passed on by phone, to everyone
+    who opens the agreement's packages."""
+    tell = "\n".join(f"- {p.name} ({p.title}, {p.mobile})"
+                     + ("" if p.available else ", unavailable now: when back")
+                     for p in people.password_holders())
     return Email(
         to=to,
         subject=f"[DTM] package password rotated for {organisation} "
@@ -52,8 +55,8 @@ def rotation_notice(agreement, people, to: tuple[str, ...], organisation: str) -
         body=(
             f"The package password of agreement {agreement.id} was rotated (every "
             f"{agreement.password.rotate_every_days} days). Packages from now on use the new "
-            f"one.\n\nTell {p.name} ({p.title}, {p.mobile}) by phone or another channel, never "
-            f"by e-mail. It is in the Airflow Variable {agreement.password.variable}.\n"
+            f"one.\n\nTell each of them by phone or another channel, never by e-mail:\n{tell}\n\n"
+            f"It is in the Airflow Variable {agreement.password.variable}.\n"
         ),
     )
 

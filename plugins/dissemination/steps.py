@@ -860,11 +860,16 @@ def rotate_password(agreement, policy: Policy, ledger: Ledger, now: datetime,
                     store: Callable[[str, str], None]) -> str:
     """Generate and store a new strong password; record who must be told, by phone.
 
-    Returns the name of the focal point to tell, never the password.
+    Returns the names of the focal points to tell, never the password.
     """
     people = policy.focal_points[agreement.focal_points]
     store(agreement.password.variable, new_password())
-    who = f"{people.primary.name} ({people.primary.mobile})"
+    holders = people.password_holders()  # (only the primary was named: on leave, the
+    # secondary opening the packages was never told)
+    who = "; ".join(f"{p.name} ({p.mobile})" for p in holders)
+    if len(who) > 200:  # the ledger's column: names alone, then as many as fit
+        who = "; ".join(p.name for p in holders)
+        who = who if len(who) <= 200 else who[:197] + "..."
     ledger.record_rotation(agreement.id, agreement.password.variable, now, who)
     return who
 

@@ -40,6 +40,12 @@ class FocalPoints(PolicyModel):
     secondary: FocalPoint
     field: tuple[FieldFocalPoint, ...] = ()
 
+    def password_holders(self) -> list[FocalPoint]:
+        """Everyone who opens the agreement's packages, so must be told its password: the
+        primary, the secondary (who receives them while the primary is away or unreachable)
+        and every field focal point; those marked unavailable too, for their return."""
+        return [self.primary, self.secondary, *self.field]
+
 
 class DtmFocalPoints(PolicyModel):
     """Table C, IOM DTM's column: DTM's primary and secondary focal point in one country. They
