@@ -87,6 +87,27 @@ def test_full_cycle_then_nothing_twice(policy, round_nga, server, tmp_path):
     assert not list((tmp_path / "pk").glob("*.zip"))[2:]  # duplicates were discarded
 
 
+def test_a_package_made_before_a_rotation_is_not_uploaded(policy, round_nga, server, tmp_path):
+    """The password rotated between package and deliver (a retried deliver, a run cleared
+    days later): the partner would get a file the password they are told cannot open."""
+    meta, df = round_nga
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+                                  today=date(2026, 11, 2), only=("unicef-nga",))
+    packaged = steps.package_deliveries(df, meta, plans, policy, tmp_path / "pk",
+                                        lambda variable: PASSWORD, ledger, NOW)
+    rotated = "a-new-password-after-rotation"
+    for delivery in packaged:
+        with pytest.raises(steps.PasswordRotated, match="package_password_unicef_nga.*changed "
+                                                        "after .*Clear the run from `package`"):
+            steps.deliver(delivery, lambda conn: server.target(), policy, ledger, NOW, "run",
+                          password_for=lambda variable: rotated)
+    assert ledger.all() == [] and not list(server.root.rglob("*.zip"))
+    done = [steps.deliver(d, lambda conn: server.target(), policy, ledger, NOW, "run",
+                          password_for=lambda variable: PASSWORD) for d in packaged]
+    assert [d.status for d in done] == ["recorded", "recorded"]
+
+
 def test_a_field_focal_point_receives_only_their_area(policy, round_nga, server, tmp_path):
     from dissemination.package import open_package
 

@@ -385,6 +385,17 @@ def package_name(round_id: str, agreement_id: str, urgency: Urgency, content_sha
     return f"{round_id}_{agreement_id}_{urgency.value}{who}_{content_sha256[:12]}.zip"
 
 
+def opens_with(path: Path, password: str) -> bool:
+    """Does ``password`` open the package? Its manifest is read (a few kB), not its data."""
+    with pyzipper.AESZipFile(path) as zf:
+        zf.setpassword(password.encode("utf-8"))
+        try:
+            zf.read(MANIFEST_FILE)
+        except RuntimeError:  # pyzipper: "Bad password for file 'manifest.json'"
+            return False
+    return True
+
+
 def open_package(path: Path, password: str) -> tuple[dict, pd.DataFrame]:
     """What a partner does: decrypt, read the manifest, check the data against its hash."""
     with pyzipper.AESZipFile(path) as zf:

@@ -37,7 +37,7 @@ from .ledger import (
     LedgerUnavailable,
     slot_of,
 )
-from .package import DeflatedCsv, build_package
+from .package import DeflatedCsv, build_package, opens_with
 from .policy import SITE, Policy, RuleSet
 from .sensitivity import (
     ColumnDecision,
@@ -206,6 +206,11 @@ class ReviewOverdue(PermanentError, RuntimeError):
     """The country's risk assessment is overdue: the low-urgency path stops until reviewed."""
 
 
+class PasswordRotated(PermanentError, RuntimeError):
+    """The agreement's password changed after its package was made: the partner could not open
+    it with the one they are told."""
+
+
 class PolicyChanged(PermanentError, RuntimeError):
     """The policy files changed after the run planned: its decisions may no longer hold."""
 
@@ -343,9 +348,19 @@ def check_policy(delivery: Delivery, policy: Policy) -> None:
             "under the new policy")
 
 
-def check_still_allowed(delivery: Delivery, policy: Policy, today: date) -> None:
-    """Right before upload: same policy, agreement still valid, review not overdue (low)."""
+def check_still_allowed(delivery: Delivery, policy: Policy, today: date,
+                        password_for: Callable[[str], str] | None = None) -> None:
+    """Right before upload: same policy, agreement still valid, review not overdue (low), and
+    (with ``password_for``) the package opens with the agreement's password as it is now."""
     check_policy(delivery, policy)
+    variable = policy.agreements[delivery.agreement_id].password.variable
+    if password_for is not None and not opens_with(Path(delivery.package_path),
+                                                   password_for(variable)):
+        raise PasswordRotated(
+            f"not uploaded: the package password of agreement {delivery.agreement_id} (Variable "
+            f"{variable}) changed after {Path(delivery.package_path).name} was made (a "
+            "rotation): it would reach the partner locked with the old one. Clear the run from "
+            "`package` to make it again")
     reason = refusal(policy, policy.agreements[delivery.agreement_id], today)
     if reason:
         raise AgreementRefused(f"not uploaded: {reason}")
@@ -584,7 +599,8 @@ CLAIM_LEASE = timedelta(hours=2)
 
 def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget], policy: Policy,
             ledger: Ledger, now: datetime, run_id: str, lease: timedelta = CLAIM_LEASE,
-            sessions: Sessions | None = None) -> Delivery:
+            sessions: Sessions | None = None,
+            password_for: Callable[[str], str] | None = None) -> Delivery:
     """Claim, upload, confirm: exactly once, whatever fails in between.
 
     The delivery is claimed in the ledger first; a concurrent run sees the claim and stops, a
@@ -592,13 +608,15 @@ def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget], policy:
     the server first and, if the package is there whole, confirms without uploading again. After
     upload and read-back, the ledger row is written in the same transaction that closes the
     claim. If the primary's destination fails permanently, the secondary receives it.
-    ``policy`` and ``now`` (the wall clock) are checked again right before upload. ``sessions``:
-    the batch's open SFTP sessions (default: one of its own per upload)."""
+    ``policy`` and ``now`` (the wall clock) are checked again right before upload, and with
+    ``password_for`` (a Variable's value) that a rotation since packaging has not made the
+    package one its partner cannot open. ``sessions``: the batch's open SFTP sessions
+    (default: one of its own per upload)."""
     if delivery.status == "refused":
         raise AgreementRefused(delivery.reason)
     if delivery.status != "packaged":
         return delivery
-    check_still_allowed(delivery, policy, now.date())
+    check_still_allowed(delivery, policy, now.date(), password_for)
     remote_path = _final_path(delivery.destination, delivery.package_path)
     got = ledger.claim(_claim_key(delivery), run_id, delivery.package_sha256,
                        delivery.destination, remote_path, now, lease)

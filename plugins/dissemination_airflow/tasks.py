@@ -7,6 +7,8 @@ the urgency differ, and those live in the DAG files. Heavy imports stay inside t
 
 from __future__ import annotations
 
+import functools
+
 from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, get_current_context, task
 
 from dissemination import memory
@@ -213,6 +215,7 @@ def deliver(batch: dict, run_id: str) -> dict:
         current_policy,
         delivery_threads,
         engine,
+        package_password,
         sftp_stall_seconds,
         sftp_targets,
     )
@@ -224,12 +227,13 @@ def deliver(batch: dict, run_id: str) -> dict:
     policy, ledger, target_for = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID)), sftp_targets()
     # one SSH session per server and thread, not one per delivery
     sessions = Sessions(sftp_stall_seconds())
+    password_for = functools.cache(package_password)  # read once per batch, not per package
 
     def attempt(d: steps.Delivery) -> steps.Delivery:
         if d.package_path:  # a name in the stage: a local copy on this worker
             d = replace(d, package_path=str(stage.fetch(d.package_path)))
         return steps.deliver(d, target_for, policy, ledger, pendulum.now("UTC"), run_id,
-                             sessions=sessions)
+                             sessions=sessions, password_for=password_for)
 
     done, failures = [], []
     deliveries = [steps.Delivery.from_xcom(delivery) for delivery in staged["deliveries"]]
