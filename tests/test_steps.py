@@ -252,3 +252,10 @@ def test_rotations_are_due_on_the_plan(policy, tmp_path):
     assert steps.rotations_due(policy, ledger, NOW + timedelta(days=59)) == []
     due = steps.rotations_due(policy, ledger, NOW + timedelta(days=60))
     assert [a.id for a in due] == ["protection-cluster-nga"]  # rotate_every_days: 60
+
+
+def test_a_packaging_job_never_shows_its_passwords():
+    """Forked packaging workers inherit the job: its repr (a traceback's locals, a debugger)
+    printed every agreement's password."""
+    job = steps._Job(None, None, None, None, None, None, {"package_password_x": PASSWORD}, [])
+    assert PASSWORD not in repr(job) and "package_password_x" not in repr(job)

@@ -454,7 +454,9 @@ class _Job:
     policy: Policy
     out_dir: Path
     created_at: datetime
-    passwords: dict[str, str]  # by variable; inherited by fork, never sent through a pipe
+    # by variable; inherited by fork, never sent through a pipe, nor shown by repr (a
+    # traceback's locals, a debugger, a log of the job)
+    passwords: dict[str, str] = field(repr=False)
     groups: list[list[list[Delivery]]]  # organisations alike (``alike``), each its plans
 
 
