@@ -7,8 +7,6 @@ the urgency differ, and those live in the DAG files. Heavy imports stay inside t
 
 from __future__ import annotations
 
-import functools
-
 from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, get_current_context, task
 
 from dissemination import memory
@@ -227,7 +225,6 @@ def deliver(batch: dict, run_id: str) -> dict:
     policy, ledger, target_for = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID)), sftp_targets()
     # one SSH session per server and thread, not one per delivery
     sessions = Sessions(sftp_stall_seconds())
-    password_for = functools.cache(package_password)  # read once per batch, not per package
 
     def attempt(d: steps.Delivery) -> steps.Delivery:
         if d.package_path:  # a name in the stage: a local copy on this worker
@@ -237,6 +234,11 @@ def deliver(batch: dict, run_id: str) -> dict:
 
     done, failures = [], []
     deliveries = [steps.Delivery.from_xcom(delivery) for delivery in staged["deliveries"]]
+    # Read here, once per batch: a Variable read from a delivery thread finds no task context
+    passwords = {v: package_password(v) for v in sorted(
+        {policy.agreements[d.agreement_id].password.variable for d in deliveries
+         if d.status == "packaged" and d.agreement_id in policy.agreements})}
+    password_for = passwords.__getitem__
     with sessions:  # closed once every delivery of the batch has ended
         for d, outcome in steps.deliver_each(deliveries, attempt, delivery_threads()):
             if isinstance(outcome, Exception):  # the batch's other deliveries still go
