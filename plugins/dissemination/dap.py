@@ -41,6 +41,7 @@ from .classification import Classification, DisseminationCategory
 from .errors import PermanentError
 from .policy import DEFAULT_RULES, PolicyError, load_policy
 from .policy.rules import SET_KINDS, VALUE_KINDS, Kind
+from .textfiles import encoding_of
 
 #: What DAP templates write in column B, mapped to our categories (case-insensitive).
 CATEGORY_WORDS = {
@@ -130,12 +131,11 @@ def read_dap(path: Path) -> list[DapRow]:
         raise DapError(f"{path}: expected a .xlsx or .csv Data Analysis Plan")
     try:
         if path.suffix.lower() == ".csv":
-            frame = _read_csv(path)
+            frame = pd.read_csv(path, header=0, dtype=str, keep_default_na=False,
+                                encoding=encoding_of(path))
         else:
             frame = pd.read_excel(path, sheet_name=0, header=0, dtype=str, engine="openpyxl",
                                   keep_default_na=False)
-    except DapError:
-        raise
     except Exception as exc:  # pandas and openpyxl raise many types for a malformed file
         raise DapError(f"{path}: cannot be read as a Data Analysis Plan "
                        f"({type(exc).__name__}: {exc})") from None
@@ -173,17 +173,6 @@ def read_dap(path: Path) -> list[DapRow]:
     if problems:
         raise DapError("\n".join(problems))
     return rows
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    """UTF-8 (with or without a BOM), else Windows-1252: what spreadsheets save as CSV."""
-    for encoding in ("utf-8-sig", "cp1252"):
-        try:
-            return pd.read_csv(path, header=0, dtype=str, keep_default_na=False,
-                               encoding=encoding)
-        except UnicodeDecodeError:
-            continue
-    raise DapError(f"{path}: neither UTF-8 nor Windows-1252 text")
 
 
 def _row_problem(where: str, letters: dict[str, str], indicator: str, category: str,

@@ -16,7 +16,6 @@ it is used, and the other files go on.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import hashlib
 import re
@@ -36,6 +35,7 @@ from .ids import InvalidRoundId, check_round_id
 from .ledger import insert_chained, intake_log, require_schema
 from .policy import IntakeLimits, Policy
 from .source import RoundMeta, RoundNotWritten, exported_since, read_round, write_round
+from .textfiles import NotText, legacy_encoding
 
 #: A dropped file is named after its round: ``<round id>.csv`` or ``.xlsx`` (``ids.ROUND_ID``).
 FILE_NAME = re.compile(r"(?P<round_id>.+)\.(?P<ext>csv|xlsx)")
@@ -191,39 +191,16 @@ def _read_csv(path: Path, nrows: int) -> pd.DataFrame:
     except UnicodeDecodeError as exc:
         error = exc
     if error is not None:
-        encoding = _legacy_encoding(path, error)
+        try:
+            encoding = legacy_encoding(path, error)
+        except NotText as exc:
+            raise DropFileRejected(f"{path.name}: {exc}") from None
         try:
             _check_records(path, encoding, nrows)
         except UnicodeDecodeError:
             raise DropFileRejected(f"{path.name}: neither UTF-8 nor Windows-1252 text") from None
     return pd.read_csv(path, header=None, dtype=str, keep_default_na=False, na_filter=False,
                        encoding=encoding, nrows=nrows)
-
-
-#: A valid multi-byte UTF-8 sequence: in a file that is not UTF-8 throughout, a sign that
-#: some of it is (an export with a line pasted in from elsewhere).
-_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}"
-                            rb"|[\xf0-\xf4][\x80-\xbf]{3}")
-
-
-def _legacy_encoding(path: Path, error: UnicodeDecodeError) -> str:
-    """Windows-1252 for a file that is not UTF-8 anywhere. One that is UTF-8 in places and not
-    in others is refused at its first line that is not: read either way, part of its text
-    would be wrong (UTF-8 names as "cafÃ©")."""
-    data = path.read_bytes()
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise DropFileRejected(f"{path.name}: UTF-16 text (Excel's \"Unicode Text\"); save it "
-                               "as CSV UTF-8")
-    if _UTF8_SEQUENCE.search(data):
-        try:
-            data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            error = exc
-        line = data.count(b"\n", 0, error.start) + 1
-        raise DropFileRejected(f"{path.name}: line {line} is not UTF-8 text, though the file "
-                               "holds UTF-8 text elsewhere: mixed encodings (save it again as "
-                               "UTF-8)")
-    return "cp1252"
 
 
 def _check_records(path: Path, encoding: str, nrows: int) -> None:

@@ -225,20 +225,19 @@ def deliver(batch: dict, run_id: str) -> dict:
     policy, ledger, target_for = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID)), sftp_targets()
     # one SSH session per server and thread, not one per delivery
     sessions = Sessions(sftp_stall_seconds())
-
-    def attempt(d: steps.Delivery) -> steps.Delivery:
-        if d.package_path:  # a name in the stage: a local copy on this worker
-            d = replace(d, package_path=str(stage.fetch(d.package_path)))
-        return steps.deliver(d, target_for, policy, ledger, pendulum.now("UTC"), run_id,
-                             sessions=sessions, password_for=password_for)
-
-    done, failures = [], []
     deliveries = [steps.Delivery.from_xcom(delivery) for delivery in staged["deliveries"]]
     # Read here, once per batch: a Variable read from a delivery thread finds no task context
     passwords = {v: package_password(v) for v in sorted(
         {policy.agreements[d.agreement_id].password.variable for d in deliveries
          if d.status == "packaged" and d.agreement_id in policy.agreements})}
-    password_for = passwords.__getitem__
+
+    def attempt(d: steps.Delivery) -> steps.Delivery:
+        if d.package_path:  # a name in the stage: a local copy on this worker
+            d = replace(d, package_path=str(stage.fetch(d.package_path)))
+        return steps.deliver(d, target_for, policy, ledger, pendulum.now("UTC"), run_id,
+                             sessions=sessions, password_for=passwords.__getitem__)
+
+    done, failures = [], []
     with sessions:  # closed once every delivery of the batch has ended
         for d, outcome in steps.deliver_each(deliveries, attempt, delivery_threads()):
             if isinstance(outcome, Exception):  # the batch's other deliveries still go
