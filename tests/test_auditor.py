@@ -72,9 +72,10 @@ class Auditor:
             self.baseline.append((coefficients, float(value)))
 
     def read(self, frame: pd.DataFrame, level: str, positions: np.ndarray,
-             exact: tuple = ()) -> list:
+             exact: tuple = (), held: bool = False) -> list:
         """Learn every visible cell of a received table; return its hidden count cells as
-        (coefficients, true value, column, sites in the cell)."""
+        (coefficients, true value, column, sites in the cell). ``held``: received before the
+        run judged here, so what it shows is known whatever this run does."""
         hidden = []
         if level == SITE:
             groups = [[p] for p in positions]
@@ -105,7 +106,8 @@ class Auditor:
                     if not pd.isna(truth):
                         hidden.append((coefficients, truth, column, sites))
                 else:
-                    self.equal(coefficients, cell, fixed=level == SITE and column in exact)
+                    self.equal(coefficients, cell,
+                               fixed=held or level == SITE and column in exact)
         return hidden
 
     def _quantity(self, column: str, level: str):
@@ -185,13 +187,31 @@ def _protected(truth, value, column, sites, level, ruleset, exact) -> bool:
     return member and (value == 0 or (column != source and value == len(sites)))
 
 
-def attack(truth, ruleset, received, ceiling) -> list[str]:
-    """Everything the auditor recovers that the policy withholds (empty: nothing)."""
+def attack(truth, ruleset, received, ceiling, same=(), unseen=(), held=()) -> list[str]:
+    """Everything the auditor recovers that the policy withholds (empty: nothing).
+
+    Several versions of a round (partial, cleaned) are rows of one ``truth``: ``same`` pairs
+    the rows of one site in two versions, where the auditor may equate every value that did
+    not change. ``held``: tables an earlier run delivered (what they show is known before the
+    run judged here; their blanks are protected alike). ``unseen``: tables the organisation
+    does not hold, whose cells are protected alike (a delivered table's cells as they are in
+    another version)."""
     auditor = Auditor(truth, ruleset)
+    for then, now in same:
+        for q in auditor.quantities:
+            if auditor._true(then, q) == auditor._true(now, q):
+                auditor.equal({(then, q): 1, (now, q): -1}, 0)
     hidden = []
+    for frame, selection, positions in held:
+        hidden += [(*cell, selection) for cell in auditor.read(
+            frame, selection.level, positions, selection.exact_counts, held=True)]
     for frame, selection, positions in received:
         for cell in auditor.read(frame, selection.level, positions, selection.exact_counts):
             hidden.append((*cell, selection))
+    for columns, selection, positions in unseen:
+        blank = pd.DataFrame(None, index=range(len(positions)), columns=list(columns),
+                             dtype=object)
+        hidden += [(*cell, selection) for cell in auditor.read(blank, selection.level, positions)]
     found = []
     for coefficients, value, column, sites, selection in hidden:
         if _protected(truth, value, column, sites, selection.level, ruleset,
@@ -202,7 +222,7 @@ def attack(truth, ruleset, received, ceiling) -> list[str]:
     for column in auditor.counts:
         if ruleset.indicators[column].classification <= ceiling:
             continue
-        for level in {SITE} | {selection.level for _, selection, _ in received}:
+        for level in {SITE} | {selection.level for _, selection, _ in [*held, *received]}:
             keys = list(ruleset.level_columns(level)) if level != SITE else np.arange(len(truth))
             if level != SITE and not set(keys) <= set(truth.columns):
                 continue
@@ -214,7 +234,7 @@ def attack(truth, ruleset, received, ceiling) -> list[str]:
                                  f" at {level} over {len(sites)} site(s)")
                     break
     active = active_relational(truth, ruleset)
-    per_site = {c for frame, selection, _ in received if selection.level == SITE
+    per_site = {c for frame, selection, _ in [*held, *received] if selection.level == SITE
                 for c in frame.columns}
     for rule in ruleset.relational:
         together = ruleset.relational_at(rule, SITE)
@@ -270,10 +290,11 @@ def holdings_of_one_organisation(draw):
     return ceiling, tiers
 
 
-def _received(ruleset, truth, ceiling, tiers):
+def parts_of(ruleset, truth, ceiling, tiers, held: Holdings) -> list:
+    """Each tier's selection (seeing what ``held`` says the organisation holds, then adding
+    to it) and the rows it covers."""
     base = classify_round(truth.columns, ruleset)
     active = active_relational(truth, ruleset)
-    held = Holdings("org", "Org", "TST")
     parts = []
     for i, (tier, field_area) in enumerate(tiers):
         agreement = _agreement(f"a{i}", tier, ceiling)
@@ -284,20 +305,36 @@ def _received(ruleset, truth, ceiling, tiers):
         rows = None if field_area is None or "admin1_pcode" not in truth else \
             (truth["admin1_pcode"] == field_area).to_numpy()
         parts.append((selection, rows))
+    return parts
+
+
+def _received(ruleset, truth, ceiling, tiers):
+    parts = parts_of(ruleset, truth, ceiling, tiers, Holdings("org", "Org", "TST"))
     contents = build_contents(truth, parts, ruleset)
     return [(content.frame, selection,
              np.arange(len(truth)) if rows is None else np.flatnonzero(rows))
             for content, (selection, rows) in zip(contents, parts, strict=True)]
 
 
-@settings(max_examples=1500 if DEEP else 60, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@st.composite
+def conformed_rounds(draw):
+    """A random rule set, and a round that keeps its contract as the pull leaves it."""
+    ruleset = draw(rulesets())
+    raw = draw(rounds(ruleset))
+    truth = conform(raw, ruleset, first_row=1).raise_if_broken("a round that keeps its contract")
+    return ruleset, truth.frame.reset_index(drop=True)
+
+
+def examples(n: int):
+    """Hypothesis settings for the auditor's properties (``DEEP``: many more examples)."""
+    return settings(max_examples=n, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@examples(1500 if DEEP else 60)
 @given(st.data())
 def test_the_auditor_recovers_nothing_the_policy_withholds(data):
-    ruleset = data.draw(rulesets())
-    raw = data.draw(rounds(ruleset))
-    truth = conform(raw, ruleset, first_row=1).raise_if_broken("a round that keeps its contract")
-    truth = truth.frame.reset_index(drop=True)
+    ruleset, truth = data.draw(conformed_rounds())
     ceiling, tiers = data.draw(holdings_of_one_organisation())
     received = _received(ruleset, truth, ceiling, tiers)
     assert attack(truth, ruleset, received, Classification(ceiling)) == []

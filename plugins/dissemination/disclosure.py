@@ -74,45 +74,127 @@ def build_content(df: pd.DataFrame, selection: Selection, ruleset: RuleSet) -> C
     return build_contents(df, [(selection, None)], ruleset)[0]
 
 
+@dataclass(frozen=True)
+class Delivered:
+    """A table an earlier run delivered to the same organisation from another version of the
+    round (its partial export, before cleaning), rebuilt from that version's rows.
+
+    The organisation holds it: what it showed is known, what it hid must stay hidden. The
+    versions differ where cleaning changed a value; where it did not, the organisation may
+    assume the two are one and the same number, and difference one table against the other."""
+
+    round: pd.DataFrame  # the version it was made from, conformed
+    selection: Selection
+    rows: np.ndarray | None  # which rows of ``round`` it covered (None: all)
+    hidden: dict[str, np.ndarray]  # output column -> True where the delivered cell was blank
+
+
+def blanks(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """A delivered table's blank cells, per column (what ``Delivered.hidden`` holds)."""
+    return {c: frame[c].isna().to_numpy() for c in frame.columns}
+
+
+class DeliveredMismatch(PermanentError, ValueError):
+    """A delivered table rebuilt from its round does not have the shape it was delivered with:
+    its hidden cells cannot be placed, so nothing may be judged against it."""
+
+
 def build_contents(df: pd.DataFrame, parts: Sequence[tuple[Selection, np.ndarray | None]],
-                   ruleset: RuleSet) -> list[Content]:
+                   ruleset: RuleSet, delivered: Sequence[Delivered] = ()) -> list[Content]:
     """Every table one organisation receives from one round, suppressed jointly.
 
     ``parts``: each package's selection and the rows it covers (a boolean mask over ``df``,
     e.g. a field focal point's areas; None for every row). Primary suppression is per table;
     secondary suppression (``linked``) looks at all of them at once, so no hidden cell can be
-    computed from any combination of the tables the organisation holds.
+    computed from any combination of the tables the organisation holds: these, and the
+    ``delivered`` tables of other versions of the round, which only constrain (their blanks
+    are targets, their visible cells known).
     """
-    tables = []
     areas: dict[frozenset, frozenset] = {}
-    for selection, rows in parts:
-        positions = np.arange(len(df)) if rows is None else np.flatnonzero(rows)
-        sub = df if rows is None else df.iloc[positions]
-        shared = selection.shared
-        kinds = {d.column: ruleset.indicators[d.column].kind for d in shared}
-        if selection.level == SITE:
-            content = Content(
-                sub[[d.column for d in shared]].reset_index(drop=True),
-                [OutputColumn(d.column, d.column, d.classification, d.rule) for d in shared],
-            )
-            content.groups = _additive_groups(ruleset, set(content.frame.columns))
-            supports = positions  # per row: the site's position in the round
-        else:
-            content, groups = _aggregate(sub, selection, ruleset, kinds)
-            # One object per distinct area: cells are keyed by it, and equal keys then compare
-            # by identity instead of element by element.
-            supports = [areas.setdefault(area, area)
-                        for area in (frozenset(positions[members]) for members in groups)]
-        for d in shared:
-            if kinds[d.column] == "text" and d.column in content.frame:
-                content.frame[d.column], n = redact(content.frame[d.column])
-                content.notes[d.column].append(
-                    f"redacted {n} value(s) with phones, e-mails or IDs")
-        tables.append(_primary(content, selection, ruleset, kinds, supports))
-    unprotectable = _protect_jointly(tables)
-    for table in tables:
+    tables = [_table(df, selection, rows, ruleset, areas) for selection, rows in parts]
+    if delivered:
+        versions = _Versions(df, [d.round for d in delivered], ruleset.site_key)
+        extra: list = []  # cells to protect that no table holds
+        views: list = []  # tables no one holds, whose cells are protected
+        for d in delivered:
+            table = _table(d.round, d.selection, d.rows, ruleset, areas,
+                           versions.positions(d.round))
+            if set(table.hidden) - set(d.hidden) or any(
+                    len(d.hidden[c]) != len(table.hidden[c]) for c in table.hidden):
+                raise DeliveredMismatch(
+                    f"a table delivered to {d.selection.agreement_id} at {d.selection.level} "
+                    "does not rebuild from its round as delivered (other columns or rows)")
+            table.hidden = {c: np.asarray(d.hidden[c], dtype=bool) | table.missing[c]
+                            for c in table.hidden}
+            table.version = versions.of(d.round)
+            tables.append(table)
+            # The same cells as they are now: where cleaning changed one, differencing gives
+            # the new value, as small as the old one may have been. (A column cleaning
+            # removed has no value now: only the table's own blanks are protected then.)
+            if not all(c.column in df for c in d.selection.shared):
+                continue
+            there = np.zeros(versions.size, dtype=bool)
+            there[table.supports if table.site_level else
+                  [s for area in table.supports for s in area]] = True
+            now = _table(df, d.selection, there[versions.at[0]], ruleset, areas, versions.at[0])
+            if now.site_level:  # its cells are this run's per-site values: protect them
+                extra += [(now.quantity[c], now.supports[i]) for c in now.hidden
+                          for i in np.flatnonzero(now.hidden[c] & ~now.missing[c]
+                                                  & _sensitive(now, c))]
+            else:  # areas: equations tie them to what is shown; the organisation sees none
+                now.virtual, now.exact = True, set()
+                now.hidden = {c: np.ones(len(h), dtype=bool) for c, h in now.hidden.items()}
+                views.append(now)
+        unprotectable = _protect_jointly(tables + views, versions, extra)
+    else:
+        unprotectable = _protect_jointly(tables)
+    for table in tables[:len(parts)]:
         _apply(table, ruleset, unprotectable)
-    return [t.content for t in tables]
+    return [t.content for t in tables[:len(parts)]]
+
+
+def rebuild(df: pd.DataFrame, selection: Selection, rows: np.ndarray | None, ruleset: RuleSet,
+            blanks: dict[str, np.ndarray]) -> Content:
+    """A delivered table, from its round and where its blanks were (``blanks``: as
+    ``_apply`` left them), for checking against what was delivered."""
+    table = _table(df, selection, rows, ruleset, {})
+    frame = table.content.frame
+    for c in table.hidden:
+        if len(blanks[c]) != len(frame):
+            raise ValueError(f"{c}: {len(blanks[c])} blanks for {len(frame)} rows")
+        if blanks[c].any():
+            frame[c] = frame[c].mask(blanks[c])
+    return table.content
+
+
+def _table(df: pd.DataFrame, selection: Selection, rows: np.ndarray | None, ruleset: RuleSet,
+           areas: dict, at: np.ndarray | None = None) -> _Table:
+    """One package's table after primary suppression. ``at``: each row's position in the
+    shared space of several versions (default: its position in ``df``)."""
+    positions = np.arange(len(df)) if rows is None else np.flatnonzero(rows)
+    sub = df if rows is None else df.iloc[positions]
+    placed = positions if at is None else at[positions]
+    shared = selection.shared
+    kinds = {d.column: ruleset.indicators[d.column].kind for d in shared}
+    if selection.level == SITE:
+        content = Content(
+            sub[[d.column for d in shared]].reset_index(drop=True),
+            [OutputColumn(d.column, d.column, d.classification, d.rule) for d in shared],
+        )
+        content.groups = _additive_groups(ruleset, set(content.frame.columns))
+        supports = placed  # per row: the site's position in the round
+    else:
+        content, groups = _aggregate(sub, selection, ruleset, kinds)
+        # One object per distinct area: cells are keyed by it, and equal keys then compare
+        # by identity instead of element by element.
+        supports = [areas.setdefault(area, area)
+                    for area in (frozenset(placed[members].tolist()) for members in groups)]
+    for d in shared:
+        if kinds[d.column] == "text" and d.column in content.frame:
+            content.frame[d.column], n = redact(content.frame[d.column])
+            content.notes[d.column].append(
+                f"redacted {n} value(s) with phones, e-mails or IDs")
+    return _primary(content, selection, ruleset, kinds, supports)
 
 
 def redact(values: pd.Series) -> tuple[pd.Series, int]:
@@ -194,6 +276,8 @@ class _Table:
     # The rule set's additive groups (total, parts), whether or not this table has every member:
     # a total and its parts add up on every row, shown or not.
     additive: list = field(default_factory=list)
+    version: int = 0  # 0: this run's round; else a ``Delivered`` table's version (_Versions)
+    virtual: bool = False  # held by no one: a delivered table's cells as they are now
 
     def row(self, site) -> int | None:
         """The row of a site-level table that holds the site at position ``site``, if any
@@ -261,27 +345,141 @@ def _primary(content: Content, selection: Selection, ruleset: RuleSet, kinds, su
     return table
 
 
-def _protect_jointly(tables: list[_Table]) -> set:
+class _Versions:
+    """Several versions of one round (this run's first, then those delivered tables came
+    from) in one space of site positions, matched by site key (in any case).
+
+    A cell of a version is the same unknown as the cell of an earlier version (in this order)
+    with the same value: the organisation may assume a value did not change, and is right
+    where it did not. Where it did, the two are distinct unknowns. ``key`` names a cell so:
+    ``(q, support)`` for this run's value, ``((version, q), support)`` for another one."""
+
+    def __init__(self, now: pd.DataFrame, others: Sequence[pd.DataFrame], site_key: str):
+        self.frames = [now]
+        for frame in others:
+            if not any(frame is f for f in self.frames):
+                self.frames.append(frame)
+        where: dict[str, int] = {}
+        self.at = []
+        for frame in self.frames:
+            if site_key not in frame:
+                raise DeliveredMismatch(f"a version of round {_round_of(frame)} has no "
+                                        f"{site_key} to match its sites with the others'")
+            keys = frame[site_key].astype("string").str.lower().to_numpy(dtype=object)
+            self.at.append(np.fromiter((where.setdefault(k, len(where)) for k in keys),
+                                       dtype=np.int64, count=len(keys)))
+        self.size = len(where)
+        self._sites: dict[str, np.ndarray] = {}
+        self._areas: dict = {}
+
+    def of(self, frame: pd.DataFrame) -> int:
+        return next(v for v, f in enumerate(self.frames) if f is frame)
+
+    def positions(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.at[self.of(frame)]
+
+    def _values(self, v: int, q: str) -> np.ndarray:
+        """Version ``v``'s value of quantity ``q`` at every shared position (inf: no such site
+        or column in it; NaN: empty in the round)."""
+        frame, out = self.frames[v], np.full(self.size, np.inf)
+        source, _, value = q.partition("=")
+        if q == SITES:
+            out[self.at[v]] = 1.0
+        elif value and source in frame:
+            out[self.at[v]] = (frame[source] == value).fillna(False).to_numpy(dtype="float64")
+        elif not value and q in frame:
+            out[self.at[v]] = pd.to_numeric(frame[q], errors="coerce").to_numpy(
+                dtype="float64", na_value=np.nan)
+        return out
+
+    def sites(self, q: str) -> np.ndarray:
+        """Per version and shared position: the earliest version with the same value."""
+        if q not in self._sites:
+            values = [self._values_cached(v, q) for v in range(len(self.frames))]
+            first = np.tile(np.arange(len(values))[:, None], (1, self.size))
+            for v in range(len(values)):
+                for u in range(v - 1, -1, -1):
+                    same = (values[u] == values[v]) & np.isfinite(values[v]) | \
+                        np.isnan(values[u]) & np.isnan(values[v])
+                    first[v, same] = u
+            self._sites[q] = first
+        return self._sites[q]
+
+    def first(self, v: int, q: str, support) -> int:
+        if not v:
+            return 0
+        if not isinstance(support, frozenset):
+            return int(self.sites(q)[v, support])
+        if (v, q, support) not in self._areas:
+            sites = np.fromiter(support, dtype=np.int64, count=len(support))
+
+            def total(u):
+                values = self._values_cached(u, q)[sites]
+                if np.isinf(values).any():
+                    return None  # a site this version lacks: no such area in it
+                return np.nan if np.isnan(values).all() else float(np.nansum(values))
+
+            mine = total(v)
+            self._areas[(v, q, support)] = next(
+                (u for u in range(v) if (t := total(u)) is not None
+                 and (t == mine or (np.isnan(t) and np.isnan(mine)))), v)
+        return self._areas[(v, q, support)]
+
+    def _values_cached(self, v: int, q: str) -> np.ndarray:
+        cache = self.__dict__.setdefault("_cache", {})
+        if (v, q) not in cache:
+            cache[(v, q)] = self._values(v, q)
+        return cache[(v, q)]
+
+    def key(self, v: int, q: str, support):
+        u = self.first(v, q, support)
+        return (q, support) if not u else ((u, q), support)
+
+
+def _round_of(frame: pd.DataFrame) -> str:
+    ids = frame["round_id"].unique()[:1] if "round_id" in frame else []
+    return str(ids[0]) if len(ids) else "(unnamed)"
+
+
+def _quantity_of(key) -> tuple[int, str]:
+    """A cell key's version and quantity."""
+    q = key[0]
+    return q if isinstance(q, tuple) else (0, q)
+
+
+def _protect_jointly(tables: list[_Table], versions: _Versions | None = None,
+                     extra: Sequence = ()) -> set:
     """Secondary suppression over every table at once (``linked``); returns the cells that
-    stay computable only from what the organisation holds exactly (nothing left to hide)."""
+    stay computable only from what the organisation holds exactly (nothing left to hide).
+    Tables of another version (``versions``: delivered earlier) are never changed: their
+    visible cells are known, their blanks protected like this run's; ``extra``: more cells
+    to protect (their cells as they are in this run's version)."""
     site_tables = [t for t in tables if t.site_level]
+
+    def key_of(v):
+        if versions is None or not v:
+            return lambda q, support: (q, support)
+        return lambda q, support: versions.key(v, q, support)
 
     def copies(key):
         q, support = key
         if isinstance(support, frozenset):
             return published.get(key, [])
+        version, q = _quantity_of(key)
         return [(t, row, col) for t in site_tables if (row := t.row(support)) is not None
-                for col, qq in t.quantity.items() if qq == q]
+                for col, qq in t.quantity.items() if qq == q
+                and (versions is None or versions.first(t.version, q, support) == version)]
 
     published: dict = defaultdict(list)
     for t in tables:
         if not t.site_level:
+            key = key_of(t.version)
             for col, q in t.quantity.items():
                 for i, support in enumerate(t.supports):
-                    published[(q, support)].append((t, i, col))
+                    published[key(q, support)].append((t, i, col))
 
     def state(key):
-        q, _ = key
+        _, q = _quantity_of(key)
         found = copies(key)
         if q == SITES:
             return linked.FIXED  # the number of sites: public in site lists
@@ -291,23 +489,34 @@ def _protect_jointly(tables: list[_Table]) -> set:
             return linked.HIDDEN  # empty in the round: unknown, but never protected
         if any(c in t.exact for t, _, c in found):
             return linked.FIXED
+        if versions is not None and any(t.version and not t.hidden[c][i] for t, i, c in found):
+            return linked.FIXED  # shown by a table delivered earlier: known, for good
         return linked.HIDDEN if all(t.hidden[c][i] for t, i, c in found) else linked.VISIBLE
 
+    zeros: dict = {}  # quantity -> its area cells of value 0 (on first use)
+    zero_sites: dict = {}  # (quantity, site) -> the zero areas holding the site
+
     def zero_links(eqs) -> list:
-        """Counts are never negative: under a visible 0, every part is 0. Written as
-        "part = that 0", so that hiding the 0 is among the ways to protect the part."""
-        zeros = defaultdict(list)
-        for key in published:
-            if state(key) == linked.VISIBLE and value(key) == 0:
-                zeros[key[0]].append(key)
+        """Counts are never negative: under a 0, every part is 0. Written as "part = that
+        0", so that hiding the 0 is among the ways to protect the part; under a hidden 0 too,
+        since its own equations may give it away (a value's count equal to the sites)."""
+        if not zeros:
+            zeros[None] = []
+            for key in published:
+                if value(key) == 0:
+                    zeros.setdefault(key[0], []).append(key)
+            for q, keys in zeros.items():
+                for zero in keys:
+                    for site in zero[1]:
+                        zero_sites.setdefault((q, site), []).append(zero)
         links = []
         for key in {k for eq in eqs for k, _ in eq if state(k) == linked.HIDDEN}:
             q, support = key
-            inside = support if isinstance(support, frozenset) else frozenset((support,))
-            for zero in zeros.get(q, ()):
-                if zero != key and inside <= zero[1]:
-                    links.append(((key, 1.0), (zero, -1.0)))
-                    break
+            if isinstance(support, frozenset):
+                above = [z for z in zeros.get(q, ()) if z != key and support <= z[1]]
+            else:
+                above = zero_sites.get((q, support), ())
+            links += [((key, 1.0), (zero, -1.0)) for zero in above]
         return links
 
     def value(key):
@@ -320,20 +529,44 @@ def _protect_jointly(tables: list[_Table]) -> set:
 
     def hide(key):
         for t, i, c in copies(key):
-            t.hidden[c][i] = True
+            if not t.version and not t.virtual:
+                t.hidden[c][i] = True
 
     layouts: dict = {}
 
     def equations():
-        eqs = [eq for t in tables for eq in _row_equations(t)] + \
+        eqs = [eq for t in tables for eq in _row_equations(t, key_of(t.version))] + \
             [eq for coarse in tables if not coarse.site_level for fine in tables
-             if fine is not coarse for eq in _column_equations(coarse, fine, state, layouts)]
+             if fine is not coarse and not fine.virtual for eq in _column_equations(
+                 coarse, fine, state, layouts, key_of(coarse.version),
+                 _differs(versions, coarse, fine))]
+        if len(site_tables) > 1:
+            eqs += [eq for coarse in tables if not coarse.site_level
+                    for eq in _union_equations(coarse, site_tables, state, layouts,
+                                               key_of(coarse.version), versions)]
         return eqs + zero_links(eqs)
 
-    targets = [(t.quantity[c], t.supports[i]) for t in tables for c in t.hidden
-               for i in np.flatnonzero(t.hidden[c] & ~t.missing[c]
-                                       & _sensitive(t, c))]
+    targets = [key(t.quantity[c], t.supports[i]) for t in tables
+               for key in (key_of(t.version),) for c in t.hidden
+               for i in np.flatnonzero(t.hidden[c] & ~t.missing[c] & _sensitive(t, c))]
+    seen = set(targets)
+    targets += [key for key in dict.fromkeys(extra) if key not in seen]
+    for key in targets if versions is not None else ():
+        if state(key) == linked.VISIBLE:  # blank in a delivered table, shown by this run's
+            hide(key)
     return linked.protect(equations, targets, state, value, hide)
+
+
+def _differs(versions: _Versions | None, coarse: _Table, fine: _Table):
+    """For a site-level ``fine`` of another version than ``coarse``: per (quantity, sites),
+    where ``fine``'s value is not ``coarse``'s version's (there, it is an unknown)."""
+    if versions is None or coarse.version == fine.version:
+        return None
+
+    def differs(q: str, sites: np.ndarray) -> np.ndarray:
+        first = versions.sites(q)
+        return first[coarse.version, sites] != first[fine.version, sites]
+    return differs
 
 
 def _sensitive(t: _Table, column: str) -> np.ndarray:
@@ -345,7 +578,7 @@ def _sensitive(t: _Table, column: str) -> np.ndarray:
     return (reasons != "") & (~zero | (reasons == RELATIONAL_ZERO))
 
 
-def _row_equations(t: _Table) -> list:
+def _row_equations(t: _Table, key=lambda q, support: (q, support)) -> list:
     """On every row with a hidden cell: total = sum of parts, for the table's groups (values
     against ``sites``) and every additive group of the rule set with a member in the table
     (members it does not show are unknowns, or known zeros)."""
@@ -360,8 +593,8 @@ def _row_equations(t: _Table) -> list:
         quantity = (t.quantity.get(total, total), *(t.quantity.get(p, p) for p in parts))
         for i in rows:
             support = t.supports[i]
-            out.append((((quantity[0], support), 1.0),
-                        *(((q, support), -1.0) for q in quantity[1:])))
+            out.append(((key(quantity[0], support), 1.0),
+                        *((key(q, support), -1.0) for q in quantity[1:])))
     return out
 
 
@@ -407,6 +640,7 @@ def _layout(coarse: _Table, fine: _Table) -> list:
 
 
 def _column_equations(coarse: _Table, fine: _Table, state, layouts: dict,
+                      key=lambda q, support: (q, support), differs=None,
                       options: int = 3) -> list:
     """Each area of ``coarse`` = the sum of ``fine``'s rows inside it, when they cover it, for
     every quantity ``coarse`` shows or implies (an additive member).
@@ -417,10 +651,10 @@ def _column_equations(coarse: _Table, fine: _Table, state, layouts: dict,
     quantity the site table does not give is written out only where every site's row equation
     can tie it to something; otherwise it is a free unknown and the identity says nothing."""
     out = []
-    key = (id(coarse), id(fine))
-    if key not in layouts:
-        layouts[key] = _layout(coarse, fine)
-    areas = layouts[key]
+    pair = (id(coarse), id(fine))
+    if pair not in layouts:
+        layouts[pair] = _layout(coarse, fine)
+    areas = layouts[pair]
     if fine.site_level:
         columns = {c: (fine.hidden[c] | fine.missing[c], fine.values[c]) for c in fine.hidden}
     implied = {m for total, parts in coarse.additive for m in (total, *parts)}
@@ -432,26 +666,79 @@ def _column_equations(coarse: _Table, fine: _Table, state, layouts: dict,
         for i, support in enumerate(coarse.supports):
             if areas[i] is None:
                 continue
-            head = [((q2, support), c) for q2, c in own]
+            head = [(key(q2, support), c) for q2, c in own]
             if fine.site_level:
                 sites, rows = areas[i]
                 if recipe == FREE:
                     if not tied[rows].all():
                         continue  # a site's value is free: nothing follows
-                    terms = [((q, int(s)), -1.0) for s in sites]
+                    terms = [(key(q, int(s)), -1.0) for s in sites]
                 else:
                     terms = []
+                    if not recipe and differs is not None:  # shown per site, as it was then
+                        terms = [(key(q, int(s)), -1.0) for s in sites[differs(q, sites)]]
                     for qq, coef in recipe:
                         hidden, values = columns[qq]
                         hid = hidden[rows]
+                        if differs is not None:  # another version's value: not a constant
+                            hid = hid | differs(qq, sites)
                         visible = np.flatnonzero(~hid)
                         order = np.lexsort((values[rows][visible], values[rows][visible] == 0))
                         picked = np.concatenate([np.flatnonzero(hid), visible[order[:options]]])
-                        terms += [((qq, int(s)), -coef) for s in sites[picked]]
+                        terms += [(key(qq, int(s)), -coef) for s in sites[picked]]
             else:
                 parts = [(q, 1.0)] if recipe == FREE else recipe
-                terms = [((qq, fine.supports[j]), -coef) for j in areas[i] for qq, coef in parts]
+                terms = [(key(qq, fine.supports[j]), -coef) for j in areas[i]
+                         for qq, coef in parts]
             eq = (*head, *terms)
+            if any(state(k) == linked.HIDDEN for k, _ in eq):
+                out.append(eq)
+    return out
+
+
+def _union_equations(coarse: _Table, site_tables: list[_Table], state, layouts: dict, key,
+                     versions: _Versions | None, options: int = 3) -> list:
+    """Each area of ``coarse`` that no single site-level table covers = the sum of its sites
+    taken from several (a field focal point's table and another one's, or a site the partial
+    version lacks and the cleaned one has), for every quantity ``coarse`` shows that those
+    tables show too. Sites come from the first table holding them; as in
+    ``_column_equations``, only the cells that are not constants are written out, with the
+    ``options`` smallest visible ones."""
+    out = []
+    covered = [layouts.get((id(coarse), id(fine))) or [None] * len(coarse.supports)
+               for fine in site_tables]
+    for i, support in enumerate(coarse.supports):
+        if any(areas[i] is not None for areas in covered):
+            continue  # a single table's equation says it already
+        sites = np.fromiter(support, dtype=np.int64, count=len(support))
+        for q in coarse.quantity.values():
+            if q == SITES:
+                continue
+            left = np.ones(len(sites), dtype=bool)  # sites no table has given q for yet
+            hidden_keys, visible = [], []
+            for fine in site_tables:
+                column = next((c for c, qq in fine.quantity.items() if qq == q), None)
+                if column is None or not left.any():
+                    continue
+                inside = sites[left] < len(fine.row_at)
+                at = sites[left][inside]
+                rows = fine.row_at[at]
+                have = rows >= 0
+                at, rows = at[have], rows[have]
+                hid = fine.hidden[column][rows] | fine.missing[column][rows]
+                if versions is not None and fine.version != coarse.version:
+                    first = versions.sites(q)
+                    hid = hid | (first[coarse.version, at] != first[fine.version, at])
+                hidden_keys += [key(q, int(s)) for s in at[hid]]
+                visible += [(fine.values[column][r], int(s)) for s, r in zip(at[~hid], rows[~hid],
+                                                                            strict=True)]
+                left[np.flatnonzero(left)[np.flatnonzero(inside)[have]]] = False
+            if left.any():
+                continue  # a site none of them shows: the identity says nothing
+            visible.sort(key=lambda vs: (vs[0] == 0, vs[0]))
+            terms = [(k, -1.0) for k in hidden_keys] + \
+                [(key(q, s), -1.0) for _, s in visible[:options]]
+            eq = ((key(q, support), 1.0), *terms)
             if any(state(k) == linked.HIDDEN for k, _ in eq):
                 out.append(eq)
     return out

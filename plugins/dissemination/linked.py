@@ -34,8 +34,10 @@ SMALL = 8  # identities with at most this many cells: one new hidden cell per ro
 
 
 def determined(equations: Sequence[Equation], state: Callable[[Key], str],
-               value: Callable[[Key], float] | None = None) -> set[Key]:
-    """Hidden cells that the equations and the visible cells determine.
+               value: Callable[[Key], float] | None = None,
+               targets: set[Key] | frozenset = frozenset()) -> set[Key]:
+    """Hidden cells that the equations and the visible cells determine: every one of
+    ``targets`` that is, and others as far as a peeled equation's are found cheaply.
 
     With ``value`` (the true values), also the cells pinned because counts are never
     negative: in an identity whose hidden cells all weigh the same way, a hidden sum of 0
@@ -61,10 +63,43 @@ def determined(equations: Sequence[Equation], state: Callable[[Key], str],
     known: set[Key] = set(zeros)
     for component in _components(kept):
         known |= _rank_determined(component)
+    later = list(kept)  # the equations left when each peeled one was taken out
     for eq, private in reversed(peeled):
-        if all(k in known for k, _ in eq if k != private):
-            known.add(private)
+        rest = tuple((k, c) for k, c in eq if k != private and k not in known)
+        if not rest or private in targets and _combination_determined(rest, later):
+            known.add(private)  # the rest of its equation is known, if only as a sum
+        later.append(eq)
     return known
+
+
+def _combination_determined(combination: Equation, equations: list[Equation]) -> bool:
+    """Is this linear combination of unknowns fixed by the equations? (Its unknowns need
+    not be, one by one: a sum two areas tell apart gives the third site of one of them.)"""
+    where: dict[Key, list[int]] = defaultdict(list)
+    for i, eq in enumerate(equations):
+        for k, _ in eq:
+            where[k].append(i)
+    todo, seen_keys, rows = [k for k, _ in combination], set(), set()
+    while todo:
+        k = todo.pop()
+        if k in seen_keys:
+            continue
+        seen_keys.add(k)
+        for i in where.get(k, ()):
+            if i not in rows:
+                rows.add(i)
+                todo += [kk for kk, _ in equations[i]]
+    if not rows:
+        return False
+    keys = list(seen_keys)
+    index = {k: j for j, k in enumerate(keys)}
+    matrix = np.zeros((len(rows) + 1, len(keys)))
+    for r, i in enumerate(sorted(rows)):
+        for k, c in equations[i]:
+            matrix[r, index[k]] += c
+    for k, c in combination:
+        matrix[-1, index[k]] += c
+    return np.linalg.matrix_rank(matrix[:-1]) == np.linalg.matrix_rank(matrix)
 
 
 def _peel(equations: list[Equation]) -> tuple[list[tuple[Equation, Key]], list[Equation]]:
@@ -157,7 +192,7 @@ def protect(equations: Callable[[], Sequence[Equation]], targets: Iterable[Key],
     unprotectable: set[Key] = set()
     for _ in range(max_rounds):
         eqs = equations()
-        exposed = (determined(eqs, state, value) & targets) - unprotectable
+        exposed = (determined(eqs, state, value, targets) & targets) - unprotectable
         if not exposed:
             return unprotectable
         containing: dict[Key, set[int]] = defaultdict(set)
