@@ -637,3 +637,18 @@ def test_a_withheld_part_does_not_come_back_from_what_another_agreement_gave():
         ({"indicators": KEYS + ["children", "idp_female"]}, None)])
     assert "idp_female" not in received[1][0] and "children" not in received[1][0]
     assert attack(truth, ruleset, received, Classification.PUBLIC) == []
+
+
+def test_a_sum_two_tables_tell_apart_does_not_give_back_the_third_site():
+    """Per site, two small counts of area B and one of area A are hidden. B's total (a field
+    focal point's table) and the round's total are visible: their difference is A's total,
+    minus A's visible sites: the hidden one. Neither of B's hidden sites is known, only their
+    sum; that is enough (the rank test once asked for each)."""
+    ruleset = _fixed_ruleset()
+    truth = _round(["no"] * 8, [9, 8, 2, 7, 1, 3, 6, 5], ["A"] * 4 + ["B"] * 4)
+    whole = {"indicators": ["round_id", "children"], "aggregate_to": "admin1"}
+    received = _received(ruleset, truth, "confidential", [
+        ({"indicators": ["round_id", "site_id", "admin1_pcode", "children"]}, None),
+        (whole, "B"), (whole, None)])
+    assert [len(frame) for frame, _, _ in received] == [8, 1, 1]
+    assert attack(truth, ruleset, received, Classification.CONFIDENTIAL) == []
