@@ -544,7 +544,21 @@ def _protect_jointly(tables: list[_Table], versions: _Versions | None = None,
             eqs += [eq for coarse in tables if not coarse.site_level
                     for eq in _union_equations(coarse, site_tables, state, layouts,
                                                key_of(coarse.version), versions)]
+        if partly_shown:
+            linked_keys: dict = defaultdict(set)  # quantity -> supports of its cells in eqs
+            for eq in eqs:
+                for (q, support), _ in eq:
+                    linked_keys[q].add(support)
+            eqs += [eq for t in partly_shown
+                    for eq in _row_equations(t, key_of(t.version), linked_keys)]
         return eqs + zero_links(eqs)
+
+    # Tables showing some members of an additive group, not all (and more than one table to
+    # link them): their rows without a hidden cell can still tie what they do not show.
+    partly_shown = [t for t in tables if len(tables) > 1 and any(
+        any(m in t.quantity.values() for m in (total, *parts))
+        and not all(m in t.quantity.values() for m in (total, *parts))
+        for total, parts in t.additive)]
 
     targets = [key(t.quantity[c], t.supports[i]) for t in tables
                for key in (key_of(t.version),) for c in t.hidden
@@ -578,10 +592,14 @@ def _sensitive(t: _Table, column: str) -> np.ndarray:
     return (reasons != "") & (~zero | (reasons == RELATIONAL_ZERO))
 
 
-def _row_equations(t: _Table, key=lambda q, support: (q, support)) -> list:
+def _row_equations(t: _Table, key=lambda q, support: (q, support), linked=None) -> list:
     """On every row with a hidden cell: total = sum of parts, for the table's groups (values
     against ``sites``) and every additive group of the rule set with a member in the table
-    (members it does not show are unknowns, or known zeros)."""
+    (members it does not show are unknowns, or known zeros).
+
+    ``linked``: cells other equations hold. Then the rows without a hidden cell whose members
+    the table does not show include one of them: those members are unknowns here, but a
+    visible total still ties them (a total of 0: each is 0), and another table may need it."""
     out = []
     by_q = {q: c for c, q in t.quantity.items()}
     groups = [(total, parts) for total, parts in t.content.groups if total == SITES]
@@ -589,13 +607,34 @@ def _row_equations(t: _Table, key=lambda q, support: (q, support)) -> list:
                if any(m in by_q for m in (total, *parts))]
     for total, parts in groups:
         shown = [by_q[m] for m in (total, *parts) if m in by_q]
-        rows = np.flatnonzero(np.logical_or.reduce([t.hidden[c] | t.missing[c] for c in shown]))
+        hidden = np.logical_or.reduce([t.hidden[c] | t.missing[c] for c in shown])
         quantity = (t.quantity.get(total, total), *(t.quantity.get(p, p) for p in parts))
+        rows = np.flatnonzero(hidden)
+        if linked is not None:
+            rows = _linked_rows(t, [q for q in quantity if q not in by_q], np.flatnonzero(~hidden),
+                                key, linked)
         for i in rows:
             support = t.supports[i]
             out.append(((key(quantity[0], support), 1.0),
                         *((key(q, support), -1.0) for q in quantity[1:])))
     return out
+
+
+def _linked_rows(t: _Table, unshown: list, rows: np.ndarray, key, linked: dict) -> np.ndarray:
+    """Of ``rows``, those where a cell of ``unshown`` is in ``linked`` (quantity -> cells)."""
+    if not unshown or not len(rows):
+        return rows[:0]
+    if t.version or not t.site_level:
+        return np.array([i for i in rows if any(
+            key(q, t.supports[i])[1] in linked.get(key(q, t.supports[i])[0], ())
+            for q in unshown)], dtype=np.int64)
+    keep = np.zeros(len(rows), dtype=bool)
+    for q in unshown:
+        sites = [s for s in linked.get(q, ()) if not isinstance(s, frozenset)]
+        if sites:
+            keep |= np.isin(t.supports[rows], np.fromiter(sites, dtype=np.int64,
+                                                            count=len(sites)))
+    return rows[keep]
 
 
 FREE = "free"  # a quantity a table neither shows nor implies: an unknown per row
@@ -696,37 +735,61 @@ def _column_equations(coarse: _Table, fine: _Table, state, layouts: dict,
     return out
 
 
+#: An area's sites that no table shows a categorical answer for, written out one by one (with
+#: the identity "one answer per site") up to this many; beyond, the identity is left out.
+FREE_ANSWERS = 64
+
+
 def _union_equations(coarse: _Table, site_tables: list[_Table], state, layouts: dict, key,
                      versions: _Versions | None, options: int = 3) -> list:
     """Each area of ``coarse`` that no single site-level table covers = the sum of its sites
     taken from several (a field focal point's table and another one's, or a site the partial
-    version lacks and the cleaned one has), for every quantity ``coarse`` shows that those
-    tables show too. Sites come from the first table holding them; as in
-    ``_column_equations``, only the cells that are not constants are written out, with the
-    ``options`` smallest visible ones."""
+    version lacks and the cleaned one has), for every quantity ``coarse`` shows. Sites come
+    from the first table holding them; as in ``_column_equations``, only the cells that are
+    not constants are written out (with the ``options`` smallest visible ones). A categorical
+    answer a table shows per site is a constant, in its own version; a site none shows it for
+    is an unknown, one answer among the declared values (a few such sites per area at most)."""
     out = []
+    answered: set = set()  # (source, site) whose one-answer identity is written
     covered = [layouts.get((id(coarse), id(fine))) or [None] * len(coarse.supports)
                for fine in site_tables]
+    values: dict[str, list[str]] = defaultdict(list)  # categorical source -> its quantities
+    for q in coarse.quantity.values():
+        source, _, value = q.partition("=")
+        if value:
+            values[source].append(q)
+    gives = {q: [_composition(fine, q) != FREE for fine in site_tables]
+             for q in coarse.quantity.values()}
     for i, support in enumerate(coarse.supports):
-        if any(areas[i] is not None for areas in covered):
-            continue  # a single table's equation says it already
-        sites = np.fromiter(support, dtype=np.int64, count=len(support))
+        sites = None
         for q in coarse.quantity.values():
-            if q == SITES:
-                continue
+            if q == SITES or any(areas[i] is not None and given
+                                 for areas, given in zip(covered, gives[q], strict=True)):
+                continue  # a single table's equation says it already
+            if sites is None:
+                sites = np.fromiter(support, dtype=np.int64, count=len(support))
+            source, _, value = q.partition("=")
             left = np.ones(len(sites), dtype=bool)  # sites no table has given q for yet
             hidden_keys, visible = [], []
             for fine in site_tables:
                 column = next((c for c, qq in fine.quantity.items() if qq == q), None)
-                if column is None or not left.any():
+                constant = bool(value) and source in fine.content.frame.columns
+                if (column is None and not constant) or not left.any():
                     continue
                 inside = sites[left] < len(fine.row_at)
                 at = sites[left][inside]
                 rows = fine.row_at[at]
                 have = rows >= 0
                 at, rows = at[have], rows[have]
+                other = versions is not None and fine.version != coarse.version
+                if constant:  # the answer is shown: known, where this version's is the same
+                    given = ~(versions.sites(q)[coarse.version, at]
+                              != versions.sites(q)[fine.version, at]) if other else \
+                        np.ones(len(at), dtype=bool)
+                    left[np.flatnonzero(left)[np.flatnonzero(inside)[have][given]]] = False
+                    continue
                 hid = fine.hidden[column][rows] | fine.missing[column][rows]
-                if versions is not None and fine.version != coarse.version:
+                if other:
                     first = versions.sites(q)
                     hid = hid | (first[coarse.version, at] != first[fine.version, at])
                 hidden_keys += [key(q, int(s)) for s in at[hid]]
@@ -734,7 +797,13 @@ def _union_equations(coarse: _Table, site_tables: list[_Table], state, layouts: 
                                                                             strict=True)]
                 left[np.flatnonzero(left)[np.flatnonzero(inside)[have]]] = False
             if left.any():
-                continue  # a site none of them shows: the identity says nothing
+                if not value or left.sum() > FREE_ANSWERS:
+                    continue  # a site none of them shows: the identity says nothing
+                for s in sites[left].tolist():  # one answer each: unknowns, tied together
+                    hidden_keys.append(key(q, s))
+                    if (source, s) not in answered:
+                        answered.add((source, s))
+                        out.append(tuple((key(qq, s), 1.0) for qq in values[source]))
             visible.sort(key=lambda vs: (vs[0] == 0, vs[0]))
             terms = [(k, -1.0) for k in hidden_keys] + \
                 [(key(q, s), -1.0) for _, s in visible[:options]]
