@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -259,3 +260,106 @@ def test_a_packaging_job_never_shows_its_passwords():
     printed every agreement's password."""
     job = steps._Job(None, None, None, None, None, None, {"package_password_x": PASSWORD}, [])
     assert PASSWORD not in repr(job) and "package_password_x" not in repr(job)
+
+
+def _versions_policy(include):
+    """unicef-nga's medium tier per site with small counts suppressed; its low tier per state."""
+    import yaml
+
+    from dissemination.policy import load_policy
+
+    path = include / "agreements" / "unicef-nga.yaml"
+    agreement = yaml.safe_load(path.read_text())
+    agreement["tiers"]["medium"]["indicators"] = ["round_id", "site_id", "admin1_pcode",
+                                                  "admin2_pcode", "unaccompanied_children"]
+    agreement["tiers"]["medium"].pop("exact_counts")
+    agreement["tiers"]["low"] = {"schedule": "monthly", "aggregate_to": "admin1",
+                                 "indicators": ["round_id", "admin1_pcode", "admin1_name",
+                                                "unaccompanied_children"]}
+    path.write_text(yaml.safe_dump(agreement))
+    return load_policy(include)
+
+
+def _counts(values):
+    return pd.array(values, dtype="int64[pyarrow]")
+
+
+def _six_sites(round_nga, children):
+    """Six sites of one LGA (the field focal point's too), their children as given."""
+    from dataclasses import replace
+
+    meta, df = round_nga
+    six = df[df["admin2_pcode"] == "NG008001"].head(6).reset_index(drop=True)
+    assert len(six) == 6
+    six["unaccompanied_children"] = _counts(children)
+    return replace(meta, round_id="NGA-R001-partial", status="partial"), six
+
+
+def _cleaned(meta, df, children=None):
+    from dataclasses import replace
+
+    df = df.assign(round_id="NGA-R001-cleaned")
+    if children is not None:
+        df["unaccompanied_children"] = _counts(children)
+    return replace(meta, round_id="NGA-R001-cleaned", status="cleaned"), df
+
+
+def _state_total(policy, meta, df, ledger, tmp_path, read_partial):
+    from dissemination.package import open_package
+
+    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.LOW,
+                                  today=date(2026, 11, 2), only=("unicef-nga",))
+    packaged = steps.package_deliveries(df, meta, plans, policy, tmp_path / "pk-low",
+                                        lambda variable: PASSWORD, ledger, NOW,
+                                        read_partial=read_partial)
+    main = next(d for d in packaged if d.recipient == "primary")
+    if main.status != "packaged":
+        return main
+    _, data = open_package(main.package_path, PASSWORD)
+    return [None if pd.isna(v) else int(v) for v in data["unaccompanied_children"]]
+
+
+def test_a_cleaned_round_is_protected_with_the_partial_tables_its_recipient_holds(
+        include, round_nga, server, tmp_path):
+    """Per site (partial, medium path) one count of 2 is hidden; per state (cleaned, monthly,
+    the same values) the state total minus the visible sites would give it back. Delivered
+    through the real server, kept in the ledger, rebuilt and checked by its content hash."""
+    from dissemination.ledger import tables_shown
+
+    policy = _versions_policy(include)
+    meta, df = _six_sites(round_nga, [2, 9, 8, 7, 6, 5])
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+                                  today=date(2026, 11, 2), only=("unicef-nga",))
+    packaged = steps.package_deliveries(df, meta, plans, policy, tmp_path / "pk",
+                                        lambda variable: PASSWORD, ledger, NOW)
+    done = [steps.deliver(d, lambda conn: server.target(), policy, ledger, NOW, "run")
+            for d in packaged]
+    assert [d.status for d in done] == ["recorded", "recorded"]  # the primary and field FP
+    rows, kept = ledger.shown_of("NGA-R001-partial")
+    assert {r[:2] for r in rows} == {("unicef", "unicef-nga")} and len(rows) == 2
+    (shown,) = kept.values()  # the two packages show the same table, kept once
+    assert shown.blanks["unaccompanied_children"].tolist() == [True] + [False] * 5
+
+    cleaned, now = _cleaned(meta, df)
+    alone = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'alone.db'}"))
+    assert _state_total(policy, cleaned, now, alone, tmp_path, None) == [37]  # the gap
+    assert _state_total(policy, cleaned, now, ledger, tmp_path, lambda rid: df) == [None]
+
+    # Cleaning corrected the hidden site (2 -> 3): the difference tells the 3; still hidden.
+    cleaned, corrected = _cleaned(meta, df, [3, 9, 8, 7, 6, 5])
+    assert _state_total(policy, cleaned, corrected, ledger, tmp_path, lambda rid: df) == [None]
+
+    # The partial round exported again since (another value): not the table delivered.
+    changed = df.assign(unaccompanied_children=_counts([2, 9, 8, 7, 6, 4]))
+    refused = _state_total(policy, cleaned, now, ledger, tmp_path, lambda rid: changed)
+    assert refused.status == "refused"
+    assert "withheld: UNICEF holds NGA-R001-partial" in refused.reason
+    assert "not the table delivered" in refused.reason
+
+    # Delivered before what packages show was kept: cannot be judged, withheld.
+    with ledger.engine.begin() as conn:
+        conn.execute(tables_shown.delete())
+    refused = _state_total(policy, cleaned, now, ledger, tmp_path, lambda rid: df)
+    assert refused.status == "refused" and "without a record of what they showed" in \
+        refused.reason

@@ -19,11 +19,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from .errors import PermanentError
 from .holdings import Held
+
+if TYPE_CHECKING:  # (pandas, numpy: not for the Dissemination page's reads)
+    from .shown import Shown
 
 metadata = sa.MetaData()
 deliveries = sa.Table(
@@ -148,6 +152,19 @@ partials_left = sa.Table(
 )
 
 
+#: What each partial-round package showed (``shown.Shown``: layout and blanks, no value), so
+#: that the cleaned round is protected with it. Checked by the delivery's content hash when
+#: used, so not chained; written when the package is made (unused unless it is delivered).
+tables_shown = sa.Table(
+    "tables_shown",
+    metadata,
+    sa.Column("content_sha256", sa.String(64), primary_key=True),
+    sa.Column("round_id", sa.String(64), nullable=False, index=True),
+    sa.Column("shown", sa.Text, nullable=False),
+    sa.Column("kept_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 intake_log = sa.Table(
     "intake",
     metadata,
@@ -205,7 +222,7 @@ CHAINED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                ("round_id", "content_sha256", "country", "status", "seen_at", "version")),
 }
 #: Must match the newest revision in ledger_migrations/versions (a test checks it).
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
 VERSION_TABLE = "ledger_alembic_version"
 
 MAIN_RECIPIENTS = ("primary", "secondary")
@@ -492,6 +509,35 @@ class Ledger:
                      f"delivered {_utc(at):%Y-%m-%d} under {agreement_id}", agreement_id)
                 for level, columns, round_id, agreement_id, at in rows
                 for c in json.loads(columns) if c.get("source")]
+
+    def keep_shown(self, tables: Iterable[Shown], now: datetime) -> None:
+        """Keep what packages show (once per content: alike tables are kept once)."""
+        rows = {t.content_sha256: t for t in tables}
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            have = set(conn.execute(sa.select(tables_shown.c.content_sha256).where(
+                tables_shown.c.content_sha256.in_(list(rows)))).scalars())
+            new = [{"content_sha256": k, "round_id": t.round_id, "shown": t.to_json(),
+                    "kept_at": now} for k, t in rows.items() if k not in have]
+            if new:
+                conn.execute(tables_shown.insert(), new)
+
+    def shown_of(self, round_id: str) -> tuple[list[tuple[str, str, str]], dict[str, Shown]]:
+        """Every delivery of a round, as (organisation id, agreement, content hash), and what
+        the tables delivered showed, by content hash (where it was kept)."""
+        from .shown import Shown
+
+        with self.engine.connect() as conn:
+            rows = [tuple(r) for r in conn.execute(
+                sa.select(deliveries.c.organisation_id, deliveries.c.agreement_id,
+                          deliveries.c.content_sha256)
+                .where(deliveries.c.round_id == round_id).order_by(deliveries.c.id)).all()]
+            hashes = list(dict.fromkeys(r[2] for r in rows))
+            kept = {k: Shown.from_json(text) for k, text in conn.execute(
+                sa.select(tables_shown.c.content_sha256, tables_shown.c.shown)
+                .where(tables_shown.c.content_sha256.in_(hashes))).all()} if hashes else {}
+        return rows, kept
 
     def alert_once(self, kind: str, subject: str, now: datetime) -> bool:
         """True the first time an alert is raised, False after: no alert storms."""

@@ -23,7 +23,7 @@ import pandas as pd
 
 from . import memory, normalise, source, staging
 from .classification import Classification, Urgency
-from .contract import Conformer
+from .contract import Conformer, ContractBroken
 from .disclosure import build_contents, explain, explanation_lines
 from .errors import PermanentError
 from .holdings import DisclosureState, Held
@@ -37,7 +37,7 @@ from .ledger import (
     LedgerUnavailable,
     slot_of,
 )
-from .package import DeflatedCsv, build_package, opens_with
+from .package import DeflatedCsv, build_package, opens_with, write_csv
 from .policy import SITE, Policy, RuleSet
 from .sensitivity import (
     ColumnDecision,
@@ -47,6 +47,7 @@ from .sensitivity import (
     select_for_agreement,
 )
 from .sftp import Sessions, SftpTarget, UploadFailed, inspect, upload
+from .shown import NotAsDelivered, Shown, csv_sha256, delivered, partial_of, shown
 from .source import RoundMeta
 
 
@@ -81,6 +82,19 @@ def pull_round(engine, round_id: str, policy: Policy, path: Path,
     del head
     meta, parts = source.read_round_parts(engine, round_id, country, columns=columns)
     return stage_round(meta, parts, policy, path, conformer)
+
+
+def partial_reader(engine, policy: Policy, folder: Path) -> Callable[[str], pd.DataFrame]:
+    """Reads a partial round again as a pull does (its contract checked), for ``tables_held``."""
+    def read(round_id: str) -> pd.DataFrame:
+        path = staging.staged_round_path(folder, round_id)
+        try:
+            pull_round(engine, round_id, policy, path)
+        except ContractBroken as exc:
+            raise NotAsDelivered(f"{round_id} no longer keeps today's contract "
+                                 f"({len(exc.violations)} violation(s))") from None
+        return staging.read_staged(path)
+    return read
 
 
 def stage_round(meta: RoundMeta, df: pd.DataFrame | Iterable[pd.DataFrame], policy: Policy,
@@ -380,6 +394,7 @@ def package_deliveries(
     ledger: Ledger,
     created_at: datetime,
     workers: int | None = None,
+    read_partial: Callable[[str], pd.DataFrame] | None = None,
 ) -> list[Delivery]:
     """One AES zip per planned delivery, from one in-memory copy of the round. The tables one
     organisation receives from the round (its agreements, levels, field focal points) are
@@ -388,8 +403,17 @@ def package_deliveries(
     Organisations alike (``alike``) share their tables, built once per group. Groups are
     packaged in parallel by ``workers`` forked processes (default ``package_workers()``; 1: in
     this process). Passwords are read here first: ``password_for``
-    may talk to Airflow, which a forked child must not. The ledger is asked here too."""
+    may talk to Airflow, which a forked child must not. The ledger is asked here too.
+
+    A partial round's packages keep what they show in the ledger (``shown``); a cleaned
+    round's are protected with what each organisation was shown of its partial round, read
+    by ``read_partial`` (withheld, and said why, where that cannot be rebuilt as delivered)."""
     ruleset = ruleset_for(policy, meta.country)
+    held = tables_held(ledger, policy, meta, plans, ruleset, read_partial)
+    plans = [replace(p, status="refused", reason=held[p.organisation_id])
+             if p.status == "planned" and isinstance(held.get(p.organisation_id), str) else p
+             for p in plans]
+    held = {k: v for k, v in held.items() if not isinstance(v, str)}
     todo = [p for p in plans if p.status == "planned"]
     for plan in todo:
         check_policy(plan, policy)
@@ -397,12 +421,16 @@ def package_deliveries(
     organisations = [[p for p in todo if p.organisation_id == organisation]
                      for organisation in dict.fromkeys(p.organisation_id for p in todo)]
     job = _Job(round_df, meta, ruleset, policy, out_dir, created_at,
-               {v: password_for(v) for v in variables}, alike(organisations))
+               {v: password_for(v) for v in variables},
+               alike(organisations, lambda o: held.get(o, ((), []))[0]), held,
+               keep=meta.status == "partial")
     packaged = {id(plan): fields
                 for group, results in zip(job.groups, _package_groups(
                     job, package_workers() if workers is None else workers), strict=True)
                 for plans, fields_of in zip(group, results, strict=True)
                 for plan, fields in zip(plans, fields_of, strict=True)}
+    ledger.keep_shown([Shown.from_json(f.pop("shown")) for f in packaged.values()
+                       if "shown" in f], created_at)
     out = []
     for plan in plans:
         if plan.status != "planned":
@@ -421,6 +449,53 @@ def package_deliveries(
             ))
             continue
         out.append(replace(plan, status="packaged", **fields))
+    return out
+
+
+def tables_held(ledger: Ledger, policy: Policy, meta: RoundMeta, plans: Sequence[Delivery],
+                ruleset: RuleSet, read_partial: Callable[[str], pd.DataFrame] | None
+                ) -> dict[str, tuple[tuple[str, ...], list] | str]:
+    """For a cleaned round: per organisation about to receive it, the tables it holds of the
+    round's partial version (their content hashes and ``disclosure.Delivered``), or why they
+    cannot be known as delivered (then its packages are withheld)."""
+    partial = partial_of(meta.round_id)
+    organisations = {p.organisation_id: p for p in plans if p.status == "planned"}
+    if partial is None or not organisations:
+        return {}
+    rows, shown_by_content = ledger.shown_of(partial)
+    if not rows:
+        return {}
+    frame: list[pd.DataFrame] = []  # read once, if any organisation holds the partial round
+    digest = csv_sha256(write_csv)
+    out: dict[str, tuple[tuple[str, ...], list] | str] = {}
+    for organisation, plan in organisations.items():
+        # Keyed as ``Ledger.holdings``: by organisation id, or its agreements for older rows.
+        mine = list(dict.fromkeys(
+            content for org, agreement, content in rows if org == organisation or (
+                agreement in policy.agreements
+                and policy.agreements[agreement].organisation == organisation)))
+        kept = [shown_by_content[c] for c in mine if c in shown_by_content]
+        unknown = [c for c in mine if c not in shown_by_content]
+        why = ""
+        if unknown:
+            why = (f"{len(unknown)} table(s) delivered without a record of what they showed "
+                   "(before this version kept them)")
+        elif kept and read_partial is None:
+            why = "no survey database to read it from"
+        elif kept:
+            try:
+                if not frame:
+                    frame.append(read_partial(partial))
+                held = [delivered(k, frame[0], ruleset, _rows_of, digest) for k in kept]
+            except (NotAsDelivered, source.RoundNotFound) as exc:
+                why = str(exc)
+            else:
+                out[organisation] = (tuple(k.content_sha256 for k in kept), held)
+        if why:
+            out[organisation] = (
+                f"withheld: {plan.organisation} holds {partial}, and its cleaned tables must be "
+                f"protected with what it was shown there, which cannot be known: {why}. Review "
+                "what it holds, then deliver by hand, or restore the partial round as it was")
     return out
 
 
@@ -458,18 +533,24 @@ class _Job:
     # traceback's locals, a debugger, a log of the job)
     passwords: dict[str, str] = field(repr=False)
     groups: list[list[list[Delivery]]]  # organisations alike (``alike``), each its plans
+    # organisation id -> (content hashes, tables) it holds of the round's partial version
+    held: dict[str, tuple[tuple[str, ...], list]] = field(default_factory=dict)
+    keep: bool = False  # keep what each package shows (a partial round's)
 
 
-def alike(organisations: list[list[Delivery]]) -> list[list[list[Delivery]]]:
+def alike(organisations: list[list[Delivery]],
+          holding: Callable[[str], tuple] = lambda organisation: ()
+          ) -> list[list[list[Delivery]]]:
     """Organisations (each its planned deliveries) grouped by the tables they receive from the
     round: the same selections, but for the agreement's id, over the same areas, in the same
-    order. Many agreements follow a few templates (a cluster's members, a country's UN
-    agencies); their tables are built, suppressed and deflated once per group."""
+    order, and holding the same tables of its partial version (``holding``). Many agreements
+    follow a few templates (a cluster's members, a country's UN agencies); their tables are
+    built, suppressed and deflated once per group."""
     groups: dict[tuple, list[list[Delivery]]] = {}
     for plans in organisations:
         key = tuple((replace(p.selection, agreement_id=""),
                      tuple((c, tuple(v)) for c, v in sorted(p.areas.items()))) for p in plans)
-        groups.setdefault(key, []).append(plans)
+        groups.setdefault((key, holding(plans[0].organisation_id)), []).append(plans)
     return list(groups.values())
 
 
@@ -530,7 +611,7 @@ def _package_alike(job: _Job, organisations: list[list[Delivery]]) -> list[list[
     first = organisations[0]
     with _noted(job.meta, first, len(organisations) - 1):
         contents = build_contents(job.df, [(p.selection, _rows_of(job.df, p.areas)) for p in first],
-                                  job.ruleset)
+                                  job.ruleset, job.held.get(first[0].organisation_id, ((), []))[1])
     deflated = [DeflatedCsv() if len(organisations) > 1 else None for _ in contents]
 
     def zipped(plan: Delivery, content, csv) -> dict:
@@ -540,12 +621,16 @@ def _package_alike(job: _Job, organisations: list[list[Delivery]]) -> list[list[
             job.passwords[agreement.password.variable], job.created_at, plan.warnings,
             recipient=plan.recipient, organisation=plan.organisation, deflated=csv,
         )
-        return {
+        fields = {
             "package_path": str(package.path), "content_sha256": package.content_sha256,
             "package_sha256": package.package_sha256, "row_count": package.row_count,
             "columns": tuple(package.manifest["columns"]),
             "explanation": tuple(explanation_lines(package.manifest["explanation"])),
         }
+        if job.keep:
+            fields["shown"] = shown(content, plan.selection, plan.areas, job.meta.round_id,
+                                    package.content_sha256).to_json()
+        return fields
 
     # The zips are independent, and their CSV, deflate, AES and SHA-256 release the GIL: an
     # organisation with several packages, or a group's organisations past the first (whose

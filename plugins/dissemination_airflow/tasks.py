@@ -158,13 +158,22 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
     from dissemination.ledger import Ledger
     from dissemination.source import RoundMeta
     from dissemination.staging import read_staged, staged_columns
-    from dissemination.steps import Delivery, package_deliveries, packaged_columns
+    from dissemination.steps import Delivery, package_deliveries, packaged_columns, partial_reader
 
-    from . import LEDGER_DB_CONN_ID, current_policy, delivery_batch_size, engine, package_password
+    from . import (
+        LEDGER_DB_CONN_ID,
+        SURVEY_DB_CONN_ID,
+        current_policy,
+        delivery_batch_size,
+        engine,
+        package_password,
+    )
     from .store import RunStage
 
     policy, ledger = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID))
     stage = RunStage(run_id)
+    # A cleaned round is protected with the partial one its recipients hold: read again if so.
+    read_partial = partial_reader(engine(SURVEY_DB_CONN_ID), policy, stage.local_dir())
     plans = [Delivery.from_xcom(p) for p in stage.read_json(planned["plans"])["deliveries"]]
     out = []
     for round_ in stage.read_json(validated["rounds"])["passed"]:
@@ -172,10 +181,12 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
         if not mine:
             continue
         path = stage.fetch(round_["path"])
+        columns = staged_columns(path)  # (a cleaned round whole: its partial's may need any)
         out += package_deliveries(
-            read_staged(path, columns=packaged_columns(mine, staged_columns(path))),
+            read_staged(path, columns=columns if round_["status"] == "cleaned" else
+                        packaged_columns(mine, columns)),
             RoundMeta.from_xcom(round_), mine, policy, stage.local_dir(), package_password,
-            ledger, pendulum.now("UTC"),
+            ledger, pendulum.now("UTC"), read_partial=read_partial,
         )
     out = [replace(d, package_path=stage.put(Path(d.package_path), Path(d.package_path).name))
            if d.package_path else d for d in out]  # staged: any worker can deliver it
