@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import paramiko
 import pytest
+import sqlalchemy as sa
 from conftest import POLICY_DIR
 
 from dissemination import staging
@@ -382,3 +383,26 @@ def _variable(sandbox, key: str) -> str:
     """An Airflow Variable's value, as the CLI prints it (its last line; empty if it is)."""
     lines = sandbox.airflow("variables", "get", key).stdout.strip().splitlines()
     return lines[-1] if lines else ""
+
+
+def test_the_month_after_protects_the_cleaned_round_with_the_partial_one_delivered(sandbox):
+    """The same sandbox a month on: the monthly run sends NGA-R001-cleaned to organisations
+    that received NGA-R001-partial above. Each partial package kept what it showed; the
+    package task reads the partial round again from the survey database, rebuilds every table
+    and finds it is what was delivered (content hash), then protects the cleaned tables with
+    it: nothing is withheld, every low tier receives it."""
+    from dissemination.ledger import tables_shown
+
+    with sandbox.ledger().engine.connect() as conn:
+        kept = {r for (r,) in conn.execute(sa.select(tables_shown.c.round_id))}
+    assert "NGA-R001-partial" in kept
+    month = sandbox.run_monthly("2026-12-01")
+    assert month.returncode == 0, month.stdout[-3000:]
+    assert "withheld" not in month.stdout
+    cleaned = {(r.agreement_id, r.recipient) for r in sandbox.ledger().all()
+               if r.round_id == "NGA-R001-cleaned"}
+    partial = {r.organisation_id for r in sandbox.ledger().all()
+               if r.round_id == "NGA-R001-partial"}
+    low = {a.id for a in sandbox.policy.agreements_for("NGA", Urgency.LOW)}
+    assert {a for a, _ in cleaned} == low
+    assert {sandbox.policy.agreements[a].organisation for a in low} & partial
