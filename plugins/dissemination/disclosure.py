@@ -540,7 +540,7 @@ def _protect_jointly(tables: list[_Table], versions: _Versions | None = None,
              if fine is not coarse and not fine.virtual for eq in _column_equations(
                  coarse, fine, state, layouts, key_of(coarse.version),
                  _differs(versions, coarse, fine))]
-        if len(site_tables) > 1:
+        if site_tables:
             eqs += [eq for coarse in tables if not coarse.site_level
                     for eq in _union_equations(coarse, site_tables, state, layouts,
                                                key_of(coarse.version), versions)]
