@@ -544,6 +544,7 @@ def _protect_jointly(tables: list[_Table], versions: _Versions | None = None,
             eqs += [eq for coarse in tables if not coarse.site_level
                     for eq in _union_equations(coarse, site_tables, state, layouts,
                                                key_of(coarse.version), versions)]
+        eqs += _answers(eqs, tables, site_tables, versions, key_of)
         if partly_shown:
             linked_keys: dict = defaultdict(set)  # quantity -> supports of its cells in eqs
             for eq in eqs:
@@ -748,16 +749,10 @@ def _union_equations(coarse: _Table, site_tables: list[_Table], state, layouts: 
     from the first table holding them; as in ``_column_equations``, only the cells that are
     not constants are written out (with the ``options`` smallest visible ones). A categorical
     answer a table shows per site is a constant, in its own version; a site none shows it for
-    is an unknown, one answer among the declared values (a few such sites per area at most)."""
+    is an unknown (a few such sites per area at most; ``_answers`` ties them)."""
     out = []
-    answered: set = set()  # (source, site) whose one-answer identity is written
     covered = [layouts.get((id(coarse), id(fine))) or [None] * len(coarse.supports)
                for fine in site_tables]
-    values: dict[str, list[str]] = defaultdict(list)  # categorical source -> its quantities
-    for q in coarse.quantity.values():
-        source, _, value = q.partition("=")
-        if value:
-            values[source].append(q)
     gives = {q: [_composition(fine, q) != FREE for fine in site_tables]
              for q in coarse.quantity.values()}
     for i, support in enumerate(coarse.supports):
@@ -799,11 +794,7 @@ def _union_equations(coarse: _Table, site_tables: list[_Table], state, layouts: 
             if left.any():
                 if not value or left.sum() > FREE_ANSWERS:
                     continue  # a site none of them shows: the identity says nothing
-                for s in sites[left].tolist():  # one answer each: unknowns, tied together
-                    hidden_keys.append(key(q, s))
-                    if (source, s) not in answered:
-                        answered.add((source, s))
-                        out.append(tuple((key(qq, s), 1.0) for qq in values[source]))
+                hidden_keys += [key(q, s) for s in sites[left].tolist()]  # (``_answers``)
             visible.sort(key=lambda vs: (vs[0] == 0, vs[0]))
             terms = [(k, -1.0) for k in hidden_keys] + \
                 [(key(q, s), -1.0) for _, s in visible[:options]]
@@ -811,6 +802,31 @@ def _union_equations(coarse: _Table, site_tables: list[_Table], state, layouts: 
             if any(state(k) == linked.HIDDEN for k, _ in eq):
                 out.append(eq)
     return out
+
+
+def _answers(eqs: list, tables: list[_Table], site_tables: list[_Table],
+             versions: _Versions | None, key_of) -> list:
+    """One answer per site and question: for every site whose answer to a categorical
+    question is an unknown in ``eqs``, its values add up to 1 (less those a table shows it
+    does not have, or has: known, in their version)."""
+    values: dict[str, list[str]] = defaultdict(list)  # source -> its "source=value" quantities
+    for t in tables:
+        for q in t.quantity.values():
+            source, _, value = q.partition("=")
+            if value and q not in values[source]:
+                values[source].append(q)
+    asked = {(version, q.partition("=")[0], support) for eq in eqs for k, _ in eq
+             for (version, q), support in [(_quantity_of(k), k[1])]
+             if not isinstance(support, frozenset) and q.partition("=")[0] in values}
+    out = []
+    for version, source, site in asked:
+        key = key_of(version)
+        out.append(tuple((key(q, site), 1.0) for q in values[source]
+                         if not any(source in t.content.frame.columns and t.row(site) is not None
+                                    and (t.version == version or versions.sites(q)[version, site]
+                                         == versions.sites(q)[t.version, site])
+                                    for t in site_tables)))
+    return [eq for eq in out if eq]
 
 
 def _tied_rows(t: _Table, q: str) -> np.ndarray:
