@@ -15,6 +15,10 @@
   computed from any linear combination of the rows' identities (additive groups, values against
   ``sites``) and the columns' (an area = the sum of its sites or sub-areas in a finer table).
   ``sites`` itself stays visible: site lists are public.
+- **Versions of a round** (partial, then cleaned): tables the organisation already holds from
+  another version (``Delivered``) join the joint suppression as delivered. A cell is the same
+  unknown in both versions where its value did not change, two where it did (``_Versions``);
+  delivered blanks and the same cells as they are now stay protected.
 
 Pure: a DataFrame and selections in, DataFrames and per-column notes out.
 """
