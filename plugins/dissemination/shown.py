@@ -29,6 +29,7 @@ import pandas as pd
 
 from .classification import Classification, Urgency
 from .disclosure import Content, Delivered, rebuild
+from .package import write_csv
 from .policy import RuleSet
 from .sensitivity import ColumnDecision, Selection
 
@@ -93,8 +94,7 @@ class NotAsDelivered(ValueError):
 
 
 def delivered(kept: Shown, round_df: pd.DataFrame, ruleset: RuleSet,
-              rows_of: Callable[[pd.DataFrame, dict], np.ndarray | None],
-              csv_sha256: Callable[[pd.DataFrame], str]) -> Delivered:
+              rows_of: Callable[[pd.DataFrame, dict], np.ndarray | None]) -> Delivered:
     """The table as the organisation holds it, rebuilt and checked against its content hash."""
     selection = kept.selection("(delivered)")
     rows = rows_of(round_df, kept.areas)
@@ -103,7 +103,7 @@ def delivered(kept: Shown, round_df: pd.DataFrame, ruleset: RuleSet,
     except (KeyError, ValueError) as exc:
         raise NotAsDelivered(f"{kept.round_id} at {kept.level}: does not rebuild "
                              f"({type(exc).__name__})") from None
-    if csv_sha256(content.frame) != kept.content_sha256:
+    if _csv_sha256(content.frame) != kept.content_sha256:
         raise NotAsDelivered(f"{kept.round_id} at {kept.level}: rebuilt from the round as it is "
                              f"now, it is not the table delivered (content "
                              f"{kept.content_sha256[:12]}): exported again since, or read "
@@ -111,11 +111,8 @@ def delivered(kept: Shown, round_df: pd.DataFrame, ruleset: RuleSet,
     return Delivered(round_df, selection, rows, kept.blanks)
 
 
-def csv_sha256(write_csv: Callable[[pd.DataFrame, io.BufferedIOBase], None]
-               ) -> Callable[[pd.DataFrame], str]:
-    """The content hash a package gives a table (``package.write_csv``, hashed)."""
-    def digest(frame: pd.DataFrame) -> str:
-        out = io.BytesIO()
-        write_csv(frame, out)
-        return hashlib.sha256(out.getvalue()).hexdigest()
-    return digest
+def _csv_sha256(frame: pd.DataFrame) -> str:
+    """The content hash a package gives a table: its CSV as ``package.write_csv`` writes it."""
+    out = io.BytesIO()
+    write_csv(frame, out)
+    return hashlib.sha256(out.getvalue()).hexdigest()

@@ -37,7 +37,7 @@ from .ledger import (
     LedgerUnavailable,
     slot_of,
 )
-from .package import DeflatedCsv, build_package, opens_with, write_csv
+from .package import DeflatedCsv, build_package, opens_with
 from .policy import SITE, Policy, RuleSet
 from .sensitivity import (
     ColumnDecision,
@@ -47,7 +47,7 @@ from .sensitivity import (
     select_for_agreement,
 )
 from .sftp import Sessions, SftpTarget, UploadFailed, inspect, upload
-from .shown import NotAsDelivered, Shown, csv_sha256, delivered, partial_of, shown
+from .shown import NotAsDelivered, Shown, delivered, partial_of, shown
 from .source import RoundMeta
 
 
@@ -466,7 +466,6 @@ def tables_held(ledger: Ledger, policy: Policy, meta: RoundMeta, plans: Sequence
     if not rows:
         return {}
     frame: list[pd.DataFrame] = []  # read once, if any organisation holds the partial round
-    digest = csv_sha256(write_csv)
     out: dict[str, tuple[tuple[str, ...], list] | str] = {}
     for organisation, plan in organisations.items():
         # Keyed as ``Ledger.holdings``: by organisation id, or its agreements for older rows.
@@ -486,7 +485,7 @@ def tables_held(ledger: Ledger, policy: Policy, meta: RoundMeta, plans: Sequence
             try:
                 if not frame:
                     frame.append(read_partial(partial))
-                held = [delivered(k, frame[0], ruleset, _rows_of, digest) for k in kept]
+                held = [delivered(k, frame[0], ruleset, _rows_of) for k in kept]
             except (NotAsDelivered, source.RoundNotFound) as exc:
                 why = str(exc)
             else:
