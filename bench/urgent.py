@@ -11,9 +11,16 @@ urgent run is the real one of ``make demo`` (``dissemination.devkit.sandbox``: S
 a real sshd on loopback as every partner's SFTP server, connections as AIRFLOW_CONN_*, passwords
 as Variables, the tests' own policy: 3 recipients in NGA) on a synthetic NGA round of N sites,
 a new round per run (a re-run of the same round delivers nothing). Floor and urgent runs are
-interleaved, so that a busy machine slows both alike. Figures:
+interleaved, so that a busy machine slows both alike. A second reference, the libraries floor,
+is the floor DAG whose middle task imports what the urgent path cannot do without (pandas,
+pyarrow, the ADBC SQLite driver, paramiko, pyzipper, zlib-ng, aiosmtplib, and Great Expectations
+as validation imports it), doing no work with them: what is left above it is the pipeline's own
+work and tasks. Figures:
 
 - ``urgent_<N>_vs_floor``: median wall time of the urgent run / median of the floor;
+- ``urgent_libraries_vs_floor``: median of the libraries floor / median of the floor (the part
+  of any urgent ratio that importing the design card's libraries takes, before any work);
+- ``urgent_<N>_vs_libraries``: median of the urgent run / median of the libraries floor;
 - ``urgent_<N>_peak_rss_vs_arrow``: peak RSS of the ``dags test`` process tree
   (``getrusage(RUSAGE_CHILDREN)`` in a small launcher: its largest process) / the round's
   in-memory Arrow size
@@ -40,6 +47,35 @@ from summary import record  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 URGENT_DAG = str(REPO / "dags" / "urgent_dissemination.py")
 CONF = {"country": "NGA", "justification": "benchmark of the urgent path end to end"}
+
+#: The floor DAG with the urgent path's libraries imported in its middle task, used for nothing.
+LIBRARIES = '''
+import pendulum
+from airflow.sdk import dag, task
+
+@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False)
+def libraries():
+    @task
+    def first():
+        return 1
+
+    @task
+    def second(x):
+        import adbc_driver_sqlite.dbapi, aiosmtplib, pandas, paramiko, pyarrow, pyzipper
+        import zlib_ng.zlib_ng
+        from dissemination.validation import import_great_expectations
+
+        import_great_expectations()
+        return x + 1
+
+    @task
+    def third(x):
+        return x + 1
+
+    third(second(first()))
+
+libraries()
+'''
 
 
 # Runs the command and reports its time and peak RSS. The kernel's accounting of a child's peak
@@ -91,7 +127,7 @@ def measure(sandbox, floor_dir: Path, sites: int, runs: int, first_round: int) -
     if not urgent_dag.exists():
         urgent_dag.symlink_to(URGENT_DAG)
     urgent_env = {**sandbox.env(), "AIRFLOW__CORE__DAGS_FOLDER": str(urgent_dir)}
-    floors, urgents, peaks, floor_peaks = [], [], [], []
+    floors, libraries, urgents, peaks, floor_peaks = [], [], [], [], []
     arrow_bytes = 0
     for number in range(first_round, first_round + runs):
         meta, df = generate_round(ruleset, number, sites, seed=11, status="partial",
@@ -103,6 +139,9 @@ def measure(sandbox, floor_dir: Path, sites: int, runs: int, first_round: int) -
                                   "--dagfile-path", str(floor_dir / "floor.py"))
         floors.append(seconds)
         floor_peaks.append(peak)
+        seconds, _ = dags_test(floor_env, sandbox.home / "libraries.log", "libraries",
+                               "--dagfile-path", str(floor_dir / "libraries.py"))
+        libraries.append(seconds)
         conf = json.dumps({**CONF, "round_id": meta.round_id})
         seconds, peak = dags_test(urgent_env, sandbox.home / "urgent.log",
                                   "urgent_dissemination", "-c", conf, "--dagfile-path",
@@ -113,13 +152,15 @@ def measure(sandbox, floor_dir: Path, sites: int, runs: int, first_round: int) -
         if len(delivered) != 3:  # a run that delivered nothing measured nothing
             raise RuntimeError(f"{meta.round_id}: {len(delivered)} deliveries recorded, "
                                f"expected 3; see {sandbox.home / 'urgent.log'}")
-        print(f"  {meta.round_id}: floor {floors[-1]:6.1f} s, urgent {urgents[-1]:6.1f} s, "
+        print(f"  {meta.round_id}: floor {floors[-1]:6.1f} s, libraries {libraries[-1]:6.1f} s, "
+              f"urgent {urgents[-1]:6.1f} s, "
               f"peak RSS {peaks[-1] / 2**20:7.0f} MiB", flush=True)
         if not arrow_bytes:
             _, table = read_round(sandbox.survey(), meta.round_id)
             arrow_bytes = pa.Table.from_pandas(table, preserve_index=False).nbytes
             del table
-    return {"floor": statistics.median(floors), "urgent": statistics.median(urgents),
+    return {"floor": statistics.median(floors), "libraries": statistics.median(libraries),
+            "urgent": statistics.median(urgents),
             "peak": max(peaks), "floor_peak": max(floor_peaks), "arrow": arrow_bytes}
 
 
@@ -136,6 +177,7 @@ def main() -> None:
         floor_dir = Path(tmp) / "floor_dags"
         floor_dir.mkdir()
         (floor_dir / "floor.py").write_text(FLOOR)
+        (floor_dir / "libraries.py").write_text(LIBRARIES)
         with Sandbox(Path(tmp) / "sandbox", REPO / "tests" / "policy") as sandbox:
             sandbox.init(sites=50)
             figures, first_round = {}, 2
@@ -147,13 +189,19 @@ def main() -> None:
                 if size := label(sites):
                     name = f"urgent_{size}"
                     figures |= {f"{name}_vs_floor": round(m["urgent"] / m["floor"], 2),
+                                f"{name}_vs_libraries": round(m["urgent"] / m["libraries"], 2),
+                                f"{name}_libraries_s": round(m["libraries"], 1),
                                 f"{name}_s": round(m["urgent"], 1),
                                 f"{name}_floor_s": round(m["floor"], 1),
                                 f"{name}_peak_rss_mb": round(m["peak"] / 2**20),
                                 f"{name}_arrow_mb": round(m["arrow"] / 2**20),
                                 f"{name}_peak_rss_vs_arrow": round(m["peak"] / m["arrow"], 2)}
+                if sites == 100_000:  # the libraries' share, at the size of the tightest target
+                    figures["urgent_libraries_vs_floor"] = round(m["libraries"] / m["floor"], 2)
                 print(f"{sites} sites: urgent {m['urgent']:.1f} s vs floor {m['floor']:.1f} s "
-                      f"({m['urgent'] / m['floor']:.2f}x); peak RSS {m['peak'] / 2**20:.0f} MiB "
+                      f"({m['urgent'] / m['floor']:.2f}x), libraries floor {m['libraries']:.1f} s "
+                      f"({m['libraries'] / m['floor']:.2f}x the floor; urgent "
+                      f"{m['urgent'] / m['libraries']:.2f}x it); peak RSS {m['peak'] / 2**20:.0f} MiB "
                       f"(floor {m['floor_peak'] / 2**20:.0f} MiB) vs the round in Arrow "
                       f"{m['arrow'] / 2**20:.0f} MiB ({m['peak'] / m['arrow']:.2f}x)", flush=True)
     record(**figures)

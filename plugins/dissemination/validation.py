@@ -115,8 +115,10 @@ def checked(ruleset: RuleSet, columns: list[str], status: str = "partial") -> li
     return [c for c in columns if c in named]
 
 
-def _context():
-    """A new in-memory GX context: nothing of a validation outlives it but its Data Docs."""
+def import_great_expectations():
+    """Great Expectations as validation imports it: no analytics, its INFO bookkeeping kept out
+    of task logs, and the modules no suite here uses loaded only if used (``bench/urgent.py``
+    imports it this way too, to measure what the library alone costs)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     # GX's INFO records are its own bookkeeping (200 lines of "Skipping registering function"
     # per import): a validation's task log keeps GX's warnings, unless a level was configured.
@@ -124,7 +126,14 @@ def _context():
         gx_log.setLevel(logging.WARNING)
     _defer("scipy.stats")
     _defer("altair")
-    import great_expectations as gx
+    import great_expectations
+
+    return great_expectations
+
+
+def _context():
+    """A new in-memory GX context: nothing of a validation outlives it but its Data Docs."""
+    gx = import_great_expectations()
     from great_expectations.data_context.types.base import (
         DataContextConfig,
         InMemoryStoreBackendDefaults,
