@@ -343,6 +343,15 @@ def test_a_cleaned_round_is_protected_with_the_partial_tables_its_recipient_hold
 
     cleaned, now = _cleaned(meta, df)
     alone = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'alone.db'}"))
+    # The package task reads the cleaned round whole for an organisation holding its partial
+    # version (linked by any column), and only what it ships for one holding nothing.
+    low = steps.plan_deliveries(policy, cleaned, list(now.columns), Urgency.LOW,
+                                today=date(2026, 11, 2), only=("unicef-nga",))
+    assert steps.round_columns(cleaned.round_id, low, list(now.columns), ledger, policy) \
+        == list(now.columns)
+    shipped = steps.round_columns(cleaned.round_id, low, list(now.columns), alone, policy)
+    assert shipped == steps.packaged_columns(low, list(now.columns))
+    assert "unaccompanied_children" in shipped and set(shipped) < set(now.columns)
     assert _state_total(policy, cleaned, now, alone, tmp_path, None) == [37]  # the gap
     assert _state_total(policy, cleaned, now, ledger, tmp_path, lambda rid: df) == [None]
 

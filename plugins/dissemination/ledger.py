@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -529,15 +529,20 @@ class Ledger:
         from .shown import Shown
 
         with self.engine.connect() as conn:
-            rows = [tuple(r) for r in conn.execute(
-                sa.select(deliveries.c.organisation_id, deliveries.c.agreement_id,
-                          deliveries.c.content_sha256)
-                .where(deliveries.c.round_id == round_id).order_by(deliveries.c.id)).all()]
+            rows = self.delivered_contents(round_id, conn)
             hashes = list(dict.fromkeys(r[2] for r in rows))
             kept = {k: Shown.from_json(text) for k, text in conn.execute(
                 sa.select(tables_shown.c.content_sha256, tables_shown.c.shown)
                 .where(tables_shown.c.content_sha256.in_(hashes))).all()} if hashes else {}
         return rows, kept
+
+    def delivered_contents(self, round_id: str, conn=None) -> list[tuple[str, str, str]]:
+        """Every delivery of a round, as (organisation id, agreement, content hash)."""
+        with nullcontext(conn) if conn is not None else self.engine.connect() as c:
+            return [tuple(r) for r in c.execute(
+                sa.select(deliveries.c.organisation_id, deliveries.c.agreement_id,
+                          deliveries.c.content_sha256)
+                .where(deliveries.c.round_id == round_id).order_by(deliveries.c.id)).all()]
 
     def alert_once(self, kind: str, subject: str, now: datetime) -> bool:
         """True the first time an alert is raised, False after: no alert storms."""

@@ -468,11 +468,7 @@ def tables_held(ledger: Ledger, policy: Policy, meta: RoundMeta, plans: Sequence
     frame: list[pd.DataFrame] = []  # read once, if any organisation holds the partial round
     out: dict[str, tuple[tuple[str, ...], list] | str] = {}
     for organisation, plan in organisations.items():
-        # Keyed as ``Ledger.holdings``: by organisation id, or its agreements for older rows.
-        mine = list(dict.fromkeys(
-            content for org, agreement, content in rows if org == organisation or (
-                agreement in policy.agreements
-                and policy.agreements[agreement].organisation == organisation)))
+        mine = _contents_held(rows, policy, organisation)
         kept = [shown_by_content[c] for c in mine if c in shown_by_content]
         unknown = [c for c in mine if c not in shown_by_content]
         why = ""
@@ -496,6 +492,32 @@ def tables_held(ledger: Ledger, policy: Policy, meta: RoundMeta, plans: Sequence
                 f"protected with what it was shown there, which cannot be known: {why}. Review "
                 "what it holds, then deliver by hand, or restore the partial round as it was")
     return out
+
+
+def _contents_held(rows: Sequence[tuple[str, str, str]], policy: Policy,
+                   organisation: str) -> list[str]:
+    """Content hashes of the tables ``organisation`` received, of ``rows`` as
+    ``Ledger.delivered_contents`` gives them. Keyed as ``Ledger.holdings``: by organisation
+    id, or its agreements for older rows."""
+    return list(dict.fromkeys(
+        content for org, agreement, content in rows if org == organisation or (
+            agreement in policy.agreements
+            and policy.agreements[agreement].organisation == organisation)))
+
+
+def round_columns(round_id: str, plans: Sequence[Delivery], columns: Sequence[str],
+                  ledger: Ledger, policy: Policy) -> list[str]:
+    """Of a staged round's ``columns``, those the package task reads for ``plans``:
+    ``packaged_columns``, or every column of a cleaned round whose partial version an
+    organisation of ``plans`` holds (the two versions' tables are linked cell by cell, and
+    through additive groups by columns this round's packages do not show)."""
+    partial = partial_of(round_id)
+    if partial is not None:
+        rows = ledger.delivered_contents(partial)
+        if rows and any(_contents_held(rows, policy, p.organisation_id)
+                        for p in plans if p.status == "planned"):
+            return list(columns)
+    return packaged_columns(plans, columns)
 
 
 def packaged_columns(plans: Sequence[Delivery], columns: Sequence[str]) -> list[str]:

@@ -158,7 +158,7 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
     from dissemination.ledger import Ledger
     from dissemination.source import RoundMeta
     from dissemination.staging import read_staged, staged_columns
-    from dissemination.steps import Delivery, package_deliveries, packaged_columns, partial_reader
+    from dissemination.steps import Delivery, package_deliveries, partial_reader, round_columns
 
     from . import (
         LEDGER_DB_CONN_ID,
@@ -181,10 +181,9 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
         if not mine:
             continue
         path = stage.fetch(round_["path"])
-        columns = staged_columns(path)  # (a cleaned round whole: its partial's may need any)
+        columns = round_columns(round_["round_id"], mine, staged_columns(path), ledger, policy)
         out += package_deliveries(
-            read_staged(path, columns=columns if round_["status"] == "cleaned" else
-                        packaged_columns(mine, columns)),
+            read_staged(path, columns=columns),
             RoundMeta.from_xcom(round_), mine, policy, stage.local_dir(), package_password,
             ledger, pendulum.now("UTC"), read_partial=read_partial,
         )
