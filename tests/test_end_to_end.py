@@ -387,15 +387,24 @@ def _variable(sandbox, key: str) -> str:
 
 def test_the_month_after_protects_the_cleaned_round_with_the_partial_one_delivered(sandbox):
     """The same sandbox a month on: the monthly run sends NGA-R001-cleaned to organisations
-    that received NGA-R001-partial above. Each partial package kept what it showed; the
-    package task reads the partial round again from the survey database, rebuilds every table
-    and finds it is what was delivered (content hash), then protects the cleaned tables with
-    it: nothing is withheld, every low tier receives it."""
+    that received NGA-R001-partial above. Each partial package kept what it showed, and the
+    export it was made from. The partial round has been exported again since (a count
+    corrected), so the survey database no longer holds what was delivered: the package task
+    reads the kept export, rebuilds every table and finds it is what was delivered (content
+    hash), then protects the cleaned tables with it: nothing is withheld, every low tier
+    receives it."""
     from dissemination.ledger import tables_shown
 
     with sandbox.ledger().engine.connect() as conn:
         kept = {r for (r,) in conn.execute(sa.select(tables_shown.c.round_id))}
     assert "NGA-R001-partial" in kept
+    exports = sorted(p.name for p in (sandbox.work_dir / "runs" / "exports").iterdir())
+    assert exports and all(n.startswith("NGA-R001-partial.") for n in exports)
+    meta, df = read_round(sandbox.survey(), "NGA-R001-partial")
+    row = df["unaccompanied_children"].first_valid_index()  # shown per site, exactly
+    value = df.loc[row, "unaccompanied_children"]
+    df.loc[row, "unaccompanied_children"] = type(value)(int(value) + 1)
+    write_round(sandbox.survey(), meta, df)  # exported again: replaces the delivered export
     month = sandbox.run_monthly("2026-12-01")
     assert month.returncode == 0, month.stdout[-3000:]
     assert "withheld" not in month.stdout

@@ -198,3 +198,37 @@ def test_a_file_built_in_the_scratch_folder_is_consumed_by_put(workers, tmp_path
     assert not built.exists() and elsewhere.read_bytes() == b"kept"
     assert stage.fetch("p.zip").read_bytes() == b"package"
     assert not [f for f in workers.files("a") if f.startswith("scratch/")]
+
+
+def test_an_export_kept_on_one_worker_is_read_on_another_and_outlives_every_run(workers,
+                                                                                tmp_path):
+    """A partial export is kept under ``exports/`` by its SHA-256 (once, however often kept),
+    read back on any worker and checked against it; sweeping runs never removes it."""
+    import hashlib
+
+    content = os.urandom(200_000)
+    staged = _file(tmp_path, content, "NGA-R001-partial.arrow")
+    kept = store.KeptExports()
+    version = kept.keep(staged, "NGA-R001-partial")
+    assert version == hashlib.sha256(content).hexdigest()
+    assert kept.keep(staged, "NGA-R001-partial") == version and staged.read_bytes() == content
+    RunStage(RUN).put(_file(tmp_path, b"zip"), "p.zip")
+    assert store.sweep(timedelta(hours=1), datetime.now(UTC) + timedelta(days=400)) \
+        == [run_name(RUN)]
+    workers.use("b")
+    assert store.KeptExports().read("NGA-R001-partial", version).read_bytes() == content
+    with pytest.raises(StagedFileMissing, match="NGA-R001-partial.*removed from the store"):
+        store.KeptExports().read("NGA-R001-partial", "0" * 64)
+    with pytest.raises(ValueError, match="not a version"):
+        store.KeptExports().read("NGA-R001-partial", "../../etc")
+
+
+def test_a_kept_export_changed_since_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISSEMINATION_STAGING_URL", (tmp_path / "shared").as_uri())
+    monkeypatch.setenv("DISSEMINATION_WORK_DIR", str(tmp_path / "work"))
+    kept = store.KeptExports()
+    version = kept.keep(_file(tmp_path, b"the first export"), "NGA-R001-partial")
+    path = kept.read("NGA-R001-partial", version)
+    path.write_bytes(b"the first export, edited")
+    with pytest.raises(store.ExportChanged, match="no longer hash to its version"):
+        kept.read("NGA-R001-partial", version)

@@ -12,6 +12,13 @@ Rebuilt, a table is checked against the delivery's content hash (the SHA-256 of 
 organisation received): a round exported again since, a policy whose contract now reads it
 otherwise, or a tampered record all fail that check, and the organisation's cleaned packages
 are then withheld rather than judged against a table it never saw.
+
+A partial round is often exported again under the same id (a count corrected within the urgent
+window) and delivered again, and the survey database keeps only its newest export. So the
+export a package was made from is kept too (``version``: the SHA-256 of the staged round, kept
+by the package task beyond its run), and a table is rebuilt from its own export: the cleaned
+round is judged with every partial export its organisation holds, and a partial export with
+the ones before it.
 """
 
 from __future__ import annotations
@@ -52,6 +59,8 @@ class Shown:
     exact_counts: tuple[str, ...]
     areas: dict[str, tuple[str, ...]]  # a field focal point's areas ({}: the whole round)
     blanks: dict[str, np.ndarray]  # output count column -> True where the cell was blank
+    # The staged export it was made from, as kept (its SHA-256); "": kept before exports were
+    version: str = ""
 
     def to_json(self) -> str:
         return json.dumps({
@@ -60,6 +69,7 @@ class Shown:
             "areas": self.areas,
             "blanks": {c: [len(m), base64.b64encode(zlib.compress(np.packbits(m).tobytes()))
                            .decode()] for c, m in self.blanks.items()},
+            **({"version": self.version} if self.version else {}),
         }, sort_keys=True)
 
     @classmethod
@@ -71,7 +81,7 @@ class Shown:
             {k: tuple(v) for k, v in data["areas"].items()},
             {c: np.unpackbits(np.frombuffer(zlib.decompress(base64.b64decode(bits)),
                                             dtype=np.uint8), count=n).astype(bool)
-             for c, (n, bits) in data["blanks"].items()})
+             for c, (n, bits) in data["blanks"].items()}, data.get("version", ""))
 
     def selection(self, agreement_id: str) -> Selection:
         return Selection(agreement_id, Urgency.MEDIUM, tuple(
@@ -80,13 +90,14 @@ class Shown:
 
 
 def shown(content: Content, selection: Selection, areas: dict, round_id: str,
-          content_sha256: str) -> Shown:
-    """What a package about to be delivered shows, for the ledger."""
+          content_sha256: str, version: str = "") -> Shown:
+    """What a package about to be delivered shows, for the ledger (``version``: the kept
+    export it is made from)."""
     return Shown(content_sha256, round_id, selection.level,
                  tuple((d.column, d.classification.value, d.rule) for d in selection.shared),
                  tuple(selection.exact_counts), {k: tuple(v) for k, v in areas.items()},
                  {c: content.frame[c].isna().to_numpy() for c in content.frame.columns
-                  if pd.api.types.is_numeric_dtype(content.frame[c])})
+                  if pd.api.types.is_numeric_dtype(content.frame[c])}, version)
 
 
 class NotAsDelivered(ValueError):

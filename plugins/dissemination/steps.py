@@ -24,7 +24,7 @@ import pandas as pd
 from . import memory, normalise, source, staging
 from .classification import Classification, Urgency
 from .contract import Conformer, ContractBroken
-from .disclosure import build_contents, explain, explanation_lines
+from .disclosure import Delivered, build_contents, explain, explanation_lines
 from .errors import PermanentError
 from .holdings import DisclosureState, Held
 from .ids import check_round_id
@@ -84,9 +84,22 @@ def pull_round(engine, round_id: str, policy: Policy, path: Path,
     return stage_round(meta, parts, policy, path, conformer)
 
 
-def partial_reader(engine, policy: Policy, folder: Path) -> Callable[[str], pd.DataFrame]:
-    """Reads a partial round again as a pull does (its contract checked), for ``tables_held``."""
-    def read(round_id: str) -> pd.DataFrame:
+#: Reads an export of a round for ``tables_held``: (round id, kept version) -> the round.
+ReadExport = Callable[[str, str], pd.DataFrame]
+
+
+def export_reader(engine, policy: Policy, folder: Path,
+                  read_kept: Callable[[str, str], Path]) -> ReadExport:
+    """Reads the export a delivered table was made from: a kept one by its version
+    (``read_kept``: its staged file, checked), or, for tables kept without one (version ""),
+    the survey database's export as a pull reads it (its contract checked)."""
+    def read(round_id: str, version: str) -> pd.DataFrame:
+        if version:
+            try:
+                return staging.read_staged(read_kept(round_id, version))
+            except (FileNotFoundError, ValueError) as exc:
+                raise NotAsDelivered(f"{round_id}: the export its tables were made from "
+                                     f"cannot be read: {exc}") from None
         path = staging.staged_round_path(folder, round_id)
         try:
             pull_round(engine, round_id, policy, path)
@@ -394,7 +407,8 @@ def package_deliveries(
     ledger: Ledger,
     created_at: datetime,
     workers: int | None = None,
-    read_partial: Callable[[str], pd.DataFrame] | None = None,
+    read_export: ReadExport | None = None,
+    version: str = "",
 ) -> list[Delivery]:
     """One AES zip per planned delivery, from one in-memory copy of the round. The tables one
     organisation receives from the round (its agreements, levels, field focal points) are
@@ -405,11 +419,13 @@ def package_deliveries(
     this process). Passwords are read here first: ``password_for``
     may talk to Airflow, which a forked child must not. The ledger is asked here too.
 
-    A partial round's packages keep what they show in the ledger (``shown``); a cleaned
-    round's are protected with what each organisation was shown of its partial round, read
-    by ``read_partial`` (withheld, and said why, where that cannot be rebuilt as delivered)."""
+    A partial round's packages keep what they show in the ledger (``shown``), with the
+    ``version`` of the export they are made from (kept by the caller). Packages are protected
+    with what each organisation was shown of the round's other exports (a cleaned round's
+    partial ones, a partial round's earlier ones), read by ``read_export`` (withheld, and
+    said why, where that cannot be rebuilt as delivered)."""
     ruleset = ruleset_for(policy, meta.country)
-    held = tables_held(ledger, policy, meta, plans, ruleset, read_partial)
+    held = tables_held(ledger, policy, meta, plans, ruleset, read_export, round_df, version)
     plans = [replace(p, status="refused", reason=held[p.organisation_id])
              if p.status == "planned" and isinstance(held.get(p.organisation_id), str) else p
              for p in plans]
@@ -423,7 +439,7 @@ def package_deliveries(
     job = _Job(round_df, meta, ruleset, policy, out_dir, created_at,
                {v: password_for(v) for v in variables},
                alike(organisations, lambda o: held.get(o, ((), []))[0]), held,
-               keep=meta.status == "partial")
+               keep=meta.status == "partial", version=version)
     packaged = {id(plan): fields
                 for group, results in zip(job.groups, _package_groups(
                     job, package_workers() if workers is None else workers), strict=True)
@@ -453,44 +469,53 @@ def package_deliveries(
 
 
 def tables_held(ledger: Ledger, policy: Policy, meta: RoundMeta, plans: Sequence[Delivery],
-                ruleset: RuleSet, read_partial: Callable[[str], pd.DataFrame] | None
+                ruleset: RuleSet, read_export: ReadExport | None,
+                round_df: pd.DataFrame | None = None, version: str = ""
                 ) -> dict[str, tuple[tuple[str, ...], list] | str]:
-    """For a cleaned round: per organisation about to receive it, the tables it holds of the
-    round's partial version (their content hashes and ``disclosure.Delivered``), or why they
-    cannot be known as delivered (then its packages are withheld)."""
-    partial = partial_of(meta.round_id)
+    """Per organisation about to receive the round, the tables it holds of the round's
+    exports (their content hashes and ``disclosure.Delivered``): for a cleaned round, those of
+    its partial version; for a partial round, those of any export of it, this one too (the
+    agreement may have changed since; ``round_df`` is this one, at ``version``). Or why they
+    cannot be known as delivered: then its packages are withheld."""
     organisations = {p.organisation_id: p for p in plans if p.status == "planned"}
-    if partial is None or not organisations:
+    other = partial_of(meta.round_id) or meta.round_id
+    if not organisations or meta.status not in ("partial", "cleaned"):
         return {}
-    rows, shown_by_content = ledger.shown_of(partial)
+    rows, shown_by_content = ledger.shown_of(other)
     if not rows:
         return {}
-    frame: list[pd.DataFrame] = []  # read once, if any organisation holds the partial round
+    frames: dict[tuple[str, str], pd.DataFrame] = {}  # each export read once, if at all
+    if round_df is not None:
+        frames[(meta.round_id, version)] = round_df
+
+    def held_table(kept: Shown) -> Delivered:
+        key = (kept.round_id, kept.version)
+        if key not in frames:
+            if read_export is None:
+                raise NotAsDelivered("no survey database to read it from")
+            frames[key] = read_export(*key)
+        if frames[key] is round_df:  # this export, as a version of its own (linked by value)
+            frames[key] = round_df.copy(deep=False)
+        return delivered(kept, frames[key], ruleset, _rows_of)
+
     out: dict[str, tuple[tuple[str, ...], list] | str] = {}
     for organisation, plan in organisations.items():
         mine = _contents_held(rows, policy, organisation)
-        kept = [shown_by_content[c] for c in mine if c in shown_by_content]
-        unknown = [c for c in mine if c not in shown_by_content]
         why = ""
-        if unknown:
+        if unknown := [c for c in mine if c not in shown_by_content]:
             why = (f"{len(unknown)} table(s) delivered without a record of what they showed "
                    "(before this version kept them)")
-        elif kept and read_partial is None:
-            why = "no survey database to read it from"
-        elif kept:
+        elif mine:
             try:
-                if not frame:
-                    frame.append(read_partial(partial))
-                held = [delivered(k, frame[0], ruleset, _rows_of) for k in kept]
+                out[organisation] = (tuple(mine),
+                                     [held_table(shown_by_content[c]) for c in mine])
             except (NotAsDelivered, source.RoundNotFound) as exc:
                 why = str(exc)
-            else:
-                out[organisation] = (tuple(k.content_sha256 for k in kept), held)
         if why:
             out[organisation] = (
-                f"withheld: {plan.organisation} holds {partial}, and its cleaned tables must be "
+                f"withheld: {plan.organisation} holds tables of {other}, and these must be "
                 f"protected with what it was shown there, which cannot be known: {why}. Review "
-                "what it holds, then deliver by hand, or restore the partial round as it was")
+                "what it holds, then deliver by hand, or restore the round's export as it was")
     return out
 
 
@@ -508,15 +533,15 @@ def _contents_held(rows: Sequence[tuple[str, str, str]], policy: Policy,
 def round_columns(round_id: str, plans: Sequence[Delivery], columns: Sequence[str],
                   ledger: Ledger, policy: Policy) -> list[str]:
     """Of a staged round's ``columns``, those the package task reads for ``plans``:
-    ``packaged_columns``, or every column of a cleaned round whose partial version an
-    organisation of ``plans`` holds (the two versions' tables are linked cell by cell, and
-    through additive groups by columns this round's packages do not show)."""
-    partial = partial_of(round_id)
-    if partial is not None:
-        rows = ledger.delivered_contents(partial)
-        if rows and any(_contents_held(rows, policy, p.organisation_id)
-                        for p in plans if p.status == "planned"):
-            return list(columns)
+    ``packaged_columns``, or every column where an organisation of ``plans`` holds tables of
+    another export of the round (a cleaned round's partial one, a partial round's earlier
+    ones, or this very export: the versions' tables are linked cell by cell, and through
+    additive groups by columns this round's packages do not show)."""
+    other = partial_of(round_id) or round_id  # a partial round: its earlier exports
+    rows = ledger.delivered_contents(other)
+    if rows and any(_contents_held(rows, policy, p.organisation_id)
+                    for p in plans if p.status == "planned"):
+        return list(columns)
     return packaged_columns(plans, columns)
 
 
@@ -557,6 +582,7 @@ class _Job:
     # organisation id -> (content hashes, tables) it holds of the round's partial version
     held: dict[str, tuple[tuple[str, ...], list]] = field(default_factory=dict)
     keep: bool = False  # keep what each package shows (a partial round's)
+    version: str = ""  # the kept export the packages are made from (a partial round's)
 
 
 def alike(organisations: list[list[Delivery]],
@@ -650,7 +676,7 @@ def _package_alike(job: _Job, organisations: list[list[Delivery]]) -> list[list[
         }
         if job.keep:
             fields["shown"] = shown(content, plan.selection, plan.areas, job.meta.round_id,
-                                    package.content_sha256).to_json()
+                                    package.content_sha256, job.version).to_json()
         return fields
 
     # The zips are independent, and their CSV, deflate, AES and SHA-256 release the GIL: an

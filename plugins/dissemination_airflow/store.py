@@ -83,7 +83,7 @@ class RunStage:
         size = local.stat().st_size
         consume = local.resolve().parent == (_scratch_root() / self.name).resolve()
         if self.local:
-            dest = run_folder(Path(self.base.path), self.run_id) / name
+            dest = self._folder() / name
             temp = dest.with_name(f".{name}.{uuid.uuid4().hex}.part")
             try:
                 moved = False
@@ -168,6 +168,10 @@ class RunStage:
 
     # --- this worker -------------------------------------------------------------------------
 
+    def _folder(self) -> Path:
+        """The store's folder, when it is local."""
+        return run_folder(Path(self.base.path), self.run_id)
+
     def local_dir(self) -> Path:
         """A private scratch folder for this run on this worker (build files here, then put)."""
         return private_dir(private_dir(_scratch_root()) / self.name)
@@ -201,6 +205,71 @@ class RunStage:
     def _missing(self, name: str) -> StagedFileMissing:
         return StagedFileMissing(f"{self._where(name)} is missing (the run's stage was removed or "
                                  "never written): clear the run from its first task")
+
+
+class ExportChanged(PermanentError, ValueError):
+    """A kept export is not what was kept: its bytes no longer hash to its version."""
+
+
+class KeptExports(RunStage):
+    """The exports of partial rounds that packages were made from, kept beyond their runs
+    (``shown``: a later export or the cleaned round is judged with the tables each delivered),
+    in the staging store under ``exports/`` (which ``sweep`` never touches). A file is named by
+    its round and its SHA-256, its version, and checked against it when read again. Removing
+    one fails closed: the organisations holding its tables are withheld their next version of
+    the round, saying why."""
+
+    FOLDER = "exports"
+
+    def __init__(self, base=None):
+        super().__init__(self.FOLDER, base)
+        self.name = self.FOLDER
+        self.path = self.base / self.FOLDER
+
+    def __repr__(self) -> str:
+        return f"KeptExports(at {public_url(self.path)})"
+
+    def keep(self, staged: Path, round_id: str) -> str:
+        """Keep a staged round (unless kept already); its version."""
+        version = _sha256(staged)
+        name = self._name(round_id, version)
+        try:
+            self._info(name)
+        except StagedFileMissing:
+            self.put(staged, name)
+        return version
+
+    def read(self, round_id: str, version: str) -> Path:
+        """A local path to the kept export of ``round_id`` at ``version``, checked."""
+        path = self.fetch(self._name(round_id, version))
+        if _sha256(path) != version:
+            raise ExportChanged(f"{self._where(self._name(round_id, version))}: its bytes no "
+                                "longer hash to its version (changed or damaged since kept)")
+        return path
+
+    @staticmethod
+    def _name(round_id: str, version: str) -> str:
+        from dissemination.ids import check_round_id
+
+        if not re.fullmatch(r"[0-9a-f]{64}", version):
+            raise ValueError(f"kept export of {round_id}: {version!r} is not a version")
+        return f"{check_round_id(round_id, 'kept exports')}.{version}.arrow"
+
+    def _folder(self) -> Path:
+        return private_dir(private_dir(Path(self.base.path)) / self.FOLDER)
+
+    def _where(self, name: str) -> str:
+        return f"kept export {name!r} in {public_url(self.path)}"
+
+    def _missing(self, name: str) -> StagedFileMissing:
+        return StagedFileMissing(f"{self._where(name)} is missing (removed from the store)")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _scratch_root() -> Path:

@@ -158,7 +158,7 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
     from dissemination.ledger import Ledger
     from dissemination.source import RoundMeta
     from dissemination.staging import read_staged, staged_columns
-    from dissemination.steps import Delivery, package_deliveries, partial_reader, round_columns
+    from dissemination.steps import Delivery, export_reader, package_deliveries, round_columns
 
     from . import (
         LEDGER_DB_CONN_ID,
@@ -168,12 +168,12 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
         engine,
         package_password,
     )
-    from .store import RunStage
+    from .store import KeptExports, RunStage
 
     policy, ledger = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID))
-    stage = RunStage(run_id)
-    # A cleaned round is protected with the partial one its recipients hold: read again if so.
-    read_partial = partial_reader(engine(SURVEY_DB_CONN_ID), policy, stage.local_dir())
+    stage, kept = RunStage(run_id), KeptExports()
+    # A round is protected with its other exports its recipients hold: read again if so.
+    read_export = export_reader(engine(SURVEY_DB_CONN_ID), policy, stage.local_dir(), kept.read)
     plans = [Delivery.from_xcom(p) for p in stage.read_json(planned["plans"])["deliveries"]]
     out = []
     for round_ in stage.read_json(validated["rounds"])["passed"]:
@@ -182,10 +182,13 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
             continue
         path = stage.fetch(round_["path"])
         columns = round_columns(round_["round_id"], mine, staged_columns(path), ledger, policy)
+        # A partial export is kept before any package shows it: the next is judged with it.
+        version = kept.keep(path, round_["round_id"]) if round_["status"] == "partial" and any(
+            p.status == "planned" for p in mine) else ""
         out += package_deliveries(
             read_staged(path, columns=columns),
             RoundMeta.from_xcom(round_), mine, policy, stage.local_dir(), package_password,
-            ledger, pendulum.now("UTC"), read_partial=read_partial,
+            ledger, pendulum.now("UTC"), read_export=read_export, version=version,
         )
     out = [replace(d, package_path=stage.put(Path(d.package_path), Path(d.package_path).name))
            if d.package_path else d for d in out]  # staged: any worker can deliver it
