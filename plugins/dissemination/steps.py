@@ -478,8 +478,8 @@ def tables_held(ledger: Ledger, policy: Policy, meta: RoundMeta, plans: Sequence
     agreement may have changed since; ``round_df`` is this one, at ``version``). Or why they
     cannot be known as delivered: then its packages are withheld."""
     organisations = {p.organisation_id: p for p in plans if p.status == "planned"}
-    other = partial_of(meta.round_id) or meta.round_id
-    if not organisations or meta.status not in ("partial", "cleaned"):
+    other = partial_of(meta.round_id) if meta.status == "cleaned" else meta.round_id
+    if other is None or not organisations:
         return {}
     rows, shown_by_content = ledger.shown_of(other)
     if not rows:
