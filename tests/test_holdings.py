@@ -249,18 +249,23 @@ def test_an_old_ledger_is_refused_until_upgraded_then_gains_the_organisation_col
     assert "organisation_id" in {c["name"] for c in sa.inspect(engine).get_columns("deliveries")}
 
 
-def test_a_second_agreement_cannot_get_a_round_its_organisation_already_holds_from_another_run(
+def test_a_second_agreement_gets_a_round_its_organisation_holds_judged_with_what_it_received(
         split, tmp_path, sftp_server):
-    """Tables of one round are suppressed jointly within a run; a later run could not include
-    what was delivered, so it refuses and says how to deliver both together."""
+    """A round one agreement received in an earlier run goes to the organisation's second
+    agreement in a later one, its tables judged with the first's as delivered (kept in the
+    ledger): the same joint suppression as within one run (``tables_held``)."""
     ledger = _ledger(tmp_path)
     meta, df = _round(columns=("round_id", "site_id", "feeling_of_safety"))
     plans = _plan(split, meta, df, _state(ledger, split), only=["protection-safety"])
-    _deliver_and_record(split, meta, df, plans, ledger, tmp_path, sftp_server)
+    (first,) = _deliver_and_record(split, meta, df, plans, ledger, tmp_path, sftp_server)
+    assert first.status == "recorded"
 
     (again,) = _plan(split, meta, df, _state(ledger, split), only=["protection-safety"])
     assert again.status == "planned"  # a re-run of the same agreement: the ledger dedupes it
     (other,) = _plan(split, meta, df, _state(ledger, split), only=["protection-military"])
-    assert other.status == "refused"
-    assert "already holds round NGA-R001-partial (protection-safety at site" in other.reason
-    assert "['protection-military', 'protection-safety']" in other.reason
+    assert other.status == "planned"
+    held = steps.tables_held(ledger, split, meta, [other], split.rulesets["NGA"], None, df)
+    assert held[other.organisation_id][0] == (first.content_sha256,)
+    (packaged,) = steps.package_deliveries(df, meta, [other], split, tmp_path / "pk2",
+                                           lambda variable: PASSWORD, ledger, NOW)
+    assert packaged.status == "packaged" and packaged.content_sha256 != first.content_sha256

@@ -374,18 +374,20 @@ def test_a_cleaned_round_is_protected_with_the_partial_tables_its_recipient_hold
         refused.reason
 
 
-def _per_state_policy(include):
-    """unicef-nga's medium tier revised to per state (small counts suppressed), its primary
-    alone receiving it."""
+def _tier_policy(include, tier: str, per_state: bool):
+    """unicef-nga's ``tier`` per site or per state (small counts suppressed), received by its
+    primary alone."""
     import yaml
 
     from dissemination.policy import load_policy
 
     path = include / "agreements" / "unicef-nga.yaml"
     agreement = yaml.safe_load(path.read_text())
-    agreement["tiers"]["medium"]["aggregate_to"] = "admin1"
-    agreement["tiers"]["medium"]["indicators"] = ["round_id", "admin1_pcode", "admin1_name",
-                                                  "unaccompanied_children"]
+    agreement["tiers"][tier] = {
+        **{k: v for k, v in agreement["tiers"][tier].items() if k != "exact_counts"},
+        **({"aggregate_to": "admin1", "indicators": ["round_id", "admin1_pcode", "admin1_name",
+                                                     "unaccompanied_children"]} if per_state else
+           {"indicators": ["round_id", "site_id", "admin1_pcode", "unaccompanied_children"]})}
     path.write_text(yaml.safe_dump(agreement))
     people = include / "focal_points" / "unicef-nga.yaml"
     focal = yaml.safe_load(people.read_text())
@@ -394,39 +396,42 @@ def _per_state_policy(include):
     return load_policy(include)
 
 
-def _medium(policy, meta, df, ledger, folder, exports, version, server=None):
-    """The medium packages of ``meta``'s export ``version`` for unicef-nga (delivered through
-    ``server`` if given): the primary's children per row, or its delivery if not packaged."""
+def _children(policy, meta, df, ledger, folder, exports, version, server=None):
+    """unicef-nga's package of ``meta``'s export ``version`` (delivered through ``server`` if
+    given): children per site or state, or the delivery if not packaged."""
     from dissemination.package import open_package
 
-    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+    urgency = Urgency.MEDIUM if meta.status == "partial" else Urgency.LOW
+    plans = steps.plan_deliveries(policy, meta, list(df.columns), urgency,
                                   today=date(2026, 11, 2), only=("unicef-nga",))
-    packaged = steps.package_deliveries(
+    (package,) = steps.package_deliveries(
         df, meta, plans, policy, folder, lambda variable: PASSWORD, ledger, NOW,
         read_export=lambda rid, v: exports[v], version=version)
+    if package.status != "packaged":
+        return package
     if server is not None:
-        for package in packaged:
-            done = steps.deliver(package, lambda conn: server.target(), policy, ledger, NOW,
-                                 "run")
-            assert done.status == "recorded"
-    main = next(d for d in packaged if d.recipient == "primary")
-    if main.status != "packaged":
-        return main
-    _, data = open_package(main.package_path, PASSWORD)
+        done = steps.deliver(package, lambda conn: server.target(), policy, ledger, NOW, "run")
+        assert done.status == "recorded"
+    _, data = open_package(package.package_path, PASSWORD)
     key = "admin1_pcode" if "site_id" not in data else "site_id"
     return {k: None if pd.isna(v) else int(v)
             for k, v in zip(data[key], data["unaccompanied_children"], strict=True)}
 
 
-def test_a_partial_round_exported_again_is_protected_with_the_export_delivered_before(
-        include, round_nga, server, tmp_path):
+@pytest.mark.parametrize("status", ["partial", "cleaned"])
+def test_a_round_exported_again_is_protected_with_the_export_delivered_before(
+        status, include, round_nga, server, tmp_path):
     """The first export goes out per site, a count of 2 hidden. The agreement is then revised
-    to per state, and the round exported again (a site of another state added): the state
-    total minus the sites seen gives the 2 back. Judged with the first export as kept (its
-    version, as the package task keeps it), the total is hidden; with nothing held, shown."""
+    to per state, and the round exported again (a partial round corrected in the urgent
+    window, a cleaned one republished; a site of another state added): the state total minus
+    the sites seen gives the 2 back. Judged with the first export as kept (its version, as the
+    package task keeps it), the total is hidden; with nothing held, shown."""
     from dissemination.ledger import tables_shown
 
     meta, six = _six_sites(round_nga, [2, 9, 8, 7, 6, 5])
+    if status == "cleaned":
+        meta, six = _cleaned(meta, six)
+    tier = "medium" if status == "partial" else "low"
     state = six["admin1_pcode"][0]
     other = round_nga[1][round_nga[1]["admin1_pcode"] != state].head(1)
     seven = pd.concat([six, other.assign(round_id=meta.round_id)], ignore_index=True)
@@ -434,20 +439,21 @@ def test_a_partial_round_exported_again_is_protected_with_the_export_delivered_b
     v1, v2, v3 = "1" * 64, "2" * 64, "3" * 64
     exports = {v1: six, v2: seven}
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
-    first = _medium(_versions_policy(include), meta, six, ledger, tmp_path / "p1", exports, v1,
-                    server)
+    first = _children(_tier_policy(include, tier, per_state=False), meta, six, ledger,
+                      tmp_path / "p1", exports, v1, server)
     assert list(first.values()) == [None, 9, 8, 7, 6, 5]
-    kept = next(iter(ledger.shown_of(meta.round_id)[1].values()))
+    (kept,) = ledger.shown_of(meta.round_id)[1].values()
     assert kept.version == v1
 
-    policy = _per_state_policy(include)
+    policy = _tier_policy(include, tier, per_state=True)
     alone = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'alone.db'}"))
-    assert _medium(policy, meta, seven, alone, tmp_path / "p0", exports, v2)[state] == 37
-    plans = steps.plan_deliveries(policy, meta, list(seven.columns), Urgency.MEDIUM,
+    assert _children(policy, meta, seven, alone, tmp_path / "p0", exports, v2)[state] == 37
+    urgency = Urgency.MEDIUM if status == "partial" else Urgency.LOW
+    plans = steps.plan_deliveries(policy, meta, list(seven.columns), urgency,
                                   today=date(2026, 11, 2), only=("unicef-nga",))
     assert steps.round_columns(meta.round_id, plans, list(seven.columns), ledger, policy) \
         == list(seven.columns)  # read whole: the exports are linked by site
-    assert _medium(policy, meta, seven, ledger, tmp_path / "p2", exports, v2)[state] is None
+    assert _children(policy, meta, seven, ledger, tmp_path / "p2", exports, v2)[state] is None
 
     # The first export's kept copy is gone (removed from the store): withheld, saying why.
     def gone(rid, version):
@@ -457,20 +463,17 @@ def test_a_partial_round_exported_again_is_protected_with_the_export_delivered_b
                                           lambda variable: PASSWORD, ledger, NOW,
                                           read_export=gone, version=v3)
     assert refused.status == "refused"
-    assert "withheld: UNICEF holds tables of NGA-R001-partial" in refused.reason
+    assert f"withheld: UNICEF holds tables of {meta.round_id}" in refused.reason
     assert "cannot be read" in refused.reason
 
-    # Kept before exports were (no version): rebuilt from the survey database's export, which
-    # gives back the tables delivered while their sites are as they were; else withheld.
+    # Kept before exports were (no version): rebuilt from the survey database's export. The
+    # first, still there: rebuilt, and judged with; the second: not as delivered, withheld.
     with ledger.engine.begin() as conn:
-        for row in conn.execute(sa.select(tables_shown)).mappings().all():
-            conn.execute(tables_shown.update().where(
-                tables_shown.c.content_sha256 == row["content_sha256"]).values(
-                shown=row["shown"].replace(f', "version": "{v1}"', "")))
+        conn.execute(tables_shown.update().values(
+            shown=kept.to_json().replace(f', "version": "{v1}"', "")))
     assert {k.version for k in ledger.shown_of(meta.round_id)[1].values()} == {""}
+    exports[""] = six
+    assert _children(policy, meta, six, ledger, tmp_path / "p4", exports, "")[state] is None
     exports[""] = seven
-    assert _medium(policy, meta, seven, ledger, tmp_path / "p4", exports, v2)[state] is None
-    exports[""] = changed = seven.assign(
-        unaccompanied_children=_counts([2, 9, 8, 7, 6, 4, 40]))
-    refused = _medium(policy, meta, changed, ledger, tmp_path / "p5", exports, v3)
-    assert refused.status == "refused" and "not the table delivered" in refused.reason
+    refused = _children(policy, meta, seven, ledger, tmp_path / "p5", exports, v2)
+    assert refused.status == "refused" and "does not rebuild" in refused.reason

@@ -308,8 +308,7 @@ def plan_deliveries(
         holdings = state.of(agreement.organisation, name, meta.country)
         selection = select_for_agreement(base, ruleset, agreement, urgency, active=active,
                                          held=holdings)
-        reason = refusal(policy, agreement, today) or _joint_refusal(holdings, agreement,
-                                                                      meta.round_id)
+        reason = refusal(policy, agreement, today)
         tier = agreement.tiers.get(urgency)
         deadline = (meta.collected_at + timedelta(hours=tier.window_hours)).isoformat() \
             if urgency is Urgency.MEDIUM else ""
@@ -348,20 +347,6 @@ def plan_deliveries(
                 )
             )
     return plans
-
-
-def _joint_refusal(holdings, agreement, round_id: str) -> str:
-    """The tables one organisation receives from a round are suppressed jointly, in one run.
-    A new delivery of a round it already received under another agreement would be suppressed
-    without the tables it holds, and could be differenced against them: refuse, and say how."""
-    earlier = holdings.earlier_deliveries(round_id)
-    if not earlier or any(h.agreement_id == agreement.id for h in earlier):
-        return ""
-    others = sorted({f"{h.agreement_id} at {h.level}" for h in earlier})
-    return (f"withheld: {holdings.name} already holds round {round_id} ({', '.join(others)}, "
-            "delivered by an earlier run); every table one organisation receives from a round "
-            "is suppressed jointly with the others, so deliver them in one run (trigger it with "
-            f"all of them: {sorted({h.agreement_id for h in earlier} | {agreement.id})})")
 
 
 def check_policy(delivery: Delivery, policy: Policy) -> None:
@@ -419,11 +404,11 @@ def package_deliveries(
     this process). Passwords are read here first: ``password_for``
     may talk to Airflow, which a forked child must not. The ledger is asked here too.
 
-    A partial round's packages keep what they show in the ledger (``shown``), with the
-    ``version`` of the export they are made from (kept by the caller). Packages are protected
-    with what each organisation was shown of the round's other exports (a cleaned round's
-    partial ones, a partial round's earlier ones), read by ``read_export`` (withheld, and
-    said why, where that cannot be rebuilt as delivered)."""
+    Every package keeps what it shows in the ledger (``shown``), with the ``version`` of the
+    export it is made from (kept by the caller). Packages are protected with what each
+    organisation was shown of the round's exports, under any of its agreements and in any run
+    (a cleaned round's partial ones too), read by ``read_export`` (withheld, and said why,
+    where that cannot be rebuilt as delivered)."""
     ruleset = ruleset_for(policy, meta.country)
     held = tables_held(ledger, policy, meta, plans, ruleset, read_export, round_df, version)
     plans = [replace(p, status="refused", reason=held[p.organisation_id])
@@ -439,7 +424,7 @@ def package_deliveries(
     job = _Job(round_df, meta, ruleset, policy, out_dir, created_at,
                {v: password_for(v) for v in variables},
                alike(organisations, lambda o: held.get(o, ((), []))[0]), held,
-               keep=meta.status == "partial", version=version)
+               version=version)
     packaged = {id(plan): fields
                 for group, results in zip(job.groups, _package_groups(
                     job, package_workers() if workers is None else workers), strict=True)
@@ -473,16 +458,15 @@ def tables_held(ledger: Ledger, policy: Policy, meta: RoundMeta, plans: Sequence
                 round_df: pd.DataFrame | None = None, version: str = ""
                 ) -> dict[str, tuple[tuple[str, ...], list] | str]:
     """Per organisation about to receive the round, the tables it holds of the round's
-    exports (their content hashes and ``disclosure.Delivered``): for a cleaned round, those of
-    its partial version; for a partial round, those of any export of it, this one too (the
-    agreement may have changed since; ``round_df`` is this one, at ``version``). Or why they
-    cannot be known as delivered: then its packages are withheld."""
+    exports (their content hashes and ``disclosure.Delivered``), under any agreement and from
+    any run: those of any export of this round, this one too (the agreement may have changed
+    since; ``round_df`` is this one, at ``version``), and a cleaned round's partial ones. Or
+    why they cannot be known as delivered: then its packages are withheld."""
     organisations = {p.organisation_id: p for p in plans if p.status == "planned"}
-    other = partial_of(meta.round_id) if meta.status == "cleaned" else meta.round_id
-    if other is None or not organisations:
+    if not organisations:
         return {}
-    rows, shown_by_content = ledger.shown_of(other)
-    if not rows:
+    records = [(r, *ledger.shown_of(r)) for r in _versions_of(meta.round_id)]
+    if not any(rows for _, rows, _ in records):
         return {}
     frames: dict[tuple[str, str], pd.DataFrame] = {}  # each export read once, if at all
     if round_df is not None:
@@ -500,23 +484,33 @@ def tables_held(ledger: Ledger, policy: Policy, meta: RoundMeta, plans: Sequence
 
     out: dict[str, tuple[tuple[str, ...], list] | str] = {}
     for organisation, plan in organisations.items():
-        mine = _contents_held(rows, policy, organisation)
-        why = ""
-        if unknown := [c for c in mine if c not in shown_by_content]:
-            why = (f"{len(unknown)} table(s) delivered without a record of what they showed "
-                   "(before this version kept them)")
-        elif mine:
+        contents, tables, why, holds = [], [], "", ""
+        for holds, rows, shown_by_content in records:
+            mine = _contents_held(rows, policy, organisation)
+            if unknown := [c for c in mine if c not in shown_by_content]:
+                why = (f"{len(unknown)} table(s) delivered without a record of what they "
+                       "showed (before this version kept them)")
+                break
             try:
-                out[organisation] = (tuple(mine),
-                                     [held_table(shown_by_content[c]) for c in mine])
+                tables += [held_table(shown_by_content[c]) for c in mine]
             except (NotAsDelivered, source.RoundNotFound) as exc:
                 why = str(exc)
+                break
+            contents += mine
         if why:
             out[organisation] = (
-                f"withheld: {plan.organisation} holds tables of {other}, and these must be "
+                f"withheld: {plan.organisation} holds tables of {holds}, and these must be "
                 f"protected with what it was shown there, which cannot be known: {why}. Review "
                 "what it holds, then deliver by hand, or restore the round's export as it was")
+        elif contents:
+            out[organisation] = (tuple(contents), tables)
     return out
+
+
+def _versions_of(round_id: str) -> list[str]:
+    """The rounds whose delivered tables a round's packages are judged with: itself (its
+    exports), and a cleaned round's partial version."""
+    return [round_id, *filter(None, [partial_of(round_id)])]
 
 
 def _contents_held(rows: Sequence[tuple[str, str, str]], policy: Policy,
@@ -534,14 +528,13 @@ def round_columns(round_id: str, plans: Sequence[Delivery], columns: Sequence[st
                   ledger: Ledger, policy: Policy) -> list[str]:
     """Of a staged round's ``columns``, those the package task reads for ``plans``:
     ``packaged_columns``, or every column where an organisation of ``plans`` holds tables of
-    another export of the round (a cleaned round's partial one, a partial round's earlier
-    ones, or this very export: the versions' tables are linked cell by cell, and through
-    additive groups by columns this round's packages do not show)."""
-    other = partial_of(round_id) or round_id  # a partial round: its earlier exports
-    rows = ledger.delivered_contents(other)
-    if rows and any(_contents_held(rows, policy, p.organisation_id)
-                    for p in plans if p.status == "planned"):
-        return list(columns)
+    the round (of any export, or of a cleaned round's partial one: the versions' tables are
+    linked cell by cell, and through additive groups by columns these packages do not show)."""
+    for held in _versions_of(round_id):
+        rows = ledger.delivered_contents(held)
+        if rows and any(_contents_held(rows, policy, p.organisation_id)
+                        for p in plans if p.status == "planned"):
+            return list(columns)
     return packaged_columns(plans, columns)
 
 
@@ -581,8 +574,7 @@ class _Job:
     groups: list[list[list[Delivery]]]  # organisations alike (``alike``), each its plans
     # organisation id -> (content hashes, tables) it holds of the round's partial version
     held: dict[str, tuple[tuple[str, ...], list]] = field(default_factory=dict)
-    keep: bool = False  # keep what each package shows (a partial round's)
-    version: str = ""  # the kept export the packages are made from (a partial round's)
+    version: str = ""  # the kept export the packages are made from
 
 
 def alike(organisations: list[list[Delivery]],
@@ -674,9 +666,8 @@ def _package_alike(job: _Job, organisations: list[list[Delivery]]) -> list[list[
             "columns": tuple(package.manifest["columns"]),
             "explanation": tuple(explanation_lines(package.manifest["explanation"])),
         }
-        if job.keep:
-            fields["shown"] = shown(content, plan.selection, plan.areas, job.meta.round_id,
-                                    package.content_sha256, job.version).to_json()
+        fields["shown"] = shown(content, plan.selection, plan.areas, job.meta.round_id,
+                                package.content_sha256, job.version).to_json()
         return fields
 
     # The zips are independent, and their CSV, deflate, AES and SHA-256 release the GIL: an

@@ -182,8 +182,8 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
             continue
         path = stage.fetch(round_["path"])
         columns = round_columns(round_["round_id"], mine, staged_columns(path), ledger, policy)
-        # A partial export is kept before any package shows it: the next is judged with it.
-        version = kept.keep(path, round_["round_id"]) if round_["status"] == "partial" and any(
+        # An export is kept before any package shows it: the next is judged with it.
+        version = kept.keep(path, round_["round_id"]) if any(
             p.status == "planned" for p in mine) else ""
         out += package_deliveries(
             read_staged(path, columns=columns),
