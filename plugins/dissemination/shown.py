@@ -4,7 +4,7 @@ A round is delivered twice to many organisations: raw (partial, medium path) and
 (monthly). Where cleaning left values as they were, the organisation can difference one table
 against the other, so the cleaned tables are protected with the partial ones held as delivered
 (``disclosure.Delivered``). Those blanks came from a joint suppression that cannot be re-run
-later, so each partial package keeps, in the ledger, what rebuilds its table from the round
+later, so each package keeps, in the ledger, what rebuilds its table from the round
 (level, columns in order, exact counts, a field focal point's areas) and where its blanks are
 (a bit per cell of each count column): no value of the round.
 
@@ -13,12 +13,13 @@ organisation received): a round exported again since, a policy whose contract no
 otherwise, or a tampered record all fail that check, and the organisation's cleaned packages
 are then withheld rather than judged against a table it never saw.
 
-A partial round is often exported again under the same id (a count corrected within the urgent
-window) and delivered again, and the survey database keeps only its newest export. So the
-export a package was made from is kept too (``version``: the SHA-256 of the staged round, kept
-by the package task beyond its run), and a table is rebuilt from its own export: the cleaned
-round is judged with every partial export its organisation holds, and a partial export with
-the ones before it.
+A round is often exported again under the same id (a count corrected within the urgent
+window, a cleaned round republished) and delivered again, and the survey database keeps only
+its newest export. So every package keeps what it shows, and the export it was made from is
+kept too (``version``: the SHA-256 of the staged round, kept by the package task beyond its
+run): a table is rebuilt from its own export, and a round's packages are judged with every
+table the organisation holds of it and of its partial version, from any export, agreement and
+run.
 """
 
 from __future__ import annotations

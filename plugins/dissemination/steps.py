@@ -484,26 +484,29 @@ def tables_held(ledger: Ledger, policy: Policy, meta: RoundMeta, plans: Sequence
 
     out: dict[str, tuple[tuple[str, ...], list] | str] = {}
     for organisation, plan in organisations.items():
-        contents, tables, why, holds = [], [], "", ""
-        for holds, rows, shown_by_content in records:
+        contents, tables = [], []
+        for round_id, rows, shown_by_content in records:
             mine = _contents_held(rows, policy, organisation)
+            why = ""
             if unknown := [c for c in mine if c not in shown_by_content]:
                 why = (f"{len(unknown)} table(s) delivered without a record of what they "
                        "showed (before this version kept them)")
-                break
-            try:
-                tables += [held_table(shown_by_content[c]) for c in mine]
-            except (NotAsDelivered, source.RoundNotFound) as exc:
-                why = str(exc)
+            else:
+                try:
+                    tables += [held_table(shown_by_content[c]) for c in mine]
+                except (NotAsDelivered, source.RoundNotFound) as exc:
+                    why = str(exc)
+            if why:
+                out[organisation] = (
+                    f"withheld: {plan.organisation} holds tables of {round_id}, and these must "
+                    f"be protected with what it was shown there, which cannot be known: {why}. "
+                    "Review what it holds, then deliver by hand, or restore the round's export "
+                    "as it was")
                 break
             contents += mine
-        if why:
-            out[organisation] = (
-                f"withheld: {plan.organisation} holds tables of {holds}, and these must be "
-                f"protected with what it was shown there, which cannot be known: {why}. Review "
-                "what it holds, then deliver by hand, or restore the round's export as it was")
-        elif contents:
-            out[organisation] = (tuple(contents), tables)
+        else:
+            if contents:
+                out[organisation] = (tuple(contents), tables)
     return out
 
 

@@ -212,8 +212,8 @@ class ExportChanged(PermanentError, ValueError):
 
 
 class KeptExports(RunStage):
-    """The exports of partial rounds that packages were made from, kept beyond their runs
-    (``shown``: a later export or the cleaned round is judged with the tables each delivered),
+    """The exports of rounds that packages were made from, kept beyond their runs (``shown``:
+    a later export, or the cleaned round, is judged with the tables each delivered),
     in the staging store under ``exports/`` (which ``sweep`` never touches). A file is named by
     its round and its SHA-256, its version, and checked against it when read again. Removing
     one fails closed: the organisations holding its tables are withheld their next version of
