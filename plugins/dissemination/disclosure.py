@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -116,6 +116,9 @@ def build_contents(df: pd.DataFrame, parts: Sequence[tuple[Selection, np.ndarray
     """
     areas: dict[frozenset, frozenset] = {}
     tables = [_table(df, selection, rows, ruleset, areas) for selection, rows in parts]
+    if any(d.round is df for d in delivered):  # this very export: a version of its own,
+        same = df.copy(deep=False)  # its cells linked to this run's by value like any other
+        delivered = [replace(d, round=same) if d.round is df else d for d in delivered]
     if delivered:
         versions = _Versions(df, [d.round for d in delivered], ruleset.site_key)
         extra: list = []  # cells to protect that no table holds

@@ -478,8 +478,6 @@ def tables_held(ledger: Ledger, policy: Policy, meta: RoundMeta, plans: Sequence
             if read_export is None:
                 raise NotAsDelivered("no survey database to read it from")
             frames[key] = read_export(*key)
-        if frames[key] is round_df:  # this export, as a version of its own (linked by value)
-            frames[key] = round_df.copy(deep=False)
         return delivered(kept, frames[key], ruleset, _rows_of)
 
     out: dict[str, tuple[tuple[str, ...], list] | str] = {}
