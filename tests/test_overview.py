@@ -342,3 +342,36 @@ def test_the_page_reads_what_the_whole_history_says(policy, sql_engine, history)
                 if hours <= 24 * 30} - expected["delivered"]
         medium = _tier(status, "medium")
         assert (medium.freshness == "up to date") == (not owed), medium.detail
+
+
+def test_a_reader_of_some_countries_sees_nothing_of_the_others(include, ledger):
+    """Of an agreement covering NGA and SSD, NGA's reader sees NGA's failures only.
+
+    Countries are rights: no other country's name either, and the audit's verdict without its
+    line (a finding can name another country's round)."""
+    from dissemination.policy import load_policy
+
+    shared = "unicef-ssd"
+    agreement = include / "agreements" / f"{shared}.yaml"
+    agreement.write_text(agreement.read_text().replace("countries: [SSD]", "countries: [NGA, SSD]")
+                         .replace(", enumerator_comments]", "]"))  # Secret in NGA
+    policy = load_policy(include)
+    failure = DeliveryFailure(shared, "NGA-R003-partial", "medium", "main", "Achol Deng",
+                              "manual__r3", NOW - timedelta(hours=2), True, "AgreementRefused: x")
+    ledger.record_failure(failure)
+    ledger.record_failure(replace(failure, round_id="SSD-R002-partial", reason="UploadFailed: y"))
+    whole = _overview(policy, ledger)
+    nga = build_overview(policy, LedgerView.read(ledger, NOW, policy, "NGA"), NOW,
+                         verify(ledger.engine), readable=["NGA"])
+    assert [p.round_id for p in _agreement(whole, "SSD", shared).problems] == [
+        "SSD-R002-partial"]
+    assert [c.country for c in nga.countries] == list(nga.all_countries) == ["NGA"]
+    assert _agreement(nga, "NGA", shared) == _agreement(whole, "NGA", shared)
+    assert [p.round_id for p in _agreement(nga, "NGA", shared).problems] == [
+        "NGA-R003-partial"]
+    assert nga.totals["refused"] == 1 and whole.totals["refused"] == 2
+    assert "SSD" not in repr(nga) and "UploadFailed" not in repr(nga)
+    assert nga.audit.ok and nga.audit.line != whole.audit.line == verify(ledger.engine).line()
+    every = build_overview(policy, LedgerView.read(ledger, NOW), NOW, verify(ledger.engine),
+                           readable=whole.all_countries)
+    assert every == replace(whole, generated_at=every.generated_at)

@@ -3,8 +3,11 @@ Debian's Chromium through Playwright.
 
 The ledger holds a real urgent run's deliveries (``airflow dags test``) plus a refused delivery,
 a missed window and a rotated password written the way the pipeline writes them; the page's
-figures are checked against ``build_overview`` over the same ledger. Set
-``DISSEMINATION_SCREENSHOTS=docs`` to refresh the README's screenshot (``make screenshots``).
+figures are checked against ``build_overview`` over the same ledger. The api-server's auth
+manager grants rights per DAG and per country (``per_resource_auth_manager``), as FAB or
+Keycloak would: SimpleAuthManager lets every reader read everything, so it could not show a
+right missing. Set ``DISSEMINATION_SCREENSHOTS=docs`` to refresh the README's screenshot
+(``make screenshots``).
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from airflow_services import Service, airflow_path, api_ok, wait_for
+from airflow_services import TESTS, Service, airflow_path, api_ok, wait_for
 from conftest import POLICY_DIR
+from per_resource_auth_manager import EVERYTHING, GRANTS_ENV
 
 from dissemination.audit import verify
 from dissemination.devkit.local_sftp import free_port
@@ -32,6 +36,17 @@ REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 USER, PASSWORD = "officer", "officer-password-for-tests"
 CONF = {"country": "NGA", "justification": "UI test: a real urgent run fills the ledger"}
+PIPELINE = ["urgent_dissemination", "monthly_dissemination"]
+ROUTES = ["/dissemination/", "/dissemination/api/overview", "/dissemination/deliveries/1"]
+#: What each login may read. The forger reads one other DAG and every country: only the check
+#: of the pipeline's own DAGs stands between it and the page.
+GRANTS = {
+    USER: EVERYTHING,
+    "nga": {"dags": PIPELINE, "views": ["Dissemination:NGA"]},
+    "ssd": {"dags": PIPELINE, "views": ["Dissemination:SSD"]},
+    "forger": {"dags": ["round_intake"], "views": ["Dissemination:NGA", "Dissemination:SSD"]},
+    "stranger": {"dags": PIPELINE, "views": []},
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +66,17 @@ def ui(tmp_path_factory):
     ledger.alert_once("missed", "NGA-R000-partial/protection-cluster-nga", now)
     ledger.record_rotation("unicef-nga", "package_password_unicef_nga", now,
                            "Aisha Bello (+234 800 000 0001)")
-    passwords = home / "passwords.json"
-    passwords.write_text(json.dumps({USER: PASSWORD}))
+    passwords, grants = home / "passwords.json", home / "grants.json"
+    passwords.write_text(json.dumps({user: _password(user) for user in GRANTS}))
+    grants.write_text(json.dumps(GRANTS))
     port = free_port()
+    env = box.env()
     server = Service(["api-server", "--port", str(port)], {
-        **box.env(),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:viewer",
+        **env,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), env["PYTHONPATH"]]),
+        "AIRFLOW__CORE__AUTH_MANAGER": "per_resource_auth_manager.PerResourceAuthManager",
+        GRANTS_ENV: str(grants),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:viewer" for u in GRANTS),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         "PATH": airflow_path(),
@@ -72,14 +92,23 @@ def ui(tmp_path_factory):
         print(server.tail(4000))
 
 
-def _token(base: str) -> str:
-    reply = httpx.post(f"{base}/auth/token", json={"username": USER, "password": PASSWORD})
+def _password(user: str) -> str:
+    return PASSWORD if user == USER else f"{user}-password-for-tests"
+
+
+def _token(base: str, user: str = USER) -> str:
+    reply = httpx.post(f"{base}/auth/token", json={"username": user, "password": _password(user)})
     reply.raise_for_status()
     return reply.json()["access_token"]
 
 
-@pytest.mark.parametrize("path", ["/dissemination/", "/dissemination/api/overview",
-                                  "/dissemination/deliveries/1"])
+def _as(base: str, user: str) -> httpx.Client:
+    """A client that reads as ``user`` (a bearer token from Airflow's own login)."""
+    return httpx.Client(base_url=base, timeout=30,
+                        headers={"Authorization": f"Bearer {_token(base, user)}"})
+
+
+@pytest.mark.parametrize("path", ROUTES)
 def test_every_route_refuses_anonymous_and_forged_requests(ui, path):
     _, base = ui
     assert httpx.get(base + path).status_code == 401
@@ -162,6 +191,64 @@ def test_the_page_checks_the_chain_from_the_last_passing_audits_head(ui):
     finally:
         for variable in ("ledger_audit_anchor", "ledger_audit_failed"):
             box.airflow("variables", "delete", variable, check=False)
+
+
+@pytest.mark.parametrize("path", ROUTES)
+def test_a_dag_id_in_the_query_string_grants_nothing(ui, path):
+    """The page asks for the pipeline's own DAGs, whatever the request names.
+
+    Airflow's ``requires_access_dag`` without a DAG id checks the one in ``?dag_id=``: a reader
+    of any one DAG would read the page."""
+    box, base = ui
+    assert box.ledger().numbered(1)[0][1].country == "NGA"
+    with _as(base, "forger") as forger, _as(base, "nga") as nga:
+        for query in ({"dag_id": "round_intake"}, {}):
+            refused = forger.get(path, params=query)  # Airflow's own refusal of the DAGs
+            assert (refused.status_code, refused.json()) == (403, {"detail": "Forbidden"}), query
+            assert nga.get(path, params=query).status_code == 200, query
+
+
+def test_a_coordinator_reads_their_country_and_nothing_of_another(ui):
+    """NGA's coordinator reads NGA alone, and gets 403 for any other country's page or delivery.
+
+    Countries are rights, not a filter: the whole page shows NGA only, and a country that does
+    not exist is a 403 too (its 404 would list the countries)."""
+    box, base = ui
+    ledger, now = box.ledger(), datetime.now(UTC)
+    with _as(base, "nga") as nga, _as(base, "ssd") as ssd, _as(base, USER) as officer:
+        whole = nga.get("/dissemination/api/overview").json()
+        assert [c["country"] for c in whole["countries"]] == whole["all_countries"] == ["NGA"]
+        everyone = officer.get("/dissemination/api/overview").json()
+        assert whole["countries"] == [c for c in everyone["countries"] if c["country"] == "NGA"]
+        assert everyone["totals"]["refused"] == 1 and whole["totals"] == build_overview(
+            box.policy, LedgerView.read(ledger, now), now, readable=["NGA"]).totals
+        alone = nga.get("/dissemination/api/overview", params={"country": "NGA"}).json()
+        assert alone["countries"] == whole["countries"]
+        page = nga.get("/dissemination/").text
+        assert 'data-country="NGA"' in page
+        for shown in (json.dumps(whole), page):  # SSD's refusal, its focal point, its name
+            assert "SSD" not in shown and "Deng Garang" not in shown
+        for other in ("SSD", "BFA", "XYZ"):  # XYZ's 404 would list every country
+            for path in ROUTES[:2]:
+                refused = nga.get(path, params={"country": other})
+                assert refused.status_code == 403, (other, path, refused.text[:300])
+                assert f"'Dissemination:{other}'" in refused.json()["detail"]
+        assert "SSD" not in nga.get(ROUTES[1], params={"country": "XYZ"}).text
+        delivery = next(i for i, d in ledger.numbered() if d.country == "NGA")
+        assert nga.get(f"/dissemination/deliveries/{delivery}").status_code == 200
+        assert ssd.get(f"/dissemination/deliveries/{delivery}").status_code == 403
+        assert ssd.get("/dissemination/api/overview").json()["totals"]["refused"] == 1
+
+
+@pytest.mark.parametrize("path", ROUTES[:2])
+def test_a_reader_of_no_country_reads_no_page(ui, path):
+    """Reading the pipeline's DAGs is not enough: an empty page would still show the audit."""
+    _, base = ui
+    with _as(base, "stranger") as stranger:
+        for query in ({}, {"dag_id": "urgent_dissemination"}):
+            refused = stranger.get(path, params=query)
+            assert refused.status_code == 403 and "no country" in refused.json()["detail"]
+    assert httpx.get(base + path).status_code == 401
 
 
 def test_an_officer_logs_in_and_reads_the_page_in_chromium(ui, tmp_path):

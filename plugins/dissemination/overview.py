@@ -13,7 +13,7 @@ overdue once the window has passed, delinquent once twice the window has.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cached_property
@@ -100,10 +100,10 @@ class AuditStatus:
 @dataclass(frozen=True)
 class Overview:
     generated_at: datetime
-    countries: tuple[CountryStatus, ...]  # every country, or the one asked for
+    countries: tuple[CountryStatus, ...]  # every country the reader may read, or the one asked
     audit: AuditStatus | None
     totals: dict[str, int] = field(default_factory=dict)
-    all_countries: tuple[str, ...] = ()  # the policy's, for a page per country
+    all_countries: tuple[str, ...] = ()  # those the reader may read, for a page per country
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ class LedgerView:
         alert's subject is ``<round id>/<agreement id>``, a round id starts with its country)."""
         pairs = [subject.partition("/")[::2] for subject, _ in self.missed_alerts]
         return {key: [r for r, _ in group] for key, group in _grouped(
-            pairs, lambda p: (p[1], p[0].split("-", 1)[0])).items()}
+            pairs, lambda p: (p[1], country_of_round(p[0]))).items()}
 
     @cached_property
     def partial_rounds_seen(self) -> dict[str, list[tuple[datetime, str]]]:
@@ -185,12 +185,29 @@ def countries_of(policy: Policy) -> list[str]:
                                           for c in a.countries})
 
 
+def country_of_round(round_id: str) -> str:
+    """The ISO3 code a round id starts with (``ids.ROUND_ID``).
+
+    Failures, claims and alerts name a round, not a country, and an agreement may cover
+    several countries."""
+    return round_id.split("-", 1)[0]
+
+
 def build_overview(policy: Policy, view: LedgerView, now: datetime,
-                   audit: Verified | None = None, only: str | None = None) -> Overview:
-    """Every country of the policy (or the country ``only``, read with ``LedgerView.read(
-    ledger, policy, only)``), each agreement under each of its countries, sorted by country then
-    agreement id. The totals are those of the countries shown."""
+                   audit: Verified | None = None, only: str | None = None,
+                   readable: Collection[str] | None = None) -> Overview:
+    """What the page shows: each country the reader may read, or the one ``only``.
+
+    ``readable`` None is every country; ``only`` is read with ``LedgerView.read(ledger, policy,
+    only)``. Each agreement is under each of its countries, sorted by country then agreement id.
+    Countries are rights, not only a filter: nothing of a country outside ``readable`` is shown,
+    not even its name, and the totals are those of the countries shown. A reader of some
+    countries gets the audit's verdict without its line, whose finding can name another
+    country's round."""
     countries = countries_of(policy)
+    every = readable is None or set(countries) <= set(readable)
+    if not every:
+        countries = [c for c in countries if c in readable]
     if only is not None and only not in countries:
         raise KeyError(f"no rule set or agreement names country {only!r}")
     result = []
@@ -207,8 +224,17 @@ def build_overview(policy: Policy, view: LedgerView, now: datetime,
             assessed.review_due if assessed else None,
             _review_state(ruleset, now.date()) if assessed else "no rule set",
             statuses))
-    audit_status = AuditStatus(audit.ok, audit.line()) if audit is not None else None
-    return Overview(now, tuple(result), audit_status, _totals(result), tuple(countries))
+    return Overview(now, tuple(result), _audit_status(audit, every), _totals(result),
+                    tuple(countries))
+
+
+def _audit_status(audit: Verified | None, every_country: bool) -> AuditStatus | None:
+    if audit is None:
+        return None
+    if every_country:
+        return AuditStatus(audit.ok, audit.line())
+    return AuditStatus(audit.ok, "ledger verified: the hash chain holds" if audit.ok else
+                       "ledger verify FAILED: DTM's data engineers have the finding")
 
 
 def _agreement_status(policy: Policy, agreement: Agreement, country: str, view: LedgerView,
@@ -233,7 +259,7 @@ def _agreement_status(policy: Policy, agreement: Agreement, country: str, view: 
     return AgreementStatus(
         agreement.id, policy.organisation_name(agreement), agreement.valid_until,
         agreement.is_active(now.date()), tuple(tiers), met, late + len(never),
-        _problems(agreement.id, view, now),
+        _problems(agreement.id, country, view, now),
         tuple(r for r in view.rotations_of.get(agreement.id, [])[-1:] if r.called_at is None))
 
 
@@ -276,10 +302,15 @@ def _window_freshness(agreement: Agreement, country: str, view: LedgerView,
     return state, f"{round_id} owed since {seen:%Y-%m-%d %H:%M} UTC ({_hours(age)} h)"
 
 
-def _problems(agreement_id: str, view: LedgerView, now: datetime) -> tuple[Problem, ...]:
-    """The newest failure of each delivery slot not delivered since, and every open claim."""
+def _problems(agreement_id: str, country: str, view: LedgerView,
+              now: datetime) -> tuple[Problem, ...]:
+    """The newest failure of each delivery slot not delivered since, and every open claim.
+
+    Of ``country``'s rounds only: an agreement covering two countries shows each its own."""
     newest: dict[tuple, DeliveryFailure] = {}
     for f in view.failures_of.get(agreement_id, ()):  # in id order: a tie goes to the later
+        if country_of_round(f.round_id) != country:
+            continue
         seen = newest.get(key := (f.round_id, f.urgency, f.slot))
         if seen is None or f.failed_at >= seen.failed_at:
             newest[key] = f
@@ -288,6 +319,8 @@ def _problems(agreement_id: str, view: LedgerView, now: datetime) -> tuple[Probl
                 f.focal_point_name, f.run_id, f.failed_at, f.reason)
         for f in newest.values()]
     for claim in view.claims_of.get(agreement_id, ()):
+        if country_of_round(claim.round_id) != country:
+            continue
         stale = claim.lease_until < now
         problems.append(Problem(
             "awaiting retry" if stale else "in progress", claim.round_id, claim.urgency,
