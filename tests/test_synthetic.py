@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from conftest import POLICY_DIR, REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -41,13 +42,20 @@ indicators:
 """
 
 
+def _add_country(include: Path, rules: str) -> str:
+    """A country's rule set and its DTM focal points (NGA's people) in a policy copy."""
+    country = yaml.safe_load(rules)["country"]
+    (include / "rules" / f"{country}.yaml").write_text(rules)
+    nga = (include / "focal_points" / "dtm" / "NGA.yaml").read_text()
+    (include / "focal_points" / "dtm" / f"{country}.yaml").write_text(
+        nga.replace("country: NGA", f"country: {country}"))
+    return country
+
+
 @pytest.fixture
 def xyz(include: Path):
-    (include / "rules" / "XYZ.yaml").write_text(XYZ_RULES)
-    nga = (include / "focal_points" / "dtm" / "NGA.yaml").read_text()
-    (include / "focal_points" / "dtm" / "XYZ.yaml").write_text(
-        nga.replace("country: NGA", "country: XYZ"))
-    return load_policy(include).rulesets["XYZ"]
+    country = _add_country(include, XYZ_RULES)
+    return load_policy(include).rulesets[country]
 
 
 @pytest.mark.parametrize("country", ["NGA", "SSD"])
@@ -158,25 +166,17 @@ def test_synth_names_an_unknown_country_and_needs_one_target(tmp_path, capsys):
             main(["synth", "--include", str(POLICY_DIR), *targets])
 
 
-#: A country whose site keys and admin codes follow its own convention, as real ones do: no
-#: numbered value the generator made before fits any of them.
-XNG_RULES = """\
-country: XNG
-version: "1"
-risk_assessment: {date: 2026-10-01, review_every_days: 90}
-admin_levels:
-  province: [province_code]
-  district: [district_code]
-indicators:
-  province_code: {classification: public, category: public, kind: admin,
-                  headers: [Province], pattern: 'XNG-[A-Z]{2}'}
-  district_code: {classification: public, category: public, kind: admin,
-                  pattern: '(XNG|XNX)-[A-Z]{2}-\\d{2,3}'}
-  site_id: {headers: ["Site ID"], pattern: 'XNG-[A-Z]{2}-\\d{5}'}
-  site_name: {pattern: '[A-Z][a-z]+( [A-Z][a-z]+)? (camp|site) \\w{2}'}
-  collected_on: {headers: ["Date of assessment"], date_format: "%d/%m/%Y"}
-  idp_individuals: {headers: ["Total IDP individuals (ind)"]}
-"""
+def _own_conventions() -> str:
+    """XYZ as a country whose site keys and admin codes follow conventions of its own, as real
+    ones do: no numbered value the generator made before fits any of them."""
+    rules = yaml.safe_load(XYZ_RULES)
+    indicators = {**rules["indicators"], "site_name": {}}
+    for name, pattern in (("province_code", "XNG-[A-Z]{2}"),
+                          ("district_code", r"(XNG|XNX)-[A-Z]{2}-\d{2,3}"),
+                          ("site_id", r"XNG-[A-Z]{2}-\d{5}"),
+                          ("site_name", r"[A-Z][a-z]+( [A-Z][a-z]+)? (camp|site) \w{2}")):
+        indicators[name] = {**indicators[name], "pattern": pattern}
+    return yaml.safe_dump({**rules, "country": "XNG", "indicators": indicators}, sort_keys=False)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -188,10 +188,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_synth_then_check_round_for_a_country_with_its_own_code_patterns(include, tmp_path):
     """``synth`` (and so the demo, serve and ui) stopped at "cannot synthesise site_id ...;
     declare its values", advice the loader then refuses for a key."""
-    (include / "rules" / "XNG.yaml").write_text(XNG_RULES)
-    nga = (include / "focal_points" / "dtm" / "NGA.yaml").read_text()
-    (include / "focal_points" / "dtm" / "XNG.yaml").write_text(
-        nga.replace("country: NGA", "country: XNG"))
+    _add_country(include, _own_conventions())
     out = tmp_path / "XNG-R001-partial.csv"
     made = _cli("synth", "--include", str(include), "--country", "XNG", "--sites", "400",
                 "--out", str(out))
@@ -199,7 +196,7 @@ def test_synth_then_check_round_for_a_country_with_its_own_code_patterns(include
     checked = _cli("check-round", "--country", "XNG", "--include", str(include), str(out))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "conforms:" in checked.stdout
-    raw = pd.read_csv(out, dtype=str, keep_default_na=False)
+    raw = pd.read_csv(out, dtype=str, keep_default_na=False).iloc[1:]  # under the HXL row
     assert raw["Site ID"].is_unique and raw["Site ID"].str.fullmatch(r"XNG-[A-Z]{2}-\d{5}").all()
     assert raw["Province"].nunique() == 3 and raw["district_code"].nunique() == 9
     again = generate_round(load_policy(include).rulesets["XNG"], 2, 40, seed=9)[1]
