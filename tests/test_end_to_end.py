@@ -8,6 +8,7 @@ with the password from the Airflow Variable, compare with what the policy allows
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -209,6 +210,12 @@ def test_focal_points_are_told_data_arrived_never_the_password(sandbox, password
     dtm = sandbox.policy.dtm["NGA"].primary  # who phones them the password
     assert "never sent by e-mail" in body and "SHA-256" in body
     assert dtm.name in body and dtm.mobile in body
+    # No partner's focal point by name, in a notice or a file name (the manifest says whom).
+    named = {w.lower() for fp in people.values() for p in (fp.primary, fp.secondary, *fp.field)
+             for w in p.name.split()} - {w.lower() for w in dtm.name.split()}
+    for text in [*(f"{m['Subject']}\n{sandbox.smtp.text(m)}" for m in notices),
+                 *(str(p.relative_to(sandbox.sftp.root)) for p in sandbox.landed())]:
+        assert not named & set(re.split(r"[^a-z]+", text.lower())), text
 
 
 def test_urgent_window_met_is_recorded(sandbox):
@@ -268,7 +275,9 @@ def test_password_rotation_replaces_passwords_and_never_shows_them(sandbox, pass
     write_round(sandbox.survey(), meta, df)
     run = sandbox.run_urgent({**CONF, "round_id": meta.round_id, "agreements": ["unicef-nga"]})
     assert run.returncode == 0, run.stdout[-3000:]
-    (path,) = [p for p in sandbox.landed() if meta.round_id in p.name and "musa" not in p.name]
+    (row,) = [r for r in sandbox.ledger().all()  # the primary's (a name tells no recipient)
+              if r.round_id == meta.round_id and r.recipient == "primary"]
+    path = sandbox.sftp.root / row.remote_path
     open_package(path, rotated["package_password_unicef_nga"])
     with pytest.raises(RuntimeError):
         open_package(path, passwords["package_password_unicef_nga"])  # the old one is dead

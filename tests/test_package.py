@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from datetime import UTC, datetime
@@ -107,19 +108,35 @@ def test_a_guessable_password_is_refused_whatever_its_length(policy, round_nga, 
     assert weak not in str(exc.value) and not list(tmp_path.iterdir())
 
 
-def test_field_focal_points_whose_names_read_alike_get_files_of_their_own():
-    """Names were kept to [a-z0-9]: two names in Arabic script both became "_", and one
-    package overwrote the other, whose delivery then failed on every retry."""
-    from dissemination.package import package_name
+def test_a_package_s_name_holds_no_focal_point_and_no_hash_of_its_data(policy, round_nga,
+                                                                       tmp_path):
+    """Names carried the field focal point's name and 48 bits of the CSV's SHA-256: read by
+    whoever lists the folder or reads the notice, they told who holds which sites and let
+    a guess of the data be confirmed. Now: the zip's own hash, unique per package (focal
+    points whose names read alike, in Arabic script or spelled alike, included)."""
+    meta, df = round_nga
+    ruleset, agreement = policy.rulesets["NGA"], policy.agreements["unicef-nga"]
+    selection = select_for_agreement(classify_round(df.columns, ruleset), ruleset, agreement,
+                                     Urgency.MEDIUM)
+    content = build_content(df, selection, ruleset)
+    who = ["primary", "field:\u0641\u0627\u0637\u0645\u0629",
+           "field:\u0639\u0627\u0626\u0634\u0629", "field:Musa Ibrahim", "field:Musa-Ibrahim"]
+    packages = [build_package(content, meta, selection, ruleset, agreement, tmp_path, PASSWORD,
+                              datetime(2026, 11, 2, tzinfo=UTC), recipient=r) for r in who]
+    names = [p.name for p in packages]
+    assert len(set(names)) == len(who) == len(list(tmp_path.glob("*.zip")))
+    for package, recipient in zip(packages, who, strict=True):
+        assert package.content_sha256 == packages[0].content_sha256  # the same data in each
+        assert package.name == (f"NGA-R001-partial_unicef-nga_medium_"
+                                f"{hashlib.sha256(package.path.read_bytes()).hexdigest()[:16]}.zip")
+        assert not _shares_hex(package.name, package.content_sha256)
+        assert not {"musa", "ibrahim", "field"} & set(re.split(r"[^a-z]+", package.name.lower()))
+        assert open_package(package.path, PASSWORD)[0]["recipient"] == recipient  # inside
 
-    names = ["field:\u0641\u0627\u0637\u0645\u0629", "field:\u0639\u0627\u0626\u0634\u0629",
-             "field:Musa Ibrahim", "field:Musa-Ibrahim"]
-    files = [package_name("NGA-R001-partial", "unicef-nga", Urgency.MEDIUM, "c" * 64, n)
-             for n in names]
-    assert len(set(files)) == 4
-    assert "_musa-ibrahim-" in files[2] and package_name(
-        "NGA-R001-partial", "unicef-nga", Urgency.MEDIUM, "c" * 64, "primary") == \
-        "NGA-R001-partial_unicef-nga_medium_cccccccccccc.zip"
+
+def _shares_hex(text: str, digest: str, width: int = 8) -> bool:
+    """Whether ``text`` holds any ``width`` hex digits in a row of ``digest`` (32 bits)."""
+    return any(digest[i:i + width] in text.lower() for i in range(len(digest) - width + 1))
 
 
 def test_a_package_is_readable_by_its_owner_only(unicef_package):

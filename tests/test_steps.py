@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import re
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -86,6 +88,61 @@ def test_full_cycle_then_nothing_twice(policy, round_nga, server, tmp_path):
     assert len(ledger.all()) == 2
     assert len(list(server.root.rglob("*.zip"))) == 2
     assert not list((tmp_path / "pk").glob("*.zip"))[2:]  # duplicates were discarded
+
+
+def test_no_focal_point_and_no_hash_of_the_data_in_uploaded_names_or_notices(
+        policy, round_nga, server, tmp_path):
+    """Uploaded names and the notices carried the field focal point's name and 48 bits of the
+    CSV's SHA-256; the partner's server and the e-mail's path hold neither now, only the zip's
+    own hash (the notice's SHA-256 is the file's, as uploaded)."""
+    from dissemination.notify import delivery_notice
+
+    meta, df = round_nga
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    done = _run_once(policy, meta, df, ledger, tmp_path, lambda conn: server.target())
+    assert [d.status for d in done] == ["recorded", "recorded"]
+    people = policy.focal_points["unicef-nga"]
+    names = {w.lower() for p in (people.primary, people.secondary, *people.field)
+             for w in p.name.split()}
+    notices = [delivery_notice(d, policy.dtm["NGA"].on_duty()) for d in done]
+    uploaded = [str(p.relative_to(server.root)) for p in server.root.rglob("*")]
+    said = [*uploaded, *(r.package_name for r in ledger.all()),
+            *(f"{n.subject}\n{n.body}" for n in notices)]
+    for text in said:
+        assert not names & set(re.split(r"[^a-z]+", text.lower())), text
+        assert not any(d.content_sha256[i:i + 8] in text for d in done for i in range(57)), text
+    for d, notice in zip(done, notices, strict=True):
+        assert (server.root / d.remote_path).name.endswith(f"_{d.package_sha256[:16]}.zip")
+        assert d.remote_path in notice.body and d.package_sha256 in notice.body
+    assert len({d.remote_path for d in done}) == 2  # the primary's and the field's differ
+
+
+def test_a_dead_attempt_s_partial_goes_when_a_later_run_makes_the_zip_again(
+        policy, round_nga, server, tmp_path):
+    """A package's name is its zip's hash: a run that makes the zip again names it anew. The
+    temporary file an attempt killed without a word left under the earlier name is found and
+    removed all the same (the claim names it), as when names came from the data."""
+    meta, df = round_nga
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+                                  today=date(2026, 11, 2), only=("unicef-nga",))
+
+    def packaged(folder):
+        return steps.package_deliveries(df, meta, plans, policy, tmp_path / folder,
+                                        lambda variable: PASSWORD, ledger, NOW)[0]
+    dead, later = packaged("a"), packaged("b")
+    assert Path(dead.package_path).name != Path(later.package_path).name
+    remote_dir = dead.destination.split(":", 1)[1]
+    earlier = f"{remote_dir}/{Path(dead.package_path).name}"
+    ledger.claim(steps._claim_key(dead), "dead-run", dead.package_sha256, dead.destination,
+                 earlier, NOW, timedelta(hours=1))
+    left = server.root / remote_dir / f".{Path(earlier).name}.0123abcd.partial"
+    left.write_bytes(Path(dead.package_path).read_bytes()[:1000])
+    done = steps.deliver(later, lambda conn: server.target(), policy, ledger,
+                         NOW + timedelta(hours=2), "run-2")
+    assert done.status == "recorded" and not left.exists()
+    assert [p.name for p in (server.root / remote_dir).iterdir()] == [
+        Path(later.package_path).name]
 
 
 def test_a_package_made_before_a_rotation_is_not_uploaded(policy, round_nga, server, tmp_path):

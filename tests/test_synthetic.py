@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import POLICY_DIR
+import yaml
+from conftest import POLICY_DIR, REPO
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dissemination.__main__ import main
 from dissemination.contract import conform
+from dissemination.devkit.patterns import PatternUnsupported, examples
 from dissemination.devkit.synthetic import generate_round, to_export, write_export
 from dissemination.policy import load_policy
 
@@ -34,13 +42,20 @@ indicators:
 """
 
 
+def _add_country(include: Path, rules: str) -> str:
+    """A country's rule set and its DTM focal points (NGA's people) in a policy copy."""
+    country = yaml.safe_load(rules)["country"]
+    (include / "rules" / f"{country}.yaml").write_text(rules)
+    nga = (include / "focal_points" / "dtm" / "NGA.yaml").read_text()
+    (include / "focal_points" / "dtm" / f"{country}.yaml").write_text(
+        nga.replace("country: NGA", f"country: {country}"))
+    return country
+
+
 @pytest.fixture
 def xyz(include: Path):
-    (include / "rules" / "XYZ.yaml").write_text(XYZ_RULES)
-    nga = (include / "focal_points" / "dtm" / "NGA.yaml").read_text()
-    (include / "focal_points" / "dtm" / "XYZ.yaml").write_text(
-        nga.replace("country: NGA", "country: XYZ"))
-    return load_policy(include).rulesets["XYZ"]
+    country = _add_country(include, XYZ_RULES)
+    return load_policy(include).rulesets[country]
 
 
 @pytest.mark.parametrize("country", ["NGA", "SSD"])
@@ -149,3 +164,80 @@ def test_synth_names_an_unknown_country_and_needs_one_target(tmp_path, capsys):
     for targets in ([], ["--db", "sqlite://", "--out", str(tmp_path / "x.csv")]):
         with pytest.raises(SystemExit):
             main(["synth", "--include", str(POLICY_DIR), *targets])
+
+
+def _own_conventions() -> str:
+    """XYZ as a country whose site keys and admin codes follow conventions of its own, as real
+    ones do: no numbered value the generator made before fits any of them."""
+    rules = yaml.safe_load(XYZ_RULES)
+    indicators = {**rules["indicators"], "site_name": {}}
+    for name, pattern in (("province_code", "XNG-[A-Z]{2}"),
+                          ("district_code", r"(XNG|XNX)-[A-Z]{2}-\d{2,3}"),
+                          ("site_id", r"XNG-[A-Z]{2}-\d{5}"),
+                          ("site_name", r"[A-Z][a-z]+( [A-Z][a-z]+)? (camp|site) \w{2}")):
+        indicators[name] = {**indicators[name], "pattern": pattern}
+    return yaml.safe_dump({**rules, "country": "XNG", "indicators": indicators}, sort_keys=False)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """``python -m dissemination ...`` as an operator runs it."""
+    return subprocess.run([sys.executable, "-m", "dissemination", *args], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO / "plugins")})
+
+
+def test_synth_then_check_round_for_a_country_with_its_own_code_patterns(include, tmp_path):
+    """``synth`` (and so the demo, serve and ui) stopped at "cannot synthesise site_id ...;
+    declare its values", advice the loader then refuses for a key."""
+    _add_country(include, _own_conventions())
+    out = tmp_path / "XNG-R001-partial.csv"
+    made = _cli("synth", "--include", str(include), "--country", "XNG", "--sites", "400",
+                "--out", str(out))
+    assert made.returncode == 0, made.stderr
+    checked = _cli("check-round", "--country", "XNG", "--include", str(include), str(out))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "conforms:" in checked.stdout
+    raw = pd.read_csv(out, dtype=str, keep_default_na=False).iloc[1:]  # under the HXL row
+    assert raw["Site ID"].is_unique and raw["Site ID"].str.fullmatch(r"XNG-[A-Z]{2}-\d{5}").all()
+    assert raw["Province"].nunique() == 3 and raw["district_code"].nunique() == 9
+    again = generate_round(load_policy(include).rulesets["XNG"], 2, 40, seed=9)[1]
+    assert again["site_id"].tolist() == raw["Site ID"].tolist()[:40]  # a site keeps its key
+
+
+def _pattern_strategy():
+    """Patterns in the subset a contract's keys and codes use: literals, classes (ranges,
+    negated, with escapes), \\d \\w \\s and their negations, ``.``, quantifiers, alternation,
+    groups, anchors."""
+    literal = st.sampled_from(list("AZaz09-_/.:#") + ["\\.", "\\-", "é"])
+    escape = st.sampled_from(["\\d", "\\w", "\\s", "\\D", "\\W", "\\S", "."])
+    member = st.sampled_from(["A-Z", "a-f", "0-9", "_", "\\-", "\\d", "\\w", ".", "xyz"])
+    klass = st.builds(lambda neg, ms: f"[{'^' if neg else ''}{''.join(ms)}]", st.booleans(),
+                      st.lists(member, min_size=1, max_size=3))
+    quantifier = st.sampled_from(["", "", "?", "+", "*", "{2}", "{1,3}", "{0,2}", "{2,}", "+?"])
+
+    def extend(inner):
+        group = st.builds(lambda alts, cap: f"({'' if cap else '?:'}{'|'.join(alts)})",
+                          st.lists(inner, min_size=1, max_size=3), st.booleans())
+        return st.builds(lambda atoms, qs: "".join(a + q for a, q in zip(atoms, qs, strict=False)),
+                         st.lists(st.one_of(literal, escape, klass, group), min_size=1,
+                                  max_size=5), st.lists(quantifier, min_size=5, max_size=5))
+
+    body = st.recursive(st.one_of(literal, escape, klass), extend, max_leaves=8)
+    return st.builds(lambda start, b, end: f"{'^' if start else ''}{b}{'$' if end else ''}",
+                     st.booleans(), body, st.booleans())
+
+
+@settings(max_examples=150)
+@given(pattern=_pattern_strategy(), seed=st.text(max_size=5))
+def test_values_drawn_from_a_pattern_match_it_as_the_contract_reads_it(pattern, seed):
+    values = examples(pattern, 12, seed, distinct=False)
+    assert all(re.fullmatch(pattern, v) for v in values)
+    # The contract's own test: pandas' fullmatch on Arrow strings (RE2, not Python's re).
+    assert pd.Series(values, dtype="string[pyarrow]").str.fullmatch(pattern).all()
+    assert values == examples(pattern, 12, seed, distinct=False)  # seeded: the same again
+
+
+def test_a_pattern_with_too_few_values_for_every_site_says_so():
+    with pytest.raises(PatternUnsupported, match=r"X.*d' gave 10 different values .* 30 needed"):
+        examples(r"X\d", 30, "site_id")
+    with pytest.raises(PatternUnsupported, match="lookaround or back-reference"):
+        examples(r"(?=A)A\d", 3, "site_id")

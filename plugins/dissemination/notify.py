@@ -20,13 +20,16 @@ class Email:
 
 def delivery_notice(delivery, dtm) -> Email:
     """To the focal point who received a package; ``dtm`` is DTM's focal point on duty, the
-    person who phones them the password."""
+    person who phones them the password.
+
+    Names no focal point (an e-mail is stored and forwarded where the data is not) and no hash
+    of the data: the file's name and SHA-256 are the zip's own (``package.package_name``)."""
     return Email(
         to=(delivery.recipient_email,),
         subject=f"[DTM] {delivery.urgency}-urgency data for {delivery.organisation}: "
                 f"{delivery.round_id}",
         body=(
-            f"Dear {delivery.recipient_name},\n\n"
+            "Dear colleague,\n\n"
             f"DTM delivered survey data to your SFTP folder under the data-sharing agreement "
             f"{delivery.agreement_id}:\n\n"
             f"  file:    {delivery.remote_path}\n"

@@ -10,7 +10,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import tempfile
 import time
 from collections import deque
@@ -32,7 +31,6 @@ from .digests import file_sha256
 from .disclosure import Content, explain
 from .errors import PermanentError
 from .ids import check_round_id
-from .ledger import MAIN_RECIPIENTS
 from .policy import Agreement, RuleSet
 from .sensitivity import SecretLeak, Selection
 from .source import RoundMeta
@@ -42,6 +40,8 @@ MANIFEST_FILE = "manifest.json"
 MIN_PASSWORD_LENGTH = 16
 MIN_DISTINCT_CHARACTERS = 12
 MANIFEST_VERSION = 1
+#: Hex digits of the zip's SHA-256 in its name: 64 bits, no two alike in any one folder.
+NAME_HASH_CHARS = 16
 
 
 def password_weakness(password: str) -> str:
@@ -162,20 +162,21 @@ def build_package(
         "created_at": created_at.isoformat(),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    # The name holds the data's hash, known once the data is written: a private temporary name
-    # first (mkstemp: mode 0600, unique for concurrent workers), renamed when complete.
+    # The name holds the zip's hash, known once it is written: a private temporary name first
+    # (mkstemp: mode 0600, unique for concurrent workers), renamed when complete.
     fd, tmp_name = tempfile.mkstemp(prefix=f".{meta.round_id}_", suffix=".zip.tmp", dir=out_dir)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "w+b") as f:
             content_sha256 = _write_zip(f, content.frame, manifest, password, deflated)
+        package_sha256 = file_sha256(tmp)
         path = out_dir / package_name(meta.round_id, agreement.id, selection.urgency,
-                                      content_sha256, recipient)
+                                      package_sha256)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return Package(path, content_sha256, file_sha256(path), len(content.frame), manifest)
+    return Package(path, content_sha256, package_sha256, len(content.frame), manifest)
 
 
 #: Deflate's level: 5. zlib-ng's level 5 gives files within 0.2-2% of its level 6 (zlib's
@@ -372,17 +373,19 @@ def _csv_size_bound(df: pd.DataFrame) -> int:
     return bound + 2 * sum(len(str(c)) for c in df.columns)
 
 
-def package_name(round_id: str, agreement_id: str, urgency: Urgency, content_sha256: str,
-                 recipient: str = "primary") -> str:
-    """The organisation's package, or a field focal point's: named after them, readably, and
-    by a hash of their whole name, as names that read alike (two in Arabic script, or
-    "Musa Ibrahim" and "Musa-Ibrahim") must not share one file."""
+def package_name(round_id: str, agreement_id: str, urgency: Urgency,
+                 package_sha256: str) -> str:
+    """A package's file name: the round, the agreement, the urgency, and 64 bits of the zip's
+    own SHA-256 (the ciphertext's, never the CSV's).
+
+    The name is read where the data is not: by the partner's server administrators, in
+    directory listings, in e-mails. The CSV's hash there let anyone holding a guess of the data
+    confirm it, and link the same table across partners; a field focal point's name told who
+    holds which sites. Who the package is for is in its manifest, inside the encryption. Each
+    zip has its own random salt, so every package (a field focal point's and the primary's of
+    the same data too) has a name of its own."""
     check_round_id(round_id, "package name")
-    who = ""
-    if recipient not in MAIN_RECIPIENTS:
-        readable = re.sub(r"[^a-z0-9]+", "-", recipient.removeprefix("field:").lower()).strip("-")
-        who = f"_{readable + '-' if readable else ''}{hashlib.sha256(recipient.encode()).hexdigest()[:6]}"
-    return f"{round_id}_{agreement_id}_{urgency.value}{who}_{content_sha256[:12]}.zip"
+    return f"{round_id}_{agreement_id}_{urgency.value}_{package_sha256[:NAME_HASH_CHARS]}.zip"
 
 
 def opens_with(path: Path, password: str) -> bool:

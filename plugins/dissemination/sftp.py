@@ -445,28 +445,28 @@ class Sessions:
 
 def upload(target: SftpTarget, local_path: Path, remote_dir: str,
            expected_sha256: str | None = None, stale: Sequence[str] | None = None,
-           sessions: Sessions | None = None) -> RemoteFile:
+           sessions: Sessions | None = None, earlier_name: str = "") -> RemoteFile:
     """Upload ``local_path`` into ``remote_dir`` under a temporary name unique to this attempt,
     read it back, then rename it: the result names a complete, verified file.
 
     A failed attempt removes its temporary file, or names it in ``UploadFailed.partial_left``
     when its connection is gone; ``UploadFailed.final_may_exist`` says whether the rename may
     have happened. ``stale``: earlier attempts' temporary files to remove first (what the ledger
-    kept); None after an attempt that died without a word, so the folder is looked through.
-    ``sessions``: the batch's open sessions (default: a session of its own, closed after).
-    """
+    kept); None after an attempt that died without a word: the folder is looked through for
+    this file's and ``earlier_name``'s. ``sessions``: the batch's (default: one of its own)."""
     if sessions is None:
         with Sessions() as own:
-            return upload(target, local_path, remote_dir, expected_sha256, stale, own)
+            return upload(target, local_path, remote_dir, expected_sha256, stale, own,
+                          earlier_name)
     local_path = Path(local_path)
-    size = local_path.stat().st_size
-    sha256 = expected_sha256 or file_sha256(local_path)
+    size, sha256 = local_path.stat().st_size, expected_sha256 or file_sha256(local_path)
     with sessions.session(target) as session:
-        return _upload(session, target, local_path, remote_dir, size, sha256, stale)
+        return _upload(session, target, local_path, remote_dir, size, sha256, stale,
+                       earlier_name)
 
 
 def _upload(session: Session, target: SftpTarget, local_path: Path, remote_dir: str,
-            size: int, sha256: str, stale: Sequence[str] | None) -> RemoteFile:
+            size: int, sha256: str, stale: Sequence[str] | None, earlier: str) -> RemoteFile:
     sftp = session.sftp
     final = posixpath.join(remote_dir, local_path.name)
     partial = posixpath.join(remote_dir, f".{local_path.name}.{_attempt_token()}.partial")
@@ -479,7 +479,7 @@ def _upload(session: Session, target: SftpTarget, local_path: Path, remote_dir: 
                 listing = sftp.listdir(remote_dir)
             except FileNotFoundError:
                 raise missing from None
-            stale = _partials_of(remote_dir, local_path.name, listing)
+            stale = _partials_of(remote_dir, {local_path.name, earlier} - {""}, listing)
         for path in stale:
             _remove_quietly(sftp, path)
         remote = _open_partial(session, partial, missing)
@@ -575,11 +575,11 @@ def _inspect(session: Session, path: str) -> RemoteFile:
     return RemoteFile(path, size, digest.hexdigest())
 
 
-def _partials_of(remote_dir: str, name: str, listing: list[str]) -> list[str]:
-    """Temporary files of this package in a folder's listing, left by an attempt that died. Only
-    this package's: the delivery claim keeps other attempts out."""
-    return [posixpath.join(remote_dir, entry) for entry in listing
-            if entry.startswith(f".{name}.") and entry.endswith(".partial")]
+def _partials_of(remote_dir: str, names: set[str], listing: list[str]) -> list[str]:
+    """Temporary files of this package (``names``: its own, an earlier attempt's) in a folder's
+    listing, left by an attempt that died. Only its own: the claim keeps other attempts out."""
+    return [posixpath.join(remote_dir, entry) for entry in listing if entry.endswith(".partial")
+            and any(entry.startswith(f".{name}.") for name in names)]
 
 
 def _remove_quietly(sftp, path: str) -> bool:

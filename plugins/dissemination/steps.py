@@ -767,7 +767,7 @@ def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget], policy:
     if done is None:
         try:
             done, claim = _upload_with_fallback(delivery, claim, target_for, ledger,
-                                                got.previous is not None, sessions)
+                                                got.previous, sessions)
         except Exception as exc:
             if not getattr(exc, "final_may_exist", False):  # nothing under the final name:
                 # another run need not wait for the lease
@@ -854,8 +854,8 @@ def _already_on_server(delivery: Delivery, previous, target_for,
     return replace(done, destination=previous.destination)
 
 
-def _upload_with_fallback(delivery: Delivery, claim, target_for, ledger: Ledger, earlier: bool,
-                          sessions: Sessions | None):
+def _upload_with_fallback(delivery: Delivery, claim, target_for, ledger: Ledger,
+                          earlier, sessions: Sessions | None):
     try:
         remote = _upload_to(delivery.destination, delivery, target_for, ledger, earlier, sessions)
     except PermanentError as exc:
@@ -877,16 +877,16 @@ def _to_secondary(delivery: Delivery, reason: str) -> Delivery:
 
 
 def _upload_to(destination: str, delivery: Delivery, target_for, ledger: Ledger,
-               earlier: bool, sessions: Sessions | None):
+               earlier, sessions: Sessions | None):
     """Upload to ``destination``, first removing the temporary files attempts cut off there
     left: named by the ledger, or, after an attempt that died holding its claim (``earlier``),
-    found by looking through the folder."""
+    found in the folder under this zip's name or that attempt's (a zip made since differs)."""
     conn_id, remote_dir = destination.split(":", 1)
     stale = None if earlier else ledger.partials_left(destination)
     try:
         remote = upload(target_for(conn_id), Path(delivery.package_path), remote_dir,
-                        expected_sha256=delivery.package_sha256, stale=stale,
-                        sessions=sessions)
+                        expected_sha256=delivery.package_sha256, stale=stale, sessions=sessions,
+                        earlier_name=posixpath.basename(earlier.remote_path) if earlier else "")
     except UploadFailed as exc:
         if exc.partial_left:  # where it is, as the ledger names it: kept with the release
             exc.left_at = (destination, exc.partial_left)

@@ -321,9 +321,10 @@ def _notify_one(d, policy, ledger, now, send) -> None:
     if d.deadline_met is False:
         print(f"ERROR {_label(d)}: delivered after the window ended at {d.deadline}")
         if ledger.alert_once("missed", f"{d.round_id}/{d.agreement_id}", now):
-            state = steps.DeadlineState(d.round_id, d.country, d.agreement_id,
+            who = "the " + d.recipient if ":" not in d.recipient else "a field focal point"
+            state = steps.DeadlineState(d.round_id, d.country, d.agreement_id,  # names no one
                                         pendulum.parse(d.deadline), "missed",
-                                        f"delivered late to {d.recipient_name}")
+                                        f"delivered late to {who}")
             send(notices.deadline_alert([state], policy.alert_to(d.country)))
 
 

@@ -24,6 +24,7 @@ from .. import normalise
 from ..classification import DisseminationCategory
 from ..policy import IndicatorRule, RuleSet
 from ..source import RoundMeta
+from .patterns import examples
 
 #: The column no rule covers, in every round (unless a rule set happens to cover it).
 UNCOVERED = "enumerator_id"
@@ -109,9 +110,11 @@ def _geography(ruleset: RuleSet) -> list[_Area]:
     for level, columns in ruleset.admin_levels.items():
         declared = [ruleset.indicators[c].values for c in columns if ruleset.indicators[c].values]
         codes = declared[0] if declared else ()
+        count = len(codes) or _AREAS_PER_PARENT * len(areas)
+        values = {c: _area_values(c, ruleset.indicators[c], level, count) for c in columns}
         children = []
-        for k in range(len(codes) or _AREAS_PER_PARENT * len(areas)):
-            own = {c: _area_value(ruleset.indicators[c], level, k) for c in columns}
+        for k in range(count):
+            own = {c: values[c][k] for c in columns}
             label = own[columns[-1]] if columns else f"{level} {k + 1}"
             if _DIGIT_RUN.search(label):
                 label = f"{level} {k + 1}"
@@ -121,8 +124,15 @@ def _geography(ruleset: RuleSet) -> list[_Area]:
     return areas
 
 
-def _area_value(rule: IndicatorRule, level: str, k: int) -> str:
-    return rule.values[k % len(rule.values)] if rule.values else f"{level} {k + 1}"
+def _area_values(name: str, rule: IndicatorRule, level: str, count: int) -> list[str]:
+    """A level's areas in one column: its declared values, else numbered (``district 4``), else,
+    when its pattern refuses those, drawn from the pattern (the same areas every round)."""
+    if rule.values:
+        return [rule.values[k % len(rule.values)] for k in range(count)]
+    numbered = [f"{level} {k + 1}" for k in range(count)]
+    if rule.pattern is None or all(re.fullmatch(rule.pattern, v) for v in numbered):
+        return numbered
+    return examples(rule.pattern, count, seed=name)
 
 
 def _parent(code: str, parents: list[_Area], k: int) -> _Area:
@@ -131,13 +141,18 @@ def _parent(code: str, parents: list[_Area], k: int) -> _Area:
     return max(inside, key=lambda p: len(p.code)) if inside else parents[k % len(parents)]
 
 
-def _matching(name: str, rule: IndicatorRule, candidates: Iterable[np.ndarray]) -> np.ndarray:
-    """The first generated column that fits the indicator's declared pattern."""
+def _matching(name: str, rule: IndicatorRule, candidates: Iterable[np.ndarray],
+              n: int) -> np.ndarray:
+    """The first generated column that fits the indicator's declared pattern, else values drawn
+    from the pattern (a key's all different, the same for a site in every round)."""
     for values in candidates:
         if rule.pattern is None or all(re.fullmatch(rule.pattern, v) for v in set(values)):
             return values
-    raise ValueError(f"cannot synthesise {name}: no generated value matches its pattern "
-                     f"{rule.pattern!r}; declare its values")
+    if rule.kind == "round":  # the round's id is the round's, not drawn
+        raise ValueError(f"cannot synthesise {name}: synthetic round ids (COUNTRY-RNNN-status) "
+                         f"do not match its pattern {rule.pattern!r}")
+    return np.array(examples(rule.pattern, n, seed=name, distinct=rule.kind == "key"),
+                    dtype=object)
 
 
 # --- one round -----------------------------------------------------------------------------------
@@ -164,7 +179,7 @@ class _Draw:
         return np.fromiter(values, dtype=object, count=self.n)
 
     def round(self, name: str, rule: IndicatorRule) -> np.ndarray:
-        return _matching(name, rule, [np.full(self.n, self.round_id, dtype=object)])
+        return _matching(name, rule, [np.full(self.n, self.round_id, dtype=object)], self.n)
 
     def key(self, name: str, rule: IndicatorRule) -> np.ndarray:
         """Unique: ``NGA-S00001`` for the site key, initials for others (``NGA-HI00001``)."""
@@ -172,7 +187,7 @@ class _Draw:
             w[0] for w in name.split("_") if w).upper()
         shapes = (f"{self.ruleset.country}-{prefix}{{:05d}}", f"{prefix}{{:05d}}", "{}")
         return _matching(name, rule, (self._text(s.format(i) for i in range(1, self.n + 1))
-                                      for s in shapes))
+                                      for s in shapes), self.n)
 
     @cached_property
     def _levelled(self) -> dict[str, np.ndarray]:
@@ -192,10 +207,10 @@ class _Draw:
         its declared values)."""
         if name in self._levelled:
             return self._levelled[name] if rule.values else \
-                _matching(name, rule, [self._levelled[name]])
+                _matching(name, rule, [self._levelled[name]], self.n)
         if rule.values:
             return self.categorical(name, rule)
-        return _matching(name, rule, [self._site_names])
+        return _matching(name, rule, [self._site_names], self.n)
 
     def date(self, name: str, rule: IndicatorRule) -> np.ndarray:
         days = pd.to_timedelta(self.rng.integers(0, self.collection_days, self.n), "D")
