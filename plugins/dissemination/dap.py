@@ -41,6 +41,7 @@ from .classification import Classification, DisseminationCategory
 from .errors import PermanentError
 from .policy import DEFAULT_RULES, PolicyError, load_policy
 from .policy.rules import SET_KINDS, VALUE_KINDS, Kind
+from .policy.yamlsafety import alias_problem
 from .textfiles import encoding_of
 
 #: What DAP templates write in column B, mapped to our categories (case-insensitive).
@@ -323,6 +324,11 @@ def _apply(include: Path, country: str, rows: list[DapRow],
     yaml = _yaml()
     path = Path(include) / "rules" / f"{country}.yaml"
     old = path.read_text(encoding="utf-8") if path.exists() else ""
+    default_path = Path(include) / "rules" / f"{DEFAULT_RULES}.yaml"
+    default_text = default_path.read_text(encoding="utf-8") if default_path.exists() else ""
+    for source, text in ((path, old), (default_path, default_text)):
+        if problem := alias_problem(text):  # before ruamel builds (or a diff expands) anything
+            raise DapError(f"{source}: {problem}")
     doc = yaml.load(old) if old else None
     if doc is None:
         doc = yaml.load(
@@ -332,8 +338,7 @@ def _apply(include: Path, country: str, rows: list[DapRow],
         )
     if not doc.get("indicators"):  # None or an empty {}: entries are written one per line
         doc["indicators"] = CommentedMap()
-    default_path = Path(include) / "rules" / f"{DEFAULT_RULES}.yaml"
-    default = (yaml.load(default_path.read_text()) or {}) if default_path.exists() else {}
+    default = (yaml.load(default_text) or {}) if default_text else {}
     inherited = default.get("indicators") or {}
     indicators = doc["indicators"]
     last = list(indicators)[-1] if indicators else None

@@ -9,15 +9,16 @@ from pathlib import Path
 
 import yaml
 
+from ..policy.yamlsafety import alias_problem
+
 
 def copy_agreement(include: Path, original: str, ident: str, organisation: str,
                    name: str) -> None:
     """Write agreement ``ident`` of a new organisation (``organisation``, shown as ``name``) into
     the policy folder ``include``: agreement ``original``'s tiers and destination, its focal
     points under the new id, and a password Variable of its own."""
-    agreement = yaml.safe_load((include / "agreements" / f"{original}.yaml").read_text())
-    people = yaml.safe_load(
-        (include / "focal_points" / f"{agreement['focal_points']}.yaml").read_text())
+    agreement = _read(include / "agreements" / f"{original}.yaml")
+    people = _read(include / "focal_points" / f"{agreement['focal_points']}.yaml")
     agreement.update(id=ident, organisation=organisation, focal_points=ident)
     agreement["password"]["variable"] = f"package_password_{ident.replace('-', '_')}"
     people.update(organisation=organisation, **({"id": ident} if "id" in people else {}))
@@ -25,3 +26,11 @@ def copy_agreement(include: Path, original: str, ident: str, organisation: str,
         yaml.safe_dump({"id": organisation, "name": name}))
     (include / "agreements" / f"{ident}.yaml").write_text(yaml.safe_dump(agreement))
     (include / "focal_points" / f"{ident}.yaml").write_text(yaml.safe_dump(people))
+
+
+def _read(path: Path) -> dict:
+    """A policy file as the loader would read it: no anchors or aliases to expand."""
+    text = path.read_text(encoding="utf-8")
+    if problem := alias_problem(text):
+        raise ValueError(f"{path}: {problem}")
+    return yaml.safe_load(text)

@@ -18,6 +18,7 @@ from .base import CountryCode, Identifier, PolicyModel
 from .focal_points import DtmFocalPoints, FocalPoints
 from .intake import IntakeLimits
 from .rules import SITE, CountryRules, DefaultRules, RuleSet, merge_rules
+from .yamlsafety import alias_problem, described
 
 # --- the whole policy --------------------------------------------------------------------------
 
@@ -110,7 +111,11 @@ def _format_loc(loc: tuple) -> str:
 
 def _load_file(path: Path, model: type[PolicyModel], problems: list[str]):
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
+        text = path.read_text(encoding="utf-8")
+        if problem := alias_problem(text):
+            problems.append(f"{path}: {problem}")
+            return None
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""
@@ -129,7 +134,7 @@ def _load_file(path: Path, model: type[PolicyModel], problems: list[str]):
         return model.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
-            value = f" (got {err['input']!r})" if "input" in err and err["type"] not in (
+            value = f" (got {described(err['input'], err['type'])})" if "input" in err and err["type"] not in (
                 "missing", "extra_forbidden", "value_error") else ""
             message = err["msg"].removeprefix("Value error, ")
             problems.append(f"{path}: {_format_loc(err['loc'])}: {message}{value}")
