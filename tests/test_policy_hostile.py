@@ -62,3 +62,16 @@ def test_the_dap_import_refuses_a_rule_file_with_aliases(include, tmp_path):
         import_dap(include, "NGA", dap, write=True, today=None)
     assert len(str(exc.value)) < 500 and f"{path}: line 4: YAML anchors" in str(exc.value)
     assert path.read_text().startswith(text[:20])
+
+
+# --- item 17: a Secret collection date ---------------------------------------------------------
+
+
+def test_a_secret_collection_date_is_refused_at_check(include, capsys):
+    """It passed ``check``, then every round was blocked as having no collection date."""
+    path = include / "rules" / "NGA.yaml"
+    _edit(path, "indicators:\n", "indicators:\n  collected_on: {classification: secret}\n")
+    code, _, err = _check(include, capsys)
+    assert code == 1
+    assert f"{path}: collection_date: 'collected_on' is Secret" in err
+    assert "dropped unread" in err and "every round would be blocked" in err

@@ -337,6 +337,12 @@ class RuleSet(PolicyModel):
             name = getattr(self, field)
             if name not in self.indicators or self.indicators[name].kind != kind:
                 problems.append(f"{field}: {name!r} is not an indicator of kind {kind}")
+        dated = self.indicators.get(self.collection_date)
+        if dated is not None and dated.classification is Classification.SECRET:
+            problems.append(f"collection_date: {self.collection_date!r} is Secret, and a Secret "
+                            "column is dropped unread, so no round could be dated and every "
+                            "round would be blocked; make it confidential and leave it out of "
+                            "agreements' indicators to keep it from partners")
         claimed: dict[str, str] = {}
         for name, rule in self.indicators.items():
             for header in (name, *rule.headers):
