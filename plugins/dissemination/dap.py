@@ -121,6 +121,31 @@ def _optional_columns(path: Path, names: list[object]) -> dict[str, int]:
     return found
 
 
+def _hidden_parts(path: Path) -> list[str]:
+    """The hidden parts of the sheet the import reads: the first sheet itself, its rows and
+    columns that hold something. What a reviewer does not see in Excel must not become policy."""
+    from openpyxl import load_workbook
+
+    workbook = load_workbook(path, data_only=True)  # not read-only: it has no row dimensions
+    try:
+        sheet = workbook.worksheets[0]
+        if sheet.sheet_state != "visible":
+            return [f"the first sheet {_show(sheet.title, 40)} is {sheet.sheet_state}"]
+        rows = [i for i, d in sorted(sheet.row_dimensions.items())
+                if d.hidden and i <= sheet.max_row
+                and any(c.value not in (None, "") for c in sheet[i])]
+        columns = sorted({i for d in sheet.column_dimensions.values() if d.hidden
+                          for i in range(d.min or 1, min(d.max or 0, sheet.max_column) + 1)
+                          if any(c.value not in (None, "")
+                                 for (c,) in sheet.iter_rows(min_col=i, max_col=i))})
+    finally:
+        workbook.close()
+    return [*([f"row(s) {', '.join(map(str, rows[:20]))} of the first sheet are hidden"]
+              if rows else []),
+            *([f"column(s) {', '.join(get_column_letter(i) for i in columns[:20])} of the "
+               "first sheet are hidden"] if columns else [])]
+
+
 def read_dap(path: Path) -> list[DapRow]:
     """Read the first sheet (xlsx) or a CSV; the first row is a header.
 
@@ -135,11 +160,17 @@ def read_dap(path: Path) -> list[DapRow]:
             frame = pd.read_csv(path, header=0, dtype=str, keep_default_na=False,
                                 encoding=encoding_of(path))
         else:
-            frame = pd.read_excel(path, sheet_name=0, header=0, dtype=str, engine="openpyxl",
-                                  keep_default_na=False)
+            hidden = _hidden_parts(path)
+            frame = None if hidden else pd.read_excel(
+                path, sheet_name=0, header=0, dtype=str, engine="openpyxl",
+                keep_default_na=False)
     except Exception as exc:  # pandas and openpyxl raise many types for a malformed file
         raise DapError(f"{path}: cannot be read as a Data Analysis Plan "
                        f"({type(exc).__name__}: {exc})") from None
+    if frame is None:
+        raise DapError(f"{path}: " + "; ".join(hidden) + ": unhide what the DAP says (the "
+                       "import reads the first sheet, and would read hidden cells nobody "
+                       "reviewing the DAP sees), or delete it")
     if frame.shape[1] < 2:
         raise DapError(f"{path}: needs at least columns A (indicator) and B (Dissemination "
                        "Category)")
