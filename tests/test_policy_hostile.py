@@ -75,3 +75,38 @@ def test_a_secret_collection_date_is_refused_at_check(include, capsys):
     assert code == 1
     assert f"{path}: collection_date: 'collected_on' is Secret" in err
     assert "dropped unread" in err and "every round would be blocked" in err
+
+
+# --- item 7: one person, two organisations ----------------------------------------------------
+
+
+def test_one_sftp_folder_for_two_organisations_is_refused_naming_both_files(include, capsys):
+    """The Protection Sector's packages would land in UNICEF's folder: whoever reads it holds
+    what both organisations receive, judged apart."""
+    path = include / "agreements" / "protection-cluster-nga.yaml"
+    _edit(path, "sftp_conn_id: sftp_protection_cluster_nga\n  remote_dir: "
+                "protection-cluster-nga/incoming", "sftp_conn_id: sftp_unicef_nga\n  remote_dir: "
+                "/unicef-nga/incoming/")
+    code, _, err = _check(include, capsys)
+    assert code == 1
+    (line,) = [line for line in err.splitlines() if "same SFTP destination" in line]
+    assert line.strip().startswith(f"{include / 'agreements'}/")
+    assert str(path) in line and str(include / "agreements" / "unicef-nga.yaml") in line
+    assert "'unicef'" in line and "'protection-sector-nga'" in line
+    assert "declare them one holder (same_holder_as in organisations/" in line
+
+
+def test_one_holder_declared_lets_the_shared_folder_load(include, capsys):
+    path = include / "agreements" / "protection-cluster-nga.yaml"
+    _edit(path, "sftp_conn_id: sftp_protection_cluster_nga\n  remote_dir: "
+                "protection-cluster-nga/incoming", "sftp_conn_id: sftp_unicef_nga\n  remote_dir: "
+                "unicef-nga/incoming")
+    org = include / "organisations" / "unicef.yaml"
+    org.write_text(org.read_text() + "same_holder_as: [protection-sector-nga]\n")
+    code, out, err = _check(include, capsys)
+    assert code == 0, err
+    bad = include / "organisations" / "protection-sector-nga.yaml"
+    bad.write_text(bad.read_text() + "same_holder_as: [protection-sector-ng]\n")
+    code, _, err = _check(include, capsys)
+    assert code == 1 and f"{bad}: same_holder_as.0: no file organisations/protection-sector-ng" \
+        ".yaml" in err

@@ -5,6 +5,7 @@ make organisations alike with it."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import yaml
@@ -22,6 +23,16 @@ def copy_agreement(include: Path, original: str, ident: str, organisation: str,
     agreement.update(id=ident, organisation=organisation, focal_points=ident)
     agreement["password"]["variable"] = f"package_password_{ident.replace('-', '_')}"
     people.update(organisation=organisation, **({"id": ident} if "id" in people else {}))
+    # Another organisation's people and folders: one person of two organisations is refused.
+    agreement["destination"]["remote_dir"] = f"{ident}/incoming"
+    persons = [("primary", people["primary"]), ("secondary", people["secondary"]),
+               *((f"field{i}", p) for i, p in enumerate(people.get("field") or ()))]
+    for role, person in persons:
+        local, _, domain = person["email"].partition("@")
+        digits = int(hashlib.sha256(f"{ident}/{role}".encode()).hexdigest(), 16) % 10**9
+        person.update(email=f"{local}.{ident}@{domain}", mobile=f"+999 {digits:09d}")
+        if person.get("destination"):
+            person["destination"]["remote_dir"] = f"{ident}/{role}"
     (include / "organisations" / f"{organisation}.yaml").write_text(
         yaml.safe_dump({"id": organisation, "name": name}))
     (include / "agreements" / f"{ident}.yaml").write_text(yaml.safe_dump(agreement))
