@@ -342,3 +342,17 @@ def test_the_page_reads_what_the_whole_history_says(policy, sql_engine, history)
                 if hours <= 24 * 30} - expected["delivered"]
         medium = _tier(status, "medium")
         assert (medium.freshness == "up to date") == (not owed), medium.detail
+
+
+def test_each_country_lists_where_its_rules_depart_from_the_default_with_reasons(include,
+                                                                                  ledger):
+    from dissemination.policy import load_policy
+
+    path = include / "rules" / "NGA.yaml"
+    path.write_text(path.read_text() + "\ndrops_default:\n  urgent_signals: "
+                    "{unaccompanied_children_jump: Sites are re-registered each round here}\n")
+    countries = {c.country: c for c in _overview(load_policy(include), ledger).countries}
+    assert [line.split(":")[1].strip() for line in countries["NGA"].overrides] == [
+        "primary_need", "drops urgent_signals.unaccompanied_children_jump of the default (Sites "
+        "are re-registered each round here)"]
+    assert countries["BFA"].overrides == ()

@@ -110,3 +110,92 @@ def test_one_holder_declared_lets_the_shared_folder_load(include, capsys):
     code, _, err = _check(include, capsys)
     assert code == 1 and f"{bad}: same_holder_as.0: no file organisations/protection-sector-ng" \
         ".yaml" in err
+
+
+# --- item 19: retuning or dropping what a country inherits ------------------------------------
+
+RETUNED = """
+urgent_signals:
+  - name: many_unaccompanied_children
+    indicator: unaccompanied_children
+    above: 50
+"""
+REASON = ("    loosens_default: Sites here hold 5,000 people; 10 children fired on every round "
+          "(DTM NGA, 2026-11)\n")
+
+
+def _large_site_round(policy):
+    from dissemination.devkit.synthetic import generate_round
+
+    _, df = generate_round(policy.rulesets["NGA"], 1, 30, seed=3)
+    df = df.copy()
+    df["unaccompanied_children"] = 0
+    df.loc[df.index[0], "unaccompanied_children"] = 20  # above the default's 10, below 50
+    return df
+
+
+def test_retuning_an_inherited_urgent_signal_needs_a_reason(include, capsys):
+    path = include / "rules" / "NGA.yaml"
+    path.write_text(path.read_text() + RETUNED)
+    code, _, err = _check(include, capsys)
+    assert code == 1
+    assert (f"{path}: urgent_signals.many_unaccompanied_children: above 10 -> above 50, firing "
+            "less often than the default's (rules/default.yaml); set loosens_default") in err
+
+
+def test_a_retuned_signal_with_its_reason_is_reported_and_fires_at_its_threshold(include,
+                                                                                   capsys):
+    from dissemination.policy import load_policy
+    from dissemination.signals import detect
+
+    path = include / "rules" / "NGA.yaml"
+    default_policy = load_policy(include)
+    df = _large_site_round(default_policy)
+    assert [s.name for s in detect(df, default_policy.rulesets["NGA"])] == [
+        "many_unaccompanied_children"]
+    path.write_text(path.read_text() + RETUNED + REASON)
+    code, out, err = _check(include, capsys)
+    assert code == 0, err
+    assert ("loosens the default on purpose: NGA: urgent_signals.many_unaccompanied_children: "
+            "above 10 -> above 50, firing less often than the default's (Sites here hold") in out
+    retuned = load_policy(include).rulesets["NGA"]
+    assert detect(df, retuned) == []
+    assert [s.name for s in retuned.urgent_signals] == [
+        "many_unaccompanied_children", "unaccompanied_children_jump"]  # the default's order
+
+
+def test_a_lower_threshold_needs_no_reason(include, capsys):
+    path = include / "rules" / "NGA.yaml"
+    path.write_text(path.read_text() + RETUNED.replace("above: 50", "above: 5"))
+    code, out, err = _check(include, capsys)
+    assert code == 0, err
+    assert "many_unaccompanied_children" not in out
+
+
+def test_dropping_inherited_entries_says_why_and_unknown_drops_are_named(include, capsys):
+    from dissemination.policy import load_policy
+
+    path = include / "rules" / "NGA.yaml"
+    path.write_text(path.read_text() + """
+drops_default:
+  urgent_signals: {unaccompanied_children_jump: "Sites are re-registered each round here"}
+  additive: {idp_individuals: "Totals come from another source here"}
+  relational: {safety_x_military: "No military presence; reviewed 2026-10"}
+  indicators: {water_points_functional: "Not collected here"}
+""")
+    code, _, err = _check(include, capsys)
+    assert code == 1
+    assert (f"{path}: drops_default.indicators.water_points_functional: rules/default.yaml "
+            "has no such indicator") in err
+    path.write_text(path.read_text().replace("water_points_functional", "enumerator_comments"))
+    code, out, err = _check(include, capsys)
+    assert code == 0, err
+    for line in ("NGA: drops urgent_signals.unaccompanied_children_jump of the default (Sites",
+                 "NGA: drops additive.idp_individuals of the default (Totals",
+                 "NGA: drops relational.safety_x_military of the default (No military",
+                 "NGA: drops indicator enumerator_comments of the default (Not collected"):
+        assert f"loosens the default on purpose: {line}" in out
+    nga = load_policy(include).rulesets["NGA"]
+    assert [s.name for s in nga.urgent_signals] == ["many_unaccompanied_children"]
+    assert nga.additive == () and "safety_x_military" not in {r.name for r in nga.relational}
+    assert "enumerator_comments" not in nga.indicators

@@ -89,6 +89,8 @@ class CountryStatus:
     review_due: date
     review: str  # ok | due soon | overdue
     agreements: tuple[AgreementStatus, ...]
+    # Where the country's rules depart from rules/default.yaml on purpose, each with its reason.
+    overrides: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,7 @@ def build_overview(policy: Policy, view: LedgerView, now: datetime,
             assessed.date if assessed else None,
             assessed.review_due if assessed else None,
             _review_state(ruleset, now.date()) if assessed else "no rule set",
-            statuses))
+            statuses, ruleset.loosened if ruleset else ()))
     audit_status = AuditStatus(audit.ok, audit.line()) if audit is not None else None
     return Overview(now, tuple(result), audit_status, _totals(result), tuple(countries))
 
