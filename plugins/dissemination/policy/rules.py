@@ -342,12 +342,6 @@ class RuleSet(PolicyModel):
             name = getattr(self, field)
             if name not in self.indicators or self.indicators[name].kind != kind:
                 problems.append(f"{field}: {name!r} is not an indicator of kind {kind}")
-        dated = self.indicators.get(self.collection_date)
-        if dated is not None and dated.classification is Classification.SECRET:
-            problems.append(f"collection_date: {self.collection_date!r} is Secret, and a Secret "
-                            "column is dropped unread, so no round could be dated and every "
-                            "round would be blocked; make it confidential and leave it out of "
-                            "agreements' indicators to keep it from partners")
         claimed: dict[str, str] = {}
         for name, rule in self.indicators.items():
             for header in (name, *rule.headers):
@@ -420,6 +414,16 @@ def _merge_indicator(base: IndicatorRule | None, patch) -> IndicatorRule:
     return IndicatorRule.model_validate({**fields, **patch.model_dump(exclude_unset=True)})
 
 
+def _undated(indicators: dict[str, IndicatorRule], collection_date: str | None) -> list[str]:
+    """A Secret collection date passes every model, then blocks every round: the contract
+    drops Secret columns unread, and a round without its date cannot be dated."""
+    rule = indicators.get(collection_date)
+    return [f"collection_date: {collection_date!r} is Secret, and a Secret column is dropped "
+            "unread, so no round could be dated and every round would be blocked; make it "
+            "confidential and leave it out of agreements' indicators to keep it from partners"
+            ] if rule is not None and rule.classification is Classification.SECRET else []
+
+
 def merge_rules(default: DefaultRules | None, country: CountryRules) -> tuple[dict, list[str]]:
     """The country file over the default: it may add and tighten; loosening must say why.
 
@@ -475,6 +479,7 @@ def merge_rules(default: DefaultRules | None, country: CountryRules) -> tuple[di
     def inherited(field: str):
         return getattr(country, field) or (getattr(default, field) if default else None)
 
+    problems += _undated(indicators, inherited("collection_date"))
     fields = dict(
         country=country.country,
         version=country.version,
