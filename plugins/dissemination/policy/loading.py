@@ -85,7 +85,7 @@ def _construct_mapping(loader, node: yaml.MappingNode, deep: bool = False):
                 None, None, f"a {type(key).__name__} cannot be a key", key_node.start_mark)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
+                None, None, f"duplicate key {str(key)[:60]!r}", key_node.start_mark
             )
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
