@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from openpyxl import Workbook
+from openpyxl import Workbook, load_workbook
 
 from dissemination.__main__ import main
 from dissemination.classification import DisseminationCategory
@@ -240,3 +240,55 @@ def test_values_for_an_indicator_that_cannot_have_them_say_why(include, tmp_path
     with pytest.raises(DapError, match=r"row 2, column E: 'idp_female' is of kind count \(as "
                                        r"the rule files say\), which cannot declare values"):
         import_dap(include, "NGA", dap, write=True, today=TODAY)
+
+
+def _run_dap(include, dap, capsys) -> tuple[int, str]:
+    code = main(["dap", "--country", "NGA", "--include", str(include), str(dap), "--write"])
+    return code, capsys.readouterr().err
+
+
+def test_a_hidden_first_sheet_is_refused_naming_it(include, tmp_path, capsys):
+    """The import read the first sheet even when hidden: an old plan nobody reviewing the
+    workbook sees would become the rules."""
+    wb = Workbook()
+    old = wb.active
+    old.title = "Old plan"
+    old.append(["Indicator", "Dissemination Category", "Classification", "Kind"])
+    old.append(["water_points", "Public", "public", "count"])
+    old.sheet_state = "hidden"
+    wb.create_sheet("DAP").append(["Indicator", "Dissemination Category"])
+    wb.save(dap := tmp_path / "DAP_NGA.xlsx")
+    before = (include / "rules" / "NGA.yaml").read_text()
+    code, err = _run_dap(include, dap, capsys)
+    assert code == 1 and "the first sheet 'Old plan' is hidden" in err and str(dap) in err
+    assert (include / "rules" / "NGA.yaml").read_text() == before
+
+
+def test_hidden_rows_and_columns_are_refused_naming_them(include, tmp_path, capsys):
+    dap = _xlsx(tmp_path / "DAP_NGA.xlsx", [
+        ("primary_need", "Low urgency", "", "", ""),
+        ("water_points", "Public", "public", "count", ""),
+        ("toilets", "Public", "public", "categorical", "none; shared; private"),
+    ], extra=["Values"])
+    wb = load_workbook(dap)
+    wb.active.row_dimensions[3].hidden = True
+    wb.active.column_dimensions["E"].hidden = True
+    wb.save(dap)
+    before = (include / "rules" / "NGA.yaml").read_text()
+    code, err = _run_dap(include, dap, capsys)
+    assert code == 1 and "row(s) 3 of the first sheet are hidden" in err
+    assert "column(s) E of the first sheet are hidden" in err
+    assert (include / "rules" / "NGA.yaml").read_text() == before
+
+
+def test_hidden_empty_rows_and_other_hidden_sheets_are_no_obstacle(include, tmp_path, capsys):
+    """A template's hidden list of choices on another sheet, or a hidden empty row, hides no
+    part of the plan."""
+    dap = _xlsx(tmp_path / "DAP_NGA.xlsx", [("water_points", "Public", "public", "count")])
+    wb = load_workbook(dap)
+    wb.active.row_dimensions[40].hidden = True
+    wb.create_sheet("choices").sheet_state = "hidden"
+    wb.save(dap)
+    code, err = _run_dap(include, dap, capsys)
+    assert code == 0, err
+    assert "water_points" in (include / "rules" / "NGA.yaml").read_text()

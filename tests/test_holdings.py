@@ -19,7 +19,7 @@ from dissemination.classification import Urgency
 from dissemination.holdings import DisclosureState
 from dissemination.ledger import Ledger, LedgerNotInitialised
 from dissemination.ledger_migrations import open_upgraded
-from dissemination.policy import load_policy
+from dissemination.policy import PolicyError, load_policy
 from dissemination.sensitivity import active_relational
 from dissemination.source import RoundMeta
 
@@ -128,11 +128,40 @@ def test_another_organisation_is_not_held_against_this_one(split, include, tmp_p
     """Same plan, but the military agreement belongs to another organisation."""
     (include / "organisations" / "other-ngo.yaml").write_text("id: other-ngo\nname: Other\n")
     _add_agreement(include, "protection-military", "armed_actors_military", org="other-ngo")
+    people = include / "focal_points" / "protection-military.yaml"
+    people.write_text(people.read_text().replace("@example.org", "@other-ngo.example.org")
+                      .replace("000 009", "111 009"))  # its own people: one of both is refused
     policy = load_policy(include)
     meta, df = _round()
     shared = _shared(_plan(policy, meta, df, _state(_ledger(tmp_path), policy)))
     assert "armed_actors_military" in shared["protection-military"]
     assert "feeling_of_safety" in shared["protection-safety"]
+
+
+def test_organisations_declared_one_holder_are_judged_together(split, include, tmp_path,
+                                                                sftp_server):
+    """The same focal points for another organisation load only once the policy declares
+    both one holder; then what one received counts against the other, run after run."""
+    (include / "organisations" / "other-ngo.yaml").write_text("id: other-ngo\nname: Other\n")
+    _add_agreement(include, "protection-military", "armed_actors_military", org="other-ngo")
+    with pytest.raises(PolicyError) as refused:
+        load_policy(include)
+    (problem, _) = refused.value.problems  # the primary, the secondary: both files named
+    assert "primary: the same e-mail and phone as primary in " in problem
+    assert "protection-military.yaml" in problem and "protection-safety.yaml" in problem
+    assert "example.org" not in problem and "0099" not in problem
+    (include / "organisations" / "other-ngo.yaml").write_text(
+        "id: other-ngo\nname: Other\nsame_holder_as: [protection-sector-nga]\n")
+    policy = load_policy(include)
+    ledger = _ledger(tmp_path)
+    meta, df = _round()
+    plans = _plan(policy, meta, df, _state(ledger, policy), only=["protection-military"])
+    assert "armed_actors_military" in _shared(plans)["protection-military"]
+    _deliver_and_record(policy, meta, df, plans, ledger, tmp_path, sftp_server)
+    meta2, df2 = _round(2)
+    shared = _shared(_plan(policy, meta2, df2, _state(ledger, policy),
+                           only=["protection-safety"]))
+    assert "feeling_of_safety" not in shared["protection-safety"]
 
 
 def test_renaming_an_organisation_keeps_its_history(split, include, tmp_path, sftp_server):

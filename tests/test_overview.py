@@ -375,3 +375,17 @@ def test_a_reader_of_some_countries_sees_nothing_of_the_others(include, ledger):
     every = build_overview(policy, LedgerView.read(ledger, NOW), NOW, verify(ledger.engine),
                            readable=whole.all_countries)
     assert every == replace(whole, generated_at=every.generated_at)
+
+
+def test_each_country_lists_where_its_rules_depart_from_the_default_with_reasons(include,
+                                                                                  ledger):
+    from dissemination.policy import load_policy
+
+    path = include / "rules" / "NGA.yaml"
+    path.write_text(path.read_text() + "\ndrops_default:\n  urgent_signals: "
+                    "{unaccompanied_children_jump: Sites are re-registered each round here}\n")
+    countries = {c.country: c for c in _overview(load_policy(include), ledger).countries}
+    assert [line.split(":")[1].strip() for line in countries["NGA"].overrides] == [
+        "primary_need", "drops urgent_signals.unaccompanied_children_jump of the default (Sites "
+        "are re-registered each round here)"]
+    assert countries["BFA"].overrides == ()

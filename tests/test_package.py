@@ -108,6 +108,42 @@ def test_a_guessable_password_is_refused_whatever_its_length(policy, round_nga, 
     assert weak not in str(exc.value) and not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("typed", ["abcdefghijklmnop", "Password12345678", "Unicef2026Nigeria!"])
+def test_a_typed_password_a_cracker_guesses_is_refused(policy, round_nga, tmp_path, typed):
+    """Each passed the length and variety checks; zxcvbn, told the agreement's own words,
+    estimates each below 10^14 guesses. The message holds neither the password nor zxcvbn's
+    feedback (which quotes it)."""
+    meta, df = round_nga
+    ruleset, agreement = policy.rulesets["NGA"], policy.agreements["unicef-nga"]
+    selection = select_for_agreement(classify_round(df.columns, ruleset), ruleset, agreement,
+                                     Urgency.MEDIUM)
+    with pytest.raises(WeakPassword, match="guessable: zxcvbn scores it") as exc:
+        build_package(build_content(df, selection, ruleset), meta, selection, ruleset, agreement,
+                      tmp_path, typed, datetime.now(UTC))
+    message = str(exc.value).lower()
+    assert typed.lower() not in message and "package_password_unicef_nga" in message
+    assert not any(part in message for part in ("abcdef", "password1", "2026nigeria"))
+    assert not list(tmp_path.iterdir())
+
+
+def test_generated_passwords_pass_the_strength_check(policy, round_nga, tmp_path):
+    """The rotation's generator must never make a password the packager then refuses."""
+    from dissemination.package import known_words, password_weakness
+    from dissemination.steps import new_password
+
+    agreement = policy.agreements["unicef-nga"]
+    assert [w for w in (password_weakness(new_password(), known_words(agreement))
+                        for _ in range(200)) if w] == []
+    meta, df = round_nga
+    ruleset = policy.rulesets["NGA"]
+    selection = select_for_agreement(classify_round(df.columns, ruleset), ruleset, agreement,
+                                     Urgency.MEDIUM)
+    password = new_password()
+    package = build_package(build_content(df, selection, ruleset), meta, selection, ruleset,
+                            agreement, tmp_path, password, datetime.now(UTC))
+    assert open_package(package.path, password)[0]["agreement"]["id"] == "unicef-nga"
+
+
 def test_a_package_s_name_holds_no_focal_point_and_no_hash_of_its_data(policy, round_nga,
                                                                        tmp_path):
     """Names carried the field focal point's name and 48 bits of the CSV's SHA-256: read by

@@ -254,8 +254,10 @@ def test_organisations_alike_get_tables_built_and_deflated_once_in_zips_of_their
     monkeypatch.setattr(package, "write_csv",
                         lambda frame, out: written.append(len(frame)) or write_csv(frame, out))
 
-    def password_for(variable):
-        return f"{variable}-long-password"
+    generated: dict[str, str] = {}
+
+    def password_for(variable):  # one generated password per Variable, as rotation stores
+        return generated.setdefault(variable, steps.new_password())
 
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
     out = steps.package_deliveries(df, meta, plans, policy, tmp_path / "pk", password_for,

@@ -276,11 +276,12 @@ def test_lowering_the_small_cell_threshold_needs_a_reason(include):
     assert f"{path}: small_cells.threshold: 2 is below the default 3" in problem
 
 
-def test_a_country_cannot_replace_a_default_relational_rule(include):
+def test_a_country_replaces_a_default_relational_rule_only_with_a_reason(include):
     path = include / "rules" / "SSD.yaml"
     _edit(path, "- name: children_x_military", "- name: safety_x_military")
     (problem,) = _problems(include)
-    assert f"{path}: relational: rule name 'safety_x_military' is already used" in problem
+    assert (f"{path}: relational.safety_x_military: replaces the default's entry of that name "
+            "(rules/default.yaml); set loosens_default: <reason>") in problem
 
 
 def test_a_broken_default_does_not_cascade(include):

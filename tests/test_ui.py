@@ -290,3 +290,15 @@ def test_an_officer_logs_in_and_reads_the_page_in_chromium(ui, tmp_path):
     if os.environ.get("DISSEMINATION_SCREENSHOTS"):
         target = REPO / os.environ["DISSEMINATION_SCREENSHOTS"] / "dissemination-page.png"
         shutil.copyfile(tmp_path / "dissemination-page.png", target)
+
+
+def test_the_page_lists_where_a_country_departs_from_the_default_with_its_reason(ui):
+    """The tests' NGA rules make primary_need urgent, against the default, with a reason: the
+    country's section says so, as ``check`` does."""
+    box, base = ui
+    auth = {"Authorization": f"Bearer {_token(base)}"}
+    page = httpx.get(f"{base}/dissemination/", params={"country": "NGA"}, headers=auth).text
+    (listed,) = re.findall(r'<ul class="small overrides">(.*?)</ul>', page, re.S)
+    assert "<li>NGA: primary_need: public/monthly -&gt; public/urgent (The food" in listed
+    ssd = httpx.get(f"{base}/dissemination/", params={"country": "SSD"}, headers=auth).text
+    assert "NGA: primary_need" not in ssd

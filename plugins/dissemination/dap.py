@@ -41,6 +41,7 @@ from .classification import Classification, DisseminationCategory
 from .errors import PermanentError
 from .policy import DEFAULT_RULES, PolicyError, load_policy
 from .policy.rules import SET_KINDS, VALUE_KINDS, Kind
+from .policy.yamlsafety import alias_problem
 from .textfiles import encoding_of
 
 #: What DAP templates write in column B, mapped to our categories (case-insensitive).
@@ -120,6 +121,31 @@ def _optional_columns(path: Path, names: list[object]) -> dict[str, int]:
     return found
 
 
+def _hidden_parts(path: Path) -> list[str]:
+    """The hidden parts of the sheet the import reads: the first sheet itself, its rows and
+    columns that hold something. What a reviewer does not see in Excel must not become policy."""
+    from openpyxl import load_workbook
+
+    workbook = load_workbook(path, data_only=True)  # not read-only: it has no row dimensions
+    try:
+        sheet = workbook.worksheets[0]
+        if sheet.sheet_state != "visible":
+            return [f"the first sheet {_show(sheet.title, 40)} is {sheet.sheet_state}"]
+        rows = [i for i, d in sorted(sheet.row_dimensions.items())
+                if d.hidden and i <= sheet.max_row
+                and any(c.value not in (None, "") for c in sheet[i])]
+        columns = sorted({i for d in sheet.column_dimensions.values() if d.hidden
+                          for i in range(d.min or 1, min(d.max or 0, sheet.max_column) + 1)
+                          if any(c.value not in (None, "")
+                                 for (c,) in sheet.iter_rows(min_col=i, max_col=i))})
+    finally:
+        workbook.close()
+    return [*([f"row(s) {', '.join(map(str, rows[:20]))} of the first sheet are hidden"]
+              if rows else []),
+            *([f"column(s) {', '.join(get_column_letter(i) for i in columns[:20])} of the "
+               "first sheet are hidden"] if columns else [])]
+
+
 def read_dap(path: Path) -> list[DapRow]:
     """Read the first sheet (xlsx) or a CSV; the first row is a header.
 
@@ -134,11 +160,17 @@ def read_dap(path: Path) -> list[DapRow]:
             frame = pd.read_csv(path, header=0, dtype=str, keep_default_na=False,
                                 encoding=encoding_of(path))
         else:
-            frame = pd.read_excel(path, sheet_name=0, header=0, dtype=str, engine="openpyxl",
-                                  keep_default_na=False)
+            hidden = _hidden_parts(path)
+            frame = None if hidden else pd.read_excel(
+                path, sheet_name=0, header=0, dtype=str, engine="openpyxl",
+                keep_default_na=False)
     except Exception as exc:  # pandas and openpyxl raise many types for a malformed file
         raise DapError(f"{path}: cannot be read as a Data Analysis Plan "
                        f"({type(exc).__name__}: {exc})") from None
+    if frame is None:
+        raise DapError(f"{path}: " + "; ".join(hidden) + ": unhide what the DAP says (the "
+                       "import reads the first sheet, and would read hidden cells nobody "
+                       "reviewing the DAP sees), or delete it")
     if frame.shape[1] < 2:
         raise DapError(f"{path}: needs at least columns A (indicator) and B (Dissemination "
                        "Category)")
@@ -323,6 +355,11 @@ def _apply(include: Path, country: str, rows: list[DapRow],
     yaml = _yaml()
     path = Path(include) / "rules" / f"{country}.yaml"
     old = path.read_text(encoding="utf-8") if path.exists() else ""
+    default_path = Path(include) / "rules" / f"{DEFAULT_RULES}.yaml"
+    default_text = default_path.read_text(encoding="utf-8") if default_path.exists() else ""
+    for source, text in ((path, old), (default_path, default_text)):
+        if problem := alias_problem(text):  # before ruamel builds (or a diff expands) anything
+            raise DapError(f"{source}: {problem}")
     doc = yaml.load(old) if old else None
     if doc is None:
         doc = yaml.load(
@@ -332,8 +369,7 @@ def _apply(include: Path, country: str, rows: list[DapRow],
         )
     if not doc.get("indicators"):  # None or an empty {}: entries are written one per line
         doc["indicators"] = CommentedMap()
-    default_path = Path(include) / "rules" / f"{DEFAULT_RULES}.yaml"
-    default = (yaml.load(default_path.read_text()) or {}) if default_path.exists() else {}
+    default = (yaml.load(default_text) or {}) if default_text else {}
     inherited = default.get("indicators") or {}
     indicators = doc["indicators"]
     last = list(indicators)[-1] if indicators else None

@@ -89,6 +89,8 @@ class CountryStatus:
     review_due: date
     review: str  # ok | due soon | overdue
     agreements: tuple[AgreementStatus, ...]
+    # Where the country's rules depart from rules/default.yaml on purpose, each with its reason.
+    overrides: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,7 @@ def build_overview(policy: Policy, view: LedgerView, now: datetime,
             assessed.date if assessed else None,
             assessed.review_due if assessed else None,
             _review_state(ruleset, now.date()) if assessed else "no rule set",
-            statuses))
+            statuses, ruleset.loosened if ruleset else ()))
     return Overview(now, tuple(result), _audit_status(audit, every), _totals(result),
                     tuple(countries))
 

@@ -10,12 +10,14 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,15 +41,22 @@ DATA_FILE = "data.csv"
 MANIFEST_FILE = "manifest.json"
 MIN_PASSWORD_LENGTH = 16
 MIN_DISTINCT_CHARACTERS = 12
+#: zxcvbn's estimate of the guesses an attacker needs, as a power of ten. Its top score (4) means
+#: only 10^10, and "Unicef2026Nigeria!" reaches it; a generated password (``new_password``) is
+#: estimated at 10^22 or more, a four-word passphrase at about 10^18.
+MIN_GUESSES_LOG10 = 14
+MIN_ZXCVBN_SCORE = 4
 MANIFEST_VERSION = 1
 #: Hex digits of the zip's SHA-256 in its name: 64 bits, no two alike in any one folder.
 NAME_HASH_CHARS = 16
 
 
-def password_weakness(password: str) -> str:
+def password_weakness(password: str, known: tuple[str, ...] = ()) -> str:
     """Why a package password is too weak to protect a round, or "". Length alone let
-    "aaaaaaaaaaaaaaaa" and sixteen spaces through; a generated one (``secrets.token_urlsafe``)
-    has 43 characters of 64 kinds. Never says anything of the password but its length."""
+    "aaaaaaaaaaaaaaaa" and sixteen spaces through, and length with variety let "Password12345678"
+    through: zxcvbn judges it as a cracker would, with ``known`` (the agreement's organisation,
+    id, countries, Variable: in the policy, so an attacker's first guesses) as its dictionary.
+    Never says anything of the password but its length, nor zxcvbn's feedback, which quotes it."""
     if len(password) < MIN_PASSWORD_LENGTH:
         return f"is shorter than {MIN_PASSWORD_LENGTH} characters"
     if any(c.isspace() for c in password):
@@ -55,7 +64,30 @@ def password_weakness(password: str) -> str:
     if len(set(password)) < MIN_DISTINCT_CHARACTERS:
         return (f"has fewer than {MIN_DISTINCT_CHARACTERS} different characters: guessable "
                 "(set a generated one, see README: rotate a password)")
+    strength = _strength(password, known)
+    if strength["score"] < MIN_ZXCVBN_SCORE or strength["guesses_log10"] < MIN_GUESSES_LOG10:
+        return (f"is guessable: zxcvbn scores it {strength['score']} of 4 with about "
+                f"10^{int(strength['guesses_log10'])} guesses, below the "
+                f"10^{MIN_GUESSES_LOG10} required (set a generated one, see README: rotate a "
+                "password)")
     return ""
+
+
+@lru_cache(maxsize=64)
+def _strength(password: str, known: tuple[str, ...]) -> dict:
+    """zxcvbn's score and guesses only (its feedback quotes the password): once per password
+    and agreement, not once per package."""
+    from zxcvbn import zxcvbn
+
+    result = zxcvbn(password, user_inputs=[w for k in known for w in re.split(r"[\W_]+", k) + [k]
+                                           if w])
+    return {"score": result["score"], "guesses_log10": float(result["guesses_log10"])}
+
+
+def known_words(agreement: Agreement) -> tuple[str, ...]:
+    """What the policy tells anyone about an agreement's password: its first guesses."""
+    return (agreement.id, agreement.organisation, agreement.password.variable,
+            agreement.focal_points, *agreement.countries)
 
 
 class WeakPassword(PermanentError, ValueError):
@@ -119,7 +151,7 @@ def build_package(
 ) -> Package:
     """Write the partner's table and its manifest into an AES-256 zip under ``out_dir``; with
     ``deflated``, its CSV entry is made once for every package of ``content``."""
-    if weakness := password_weakness(password):
+    if weakness := password_weakness(password, known_words(agreement)):
         raise WeakPassword(f"the package password for agreement {agreement.id} (variable "
                            f"{agreement.password.variable}) {weakness}")
     if any(c.classification is Classification.SECRET for c in content.columns):

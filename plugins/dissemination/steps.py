@@ -305,7 +305,7 @@ def plan_deliveries(
     plans = []
     for agreement in covering:
         name = policy.organisation_name(agreement)
-        holdings = state.of(agreement.organisation, name, meta.country)
+        holdings = state.of(policy.holder(agreement.organisation), name, meta.country)
         selection = select_for_agreement(base, ruleset, agreement, urgency, active=active,
                                          held=holdings)
         reason = refusal(policy, agreement, today)
@@ -516,13 +516,13 @@ def _versions_of(round_id: str) -> list[str]:
 
 def _contents_held(rows: Sequence[tuple[str, str, str]], policy: Policy,
                    organisation: str) -> list[str]:
-    """Content hashes of the tables ``organisation`` received, of ``rows`` as
-    ``Ledger.delivered_contents`` gives them. Keyed as ``Ledger.holdings``: by organisation
-    id, or its agreements for older rows."""
+    """Content hashes of the tables ``organisation``'s holder received, of ``rows`` as
+    ``Ledger.delivered_contents`` gives them. Keyed as ``Ledger.holdings``: by organisation id
+    (one holder's together), or its agreements for older rows."""
     return list(dict.fromkeys(
-        content for org, agreement, content in rows if org == organisation or (
-            agreement in policy.agreements
-            and policy.agreements[agreement].organisation == organisation)))
+        content for org, agreement, content in rows
+        if policy.holder(organisation) in (policy.holder(org), policy.holder(
+            policy.agreements[agreement].organisation if agreement in policy.agreements else org))))
 
 
 def round_columns(round_id: str, plans: Sequence[Delivery], columns: Sequence[str],

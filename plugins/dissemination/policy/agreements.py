@@ -77,6 +77,10 @@ class Organisation(PolicyModel):
 
     id: Identifier
     name: str = Field(min_length=1, max_length=200)
+    # Organisations that are one holder with this one (e.g. a sector and its lead agency
+    # sharing staff): a person may be a focal point of both, and everything either holds is
+    # judged together. Declared in either file.
+    same_holder_as: tuple[Identifier, ...] = ()
 
 
 class Agreement(PolicyModel):

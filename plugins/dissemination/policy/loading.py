@@ -16,8 +16,10 @@ from ..errors import PermanentError
 from .agreements import Agreement, Organisation
 from .base import CountryCode, Identifier, PolicyModel
 from .focal_points import DtmFocalPoints, FocalPoints
+from .holders import holder_groups, shared_people
 from .intake import IntakeLimits
 from .rules import SITE, CountryRules, DefaultRules, RuleSet, merge_rules
+from .yamlsafety import alias_problem, described
 
 # --- the whole policy --------------------------------------------------------------------------
 
@@ -32,13 +34,22 @@ class Policy(PolicyModel):
     sources: dict[str, str] = Field(default_factory=dict)  # "agreement:<id>" -> file, for messages
     # SHA-256 over every policy file's path and bytes: a plan pins it, later steps compare.
     content_sha256: str = ""
+    # Organisation id -> its holder's (itself unless declared one holder with others).
+    holders: dict[str, str] = Field(default_factory=dict)
 
     def organisation_name(self, agreement: Agreement) -> str:
         return self.organisations[agreement.organisation].name
 
+    def holder(self, organisation: str) -> str:
+        """Whose holdings ``organisation``'s deliveries add to: its own, or those of the
+        organisations it is declared one holder with (``same_holder_as``)."""
+        return self.holders.get(organisation, organisation)
+
     def agreements_of(self, organisation: str) -> list[str]:
-        """Ids of every agreement the organisation holds, in any country."""
-        return sorted(a.id for a in self.agreements.values() if a.organisation == organisation)
+        """Ids of every agreement the organisation's holder holds, in any country."""
+        holder = self.holder(organisation)
+        return sorted(a.id for a in self.agreements.values()
+                      if self.holder(a.organisation) == holder)
 
     def alert_to(self, *countries: str) -> tuple[str, ...]:
         """E-mail of DTM's focal point on duty in each country, once each: who an alert goes to."""
@@ -74,7 +85,7 @@ def _construct_mapping(loader, node: yaml.MappingNode, deep: bool = False):
                 None, None, f"a {type(key).__name__} cannot be a key", key_node.start_mark)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
+                None, None, f"duplicate key {str(key)[:60]!r}", key_node.start_mark
             )
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
@@ -110,7 +121,11 @@ def _format_loc(loc: tuple) -> str:
 
 def _load_file(path: Path, model: type[PolicyModel], problems: list[str]):
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
+        text = path.read_text(encoding="utf-8")
+        if problem := alias_problem(text):
+            problems.append(f"{path}: {problem}")
+            return None
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""
@@ -129,7 +144,7 @@ def _load_file(path: Path, model: type[PolicyModel], problems: list[str]):
         return model.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
-            value = f" (got {err['input']!r})" if "input" in err and err["type"] not in (
+            value = f" (got {described(err['input'], err['type'])})" if "input" in err and err["type"] not in (
                 "missing", "extra_forbidden", "value_error") else ""
             message = err["msg"].removeprefix("Value error, ")
             problems.append(f"{path}: {_format_loc(err['loc'])}: {message}{value}")
@@ -240,12 +255,14 @@ def load_policy(include_dir: Path | str, *, today: date | None = None) -> Policy
         )
         problems.extend(_check_organisation(agreement, sources[f"agreement:{agreement.id}"],
                                             organisations, focal_points, broken))
+    holder_of, holder_problems = holder_groups(organisations, sources)
+    problems += holder_problems + shared_people(agreements, focal_points, sources, holder_of)
     if problems:
         raise PolicyError(problems)
     return Policy(
         rulesets=rulesets, organisations=organisations, agreements=agreements,
         focal_points=focal_points, dtm=dtm, intake=intake or IntakeLimits(), sources=sources,
-        content_sha256=policy_sha256(root),
+        content_sha256=policy_sha256(root), holders=holder_of,
     )
 
 

@@ -24,6 +24,7 @@ from pydantic import (
 from .. import normalise
 from ..classification import Classification, DisseminationCategory
 from .base import ColumnName, CountryCode, Identifier, PolicyModel
+from .overrides import KEYS, DefaultDrops, drop_indicators, inherit
 
 Kind = Literal[
     "round", "key", "admin", "date", "coordinate", "count", "categorical", "flag", "text",
@@ -179,6 +180,7 @@ class RelationalRule(PolicyModel):
     escalate_to: Classification | None = None
     safe_at: Identifier | None = None
     levels: dict[Identifier, Classification] = Field(default_factory=dict)
+    loosens_default: str | None = Field(default=None, min_length=1)  # replacing the default's
 
     @model_validator(mode="after")
     def _well_formed(self) -> RelationalRule:
@@ -222,6 +224,7 @@ class AdditiveGroup(PolicyModel):
 
     total: ColumnName
     parts: tuple[ColumnName, ...] = Field(min_length=2)
+    loosens_default: str | None = Field(default=None, min_length=1)  # replacing the default's
 
 
 class UrgentSignal(PolicyModel):
@@ -232,6 +235,7 @@ class UrgentSignal(PolicyModel):
     indicator: ColumnName
     above: PositiveInt | None = None
     jump: PositiveInt | None = None
+    loosens_default: str | None = Field(default=None, min_length=1)  # firing less than the default's
 
     @model_validator(mode="after")
     def _one_condition(self) -> UrgentSignal:
@@ -269,6 +273,7 @@ class CountryRules(_RulesFile):
     country: CountryCode
     risk_assessment: RiskAssessment
     indicators: dict[ColumnName, IndicatorPatch] = Field(default_factory=dict)  # type: ignore[valid-type]
+    drops_default: DefaultDrops = DefaultDrops()
 
 
 class RuleSet(PolicyModel):
@@ -409,6 +414,16 @@ def _merge_indicator(base: IndicatorRule | None, patch) -> IndicatorRule:
     return IndicatorRule.model_validate({**fields, **patch.model_dump(exclude_unset=True)})
 
 
+def _undated(indicators: dict[str, IndicatorRule], collection_date: str | None) -> list[str]:
+    """A Secret collection date passes every model, then blocks every round: the contract
+    drops Secret columns unread, and a round without its date cannot be dated."""
+    rule = indicators.get(collection_date)
+    return [f"collection_date: {collection_date!r} is Secret, and a Secret column is dropped "
+            "unread, so no round could be dated and every round would be blocked; make it "
+            "confidential and leave it out of agreements' indicators to keep it from partners"
+            ] if rule is not None and rule.classification is Classification.SECRET else []
+
+
 def merge_rules(default: DefaultRules | None, country: CountryRules) -> tuple[dict, list[str]]:
     """The country file over the default: it may add and tighten; loosening must say why.
 
@@ -436,13 +451,18 @@ def merge_rules(default: DefaultRules | None, country: CountryRules) -> tuple[di
             else:
                 loosened.append(f"{country.country}: {name}: {change} ({rule.loosens_default})")
         indicators[name] = rule
-    relational = (default.relational if default else ()) + country.relational
-    seen: set[str] = set()
-    for rule in relational:
-        if rule.name in seen:
-            problems.append(f"relational: rule name {rule.name!r} is already used in "
-                            "rules/default.yaml (a country cannot replace a default rule)")
-        seen.add(rule.name)
+    drops = country.drops_default
+    found, reported = drop_indicators(indicators, drops.indicators, list(country.indicators),
+                                      country.country)
+    problems += found
+    loosened += reported
+    lists = {}
+    for field in KEYS:
+        lists[field], found, reported = inherit(
+            field, getattr(default, field) if default else (), getattr(country, field),
+            getattr(drops, field), country.country)
+        problems += found
+        loosened += reported
     small_cells = country.small_cells or (default.small_cells if default else None) or SmallCells()
     if default and default.small_cells and small_cells.min_sites < default.small_cells.min_sites:
         problems.append(f"small_cells.min_sites: {small_cells.min_sites} is below the default "
@@ -459,18 +479,19 @@ def merge_rules(default: DefaultRules | None, country: CountryRules) -> tuple[di
     def inherited(field: str):
         return getattr(country, field) or (getattr(default, field) if default else None)
 
+    problems += _undated(indicators, inherited("collection_date"))
     fields = dict(
         country=country.country,
         version=country.version,
         risk_assessment=country.risk_assessment,
         indicators=indicators,
-        relational=relational,
+        relational=lists["relational"],
         admin_levels=inherited("admin_levels") or {},
         site_key=inherited("site_key"),
         collection_date=inherited("collection_date"),
         small_cells=small_cells,
-        additive=(default.additive if default else ()) + country.additive,
-        urgent_signals=(default.urgent_signals if default else ()) + country.urgent_signals,
+        additive=lists["additive"],
+        urgent_signals=lists["urgent_signals"],
         default_version=default.version if default else None,
         loosened=tuple(loosened),
     )
