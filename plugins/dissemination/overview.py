@@ -22,6 +22,7 @@ from .audit import Verified
 from .classification import Urgency
 from .ledger import DeliveryFailure, DeliverySummary, OpenClaim, Rotation
 from .policy import Agreement, Policy
+from .registry_ledger import Held, held_sites
 
 #: HDX's monthly thresholds (days since the last update): due, overdue, delinquent.
 MONTHLY_AGES = (30, 44, 60)
@@ -89,6 +90,7 @@ class CountryStatus:
     review_due: date
     review: str  # ok | due soon | overdue
     agreements: tuple[AgreementStatus, ...]
+    held_sites: tuple[Held, ...] = ()  # held out for review by the site registry: keys only
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class LedgerView:
     rotations: list[Rotation]  # each agreement's newest
     missed_alerts: list[tuple[str, datetime]]
     intake: list[tuple[str, str, str, datetime]]
+    held_sites: list[Held] = field(default_factory=list)
 
     @classmethod
     def read(cls, ledger, now: datetime, policy: Policy | None = None,
@@ -135,7 +138,8 @@ class LedgerView:
         asked |= {subject.partition("/")[0] for subject, _ in missed}
         return cls(ledger.latest(country), ledger.windows(country),
                    ledger.rounds_delivered(asked), ledger.failures(ids, open_only=True),
-                   ledger.open_claims(), ledger.rotations(ids, newest_only=True), missed, intake)
+                   ledger.open_claims(), ledger.rotations(ids, newest_only=True), missed, intake,
+                   held_sites(ledger.engine, country))
 
     # Each agreement's share, grouped once: the page walks a thousand agreements.
 
@@ -206,7 +210,7 @@ def build_overview(policy: Policy, view: LedgerView, now: datetime,
             assessed.date if assessed else None,
             assessed.review_due if assessed else None,
             _review_state(ruleset, now.date()) if assessed else "no rule set",
-            statuses))
+            statuses, tuple(h for h in view.held_sites if h.country == country)))
     audit_status = AuditStatus(audit.ok, audit.line()) if audit is not None else None
     return Overview(now, tuple(result), audit_status, _totals(result), tuple(countries))
 
@@ -325,6 +329,7 @@ def _totals(countries: list[CountryStatus]) -> dict[str, int]:
         refused=sum(p.state == "refused" for a in agreements for p in a.problems),
         awaiting_call=len({r.id for a in agreements for r in a.awaiting_call}),
         reviews_due=sum(c.review != "ok" for c in countries),
+        sites_held=sum(len(c.held_sites) for c in countries),
     )
     return totals
 
