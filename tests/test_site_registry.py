@@ -52,6 +52,17 @@ def _master_list(df, path, skip_last=True):
     return path
 
 
+def _registered(include, policy, tmp_path):
+    """A ledger whose registry holds DTM's master list of all but the round's last site."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = open_upgraded(sa.create_engine(url))
+    master = _master_list(generate_round(policy.rulesets["NGA"], 1, 60, seed=11)[1],
+                          tmp_path / "NGA-sites.csv")
+    assert _sites("load-master", str(master), "--country", "NGA", "--by", COORDINATOR,
+                  url=url, include=include) == 0
+    return url, ledger
+
+
 def _sites(*args, url, include=None):
     extra = ["--include", str(include)] if include else []
     return cli(["sites", *args, "--url", url, *extra])
@@ -71,12 +82,7 @@ def test_a_name_in_site_name_and_a_new_site_wait_for_review_and_ship_once_accept
     include, policy = registry_on
     meta, df, staged, frame = _round(policy, tmp_path)
     named, new = df.loc[0, "site_id"], df.iloc[-1]["site_id"]
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    ledger = open_upgraded(sa.create_engine(url))
-    master = _master_list(generate_round(policy.rulesets["NGA"], 1, 60, seed=11)[1],
-                          tmp_path / "NGA-sites.csv")
-    assert _sites("load-master", str(master), "--country", "NGA", "--by", COORDINATOR,
-                  url=url, include=include) == 0
+    url, ledger = _registered(include, policy, tmp_path)
     assert "59 site(s) registered" in capsys.readouterr().out
 
     first = _run(policy, meta, staged, frame, ledger, tmp_path, lambda conn: server.target())
@@ -127,12 +133,7 @@ def test_area_tables_are_made_of_the_sites_that_ship(registry_on, tmp_path):
     """A held site's people are not in its state's total either: the total of what ships."""
     include, policy = registry_on
     meta, df, staged, frame = _round(policy, tmp_path, status="cleaned")
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    ledger = open_upgraded(sa.create_engine(url))
-    master = _master_list(generate_round(policy.rulesets["NGA"], 1, 60, seed=11)[1],
-                          tmp_path / "NGA-sites.csv")
-    assert _sites("load-master", str(master), "--country", "NGA", "--by", COORDINATOR,
-                  url=url, include=include) == 0
+    url, ledger = _registered(include, policy, tmp_path)
     plans = steps.plan_deliveries(policy, meta, staged["columns"], Urgency.LOW,
                                   today=date(2026, 11, 2), active=staged["active_relational"],
                                   only=["protection-cluster-nga"])
@@ -206,3 +207,19 @@ def test_the_demo_registers_its_sites_so_it_delivers_as_before(registry_on, tmp_
                   "--by", COORDINATOR, url=box.ledger_url, include=include) == 0
     assert "0 site(s) registered, 20 already registered as listed" in capsys.readouterr().out
     assert verify(box.ledger().engine).rows["site_registry"] == 20 * len(policy.rulesets)
+
+
+def test_a_country_turning_the_registry_off_loosens_the_default_and_says_why(registry_on):
+    from dissemination.policy import PolicyError
+
+    include, _ = registry_on
+    nga = include / "rules" / "NGA.yaml"
+    nga.write_text(nga.read_text() + "site_registry: {hold: false}\n")
+    with pytest.raises(PolicyError, match="site_registry.hold: false loosens rules/default"):
+        load_policy(include)
+    nga.write_text(nga.read_text().replace(
+        "{hold: false}", "{hold: false, loosens_default: NGA names sites from the gazetteer.}"))
+    policy = load_policy(include)
+    assert not policy.rulesets["NGA"].site_registry.hold and policy.rulesets["SSD"].site_registry.hold
+    assert "NGA: site_registry.hold true -> false (NGA names sites from the gazetteer.)" in \
+        policy.rulesets["NGA"].loosened
