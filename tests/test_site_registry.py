@@ -127,6 +127,10 @@ def test_a_name_in_site_name_and_a_new_site_wait_for_review_and_ship_once_accept
     assert NAME not in data.to_csv()
     audit = verify(ledger.engine)
     assert audit.ok and audit.rows["site_registry"] == 60  # 59 listed, 1 accepted: chained
+    with ledger.engine.begin() as conn:  # someone registers the name behind the pipeline's back
+        conn.execute(sa.text("UPDATE site_registry SET registered = (SELECT held FROM "
+                             "sites_held) WHERE id = 1"))
+    assert "FAILED at site_registry id=1 (chain seq 1)" in verify(ledger.engine).line()
 
 
 def test_area_tables_are_made_of_the_sites_that_ship(registry_on, tmp_path):
