@@ -19,7 +19,6 @@ import sqlalchemy as sa
 
 from .errors import PermanentError
 from .ledger import Ledger, _utc, insert_chained, site_registry, sites_held
-from .normalise import token as key_of  # as ``registry.key_of``: (no pandas for the page)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,11 +45,14 @@ class Held:
 
 def registered(engine: sa.Engine, country: str) -> dict[str, dict[str, str]]:
     """The country's registrations: normal-form site key -> its newest row's digests."""
+    from .registry import normal_forms
+
     with engine.connect() as conn:
         rows = conn.execute(sa.select(site_registry.c.site_key, site_registry.c.registered)
                             .where(site_registry.c.country == country)
                             .order_by(site_registry.c.id)).all()
-    return {key_of(key): json.loads(digests) for key, digests in rows}
+    return dict(zip(normal_forms([key for key, _ in rows]),
+                    (json.loads(digests) for _, digests in rows), strict=True))
 
 
 def hold_out(round_df: pd.DataFrame, round_id: str, ruleset: RuleSet, ledger: Ledger,
@@ -104,6 +106,8 @@ def load_master(engine: sa.Engine, country: str,
     """Register a master list's sites (``registry.read_master_list``): a site registered as it
     is already adds nothing. Sites held with what the list now registers are released.
     (registered, unchanged)."""
+    from .registry import normal_forms
+
     known = registered(engine, country)
     new = {k: v for k, v in sites.items() if known.get(k) != v[1]}
     with engine.begin() as conn:
@@ -114,9 +118,9 @@ def load_master(engine: sa.Engine, country: str,
                 recorded_at=now))
         waiting = conn.execute(sa.select(sites_held.c.site_key, sites_held.c.held)
                                .where(sites_held.c.country == country)).all()
-        _release(conn, country, [key for key, held in waiting
-                                 if sites.get(key_of(key), ("", None))[1]
-                                 == json.loads(held)])
+        _release(conn, country, [key for (key, held), folded in zip(
+            waiting, normal_forms([key for key, _ in waiting]), strict=True)
+            if sites.get(folded, ("", None))[1] == json.loads(held)])
     return len(new), len(sites) - len(new)
 
 
