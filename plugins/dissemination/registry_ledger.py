@@ -88,16 +88,35 @@ def _release(conn: sa.Connection, country: str, keys) -> None:
                                                sites_held.c.site_key.in_(keys[start:start + 500])))
 
 
-def held_sites(engine: sa.Engine, country: str | None = None) -> list[Held]:
-    """Sites waiting for review (of ``country``, or every one), by country and site key."""
+def held_sites(engine: sa.Engine, country: str | None = None, limit: int | None = None
+               ) -> list[Held]:
+    """Sites waiting for review (of ``country``, or every one), by country and site key (the
+    first ``limit``)."""
     query = sa.select(sites_held.c.country, sites_held.c.site_key, sites_held.c.round_id,
                       sites_held.c.reason, sites_held.c.first_held_at, sites_held.c.held_at)
     if country is not None:
         query = query.where(sites_held.c.country == country)
     with engine.connect() as conn:
-        rows = conn.execute(query.order_by(sites_held.c.country, sites_held.c.site_key)).all()
+        rows = conn.execute(query.order_by(sites_held.c.country, sites_held.c.site_key)
+                            .limit(limit)).all()
     return [Held(r.country, r.site_key, r.round_id, r.reason, _utc(r.first_held_at),
                  _utc(r.held_at)) for r in rows]
+
+
+#: How many held sites the page lists (per load); ``sites held`` lists every one.
+PAGE_LISTS = 200
+
+
+def held_for_page(engine: sa.Engine, country: str | None = None
+                  ) -> tuple[dict[str, int], list[Held]]:
+    """How many sites each country holds, and the first ``PAGE_LISTS`` of them: a first round
+    loaded without its master list holds every site, and the page must not read them all."""
+    query = sa.select(sites_held.c.country, sa.func.count()).group_by(sites_held.c.country)
+    if country is not None:
+        query = query.where(sites_held.c.country == country)
+    with engine.connect() as conn:
+        counts = dict(conn.execute(query).all())
+    return counts, held_sites(engine, country, PAGE_LISTS) if counts else []
 
 
 def load_master(engine: sa.Engine, country: str,
