@@ -20,7 +20,7 @@ from dissemination.ledger_migrations import open_upgraded
 from dissemination.overview import LedgerView, build_overview
 from dissemination.package import open_package
 from dissemination.policy import load_policy
-from dissemination.registry_ledger import held_sites
+from dissemination.registry_ledger import held_line, held_sites
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 PASSWORD = "a-long-enough-test-password"
@@ -104,6 +104,9 @@ def test_a_name_in_site_name_and_a_new_site_wait_for_review_and_ship_once_accept
     (nga,) = [c for c in overview.countries if c.country == "NGA"]
     assert [h.site_key for h in nga.held_sites] == sorted([named, new])
     assert nga.held_count == overview.totals["sites_held"] == 2
+    line = held_line(ledger.engine, "NGA", meta.round_id)  # the package task's log
+    assert line.startswith(f"HELD for review {meta.round_id}: 2 site(s)") and NAME not in line
+    assert f"{new} (not in the registry)" in line
     assert _sites("held", "--country", "NGA", url=url) == 0
     listed = capsys.readouterr().out
     assert named in listed and new in listed and NAME not in listed
