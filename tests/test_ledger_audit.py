@@ -119,7 +119,8 @@ def test_an_untouched_ledger_verifies(sql_engine):
     _sql(sql_engine, "UPDATE intake SET exported_at = exported_at")
     result = verify(sql_engine)
     assert result.ok, result.line()
-    assert result.rows == {"deliveries": 3, "password_rotations": 1, "alerts": 1, "intake": 1}
+    assert result.rows == {"deliveries": 3, "password_rotations": 1, "alerts": 1, "intake": 1,
+                           "site_registry": 0}
     assert result.head_seq == 6
     assert result.line().startswith("ledger verified: 6 chained row(s) (deliveries 3, ")
     assert f"chain head seq 6 {result.head_sha256[:16]}" in result.line()
@@ -228,7 +229,8 @@ def test_since_the_last_audits_head_only_what_was_chained_after_is_checked(sql_e
     ledger.record(_record(5))
     result = verify_since(sql_engine, anchor)
     assert result.ok, result.line()
-    assert result.rows == {"deliveries": 2, "password_rotations": 0, "alerts": 0, "intake": 0}
+    assert result.rows == {"deliveries": 2, "password_rotations": 0, "alerts": 0, "intake": 0,
+                           "site_registry": 0}
     assert (result.head_seq, result.head_sha256) == (8, verify(sql_engine).head_sha256)
     assert result.line().startswith("ledger verified: 2 chained row(s) since seq 6 (up to it: "
                                     "the last passing ledger audit) (deliveries 2, ")

@@ -66,6 +66,7 @@ def ui(tmp_path_factory):
     ledger.alert_once("missed", "NGA-R000-partial/protection-cluster-nga", now)
     ledger.record_rotation("unicef-nga", "package_password_unicef_nga", now,
                            "Aisha Bello (+234 800 000 0001)")
+    _hold_a_site(box, ledger, now)
     passwords, grants = home / "passwords.json", home / "grants.json"
     passwords.write_text(json.dumps({user: _password(user) for user in GRANTS}))
     grants.write_text(json.dumps(GRANTS))
@@ -90,6 +91,19 @@ def ui(tmp_path_factory):
     finally:
         server.stop()
         print(server.tail(4000))
+
+
+def _hold_a_site(box, ledger, now) -> None:
+    """A site the registry holds for review, as a run's package step holds it (the registry
+    on, as shipped): its key informant's name where its name goes."""
+    import pandas as pd
+
+    from dissemination.policy.sites import SiteRegistry
+    from dissemination.registry_ledger import hold_out
+
+    ruleset = box.policy.rulesets["NGA"].model_copy(update={"site_registry": SiteRegistry()})
+    hold_out(pd.DataFrame({"site_id": ["NGA-S09999"], "site_name": ["Musa Bello"]}),
+             "NGA-R001-partial", ruleset, ledger, now)
 
 
 def _password(user: str) -> str:
@@ -139,7 +153,11 @@ def test_the_figures_are_the_ledgers(ui):
     assert [r["focal_point_to_tell"] for r in unicef["awaiting_call"]] == [
         "Aisha Bello (+234 800 000 0001)"]
     assert [p["state"] for p in pages[("SSD", "unicef-ssd")]["problems"]] == ["refused"]
+    held = [h for c in got["countries"] for h in c["held_sites"]]
+    assert [(h["country"], h["site_key"], h["reason"]) for h in held] == [
+        ("NGA", "NGA-S09999", "not in the registry")]
     text = json.dumps(got)
+    assert "Musa Bello" not in text  # the registry's sites by key only
     password = box.password("package_password_unicef_nga")
     assert password not in text  # nor any value of the round: the ledger holds none
 
@@ -159,6 +177,7 @@ def test_a_page_per_country(ui):
     assert unknown.status_code == 404 and "'XYZ'" in unknown.json()["detail"]
     page = httpx.get(f"{base}/dissemination/", params={"country": "NGA"}, headers=auth).text
     assert 'data-country="NGA"' in page and 'data-country="SSD"' not in page
+    assert 'data-site="NGA-S09999"' in page and "Musa Bello" not in page
     assert 'href="./?country=SSD"' in page and 'href="./"' in page
 
 

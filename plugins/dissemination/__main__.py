@@ -1,4 +1,4 @@
-"""Command line: ``python -m dissemination check | check-round | synth | dap | ledger``.
+"""Command line: ``python -m dissemination check | check-round | synth | dap | ledger | sites``.
 
 Run with ``PYTHONPATH=plugins`` (the Makefile does) from the repository root.
 """
@@ -262,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="verify: the chain head a previous verify printed or stored; "
                         "fails if the chain no longer holds it (cut short or rewritten)")
     ledger.set_defaults(func=_ledger)
+
+    from .registry_cli import register as sites_commands
+
+    sites_commands(sub, DEFAULT_INCLUDE, DEFAULT_LEDGER)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from .errors import PermanentError
 from .holdings import Held
+from .registry_tables import define as _registry_tables
 
 if TYPE_CHECKING:  # (pandas, numpy: not for the Dissemination page's reads)
     from .shown import Shown
@@ -188,6 +189,7 @@ ledger_meta = sa.Table(
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
 INITIALISED = "initialised"
+site_registry, sites_held = _registry_tables(metadata)  # the site registry (registry_ledger)
 CHAIN_ADOPTED = "chain_adopted"  # rows that existed before the chain, chained at upgrade time
 
 
@@ -220,9 +222,11 @@ CHAINED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # exported_at is the intake's watermark: it moves when the same content is exported again.
     "intake": (("round_id", "content_sha256"),
                ("round_id", "content_sha256", "country", "status", "seen_at", "version")),
+    "site_registry": (("id",), ("country", "site_key", "registered", "source", "accepted_by",
+                                "reason", "recorded_at")),
 }
 #: Must match the newest revision in ledger_migrations/versions (a test checks it).
-SCHEMA_REVISION = "0009"
+SCHEMA_REVISION = "0010"
 VERSION_TABLE = "ledger_alembic_version"
 
 MAIN_RECIPIENTS = ("primary", "secondary")
@@ -971,8 +975,10 @@ def adopt_unchained(conn: sa.Connection) -> int:
     introduced the chain adopts the rows written before it this way."""
     chained = {(t, k) for t, k in conn.execute(
         sa.select(audit_chain.c.table_name, audit_chain.c.row_key))}
-    adopted = 0
+    adopted, present = 0, set(sa.inspect(conn).get_table_names())
     for name, (keys, _) in CHAINED.items():
+        if name not in present:  # made by a later revision: nothing of it to adopt
+            continue
         table = metadata.tables[name]
         for row in conn.execute(sa.select(*(table.c[k] for k in keys))
                                 .order_by(*(table.c[k] for k in keys))).all():

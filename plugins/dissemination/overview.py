@@ -22,6 +22,7 @@ from .audit import Verified
 from .classification import Urgency
 from .ledger import DeliveryFailure, DeliverySummary, OpenClaim, Rotation
 from .policy import Agreement, Policy
+from .registry_ledger import Held, held_for_page
 
 #: HDX's monthly thresholds (days since the last update): due, overdue, delinquent.
 MONTHLY_AGES = (30, 44, 60)
@@ -91,6 +92,8 @@ class CountryStatus:
     agreements: tuple[AgreementStatus, ...]
     # Where the country's rules depart from rules/default.yaml on purpose, each with its reason.
     overrides: tuple[str, ...] = ()
+    held_sites: tuple[Held, ...] = ()  # held out for review by the site registry: keys only
+    held_count: int = 0  # all of them (the page lists the first ``PAGE_LISTS``)
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ class LedgerView:
     rotations: list[Rotation]  # each agreement's newest
     missed_alerts: list[tuple[str, datetime]]
     intake: list[tuple[str, str, str, datetime]]
+    held: tuple[dict[str, int], list[Held]] = ({}, [])  # ``held_for_page``
 
     @classmethod
     def read(cls, ledger, now: datetime, policy: Policy | None = None,
@@ -137,7 +141,8 @@ class LedgerView:
         asked |= {subject.partition("/")[0] for subject, _ in missed}
         return cls(ledger.latest(country), ledger.windows(country),
                    ledger.rounds_delivered(asked), ledger.failures(ids, open_only=True),
-                   ledger.open_claims(), ledger.rotations(ids, newest_only=True), missed, intake)
+                   ledger.open_claims(), ledger.rotations(ids, newest_only=True), missed, intake,
+                   held_for_page(ledger.engine, country))
 
     # Each agreement's share, grouped once: the page walks a thousand agreements.
 
@@ -225,7 +230,9 @@ def build_overview(policy: Policy, view: LedgerView, now: datetime,
             assessed.date if assessed else None,
             assessed.review_due if assessed else None,
             _review_state(ruleset, now.date()) if assessed else "no rule set",
-            statuses, ruleset.loosened if ruleset else ()))
+            statuses, ruleset.loosened if ruleset else (),
+            tuple(h for h in view.held[1] if h.country == country),
+            view.held[0].get(country, 0)))
     return Overview(now, tuple(result), _audit_status(audit, every), _totals(result),
                     tuple(countries))
 
@@ -360,6 +367,7 @@ def _totals(countries: list[CountryStatus]) -> dict[str, int]:
         refused=sum(p.state == "refused" for a in agreements for p in a.problems),
         awaiting_call=len({r.id for a in agreements for r in a.awaiting_call}),
         reviews_due=sum(c.review != "ok" for c in countries),
+        sites_held=sum(c.held_count for c in countries),
     )
     return totals
 

@@ -62,6 +62,7 @@ class Shown:
     blanks: dict[str, np.ndarray]  # output count column -> True where the cell was blank
     # The staged export it was made from, as kept (its SHA-256); "": kept before exports were
     version: str = ""
+    held: tuple[str, ...] = ()  # site keys the registry held out of it (``registry.Review``)
 
     def to_json(self) -> str:
         return json.dumps({
@@ -71,6 +72,7 @@ class Shown:
             "blanks": {c: [len(m), base64.b64encode(zlib.compress(np.packbits(m).tobytes()))
                            .decode()] for c, m in self.blanks.items()},
             **({"version": self.version} if self.version else {}),
+            **({"held": self.held} if self.held else {}),
         }, sort_keys=True)
 
     @classmethod
@@ -82,7 +84,8 @@ class Shown:
             {k: tuple(v) for k, v in data["areas"].items()},
             {c: np.unpackbits(np.frombuffer(zlib.decompress(base64.b64decode(bits)),
                                             dtype=np.uint8), count=n).astype(bool)
-             for c, (n, bits) in data["blanks"].items()}, data.get("version", ""))
+             for c, (n, bits) in data["blanks"].items()}, data.get("version", ""),
+            tuple(data.get("held", ())))
 
     def selection(self, agreement_id: str) -> Selection:
         return Selection(agreement_id, Urgency.MEDIUM, tuple(
@@ -91,14 +94,14 @@ class Shown:
 
 
 def shown(content: Content, selection: Selection, areas: dict, round_id: str,
-          content_sha256: str, version: str = "") -> Shown:
+          content_sha256: str, version: str = "", held: tuple[str, ...] = ()) -> Shown:
     """What a package about to be delivered shows, for the ledger (``version``: the kept
-    export it is made from)."""
+    export it is made from; ``held``: the sites held out of it)."""
     return Shown(content_sha256, round_id, selection.level,
                  tuple((d.column, d.classification.value, d.rule) for d in selection.shared),
                  tuple(selection.exact_counts), {k: tuple(v) for k, v in areas.items()},
                  {c: content.frame[c].isna().to_numpy() for c in content.frame.columns
-                  if pd.api.types.is_numeric_dtype(content.frame[c])}, version)
+                  if pd.api.types.is_numeric_dtype(content.frame[c])}, version, tuple(held))
 
 
 class NotAsDelivered(ValueError):
@@ -110,6 +113,9 @@ def delivered(kept: Shown, round_df: pd.DataFrame, ruleset: RuleSet,
     """The table as the organisation holds it, rebuilt and checked against its content hash."""
     selection = kept.selection("(delivered)")
     rows = rows_of(round_df, kept.areas)
+    if kept.held:  # as it was delivered: without the sites held out for review
+        shipped = ~round_df[ruleset.site_key].astype("string").isin(kept.held).to_numpy()
+        rows = shipped if rows is None else rows & shipped
     try:
         content = rebuild(round_df, selection, rows, ruleset, kept.blanks)
     except (KeyError, ValueError) as exc:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import memory, normalise, source, staging
+from . import memory, normalise, registry, source, staging
 from .classification import Classification, Urgency
 from .contract import Conformer, ContractBroken
 from .disclosure import Delivered, build_contents, explain, explanation_lines
@@ -39,6 +39,7 @@ from .ledger import (
 )
 from .package import DeflatedCsv, build_package, opens_with
 from .policy import SITE, Policy, RuleSet
+from .registry_ledger import hold_out
 from .sensitivity import (
     ColumnDecision,
     Selection,
@@ -408,8 +409,14 @@ def package_deliveries(
     export it is made from (kept by the caller). Packages are protected with what each
     organisation was shown of the round's exports, under any of its agreements and in any run
     (a cleaned round's partial ones too), read by ``read_export`` (withheld, and said why,
-    where that cannot be rebuilt as delivered)."""
+    where that cannot be rebuilt as delivered).
+
+    Sites the registry does not know as they are (``registry_ledger.hold_out``) are left out
+    of every table, site or area, before disclosure control: what ships is judged as shipped."""
     ruleset = ruleset_for(policy, meta.country)
+    review = hold_out(round_df, meta.round_id, ruleset, ledger, created_at) if any(
+        p.status == "planned" for p in plans) else registry.Review()
+    plans = review.held_back(plans, meta.round_id, meta.country)
     held = tables_held(ledger, policy, meta, plans, ruleset, read_export, round_df, version)
     plans = [replace(p, status="refused", reason=held[p.organisation_id])
              if p.status == "planned" and isinstance(held.get(p.organisation_id), str) else p
@@ -424,7 +431,7 @@ def package_deliveries(
     job = _Job(round_df, meta, ruleset, policy, out_dir, created_at,
                {v: password_for(v) for v in variables},
                alike(organisations, lambda o: held.get(o, ((), []))[0]), held,
-               version=version)
+               version=version, review=review)
     packaged = {id(plan): fields
                 for group, results in zip(job.groups, _package_groups(
                     job, package_workers() if workers is None else workers), strict=True)
@@ -536,7 +543,9 @@ def round_columns(round_id: str, plans: Sequence[Delivery], columns: Sequence[st
         if rows and any(_contents_held(rows, policy, p.organisation_id)
                         for p in plans if p.status == "planned"):
             return list(columns)
-    return packaged_columns(plans, columns)
+    review = registry.read_columns(ruleset_for(policy, plans[0].country), columns) \
+        if plans else []  # the site registry's, to hold out sites as they are
+    return [c for c in columns if c in {*packaged_columns(plans, columns), *review}]
 
 
 def packaged_columns(plans: Sequence[Delivery], columns: Sequence[str]) -> list[str]:
@@ -576,6 +585,7 @@ class _Job:
     # organisation id -> (content hashes, tables) it holds of the round's partial version
     held: dict[str, tuple[tuple[str, ...], list]] = field(default_factory=dict)
     version: str = ""  # the kept export the packages are made from
+    review: registry.Review = registry.Review()  # the sites held out, left out of every table
 
 
 def alike(organisations: list[list[Delivery]],
@@ -650,7 +660,8 @@ def _package_alike(job: _Job, organisations: list[list[Delivery]]) -> list[list[
     CSV is deflated once per table (``DeflatedCsv``) when more than one organisation gets it."""
     first = organisations[0]
     with _noted(job.meta, first, len(organisations) - 1):
-        contents = build_contents(job.df, [(p.selection, _rows_of(job.df, p.areas)) for p in first],
+        contents = build_contents(job.df, [(p.selection, job.review.covering(
+            _rows_of(job.df, p.areas))) for p in first],
                                   job.ruleset, job.held.get(first[0].organisation_id, ((), []))[1])
     deflated = [DeflatedCsv() if len(organisations) > 1 else None for _ in contents]
 
@@ -668,7 +679,7 @@ def _package_alike(job: _Job, organisations: list[list[Delivery]]) -> list[list[
             "explanation": tuple(explanation_lines(package.manifest["explanation"])),
         }
         fields["shown"] = shown(content, plan.selection, plan.areas, job.meta.round_id,
-                                package.content_sha256, job.version).to_json()
+                                package.content_sha256, job.version, job.review.keys).to_json()
         return fields
 
     # The zips are independent, and their CSV, deflate, AES and SHA-256 release the GIL: an

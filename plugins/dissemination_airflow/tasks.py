@@ -156,6 +156,7 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
 
     from dissemination.batches import batch_deliveries
     from dissemination.ledger import Ledger
+    from dissemination.registry_ledger import held_line
     from dissemination.source import RoundMeta
     from dissemination.staging import read_staged, staged_columns
     from dissemination.steps import Delivery, export_reader, package_deliveries, round_columns
@@ -190,6 +191,8 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
             RoundMeta.from_xcom(round_), mine, policy, stage.local_dir(), package_password,
             ledger, pendulum.now("UTC"), read_export=read_export, version=version,
         )
+        if held := held_line(ledger.engine, round_["country"], round_["round_id"]):
+            print(held)  # by site key: the registry's sites awaiting review
     out = [replace(d, package_path=stage.put(Path(d.package_path), Path(d.package_path).name))
            if d.package_path else d for d in out]  # staged: any worker can deliver it
     for d in out:

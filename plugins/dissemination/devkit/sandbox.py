@@ -212,17 +212,39 @@ class Sandbox:
         # cleaned version collected in November 2026 (for the monthly path).
         fresh = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
         versions = [("partial", fresh, 1), *([("cleaned", None, 3)] if cleaned else [])]
+        sites_of = {}
         for country in sorted(self.policy.rulesets):
             for status, collected_at, days in versions:
                 meta, df = generate_round(self.policy.rulesets[country], 1, sites, seed=seed,
                                           status=status, collected_at=collected_at,
                                           collection_days=days)
                 write_round(survey, meta, df)
+                sites_of[country] = df  # both versions name the same sites alike
         for destination in self.destinations():
             (self.sftp.root / destination.remote_dir).mkdir(parents=True, exist_ok=True)
         upgrade_ledger(sa.create_engine(self.ledger_url, hide_parameters=True))
         self.ledger().initialise("fresh start: a new sandbox", datetime.now(UTC))
+        self.load_master_lists(sites_of)
         self.set_missing_passwords()
+
+    def load_master_lists(self, rounds: dict) -> None:
+        """Bootstrap each country's site registry as a coordinator would, from a master list
+        (``<home>/sites/<ISO3>.csv``, written from its synthetic round): the demo's sites are
+        registered as they are, so its packages hold every one. Loading it again adds nothing."""
+        from ..registry import columns_of, read_master_list
+        from ..registry_ledger import load_master
+
+        folder = self.home / "sites"
+        folder.mkdir(parents=True, exist_ok=True)
+        for country, df in rounds.items():
+            ruleset = self.policy.rulesets[country]
+            path = folder / f"{country}.csv"
+            df[[c for c in df if c in {ruleset.site_key, *columns_of(ruleset).all}]].to_csv(
+                path, index=False)
+            load_master(self.ledger().engine, country,
+                        read_master_list(path, ruleset, self.policy.intake),
+                        f"master list {path.name} (the sandbox's synthetic sites)", "sandbox",
+                        datetime.now(UTC))
 
     def set_missing_passwords(self) -> None:
         listed = json.loads(self.airflow("variables", "list", "-o", "json").stdout or "[]")

@@ -25,6 +25,7 @@ from .. import normalise
 from ..classification import Classification, DisseminationCategory
 from .base import ColumnName, CountryCode, Identifier, PolicyModel
 from .overrides import KEYS, DefaultDrops, drop_indicators, inherit
+from .sites import SiteRegistry, merge_site_registry
 
 Kind = Literal[
     "round", "key", "admin", "date", "coordinate", "count", "categorical", "flag", "text",
@@ -257,6 +258,7 @@ class _RulesFile(PolicyModel):
     small_cells: SmallCells | None = None
     additive: tuple[AdditiveGroup, ...] = ()
     urgent_signals: tuple[UrgentSignal, ...] = ()
+    site_registry: SiteRegistry | None = None  # policy/sites.py
 
 
 class DefaultRules(_RulesFile):
@@ -290,6 +292,7 @@ class RuleSet(PolicyModel):
     small_cells: SmallCells = SmallCells()
     additive: tuple[AdditiveGroup, ...] = ()
     urgent_signals: tuple[UrgentSignal, ...] = ()
+    site_registry: SiteRegistry = SiteRegistry()
     default_version: str | None = None
     loosened: tuple[str, ...] = ()  # every explicit loosening of the default, for reports
 
@@ -476,6 +479,11 @@ def merge_rules(default: DefaultRules | None, country: CountryRules) -> tuple[di
                             f"{default.small_cells.threshold} -> {small_cells.threshold} "
                             f"({small_cells.loosens_default})")
 
+    registry, registry_problems, registry_loosened = merge_site_registry(
+        default.site_registry if default else None, country.site_registry, country.country)
+    problems += registry_problems
+    loosened += registry_loosened
+
     def inherited(field: str):
         return getattr(country, field) or (getattr(default, field) if default else None)
 
@@ -492,6 +500,7 @@ def merge_rules(default: DefaultRules | None, country: CountryRules) -> tuple[di
         small_cells=small_cells,
         additive=lists["additive"],
         urgent_signals=lists["urgent_signals"],
+        site_registry=registry,
         default_version=default.version if default else None,
         loosened=tuple(loosened),
     )
