@@ -31,6 +31,7 @@ import sqlalchemy as sa
 
 from .contract import ConformedRound, conform, is_hxl_row
 from .errors import PermanentError
+from .headers import not_found
 from .ids import InvalidRoundId, check_round_id
 from .ledger import insert_chained, intake_log, require_schema
 from .policy import IntakeLimits, Policy
@@ -86,7 +87,9 @@ def import_drop(folder: Path, survey: sa.Engine, now: datetime, policy: Policy) 
             continue
         _move(path, folder / "processed")
         print(f"imported {path.name} as {meta.round_id}: {len(df)} sites; dropped unread as "
-              f"Secret: {list(meta.dropped) or 'nothing'}")
+              f"Secret: {', '.join(meta.dropped) or 'nothing'}")
+        for line in not_found([*df.columns, *meta.dropped], policy.rulesets[meta.country]):
+            print(f"{path.name}: {line}")
         imported.append(meta.round_id)
     return imported
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import memory, normalise, source, staging
+from . import headers, memory, normalise, source, staging
 from .classification import Classification, Urgency
 from .contract import Conformer, ContractBroken
 from .disclosure import Delivered, build_contents, explain, explanation_lines
@@ -284,7 +284,7 @@ def plan_deliveries(
     planned delivery is added to it, so the next agreement of the same organisation sees it.
     """
     ruleset = ruleset_for(policy, meta.country)
-    warnings = tuple(warnings)
+    warnings = (*warnings, *headers.not_found(columns, ruleset))
     overdue = review_overdue_message(policy, meta.country, today)
     if overdue:
         if urgency is Urgency.LOW:
