@@ -37,6 +37,7 @@ from .ledger import insert_chained, intake_log, require_schema
 from .policy import IntakeLimits, Policy
 from .source import RoundMeta, RoundNotWritten, exported_since, read_round, write_round
 from .textfiles import NotText, legacy_encoding
+from .workbook import WorkbookRefused, read_first_sheet
 
 #: A dropped file is named after its round: ``<round id>.csv`` or ``.xlsx`` (``ids.ROUND_ID``).
 FILE_NAME = re.compile(r"(?P<round_id>.+)\.(?P<ext>csv|xlsx)")
@@ -157,11 +158,13 @@ def read_export(path: Path, limits: IntakeLimits) -> pd.DataFrame:
         if path.suffix.lower() == ".csv":
             cells = _read_csv(path, limits.max_rows + 3)
         else:
-            _check_xlsx(path, limits)
-            cells = pd.read_excel(path, header=None, dtype=object, engine="openpyxl",
-                                  na_filter=False, nrows=limits.max_rows + 3)
+            cells = read_first_sheet(path, limits, limits.max_rows + 3)
     except DropFileRejected:
         raise
+    except WorkbookRefused as exc:
+        raise DropFileRejected(f"{path.name}: {exc}") from None
+    except zipfile.BadZipFile:
+        raise DropFileRejected(f"{path.name}: cannot be read (not an XLSX workbook)") from None
     except Exception as exc:  # pandas and openpyxl raise many types for a malformed file
         # Named by type only: their messages quote cells ("could not convert string to float:
         # '+234 803 ...'"), and a cell may be the phone number that made the file unreadable.
@@ -233,19 +236,6 @@ def _check_records(path: Path, encoding: str, nrows: int) -> None:
         except csv.Error as exc:  # its messages name the problem, never a cell
             raise DropFileRejected(f"{path.name}: line {reader.line_num} is not CSV "
                                    f"({exc})") from None
-
-
-def _check_xlsx(path: Path, limits: IntakeLimits) -> None:
-    """An XLSX is a zip: refuse one that unpacks to more than the limit before parsing it."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            unpacked = sum(i.file_size for i in zf.infolist())
-    except zipfile.BadZipFile:
-        raise DropFileRejected(f"{path.name}: cannot be read (not an XLSX workbook)") from None
-    if unpacked > limits.max_xlsx_uncompressed_bytes:
-        raise DropFileRejected(f"{path.name}: unpacks to {unpacked} bytes, above the intake "
-                               f"limit of {limits.max_xlsx_uncompressed_bytes} "
-                               "(include/intake.yaml: max_xlsx_uncompressed_bytes)")
 
 
 def _move(path: Path, target: Path) -> None:
