@@ -10,10 +10,12 @@ import sys
 import zipfile
 from datetime import UTC, datetime
 
+import pytest
 import sqlalchemy as sa
 from conftest import REPO
 from openpyxl import Workbook
 
+from dissemination.devkit.synthetic import generate_round
 from dissemination.intake import import_drop
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
@@ -95,3 +97,23 @@ def test_an_xlsx_over_max_rows_is_refused(include, tmp_path):
     checked = _check_round(include, bomb)
     assert checked.returncode == 1, checked.stderr
     assert f"blocked: {ROUND}.xlsx: more than 1000 rows" in checked.stdout
+
+
+@pytest.mark.parametrize("sign, called", [(";", "semicolons"), ("\t", "tabs")])
+def test_a_csv_separated_by_another_sign_is_refused_naming_it(policy, include, tmp_path,
+                                                               capsys, sign, called):
+    """Excel in a locale whose decimal mark is a comma saves CSV with semicolons; the file was
+    refused for having no site key column, or for a line of another width (a decimal comma)."""
+    from dissemination.__main__ import main
+
+    _, df = generate_round(policy.rulesets["NGA"], 1, 6, seed=4)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    path = drop / f"{ROUND}.csv"
+    df.drop(columns=["round_id"]).to_csv(path, index=False, sep=sign, decimal=",")
+    said = f"{ROUND}.csv: its fields are separated by {sign!r} ({called}), not commas"
+    assert main(["check-round", "--country", "NGA", "--include", str(include), str(path)]) == 1
+    assert said in capsys.readouterr().out
+    survey = sa.create_engine(f"sqlite:///{tmp_path / 'survey.db'}")
+    assert import_drop(drop, survey, NOW, policy) == []
+    assert said in (drop / "rejected" / f"{ROUND}.csv.error").read_text()

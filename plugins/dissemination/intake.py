@@ -225,6 +225,7 @@ def _check_records(path: Path, encoding: str, nrows: int) -> None:
                         f"{path.name}: line {blank} is blank, between rows (remove it: the rows "
                         "after it would be misnumbered)")
                 if width is None:
+                    _check_delimiter(path, record)
                     width = len(record)
                 elif len(record) != width:
                     raise DropFileRejected(
@@ -236,6 +237,21 @@ def _check_records(path: Path, encoding: str, nrows: int) -> None:
         except csv.Error as exc:  # its messages name the problem, never a cell
             raise DropFileRejected(f"{path.name}: line {reader.line_num} is not CSV "
                                    f"({exc})") from None
+
+
+#: Separators spreadsheet programs write in place of commas (a locale whose decimal mark is a
+#: comma writes semicolons): named, as the file is otherwise refused for what follows from them.
+_OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
+def _check_delimiter(path: Path, header: list[str]) -> None:
+    """A header line read with commas whose fields hold another separator more often than
+    commas separate them is a file separated by that one: refused, naming it."""
+    for sign, called in _OTHER_SEPARATORS.items():
+        if sum(field.count(sign) for field in header) >= len(header):
+            raise DropFileRejected(
+                f"{path.name}: its fields are separated by {sign!r} ({called}), not commas: "
+                "save it again as CSV with commas (in Excel: CSV UTF-8 (Comma delimited))")
 
 
 def _move(path: Path, target: Path) -> None:
