@@ -149,3 +149,19 @@ def test_a_header_matched_by_its_hxl_tag_alone_is_named_by_position(policy):
     (violation,) = [v for v in conform(raw, bfa).violations if "header holds" in v.problem]
     assert violation.line().startswith("column 1 (site_id): the header holds")
     assert "Zainab" not in str(conform(raw, bfa))
+
+
+def test_a_header_stored_by_an_earlier_intake_is_withheld_from_packages(policy, tmp_path):
+    """A round imported before headers were named by position keeps a dropped header's text
+    in ``round_columns``: a run that pulls it names that column without it."""
+    from dissemination.source import write_round
+
+    meta, df = generate_round(policy.rulesets["NGA"], 1, 8, seed=4)
+    survey = sa.create_engine(f"sqlite:///{tmp_path / 'survey.db'}")
+    write_round(survey, RoundMeta(ROUND, "NGA", "partial", meta.collected_at,
+                                  dropped=("ki_phone", NOTE)), df.drop(columns=["ki_phone"]))
+    staged = steps.pull_round(survey, ROUND, policy, tmp_path / "stage" / "round.arrow")
+    assert staged["dropped"] == ["ki_phone", "dropped column 1"]
+    assert "ki_phone" in staged["columns"] and "dropped column 1" in staged["columns"]
+    manifests = _packages(policy, survey, tmp_path)
+    assert "Zainab" not in json.dumps([staged, manifests])

@@ -129,6 +129,15 @@ def not_found(columns: Sequence[str], ruleset: RuleSet) -> tuple[str, ...]:
         if missing else ()
 
 
+def withheld(dropped: Sequence[str], ruleset: RuleSet) -> list[str]:
+    """The names of a round's columns dropped at intake, as a package may show them: a round
+    stored before headers were named by position may hold a header's text in
+    ``round_columns``; it is withheld (``dropped column 1``...)."""
+    unknown = iter(range(1, len(dropped) + 1))
+    return [name if name in ruleset.indicators or is_label(name)
+            else f"dropped column {next(unknown)}" for name in dropped]
+
+
 def describe(headers: dict[str, str], dropped: list[str]) -> list[str]:
     """One line per column (``headers``: as named to people -> indicator, "" if none): the
     indicator it is, or why it will never be shared."""
