@@ -5,8 +5,9 @@ parsed minutes later. What its members unpack to is summed before anything is pa
 zipfile never inflates a member past the size its directory declares: a member that lies fails
 its CRC), against a limit sized for real exports; then the first sheet is read a row at a time
 (openpyxl read-only, without its sizing pass), refused at the first row wider than
-``max_columns`` and read no further than ``max_rows`` allows. Cells come out as pandas' ``read_excel`` gives them (``dtype=object``,
-``na_filter=False``): empty cells as "", whole numbers as int, error cells as NaN.
+``max_columns`` and read no further than ``max_rows`` allows. Cells come out as pandas'
+``read_excel`` gave them (``dtype=object``, ``na_filter=False``): empty cells as "", whole
+numbers as int, error cells as NaN.
 """
 
 from __future__ import annotations
