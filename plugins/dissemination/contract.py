@@ -144,7 +144,7 @@ class Conformer:
         self.dropped: list[str] = []
         self._source: list[str] = []  # the headers as the source writes them, in order
         self._shown: list[str] = []  # each as named to people (``headers.shown``)
-        self._todo: dict[str, tuple[str, int]] = {}  # indicator -> (header, position)
+        self._todo: dict[str, tuple[str, int]] = {}  # indicator -> (column shown, position)
         self._problems: dict[tuple[int, str], list] = {}  # (position, problem) -> rows, count
         self._keys: list[tuple[int, pd.Series]] = []  # (first row number, site keys) per part
         self._read: list[int] | None = None  # positions a part may hold alone (``match``)

@@ -107,11 +107,19 @@ def _nearest(headers: list[str], names: list[str | None], ruleset: RuleSet) -> d
         if name or not missing or holds_contact(header):
             continue
         written = _compact(header)
-        score, best = max((max(SequenceMatcher(None, written, h).ratio() for h in forms), n)
+        score, best = max((max(_alike(written, h) for h in forms), n)
                           for n, forms in missing.items())
         if score >= NEAR:
             near[position] = best
     return near
+
+
+def _alike(a: str, b: str) -> float:
+    """``SequenceMatcher``'s ratio, where its cheap upper bound can reach ``NEAR`` (hundreds of
+    unmatched columns against every missing indicator's headers)."""
+    matcher = SequenceMatcher(None, a, b)
+    return matcher.ratio() if matcher.real_quick_ratio() >= NEAR and \
+        matcher.quick_ratio() >= NEAR else 0.0
 
 
 def not_found(columns: Sequence[str], ruleset: RuleSet) -> tuple[str, ...]:
