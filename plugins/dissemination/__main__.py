@@ -90,7 +90,8 @@ def _export_path(text: str) -> Path:
 def _check_round(args: argparse.Namespace) -> int:
     """An export, exactly as exported, against a country's contract: what each header is, and
     every violation (names and rows, never values). Exit 1 if the round would be blocked."""
-    from .contract import conform, describe
+    from .contract import conform
+    from .headers import describe, not_found
     from .intake import DropFileRejected, read_export
 
     found = _country(args)
@@ -106,7 +107,9 @@ def _check_round(args: argparse.Namespace) -> int:
     print(f"{args.file}: {len(raw) - conformed.hxl_row} row(s), {raw.shape[1]} column(s)"
           f"{', an HXL row under the headers' if conformed.hxl_row else ''}; contract: "
           f"rules/{ruleset.country} v{ruleset.version}")
-    print("  " + "\n  ".join(describe(conformed)))
+    print("  " + "\n  ".join(describe(conformed.headers, conformed.dropped)))
+    for line in not_found(conformed.columns, ruleset):
+        print(line)
     dated = ruleset.collection_date
     missing = [] if dated in conformed.frame or any(
         v.indicator == dated for v in conformed.violations) else [

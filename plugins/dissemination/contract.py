@@ -5,7 +5,8 @@
 1. **Headers**: each column is matched to an indicator by its header as the export writes it
    (``Total IDP individuals (ind)``), compared in normal form, or by its HXL hashtag when the row
    under the headers is an HXL row (``#affected+idps+ind``). A column that matches nothing is
-   Secret: it is dropped here, and only its name travels on, for the explanation.
+   Secret: it is dropped here, and only its position travels on (``headers``): a header is typed
+   text, never quoted; one holding a phone number or e-mail address breaks the contract.
 2. **Secret columns** (uncovered, classified Secret, free text not allowed) are dropped unread:
    their values are never looked at, kept or written anywhere.
 3. **Every other value** is checked against its kind: counts are whole numbers within bounds,
@@ -34,6 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import headers as named
 from . import normalise
 from .classification import Classification
 from .columns import as_arrow, repeats
@@ -63,7 +65,7 @@ _MAX_ROWS_NAMED = 10
 class Violation:
     """One way a round breaks its contract; names, never values."""
 
-    column: str  # the header as the source writes it
+    column: str  # the header as the contract declares it, else its position (``headers``)
     indicator: str  # the indicator it was matched to ("" if none)
     rule: str  # e.g. "rules/NGA v2026.11: indicators.idp_individuals (count)"
     problem: str
@@ -71,7 +73,7 @@ class Violation:
     count: int = 0  # how many rows in all (rows lists the first few)
 
     def line(self) -> str:
-        where = f"column {self.column!r}" + (
+        where = (self.column if named.is_label(self.column) else f"column {self.column!r}") + (
             f" ({self.indicator})" if self.indicator and self.indicator != self.column else "")
         rows = ""
         if self.count:
@@ -95,9 +97,9 @@ class ConformedRound:
 
     frame: pd.DataFrame | None  # indicator-named columns, canonical values, no Secret
     # column (None: a round conformed in parts, each written as it was done)
-    columns: list[str]  # every source column: its indicator, or its header if none matched
+    columns: list[str]  # every source column: its indicator, or its position if none matched
     dropped: list[str]  # of those, the ones dropped unread as Secret
-    headers: dict[str, str]  # source header -> indicator ("" if none)
+    headers: dict[str, str]  # header as named to people (``headers.shown``) -> indicator or ""
     hxl_row: bool = False
     violations: list[Violation] = field(default_factory=list)
 
@@ -141,7 +143,8 @@ class Conformer:
         self.columns: list[str] = []
         self.dropped: list[str] = []
         self._source: list[str] = []  # the headers as the source writes them, in order
-        self._todo: dict[str, tuple[str, int]] = {}  # indicator -> (header, position)
+        self._shown: list[str] = []  # each as named to people (``headers.shown``)
+        self._todo: dict[str, tuple[str, int]] = {}  # indicator -> (column shown, position)
         self._problems: dict[tuple[int, str], list] = {}  # (position, problem) -> rows, count
         self._keys: list[tuple[int, pd.Series]] = []  # (first row number, site keys) per part
         self._read: list[int] | None = None  # positions a part may hold alone (``match``)
@@ -203,41 +206,25 @@ class Conformer:
 
     def _match(self, headers: list[str], tags: list[str]) -> None:
         ruleset = self.ruleset
-        first_header: dict[str, str] = {}  # normal form -> the first header written that way
-        claimed: dict[str, str] = {}  # indicator -> the first header matched to it
         for header, tag in zip(headers, tags, strict=True):
             by_header = ruleset.header_index.get(normalise.token(header))
             by_tag = ruleset.hxl_index.get(tag) if tag else None
-            name = by_header or by_tag
-            if by_header and by_tag and by_header != by_tag:
-                self.violations.append(Violation(
-                    header, "", f"rules/{ruleset.country}: headers and hxl",
-                    f"the header names {by_header} but the HXL tag names {by_tag}"))
-                name = None
-            key = normalise.token(header)
-            if key in first_header:
-                twin = first_header[key]
-                self.violations.append(Violation(
-                    header, name or "", f"rules/{ruleset.country}: headers",
-                    f"two columns are headed {twin!r} and {header!r}, the same once case and "
-                    "spaces are ignored"))
-            elif name and name in claimed:
-                self.violations.append(Violation(header, name, _ref(ruleset, name),
-                                                 f"{claimed[name]!r} and {header!r} are both "
-                                                 f"{name}"))
-            first_header.setdefault(key, header)
-            if name:
-                claimed.setdefault(name, header)
-            self.headers.setdefault(header, name or "")
-            self.names.append(name)
+            self.names.append(None if by_header and by_tag and by_header != by_tag
+                              else by_header or by_tag)
+        self._shown = named.shown(headers, self.names, ruleset)
+        self.violations += [Violation(*v) for v in named.violations(
+            headers, tags, self.names, self._shown, ruleset, _ref)]
+        for shown, name in zip(self._shown, self.names, strict=True):
+            self.headers.setdefault(shown, name or "")
         # The one judge of Secret (uncovered, Secret, free text not allowed) is the classifier.
-        base = classify_round([n or h for h, n in zip(headers, self.names, strict=True)], ruleset)
-        for position, (header, name) in enumerate(zip(headers, self.names, strict=True)):
-            self.columns.append(name or header)
-            if base[name or header].classification is Classification.SECRET:
-                self.dropped.append(name or header)
+        base = classify_round([n or s for s, n in zip(self._shown, self.names, strict=True)],
+                              ruleset)
+        for position, (shown, name) in enumerate(zip(self._shown, self.names, strict=True)):
+            self.columns.append(name or shown)
+            if base[name or shown].classification is Classification.SECRET:
+                self.dropped.append(name or shown)
             elif name not in self._todo:  # a second column for one indicator: a violation
-                self._todo[name] = (header, position)
+                self._todo[name] = (shown, position)
         self._source, self.matched = headers, True
 
     def result(self, frame: pd.DataFrame | None = None) -> ConformedRound:
@@ -256,7 +243,7 @@ class Conformer:
 
     def _key_violations(self) -> list[Violation]:
         ruleset, key = self.ruleset, self.ruleset.site_key
-        header = next((h for h, n in zip(self._source, self.names, strict=True) if n == key), "")
+        header = next((h for h, n in zip(self._shown, self.names, strict=True) if n == key), "")
         if key not in self._todo:
             if header:
                 return []  # matched but unusable: its own violations say why
@@ -524,17 +511,3 @@ def _contains_contact(cells: pa.Array) -> np.ndarray:
     for i in wide:
         hit[i] = CONTACT.search(cells[int(i)].as_py()) is not None
     return hit
-
-
-def describe(conformed: ConformedRound) -> list[str]:
-    """One line per source header: the indicator it is, or why it will never be shared."""
-    lines = []
-    for header, name in conformed.headers.items():
-        target = name if name and name not in conformed.dropped else None
-        if target:
-            lines.append(f"{header!r} -> {name}")
-        elif name:
-            lines.append(f"{header!r} -> {name} (Secret: never shared, dropped unread)")
-        else:
-            lines.append(f"{header!r} -> no rule: Secret, never shared")
-    return lines

@@ -31,11 +31,13 @@ import sqlalchemy as sa
 
 from .contract import ConformedRound, conform, is_hxl_row
 from .errors import PermanentError
+from .headers import not_found
 from .ids import InvalidRoundId, check_round_id
 from .ledger import insert_chained, intake_log, require_schema
 from .policy import IntakeLimits, Policy
 from .source import RoundMeta, RoundNotWritten, exported_since, read_round, write_round
 from .textfiles import NotText, legacy_encoding
+from .workbook import WorkbookRefused, read_first_sheet
 
 #: A dropped file is named after its round: ``<round id>.csv`` or ``.xlsx`` (``ids.ROUND_ID``).
 FILE_NAME = re.compile(r"(?P<round_id>.+)\.(?P<ext>csv|xlsx)")
@@ -86,7 +88,9 @@ def import_drop(folder: Path, survey: sa.Engine, now: datetime, policy: Policy) 
             continue
         _move(path, folder / "processed")
         print(f"imported {path.name} as {meta.round_id}: {len(df)} sites; dropped unread as "
-              f"Secret: {list(meta.dropped) or 'nothing'}")
+              f"Secret: {', '.join(meta.dropped) or 'nothing'}")
+        for line in not_found([*df.columns, *meta.dropped], policy.rulesets[meta.country]):
+            print(f"{path.name}: {line}")
         imported.append(meta.round_id)
     return imported
 
@@ -154,11 +158,13 @@ def read_export(path: Path, limits: IntakeLimits) -> pd.DataFrame:
         if path.suffix.lower() == ".csv":
             cells = _read_csv(path, limits.max_rows + 3)
         else:
-            _check_xlsx(path, limits)
-            cells = pd.read_excel(path, header=None, dtype=object, engine="openpyxl",
-                                  na_filter=False, nrows=limits.max_rows + 3)
+            cells = read_first_sheet(path, limits, limits.max_rows + 3)
     except DropFileRejected:
         raise
+    except WorkbookRefused as exc:
+        raise DropFileRejected(f"{path.name}: {exc}") from None
+    except zipfile.BadZipFile:
+        raise DropFileRejected(f"{path.name}: cannot be read (not an XLSX workbook)") from None
     except Exception as exc:  # pandas and openpyxl raise many types for a malformed file
         # Named by type only: their messages quote cells ("could not convert string to float:
         # '+234 803 ...'"), and a cell may be the phone number that made the file unreadable.
@@ -219,6 +225,7 @@ def _check_records(path: Path, encoding: str, nrows: int) -> None:
                         f"{path.name}: line {blank} is blank, between rows (remove it: the rows "
                         "after it would be misnumbered)")
                 if width is None:
+                    _check_delimiter(path, record)
                     width = len(record)
                 elif len(record) != width:
                     raise DropFileRejected(
@@ -232,17 +239,19 @@ def _check_records(path: Path, encoding: str, nrows: int) -> None:
                                    f"({exc})") from None
 
 
-def _check_xlsx(path: Path, limits: IntakeLimits) -> None:
-    """An XLSX is a zip: refuse one that unpacks to more than the limit before parsing it."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            unpacked = sum(i.file_size for i in zf.infolist())
-    except zipfile.BadZipFile:
-        raise DropFileRejected(f"{path.name}: cannot be read (not an XLSX workbook)") from None
-    if unpacked > limits.max_xlsx_uncompressed_bytes:
-        raise DropFileRejected(f"{path.name}: unpacks to {unpacked} bytes, above the intake "
-                               f"limit of {limits.max_xlsx_uncompressed_bytes} "
-                               "(include/intake.yaml: max_xlsx_uncompressed_bytes)")
+#: Separators spreadsheet programs write in place of commas (a locale whose decimal mark is a
+#: comma writes semicolons): named, as the file is otherwise refused for what follows from them.
+_OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
+def _check_delimiter(path: Path, header: list[str]) -> None:
+    """A header line read with commas whose fields hold another separator more often than
+    commas separate them is a file separated by that one: refused, naming it."""
+    for sign, called in _OTHER_SEPARATORS.items():
+        if sum(field.count(sign) for field in header) >= len(header):
+            raise DropFileRejected(
+                f"{path.name}: its fields are separated by {sign!r} ({called}), not commas: "
+                "save it again as CSV with commas (in Excel: CSV UTF-8 (Comma delimited))")
 
 
 def _move(path: Path, target: Path) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import memory, normalise, registry, source, staging
+from . import headers, memory, normalise, registry, source, staging
 from .classification import Classification, Urgency
 from .contract import Conformer, ContractBroken
 from .disclosure import Delivered, build_contents, explain, explanation_lines
@@ -116,9 +116,8 @@ def stage_round(meta: RoundMeta, df: pd.DataFrame | Iterable[pd.DataFrame], poli
     """Conform the round to its contract and stage it for the next tasks (``staging.write_staged``).
 
     Every value is checked first (``contract.Conformer``): a round that breaks its contract
-    raises ``ContractBroken`` and nothing of it is written. Secret columns (including those no
-    rule covers) are dropped unread; only their names travel on, so every package can still
-    explain that they were dropped.
+    raises ``ContractBroken`` and nothing of it is written. Secret columns are dropped unread;
+    only their names (a position if no rule covers them: ``headers``) travel on, for packages.
 
     ``df``: the round as read, whole or in parts (``source.read_round_parts``): each part as
     read is freed once conformed (a million-site round as read is as large again as the
@@ -127,6 +126,7 @@ def stage_round(meta: RoundMeta, df: pd.DataFrame | Iterable[pd.DataFrame], poli
     """
     check_round_id(meta.round_id, "staging")
     ruleset = ruleset_for(policy, meta.country)
+    meta = replace(meta, dropped=tuple(headers.withheld(meta.dropped, ruleset)))
     conformer = conformer or Conformer(ruleset, first_row=1)
     parts, active, rows = [], set(), 0
     for raw in [df] if isinstance(df, pd.DataFrame) else df:
@@ -285,7 +285,7 @@ def plan_deliveries(
     planned delivery is added to it, so the next agreement of the same organisation sees it.
     """
     ruleset = ruleset_for(policy, meta.country)
-    warnings = tuple(warnings)
+    warnings = (*warnings, *headers.not_found(columns, ruleset))
     overdue = review_overdue_message(policy, meta.country, today)
     if overdue:
         if urgency is Urgency.LOW:

@@ -17,5 +17,7 @@ class IntakeLimits(PolicyModel):
     max_bytes: int = Field(default=512 * MB, ge=1)  # the file as dropped
     max_rows: int = Field(default=2_000_000, ge=1)  # data rows (sites)
     max_columns: int = Field(default=500, ge=1)
-    # XLSX is a zip: what it unpacks to, before anything parses it.
-    max_xlsx_uncompressed_bytes: int = Field(default=1024 * MB, ge=1)
+    # XLSX is a zip: what it unpacks to, before anything parses it. Sized for real exports
+    # (about 50 bytes of XML a cell: some 2.5 million cells, half a minute of parsing); a
+    # larger one is refused at once rather than parsed for minutes.
+    max_xlsx_uncompressed_bytes: int = Field(default=128 * MB, ge=1)
