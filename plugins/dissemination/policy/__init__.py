@@ -29,6 +29,7 @@ from .base import ColumnName, CountryCode, Identifier, PolicyModel
 from .focal_points import DtmFocalPoints, FieldFocalPoint, FocalPoint, FocalPoints, Person
 from .intake import IntakeLimits
 from .loading import DEFAULT_RULES, Policy, PolicyError, load_policy
+from .merging import merge_rules
 from .rules import (
     SITE,
     AdditiveGroup,
@@ -41,7 +42,6 @@ from .rules import (
     RuleSet,
     SmallCells,
     UrgentSignal,
-    merge_rules,
 )
 
 __all__ = [

@@ -18,7 +18,8 @@ from .base import CountryCode, Identifier, PolicyModel
 from .focal_points import DtmFocalPoints, FocalPoints
 from .holders import holder_groups, shared_people
 from .intake import IntakeLimits
-from .rules import SITE, CountryRules, DefaultRules, RuleSet, merge_rules
+from .merging import merge_rules
+from .rules import SITE, CountryRules, DefaultRules, RuleSet
 from .yamlsafety import alias_problem, described
 
 # --- the whole policy --------------------------------------------------------------------------
