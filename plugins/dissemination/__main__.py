@@ -91,6 +91,7 @@ def _check_round(args: argparse.Namespace) -> int:
     """An export, exactly as exported, against a country's contract: what each header is, and
     every violation (names and rows, never values). Exit 1 if the round would be blocked."""
     from .contract import conform, describe
+    from .formulas import report as formula_report
     from .intake import DropFileRejected, read_export
 
     found = _country(args)
@@ -107,6 +108,8 @@ def _check_round(args: argparse.Namespace) -> int:
           f"{', an HXL row under the headers' if conformed.hxl_row else ''}; contract: "
           f"rules/{ruleset.country} v{ruleset.version}")
     print("  " + "\n  ".join(describe(conformed)))
+    for line in formula_report(conformed.frame):
+        print(f"  neutralised when delivered: {line}")
     dated = ruleset.collection_date
     missing = [] if dated in conformed.frame or any(
         v.indicator == dated for v in conformed.violations) else [

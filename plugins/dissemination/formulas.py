@@ -1,0 +1,76 @@
+"""Spreadsheet formulas in delivered text: neutralised before a partner's spreadsheet reads them.
+
+Partners open ``data.csv`` in Excel or LibreOffice, which run a cell beginning with ``=``, ``+``,
+``-`` or ``@`` as a formula (``=HYPERLINK(...)`` sends a click to any site, ``=WEBSERVICE(...)``
+fetches one, ``-2+3+cmd|...`` once started a program), and a leading tab or carriage return
+hides the rest of such a cell. As OWASP's "CSV injection" advises, every text cell beginning
+with one of these gets a leading ``'``: the cell is read as text and still says what the export
+said. Numbers are not touched (a negative longitude is a number, no formula). Vectorised in
+pyarrow: a million-site column is a handful of kernel calls.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .columns import as_arrow
+
+#: What starts a formula (or hides one) in a cell a spreadsheet program reads.
+FORMULA_START = r"^[=+\-@\t\r]"
+QUOTE = "'"
+
+
+def _text(column: pd.Series) -> bool:
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return pd.api.types.infer_dtype(column.cat.categories, skipna=True) == "string"
+    if column.dtype == object:
+        return pd.api.types.infer_dtype(column, skipna=True) == "string"
+    return pd.api.types.is_string_dtype(column.dtype)
+
+
+def _formula_mask(cells: pa.Array) -> pa.Array:
+    return pc.fill_null(pc.match_substring_regex(cells, FORMULA_START), False)
+
+
+def formula_cells(frame: pd.DataFrame) -> dict[str, int]:
+    """Text cells per column that a spreadsheet would read as a formula (only the columns
+    with any)."""
+    out = {}
+    for name, column in frame.items():
+        if _text(column):
+            n = pc.sum(_formula_mask(as_arrow(column.astype("string")))).as_py() or 0
+            if n:
+                out[str(name)] = n
+    return out
+
+
+def neutralise(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The frame with every formula-leading text cell quoted (``'=SUM(A1)``), and how many
+    cells were. The frame itself is returned, untouched, when none is."""
+    changed, total = {}, 0
+    for name, column in frame.items():
+        if not _text(column):
+            continue
+        cells = as_arrow(column.astype("string"))
+        mask = _formula_mask(cells)
+        n = pc.sum(mask).as_py() or 0
+        if n:
+            quoted = pc.binary_join_element_wise(QUOTE, cells, "")
+            changed[name] = pd.Series(pc.if_else(mask, quoted, cells), index=column.index,
+                                      dtype="string[pyarrow]")
+            total += n
+    if not changed:
+        return frame, 0
+    out = frame.copy(deep=False)
+    for name, column in changed.items():
+        out[name] = column
+    return out, total
+
+
+def report(frame: pd.DataFrame) -> list[str]:
+    """One line per column whose cells would be neutralised: by indicator, never a value."""
+    return [f"{name}: {n} cell(s) begin with =, +, -, @, a tab or a carriage return; delivered "
+            f"with a leading {QUOTE} (read as text, never run as a spreadsheet formula)"
+            for name, n in formula_cells(frame).items()]
