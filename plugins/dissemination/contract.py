@@ -457,7 +457,7 @@ def _strings(out: pd.Series, rule: IndicatorRule):
             bad = ~matched.fillna(True).to_numpy(dtype=bool)
             problem = "does not match the declared pattern"
         else:  # nothing declares its shape: at least no phone number or e-mail address
-            bad = contacts.found(cells)
+            bad = contacts.found(cells, normalised=True)
             problem = "holds what looks like a phone number or e-mail address"
     if codes is not None:  # back to one cell per row
         bad = None if bad is None else np.append(bad, False)[codes]

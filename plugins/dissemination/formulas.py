@@ -11,6 +11,7 @@ pyarrow: a million-site column is a handful of kernel calls.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,7 +19,7 @@ import pyarrow.compute as pc
 from .columns import as_arrow
 
 #: What starts a formula (or hides one) in a cell a spreadsheet program reads.
-FORMULA_START = r"^[=+\-@\t\r]"
+FORMULA_START = "=+-@\t\r"
 QUOTE = "'"
 
 
@@ -30,8 +31,22 @@ def _text(column: pd.Series) -> bool:
     return pd.api.types.is_string_dtype(column.dtype)
 
 
-def _formula_mask(cells: pa.Array) -> pa.Array:
-    return pc.fill_null(pc.match_substring_regex(cells, FORMULA_START), False)
+_STARTS = np.frombuffer(FORMULA_START.encode(), dtype=np.uint8)
+
+
+def _formula_mask(cells: pa.Array) -> np.ndarray:
+    """Per cell: does its first byte start a formula? Read from Arrow's buffers (offsets and
+    UTF-8 bytes), as the characters are ASCII: a regular expression per cell cost 0.18 s per
+    million cells, this a few milliseconds."""
+    offsets, data = cells.buffers()[1:3]
+    if data is None or len(cells) == 0:
+        return np.zeros(len(cells), dtype=bool)
+    width = np.int64 if pa.types.is_large_string(cells.type) else np.int32
+    at = np.frombuffer(offsets, dtype=width)[cells.offset:cells.offset + len(cells) + 1]
+    starts, filled = at[:-1], np.diff(at) > 0
+    first = np.frombuffer(data, dtype=np.uint8)[np.where(filled, starts, 0)]
+    valid = cells.is_valid().to_numpy(zero_copy_only=False)
+    return filled & valid & np.isin(first, _STARTS)
 
 
 def formula_cells(frame: pd.DataFrame) -> dict[str, int]:
@@ -40,7 +55,7 @@ def formula_cells(frame: pd.DataFrame) -> dict[str, int]:
     out = {}
     for name, column in frame.items():
         if _text(column):
-            n = pc.sum(_formula_mask(as_arrow(column.astype("string")))).as_py() or 0
+            n = int(_formula_mask(as_arrow(column.astype("string"))).sum())
             if n:
                 out[str(name)] = n
     return out
@@ -55,11 +70,11 @@ def neutralise(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
             continue
         cells = as_arrow(column.astype("string"))
         mask = _formula_mask(cells)
-        n = pc.sum(mask).as_py() or 0
+        n = int(mask.sum())
         if n:
-            quoted = pc.binary_join_element_wise(QUOTE, cells, "")
-            changed[name] = pd.Series(pc.if_else(mask, quoted, cells), index=column.index,
-                                      dtype="string[pyarrow]")
+            quoted = pc.binary_join_element_wise(QUOTE, cells.filter(pa.array(mask)), "")
+            changed[name] = pd.Series(pc.replace_with_mask(cells, pa.array(mask), quoted),
+                                      index=column.index, dtype="string[pyarrow]")
             total += n
     if not changed:
         return frame, 0
