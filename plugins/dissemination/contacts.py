@@ -34,8 +34,7 @@ _SPACE = r"[ \t\n\r\f\v]"
 _SEPARATOR = "[().\\/,_*:;|~'\"#\u00b7\u2010-\u2015\u2212-]"
 #: Between two digits: any spaces, and at most three separators.
 _GAP = f"{_SPACE}*(?:{_SEPARATOR}{_SPACE}*){{0,3}}"
-#: A digit, or its name (``z.ro``: zero and zéro; accents stay out of the pattern, where RE2
-#: and Python would fold their case differently).
+#: A digit, or its name (``z.ro``: zero and zéro, the accent written in any case or form).
 _DIGIT = ("(?:[0-9]|z.ro|oh|one|two|three|four|five|six|seven|eight|nine|"
           "un|deux|trois|quatre|cinq|sept|huit|neuf)")
 _PHONE = f"\\+?{_DIGIT}(?:{_GAP}{_DIGIT}){{6,}}"
@@ -60,9 +59,11 @@ _SPACES = re.compile("[\u0085\u1680\u2028\u2029]")
 
 
 def fold(cells: pa.Array, normalised: bool = False) -> pa.Array:
-    """NFKC in Arrow (``normalised``: the caller has done it); only the cells left with other
-    than ASCII go through Python, to drop format characters (zero-width spaces, direction
-    marks) and write digits and spaces in ASCII."""
+    """The cells as the search reads them (``normalised``: the caller has applied NFKC).
+
+    NFKC runs in Arrow; only the cells left with other than ASCII go through Python, to drop
+    format characters (zero-width spaces, direction marks) and write digits and spaces in
+    ASCII, which RE2's classes would not match otherwise."""
     if not normalised:  # (a million cells: 0.3 s, which the contract has spent already)
         cells = pc.utf8_normalize(cells, "NFKC")
     other = pc.invert(pc.fill_null(pc.string_is_ascii(cells), True))
@@ -73,9 +74,11 @@ def fold(cells: pa.Array, normalised: bool = False) -> pa.Array:
 
 
 def fold_text(text: str) -> str:
-    """One value as ``fold`` writes it (NFKC already applied, or applied here)."""
+    """One value as ``fold`` writes it.
+
+    NFKC again once format characters are gone: one between a letter and its accent kept
+    them apart, and the search must read what a person reads."""
     text = unicodedata.normalize("NFKC", text)
-    # Again once format characters are gone: one between a letter and its accent kept them apart.
     text = unicodedata.normalize(
         "NFKC", "".join(c for c in text if unicodedata.category(c) != "Cf"))
     text = _SPACES.sub(" ", text)
@@ -88,15 +91,18 @@ def _search(cells: pa.Array, pattern: str) -> np.ndarray:
 
 
 def found(cells: pa.Array, normalised: bool = False) -> np.ndarray:
-    """Per cell: does it hold a phone number or an e-mail address? (Empty cells: no.)
+    """Per cell: does it hold a phone number or an e-mail address (empty cells: no)?
+
+    The one judgement the contract and redaction share, so they cannot disagree.
     ``normalised``: the cells are in NFKC already."""
     return _search(fold(cells, normalised), SCAN)
 
 
 def redact(values: pd.Series) -> tuple[pd.Series, int]:
-    """Free text with every phone number, e-mail address and ID-like token replaced by
-    ``[redacted]``, and how many values were changed. Only the values that hold one are
-    rewritten (in folded form); one whose match cannot be cut apart is redacted whole."""
+    """Free text with contacts and ID-like tokens replaced by ``[redacted]``; values changed.
+
+    Only the values that hold one are rewritten (in folded form, as the search read them); one
+    whose match cannot be cut apart is redacted whole, so nothing ``found`` would flag is left."""
     text = values.astype("string")
     cells = fold(as_arrow(text))
     hit = _search(cells, SCAN) | _search(cells, ID_LIKE)
@@ -114,13 +120,15 @@ def redact(values: pd.Series) -> tuple[pd.Series, int]:
 
 
 def phone_shaped(numbers: np.ndarray) -> np.ndarray:
-    """Per number: 9 or more digits before the point (no site counts a hundred million; a
-    phone number typed into a count does). NaN: no."""
+    """Per number: 9 or more digits before the point (NaN: no)?
+
+    No site counts a hundred million; a phone number typed into a count does."""
     with np.errstate(invalid="ignore"):
         return np.abs(numbers) >= 1e8
 
 
 def leading_zero(text: str) -> bool:
-    """A number as the export wrote it starting with 0 and another digit, no decimal point
-    (``08035550103``): what a phone number keeps, and no count or coordinate has."""
+    """Does a number as the export wrote it start with 0 and another digit, with no point?
+
+    What a phone number keeps (``08035550103``), and no count or coordinate is written with."""
     return re.match(r"[+-]?0[0-9]", text) is not None and "." not in text

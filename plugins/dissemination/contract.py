@@ -375,8 +375,10 @@ def _declared(cells: _Cells, rule: IndicatorRule, missing: list[bool]):
 
 def _number(numbers: pd.Series, rule: IndicatorRule, missing: np.ndarray,
             zero_led: np.ndarray | None = None):
-    """Numbers within their bounds, whole for a count. One with a phone number's shape (a
-    leading 0 as the export wrote it, or 9+ digits) is named as such, whatever the bounds."""
+    """Numbers within their bounds, whole for a count.
+
+    One with a phone number's shape (a leading 0 as the export wrote it, or 9+ digits) is
+    named as such whatever the bounds: a raised bound must not let a phone number through."""
     x = numbers.to_numpy(dtype="float64", na_value=np.nan, copy=True)
     x[missing] = np.nan
     shaped = contacts.phone_shaped(x) | (False if zero_led is None else zero_led)

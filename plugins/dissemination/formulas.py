@@ -35,9 +35,10 @@ _STARTS = np.frombuffer(FORMULA_START.encode(), dtype=np.uint8)
 
 
 def _formula_mask(cells: pa.Array) -> np.ndarray:
-    """Per cell: does its first byte start a formula? Read from Arrow's buffers (offsets and
-    UTF-8 bytes), as the characters are ASCII: a regular expression per cell cost 0.18 s per
-    million cells, this a few milliseconds."""
+    """Per cell: does its first byte start a formula?
+
+    Read from Arrow's buffers (offsets and UTF-8 bytes), as the characters are ASCII: a
+    regular expression per cell cost 0.18 s per million cells, this a few milliseconds."""
     offsets, data = cells.buffers()[1:3]
     if data is None or len(cells) == 0:
         return np.zeros(len(cells), dtype=bool)
@@ -50,8 +51,9 @@ def _formula_mask(cells: pa.Array) -> np.ndarray:
 
 
 def formula_cells(frame: pd.DataFrame) -> dict[str, int]:
-    """Text cells per column that a spreadsheet would read as a formula (only the columns
-    with any)."""
+    """Text cells per column that a spreadsheet would run as a formula (columns with any).
+
+    What ``check-round`` reports before a round is delivered."""
     out = {}
     for name, column in frame.items():
         if _text(column):
@@ -62,8 +64,9 @@ def formula_cells(frame: pd.DataFrame) -> dict[str, int]:
 
 
 def neutralise(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """The frame with every formula-leading text cell quoted (``'=SUM(A1)``), and how many
-    cells were. The frame itself is returned, untouched, when none is."""
+    """The frame with every formula-leading text cell quoted (``'=SUM(A1)``), and how many.
+
+    The frame itself is returned, untouched, when no cell is: no copy of a clean round."""
     changed, total = {}, 0
     for name, column in frame.items():
         if not _text(column):
@@ -85,7 +88,10 @@ def neutralise(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 
 def report(frame: pd.DataFrame) -> list[str]:
-    """One line per column whose cells would be neutralised: by indicator, never a value."""
+    """One line per column whose cells would be neutralised.
+
+    Names the indicator, never a value: the cell may be the very formula a reader must not
+    run."""
     return [f"{name}: {n} cell(s) begin with =, +, -, @, a tab or a carriage return; delivered "
             f"with a leading {QUOTE} (read as text, never run as a spreadsheet formula)"
             for name, n in formula_cells(frame).items()]

@@ -147,7 +147,9 @@ class IndicatorRule(PolicyModel):
 
     @property
     def limits(self) -> tuple[float, float]:
-        """The bounds values are checked against: the rule's own, or its kind's default."""
+        """The bounds values are checked against: the rule's own, or its kind's default.
+
+        A count with no stated bound was unbounded, so a phone number typed as digits fit."""
         return self.bounds or DEFAULT_BOUNDS.get(self.kind, (-math.inf, math.inf))
 
     @cached_property
