@@ -91,6 +91,7 @@ def _check_round(args: argparse.Namespace) -> int:
     """An export, exactly as exported, against a country's contract: what each header is, and
     every violation (names and rows, never values). Exit 1 if the round would be blocked."""
     from .contract import conform
+    from .formulas import report as formula_report
     from .headers import describe, not_found
     from .intake import DropFileRejected, read_export
 
@@ -110,6 +111,8 @@ def _check_round(args: argparse.Namespace) -> int:
     print("  " + "\n  ".join(describe(conformed.headers, conformed.dropped)))
     for line in not_found(conformed.columns, ruleset):
         print(line)
+    for line in formula_report(conformed.frame):
+        print(f"  neutralised when delivered: {line}")
     dated = ruleset.collection_date
     missing = [] if dated in conformed.frame or any(
         v.indicator == dated for v in conformed.violations) else [

@@ -35,29 +35,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import contacts, normalise
 from . import headers as named
-from . import normalise
 from .classification import Classification
 from .columns import as_arrow, repeats
 from .errors import PermanentError
 from .policy import IndicatorRule, RuleSet
 from .sensitivity import classify_round
 
-#: Phone numbers (7+ digits, any common separators, spaced too: "0803 - 123 - 4567") and
-#: e-mail addresses, also spelled out.
-_PHONE_BODY = "\\+?\\d(?:[\\s().\\/,\u2010-\u2015-]{0,4}\\d){6,}"
-PHONE = rf"(?<!\w){_PHONE_BODY}(?!\w)"
-EMAIL = (r"[\w.+-]+\s*(?:@|[\[({]\s*at\s*[\])}]|\s+at\s+)\s*[\w-]+"
-         r"(?:\s*(?:\.|[\[({]\s*dot\s*[\])}]|\s+dot\s+)\s*[\w-]+)*"
-         r"\s*(?:\.|[\[({]\s*dot\s*[\])}]|\s+dot\s+)\s*[a-z]{2,24}\b")
-#: The same search without look-arounds, which RE2 (pyarrow) lacks: scanning a million cells
-#: stays in pyarrow instead of Python's re.
-CONTACT_SCAN = rf"(?i){EMAIL}|(?:^|\W){_PHONE_BODY}(?:\W|$)"
-#: ID-like tokens: a short prefix and 6+ digits (national ID, passport, registration numbers).
-ID_LIKE = r"\b[A-Za-z]{0,4}[-/:#]?\d{6,}\b"
-CONTACT = re.compile(f"{EMAIL}|{PHONE}", re.IGNORECASE)
-#: What free text may never carry out, even where free text is allowed: redacted.
-PERSONAL = re.compile(f"{EMAIL}|{PHONE}|{ID_LIKE}", re.IGNORECASE)
 _MAX_ROWS_NAMED = 10
 
 
@@ -347,7 +332,10 @@ def _conform_column(values: pd.Series, rule: IndicatorRule):
         return _number(cells.numbers([None if m or isinstance(u, bool | np.bool_)
                                       else _to_float(u)
                                       for u, m in zip(cells.uniques, missing, strict=True)]),
-                       rule, cells.mask(missing, empty=True))
+                       rule, cells.mask(missing, empty=True),
+                       cells.mask([isinstance(u, str) and not m
+                                   and contacts.leading_zero(normalise.token(u))
+                                   for u, m in zip(cells.uniques, missing, strict=True)]))
     if rule.kind == "date":
         return _date(cells, rule, missing)
     text = [None if m else normalise.token(u) if isinstance(u, bool | np.bool_) else
@@ -372,13 +360,21 @@ def _declared(cells: _Cells, rule: IndicatorRule, missing: list[bool]):
         if stray.any() else []
 
 
-def _number(numbers: pd.Series, rule: IndicatorRule, missing: np.ndarray):
+def _number(numbers: pd.Series, rule: IndicatorRule, missing: np.ndarray,
+            zero_led: np.ndarray | None = None):
+    """Numbers within their bounds, whole for a count.
+
+    One with a phone number's shape (a leading 0 as the export wrote it, or 9+ digits) is
+    named as such whatever the bounds: a raised bound must not let a phone number through."""
     x = numbers.to_numpy(dtype="float64", na_value=np.nan, copy=True)
     x[missing] = np.nan
-    unreadable = np.isnan(x) & ~missing
-    problems = []
+    shaped = contacts.phone_shaped(x) | (False if zero_led is None else zero_led)
+    problems = [("has a phone number's shape (a leading 0, or 9 or more digits)", shaped)] \
+        if shaped.any() else []
+    x[shaped] = np.nan
+    unreadable = np.isnan(x) & ~missing & ~shaped
+    low, high = rule.limits
     if rule.kind == "count":
-        low, high = rule.bounds or (0, np.inf)
         # Whole, and exact as a float: beyond 2**53 a "count" is junk (and no int64 holds it).
         with np.errstate(invalid="ignore"):
             fractional = (np.trunc(x) != x) | (np.abs(x) > 2**53)
@@ -386,10 +382,8 @@ def _number(numbers: pd.Series, rule: IndicatorRule, missing: np.ndarray):
         if (unreadable | fractional).any():
             problems.append(("not a whole number", unreadable | fractional))
         x[fractional] = np.nan
-    else:
-        low, high = rule.bounds
-        if unreadable.any():
-            problems.append(("not a number", unreadable))
+    elif unreadable.any():
+        problems.append(("not a number", unreadable))
     with np.errstate(invalid="ignore"):
         outside = ~np.isnan(x) & ((x < low) | (x > high))
     if outside.any():
@@ -452,7 +446,7 @@ def _strings(out: pd.Series, rule: IndicatorRule):
             bad = ~matched.fillna(True).to_numpy(dtype=bool)
             problem = "does not match the declared pattern"
         else:  # nothing declares its shape: at least no phone number or e-mail address
-            bad = _contains_contact(cells)
+            bad = contacts.found(cells, normalised=True)
             problem = "holds what looks like a phone number or e-mail address"
     if codes is not None:  # back to one cell per row
         bad = None if bad is None else np.append(bad, False)[codes]
@@ -501,13 +495,3 @@ def _collapse_spaces(cells: pa.Array) -> pa.Array:
     return pc.replace_with_mask(cells, odd, fixed)
 
 
-def _contains_contact(cells: pa.Array) -> np.ndarray:
-    """RE2 over every cell; Python's Unicode-aware ``re`` over the few non-ASCII ones (RE2's
-    digit and word classes are ASCII only)."""
-    hit = pc.fill_null(pc.match_substring_regex(cells, CONTACT_SCAN), False).to_numpy(
-        zero_copy_only=False)
-    wide = np.flatnonzero(~pc.fill_null(pc.string_is_ascii(cells), True).to_numpy(
-        zero_copy_only=False))
-    for i in wide:
-        hit[i] = CONTACT.search(cells[int(i)].as_py()) is not None
-    return hit

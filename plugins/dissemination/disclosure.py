@@ -34,14 +34,14 @@ import pandas as pd
 
 from . import linked
 from .classification import Classification
-from .contract import PERSONAL
+from .contacts import REDACTED as REDACTED
+from .contacts import redact
 from .errors import PermanentError
 from .policy import SITE, RuleSet
 from .sensitivity import Selection
 
 SITES = "sites"
 _WHOLE = "__whole_round__"
-REDACTED = "[redacted]"
 RELATIONAL_ZERO = "0 or every site (relational member)"
 #: Why cells are hidden, as the package says it: never which reason hid which cell.
 SUPPRESSED = ("small counts, areas of too few sites, a relational member's 0 or every site, "
@@ -202,12 +202,6 @@ def _table(df: pd.DataFrame, selection: Selection, rows: np.ndarray | None, rule
             content.notes[d.column].append(
                 f"redacted {n} value(s) with phones, e-mails or IDs")
     return _primary(content, selection, ruleset, kinds, supports)
-
-
-def redact(values: pd.Series) -> tuple[pd.Series, int]:
-    text = values.astype("string")
-    hit = text.str.contains(PERSONAL, regex=True).fillna(False)
-    return text.str.replace(PERSONAL, REDACTED, regex=True), int(hit.sum())
 
 
 def _additive_groups(ruleset: RuleSet, present: set[str]) -> list[tuple[str, tuple[str, ...]]]:

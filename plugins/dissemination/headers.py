@@ -14,7 +14,6 @@ a column partners expect is not dropped without a word.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable, Sequence
 from difflib import SequenceMatcher
 
@@ -44,10 +43,13 @@ def quoted(shown: str) -> str:
 def holds_contact(header: str) -> bool:
     """Does a header hold what looks like a phone number or an e-mail address?
 
-    The one place headers meet the contact detector, so it can be swapped for another."""
-    from .contract import CONTACT  # contract.py imports this module
+    Headers are typed by people like cells: the same detector as the contract's and
+    redaction's (contacts.py), so a header cannot hide what a cell could not."""
+    import pyarrow as pa
 
-    return CONTACT.search(unicodedata.normalize("NFKC", header)) is not None
+    from . import contacts
+
+    return bool(contacts.found(pa.array([header], pa.string()))[0])
 
 
 def shown(headers: list[str], names: list[str | None], ruleset: RuleSet) -> list[str]:

@@ -32,6 +32,7 @@ from .classification import Classification, Urgency
 from .digests import file_sha256
 from .disclosure import Content, explain
 from .errors import PermanentError
+from .formulas import neutralise
 from .ids import check_round_id
 from .policy import Agreement, RuleSet
 from .sensitivity import SecretLeak, Selection
@@ -328,7 +329,7 @@ class DeflatedCsv:
 
     def __init__(self):
         self.stream: bytes | None = None
-        self.size = self.crc = 0
+        self.size = self.crc = self.neutralised = 0
         self.sha256 = ""
 
 
@@ -363,7 +364,8 @@ class _Replay:
 def _write_zip(f: BinaryIO, frame: pd.DataFrame, manifest: dict, password: str,
                deflated: DeflatedCsv | None = None) -> str:
     """The CSV streamed into its AES entry (hashed as it passes), then the manifest with that
-    hash (so the data entry comes first). Returns the CSV's SHA-256."""
+    hash (so the data entry comes first) and how many of its cells were quoted so that no
+    spreadsheet runs them as formulas (``formulas``). Returns the CSV's SHA-256."""
     stamp = time.localtime(time.time())[:6]
     with pyzipper.AESZipFile(
         f, "w", compression=pyzipper.ZIP_DEFLATED, encryption=pyzipper.WZ_AES
@@ -378,14 +380,17 @@ def _write_zip(f: BinaryIO, frame: pd.DataFrame, manifest: dict, password: str,
                 raw._compressor = _Replay(deflated.stream)
                 raw._file_size, raw._crc = deflated.size, deflated.crc
                 manifest["data_sha256"] = deflated.sha256
+                manifest["formula_cells_neutralised"] = deflated.neutralised
             else:
                 raw._compressor = deflater() if deflated is None else _Recording(deflater())
                 hashing = _Hashing(raw)
+                frame, manifest["formula_cells_neutralised"] = neutralise(frame)
                 write_csv(frame, hashing)
                 manifest["data_sha256"] = hashing.digest.hexdigest()
                 if deflated is not None:
                     deflated.size, deflated.crc = raw._file_size, raw._crc
                     deflated.sha256 = manifest["data_sha256"]
+                    deflated.neutralised = manifest["formula_cells_neutralised"]
         if deflated is not None and not replay:  # the stream is whole once the entry is closed
             deflated.stream = b"".join(raw._compressor.out)
         zf.writestr(MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True))

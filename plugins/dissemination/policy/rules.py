@@ -35,6 +35,9 @@ SITE = "site"  # the finest level: one row per site
 SET_KINDS = frozenset({"categorical", "flag"})
 VALUE_KINDS = SET_KINDS | {"admin"}
 _ADMIN_ALIAS = re.compile(r"^admin([1-9])$")
+#: Bounds of a kind when its rule states none (``bounds: [min, max]`` overrides them): a
+#: count is what one site plausibly holds, so a phone number typed as digits is out of them.
+DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {"count": (0, 1_000_000)}
 
 
 def _scalar_to_text(value: object) -> object:
@@ -76,7 +79,7 @@ class IndicatorRule(PolicyModel):
     # Tokens that mean "no answer" in this column. An empty cell always does; "None", "NA" and
     # the like are answers unless listed here.
     missing: tuple[Value, ...] = ()
-    # count: [min, max] (default [0, no limit]); coordinate: required, e.g. [-90, 90].
+    # count: [min, max] (default DEFAULT_BOUNDS); coordinate: required, e.g. [-90, 90].
     bounds: tuple[float, float] | None = None
     # date: a strptime format (e.g. "%d/%m/%Y"); default ISO 8601 (2026-11-03).
     date_format: str | None = None
@@ -142,6 +145,13 @@ class IndicatorRule(PolicyModel):
                     problems.append(f"synonyms.{value}: {spelling!r} already means {other!r}")
                 seen[normalise.token(spelling)] = value
         return problems
+
+    @property
+    def limits(self) -> tuple[float, float]:
+        """The bounds values are checked against: the rule's own, or its kind's default.
+
+        A count with no stated bound was unbounded, so a phone number typed as digits fit."""
+        return self.bounds or DEFAULT_BOUNDS.get(self.kind, (-math.inf, math.inf))
 
     @cached_property
     def canonical(self) -> dict[str, str]:
