@@ -266,6 +266,74 @@ class KeptExports(RunStage):
         return StagedFileMissing(f"{self._where(name)} is missing (removed from the store)")
 
 
+class HeadRewritten(PermanentError, FileExistsError):
+    """A head object for this sequence number exists with another hash: never overwritten."""
+
+
+class PublishedHeads(KeptExports):
+    """The chain heads ledger audits published, under ``ledger-heads/`` in the staging store
+    (outside the ledger's trust domain: its database users cannot write here, and ``sweep``
+    never touches it). One object per head, named by its sequence number, written once: an
+    existing one is never replaced. Give the store's own write-once rule (object lock) to
+    this prefix in production, so that no one can."""
+
+    FOLDER = "ledger-heads"
+
+    def __repr__(self) -> str:
+        return f"PublishedHeads(at {public_url(self.path)})"
+
+    def publish(self, head) -> str:
+        """Write ``head`` (a ``chain.Head``) once; its object name. The same head again (a
+        retried audit, a day without writes) is left as it is."""
+        name = f"{head.seq:012d}.json"
+        existing = self._existing(name)
+        if existing is not None:
+            if existing.chain_sha256 != head.chain_sha256:
+                raise HeadRewritten(f"{self._where(name)} holds another hash for chain seq "
+                                    f"{head.seq}: published heads are never overwritten")
+            return name
+        self._target(name)
+        temp = self.local_dir() / f".{name}.{uuid.uuid4().hex}"
+        temp.write_text(head.document())
+        try:
+            if self.local:  # a hard link fails if the name exists: no overwrite, even racing
+                try:
+                    os.link(temp, self._folder() / name)
+                except FileExistsError:
+                    return self.publish(head)  # published meanwhile: the same head or refused
+            else:
+                self.put(temp, name)
+        finally:
+            temp.unlink(missing_ok=True)
+        return name
+
+    def newest(self):
+        """The newest published head (``chain.Head``), or None before the first."""
+        from dissemination.chain import Head
+
+        folder = self._folder() if self.local else self.path
+        try:
+            names = sorted(p.name for p in folder.iterdir()
+                           if re.fullmatch(r"\d{12}\.json", p.name))
+        except FileNotFoundError:  # an object store before the first head
+            names = []
+        return None if not names else Head.parse(self._read(names[-1]), self._where(names[-1]))
+
+    def _existing(self, name: str):
+        from dissemination.chain import Head
+
+        try:
+            return Head.parse(self._read(name), self._where(name))
+        except StagedFileMissing:
+            return None
+
+    def _read(self, name: str) -> bytes:
+        return self.fetch(name).read_bytes()
+
+    def _where(self, name: str) -> str:
+        return f"published ledger head {name!r} in {public_url(self.path)}"
+
+
 def _linked(source: Path, dest: Path) -> bool:
     """A second name for a file written once (a staged round), when both are on one file
     system: no copy of a million-site round on every urgent run."""
