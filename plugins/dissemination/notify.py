@@ -97,9 +97,12 @@ def ledger_alert(finding_line: str, ledger: str, to: tuple[str, ...]) -> Email:
             f"deleted or reordered after it was written:\n\n  {finding_line}\n\n"
             "The ledger is the record of what every partner received: until this is resolved, "
             "do not rely on it. Ask the database administrators to restore it from the last "
-            "backup that verifies (python -m dissemination ledger verify --url ...), find out "
-            "who had write access and what changed (database logs), then delete the Airflow "
-            "Variable ledger_audit_anchor so the next audit starts from the restored ledger.\n"
+            "backup that verifies (python -m dissemination ledger verify --url ... --heads "
+            "..., with the chain key), find out who had write access and what changed "
+            "(database logs). Deliveries made since that backup are missing from it: the "
+            "newest published chain head (ledger-heads/ in the staging store, and the audit "
+            "e-mails) says how far the ledger went; see docs/ledger-chain.md before the next "
+            "audit.\n"
         ),
     )
 

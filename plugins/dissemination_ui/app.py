@@ -41,6 +41,7 @@ def read_overview(country: str | None = None):
     hash, on every load); the whole of it before any audit has passed, or while the last one
     stands failed. An unknown country is a 404 naming it."""
     from dissemination.audit import parse_anchor, verify, verify_since
+    from dissemination.chain import ChainKeyError
     from dissemination.ledger import Ledger, LedgerNeedsUpgrade, LedgerUnavailable
     from dissemination.overview import LedgerView, build_overview, countries_of
     from dissemination_airflow import (
@@ -65,7 +66,7 @@ def read_overview(country: str | None = None):
             audit = verify_since(ledger_engine, parse_anchor(anchor))
         else:
             audit = verify(ledger_engine, parse_anchor(anchor) if anchor else None)
-    except (LedgerNeedsUpgrade, LedgerUnavailable) as exc:
+    except (LedgerNeedsUpgrade, LedgerUnavailable, ChainKeyError) as exc:  # (never the key)
         raise LedgerNotReadable(str(exc)) from None
     return build_overview(policy, view, now, audit, country)
 
