@@ -194,20 +194,3 @@ def test_the_key_is_never_printed_and_a_short_one_is_refused(tmp_path, monkeypat
     refused = _cli(url)
     assert refused.returncode == 2 and "32 characters or more, this one has 16" in refused.stderr
     assert "s3cret" not in refused.stderr + refused.stdout
-
-
-def test_a_published_head_is_written_once(tmp_path, monkeypatch):
-    from dissemination_airflow.store import HeadRewritten, PublishedHeads
-
-    monkeypatch.setenv("DISSEMINATION_WORK_DIR", str(tmp_path / "work"))
-    heads = PublishedHeads()
-    assert heads.newest() is None
-    first = Head(6, "a" * 64, 1, "2026-11-02T00:00:00+00:00")
-    name = heads.publish(first)
-    assert heads.publish(Head(6, "a" * 64, 1, "2026-11-03T00:00:00+00:00")) == name  # a retry
-    with pytest.raises(HeadRewritten, match="never overwritten"):
-        heads.publish(Head(6, "b" * 64, 1, "later"))
-    heads.publish(Head(12, "c" * 64, 1, "later"))
-    assert heads.newest() == Head(12, "c" * 64, 1, "later")
-    stored = tmp_path / "work" / "runs" / "ledger-heads" / name
-    assert Head.parse(stored.read_text(), "x") == first
