@@ -163,7 +163,7 @@ class Sandbox:
     def ledger(self) -> Ledger:
         """The ledger as the DAGs write it: with the chain key."""
         return Ledger(keyed(sa.create_engine(self.ledger_url, hide_parameters=True),
-                            ChainKey.from_file(self.chain_key_file)))
+                            ChainKey(self._chain_key(), f"chain key file {self.chain_key_file}")))
 
     def destinations(self) -> list:
         """Every SFTP destination of the policy: agreements' and focal points' own."""
