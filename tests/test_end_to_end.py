@@ -337,6 +337,7 @@ def test_the_ledger_audit_passes_then_alerts_dtm_when_a_row_is_changed_or_cut(sa
     audit passes and keeps its head. On a copy of the ledger (the runs' own stays intact): an
     edited row fails the task and e-mails DTM's focal points the row, never a value; so does a
     chain cut short since the last audit."""
+    from dissemination.audit import verify
     from dissemination.ledger import CHAINED
 
     subject = "[DTM] the delivery ledger failed its audit"
@@ -345,6 +346,15 @@ def test_the_ledger_audit_passes_then_alerts_dtm_when_a_row_is_changed_or_cut(sa
     counts = sandbox.ledger().all()
     assert f"(deliveries {len(counts)}, password_rotations " in passed.stdout
     assert "intake 0" not in passed.stdout and "alerts 0" not in passed.stdout
+    # Its head, published outside the ledger: a write-once object and an e-mail to DTM.
+    head = verify(sandbox.ledger().engine)
+    assert ", keyed from seq 1" in passed.stdout
+    published = sandbox.work_dir / "runs" / "ledger-heads" / f"{head.head_seq:012d}.json"
+    assert json.loads(published.read_text())["chain_sha256"] == head.head_sha256
+    (notice,) = [m for m in sandbox.smtp.messages()
+                 if m["Subject"] == "[DTM] delivery ledger audit passed: chain head"]
+    assert f"Chain head: {head.anchor}" in sandbox.smtp.text(notice)
+    assert sandbox.chain_key_file.read_text().strip() not in passed.stdout  # (stderr merged)
 
     copy = tmp_path / "ledger.db"
     shutil.copy(sandbox.ledger_db, copy)

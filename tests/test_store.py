@@ -232,3 +232,23 @@ def test_a_kept_export_changed_since_is_refused(tmp_path, monkeypatch):
     path.write_bytes(b"the first export, edited")
     with pytest.raises(store.ExportChanged, match="no longer hash to its version"):
         kept.read("NGA-R001-partial", version)
+
+
+def test_a_published_ledger_head_is_written_once_and_the_newest_read_anywhere(workers):
+    """The audit's heads under ``ledger-heads/``: the same head again is left as it is, another
+    hash for a published sequence number is refused, never overwritten; any worker reads the
+    newest; sweeping runs never removes them."""
+    from dissemination.chain import Head
+
+    heads = store.PublishedHeads()
+    assert heads.newest() is None
+    first = Head(6, "a" * 64, 1, "2026-11-02T00:00:00+00:00")
+    name = heads.publish(first)
+    assert heads.publish(Head(6, "a" * 64, 1, "2026-11-03T00:00:00+00:00")) == name  # a retry
+    with pytest.raises(store.HeadRewritten, match="never overwritten"):
+        heads.publish(Head(6, "b" * 64, 1, "later"))
+    heads.publish(Head(12, "c" * 64, 1, "later"))
+    assert store.sweep(timedelta(hours=1), datetime.now(UTC) + timedelta(days=400)) == []
+    workers.use("b")
+    assert store.PublishedHeads().newest() == Head(12, "c" * 64, 1, "later")
+    assert Head.parse(store.PublishedHeads()._read(name), "x") == first

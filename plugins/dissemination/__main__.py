@@ -162,15 +162,7 @@ def _ledger(args: argparse.Namespace) -> int:
         print(upgrade(engine).line(url))
         return 0
     if args.action == "verify":
-        from .audit import parse_anchor, verify
-
-        try:
-            result = verify(engine, parse_anchor(args.anchor) if args.anchor else None)
-        except (LedgerNeedsUpgrade, ValueError) as exc:
-            print(f"ledger verify: cannot check: {exc}", file=sys.stderr)
-            return 2
-        print(f"{url}: {result.line()}")
-        return 0 if result.ok else 1
+        return _verify(engine, args, url)
     try:
         ledger = Ledger(engine)
     except LedgerNeedsUpgrade as exc:
@@ -213,6 +205,25 @@ def _ledger(args: argparse.Namespace) -> int:
         print(f"  temporary file left at {destination}: {path} since {left_at:%Y-%m-%d %H:%M} "
               "UTC; the next upload there removes it")
     return 0
+
+
+def _verify(engine, args: argparse.Namespace, url: str) -> int:
+    """``ledger verify``: exit 0 if the chain holds (and holds the heads given), 1 naming the
+    first bad row or link, 2 if it cannot be checked (no key for a keyed chain, bad anchor)."""
+    from .audit import parse_anchor, verify
+    from .chain import ChainKey, ChainKeyError, keyed, newest_head
+    from .ledger import LedgerNeedsUpgrade
+
+    try:
+        key = ChainKey.from_file(args.key_file) if args.key_file else None
+        published = newest_head(args.heads) if args.heads else None
+        result = verify(keyed(engine, key), parse_anchor(args.anchor) if args.anchor else None,
+                        published)
+    except (LedgerNeedsUpgrade, ChainKeyError, ValueError) as exc:
+        print(f"ledger verify: cannot check: {exc}", file=sys.stderr)
+        return 2
+    print(f"{url}: {result.line()}")
+    return 0 if result.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     ledger.add_argument("--anchor", metavar="SEQ:SHA256",
                         help="verify: the chain head a previous verify printed or stored; "
                         "fails if the chain no longer holds it (cut short or rewritten)")
+    ledger.add_argument("--heads", type=Path, metavar="DIR",
+                        help="verify: a copy of the staging store's ledger-heads folder; fails "
+                        "unless the chain holds the newest head published there")
+    ledger.add_argument("--key-file", type=Path, metavar="FILE",
+                        help="verify: the chain key (default: the file "
+                        "DISSEMINATION_CHAIN_KEY_FILE names; a keyed chain needs it)")
     ledger.set_defaults(func=_ledger)
 
     from .registry_cli import register as sites_commands

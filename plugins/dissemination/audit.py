@@ -4,7 +4,9 @@ Walks ``audit_chain`` in order and recomputes each link and each row's hash; sto
 row that was changed, deleted or reordered, and names it by table and key only (rows hold focal
 points' names and e-mail addresses: no value is ever printed). Rows no entry covers (inserted
 around the chain) fail too. An anchor, the head a previous audit saw, also catches a chain cut
-short or rewritten from the start, which no chain can prove by itself.
+short or rewritten from the start, which no chain can prove by itself; the head an audit
+published outside the ledger (``chain.Head``) does so for whoever can write the ledger and
+Airflow's Variables. Keyed links (``chain.py``) need the chain key to be checked.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from .chain import Head, Links
 from .errors import PermanentError
 from .ledger import (
     CHAIN_ADOPTED,
     CHAINED,
     GENESIS,
     audit_chain,
-    chain_sha256,
     chained_select,
     ledger_meta,
     metadata,
@@ -55,6 +57,7 @@ class Verified:
     adopted: str | None = None  # what the upgrade that introduced the chain adopted
     finding: Finding | None = None
     since_seq: int = 0  # entries up to it were taken as the last passing audit verified them
+    keyed_from: int | None = None  # the first keyed entry (None: the chain is all plain)
 
     @property
     def ok(self) -> bool:
@@ -74,8 +77,14 @@ class Verified:
         adopted = f"; {self.adopted}" if self.adopted else ""
         since = (f" since seq {self.since_seq} (up to it: the last passing ledger audit)"
                  if self.since_seq else "")
+        keyed = (f", keyed from seq {self.keyed_from}" if self.keyed_from is not None
+                 else ", NOT keyed (no chain key was given when it was written)")
         return (f"ledger verified: {sum(self.rows.values())} chained row(s){since} ({counts}), "
-                f"chain head seq {self.head_seq} {self.head_sha256[:16]}{adopted}")
+                f"chain head seq {self.head_seq} {self.head_sha256[:16]}{keyed}{adopted}")
+
+    def head(self, audited_at: str) -> Head:
+        """The head to publish outside the ledger after this audit passed."""
+        return Head(self.head_seq, self.head_sha256, self.keyed_from, audited_at)
 
 
 def describe(table_name: str, key: str) -> str:
@@ -90,10 +99,13 @@ def describe(table_name: str, key: str) -> str:
     return f"{table_name} " + ", ".join(f"{n}={v}" for n, v in zip(names, values, strict=True))
 
 
-def verify(engine: sa.Engine, anchor: tuple[int, str] | None = None) -> Verified:
-    """Check the whole chain; ``anchor`` is (seq, chain hash) of a head seen before."""
+def verify(engine: sa.Engine, anchor: tuple[int, str] | None = None,
+           published: Head | None = None) -> Verified:
+    """Check the whole chain; ``anchor`` is (seq, chain hash) of a head seen before,
+    ``published`` the newest head an audit published outside the ledger."""
     require_schema(engine)
     with _snapshot(engine) as conn:
+        links = Links.of(conn, ledger_meta)
         entries = conn.execute(sa.select(audit_chain).order_by(audit_chain.c.seq)).all()
         try:
             hashes = {name: {row_key(name, r): row_sha256(name, r) for r in
@@ -103,15 +115,17 @@ def verify(engine: sa.Engine, anchor: tuple[int, str] | None = None) -> Verified
             return Verified(finding=_misstored(conn) or _UNREADABLE)
         adopted = conn.execute(sa.select(ledger_meta.c.value)
                                .where(ledger_meta.c.key == CHAIN_ADOPTED)).scalar()
-        finding = _walk(entries, hashes) or _unchained(conn, entries, hashes) \
+        finding = _walk(entries, hashes, links) or _unchained(conn, entries, hashes) \
             or _misstored(conn)
     head = entries[-1] if entries else None
-    if finding is None and anchor is not None:
-        at = entries[anchor[0] - 1] if 0 < anchor[0] <= len(entries) else None
-        finding = _off_anchor(at, anchor, len(entries))
+    for seen in (anchor, published and (published.seq, published.chain_sha256)):
+        if finding is None and seen is not None:
+            at = entries[seen[0] - 1] if 0 < seen[0] <= len(entries) else None
+            finding = _off_anchor(at, seen, len(entries))
+    finding = finding or _off_published_keying(published, links)
     return Verified({name: len(rows) for name, rows in hashes.items()},
                     head.seq if head else 0, head.chain_sha256 if head else GENESIS,
-                    adopted, finding)
+                    adopted, finding, keyed_from=links.start)
 
 
 def _snapshot(engine: sa.Engine) -> sa.Connection:
@@ -122,10 +136,10 @@ def _snapshot(engine: sa.Engine) -> sa.Connection:
     return engine.connect().execution_options(**options)
 
 
-def _walk(entries, hashes: dict[str, dict[str, str]], start: int = 1, prev: str = GENESIS
-          ) -> Finding | None:
+def _walk(entries, hashes: dict[str, dict[str, str]], links: Links, start: int = 1,
+          prev: str = GENESIS) -> Finding | None:
     for expected, e in enumerate(entries, start=start):
-        problem = _link_problem(e, expected, prev, hashes, entries)
+        problem = _link_problem(e, expected, prev, hashes, entries, links)
         if problem is not None:  # named only then: describing every entry costs a tenth
             return Finding(f"{describe(e.table_name, e.row_key)} (chain seq {e.seq})", problem,
                            e.table_name, e.row_key)
@@ -133,15 +147,17 @@ def _walk(entries, hashes: dict[str, dict[str, str]], start: int = 1, prev: str 
     return None
 
 
-def _link_problem(e, expected: int, prev: str, hashes, entries) -> str | None:
+def _link_problem(e, expected: int, prev: str, hashes, entries, links: Links) -> str | None:
     """What is wrong with chain entry ``e`` (the ``expected``-th, after ``prev``), if anything."""
     if e.seq != expected:
         return (f"chain entry seq {expected} is missing: the row chained there was deleted "
                 "together with its entry")
     if e.prev_sha256 != prev:
         return "does not follow the entry before it: entries were reordered, removed or inserted"
-    if chain_sha256(prev, e.seq, e.table_name, e.row_key, e.row_sha256) != e.chain_sha256:
-        return "its chain entry was altered"
+    if links.expected(prev, e.seq, e.table_name, e.row_key, e.row_sha256) != e.chain_sha256:
+        return "its chain entry was altered" + (
+            " (its keyed link does not verify: re-hashed without the chain key, or the key "
+            "given is not this ledger's)" if links.keyed(e.seq) else "")
     actual = hashes.get(e.table_name, {}).get(e.row_key)
     if actual is None:
         return "deleted (or its key changed) since it was recorded"
@@ -163,6 +179,7 @@ def verify_since(engine: sa.Engine, anchor: tuple[int, str]) -> Verified:
     require_schema(engine)
     seq = anchor[0]
     with _snapshot(engine) as conn:
+        links = Links.of(conn, ledger_meta)
         entries = conn.execute(sa.select(audit_chain).where(audit_chain.c.seq >= seq)
                                .order_by(audit_chain.c.seq)).all()
         since = _keys(entries[1:] if seq else entries)
@@ -176,11 +193,12 @@ def verify_since(engine: sa.Engine, anchor: tuple[int, str]) -> Verified:
             at = entries[0] if entries and entries[0].seq == seq else None
             finding = _off_anchor(at, anchor, end)
             prev, entries = (at.chain_sha256, entries[1:]) if at is not None else (prev, [])
-        finding = finding or _walk(entries, hashes, seq + 1, prev) or _misstored(conn, since)
+        finding = finding or _walk(entries, hashes, links, seq + 1, prev) \
+            or _misstored(conn, since)
     head = entries[-1] if entries else None
     return Verified({name: len(rows) for name, rows in hashes.items()},
                     head.seq if head else seq, head.chain_sha256 if head else prev, None, finding,
-                    seq)
+                    seq, links.start)
 
 
 def _keys(entries) -> dict[str, list[tuple]]:
@@ -287,6 +305,17 @@ def _off_anchor(entry, anchor: tuple[int, str], end: int) -> Finding | None:
                        "differs from the head a previous audit verified: the chain was "
                        "rewritten", entry.table_name, entry.row_key)
     return None
+
+
+def _off_published_keying(published: Head | None, links: Links) -> Finding | None:
+    """Does the ledger still say its chain is keyed from where it said when ``published``?
+    Moving that point (or removing it) lets keyed links be re-hashed as plain ones."""
+    if published is None or published.keyed_from is None or published.keyed_from == links.start:
+        return None
+    now = "all plain" if links.start is None else f"keyed from seq {links.start}"
+    return Finding(f"chain seq {published.keyed_from}", f"the chain was keyed from seq "
+                   f"{published.keyed_from} when an audit published its head; the ledger now "
+                   f"says {now}: keyed links were re-hashed as plain ones")
 
 
 def parse_anchor(text: str) -> tuple[int, str]:

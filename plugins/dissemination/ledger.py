@@ -6,9 +6,9 @@ the production ledger; SQLite the embedded default. The schema is managed by mig
 (``ledger_migrations``; ``python -m dissemination ledger upgrade``).
 
 It is also an audit trail: every delivery, password rotation, alert and intake row is chained in
-``audit_chain`` by a SHA-256 over its content and the previous entry's hash, so a row changed,
-deleted or reordered afterwards is found by ``python -m dissemination ledger verify``
-(``audit.py``).
+``audit_chain`` by a hash over its content and the previous entry's (HMAC-SHA256 under the
+chain key, ``chain.py``), so a row changed, deleted or reordered afterwards is found by
+``python -m dissemination ledger verify`` (``audit.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from .chain import next_link
 from .errors import PermanentError
 from .holdings import Held
 from .registry_tables import define as _registry_tables
@@ -933,13 +934,6 @@ def row_sha256(table_name: str, row: Mapping) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def chain_sha256(prev: str, seq: int, table_name: str, key: str, row_hash: str) -> str:
-    """An entry's hash covers the previous one's, its position, which row, and the row's hash:
-    changing, dropping or moving any entry breaks every later link."""
-    return hashlib.sha256("\n".join([prev, str(seq), table_name, key, row_hash]).encode()
-                          ).hexdigest()
-
-
 def chained_select(table: sa.Table) -> sa.Select:
     """Only the key and the chained columns: what a row's hash is over, at any later schema."""
     keys, columns = CHAINED[table.name]
@@ -964,9 +958,9 @@ def chain_row(conn: sa.Connection, table: sa.Table, key: Iterable) -> int:
                         .order_by(audit_chain.c.seq.desc()).limit(1)).first()
     seq, prev = (head.seq + 1, head.chain_sha256) if head else (1, GENESIS)
     text_key, digest = row_key(table.name, row), row_sha256(table.name, row)
-    conn.execute(audit_chain.insert().values(
+    conn.execute(audit_chain.insert().values(  # keyed when a key is given (chain.py)
         seq=seq, table_name=table.name, row_key=text_key, row_sha256=digest, prev_sha256=prev,
-        chain_sha256=chain_sha256(prev, seq, table.name, text_key, digest)))
+        chain_sha256=next_link(conn, ledger_meta, prev, seq, table.name, text_key, digest)))
     return seq
 
 

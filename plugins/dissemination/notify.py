@@ -100,8 +100,30 @@ def ledger_alert(finding_line: str, ledger: str, to: tuple[str, ...]) -> Email:
             f"deleted or reordered after it was written:\n\n  {finding_line}\n\n"
             "The ledger is the record of what every partner received: until this is resolved, "
             "do not rely on it. Ask the database administrators to restore it from the last "
-            "backup that verifies (python -m dissemination ledger verify --url ...), find out "
-            "who had write access and what changed (database logs), then delete the Airflow "
-            "Variable ledger_audit_anchor so the next audit starts from the restored ledger.\n"
+            "backup that verifies (python -m dissemination ledger verify --url ... --heads "
+            "..., with the chain key), find out who had write access and what changed "
+            "(database logs). Deliveries made since that backup are missing from it: the "
+            "newest published chain head (ledger-heads/ in the staging store, and the audit "
+            "e-mails) says how far the ledger went; see docs/ledger-chain.md before the next "
+            "audit.\n"
+        ),
+    )
+
+
+def ledger_head(verified_line: str, anchor: str, published_as: str, ledger: str,
+                to: tuple[str, ...]) -> Email:
+    """To DTM's focal points after each passing audit: the chain head it verified, kept in
+    their mailboxes, outside the ledger's trust domain. Whoever can rewrite the ledger cannot
+    recall these e-mails, so a head in one that the ledger no longer holds shows it was cut
+    short or rewritten since."""
+    return Email(
+        to=to,
+        subject="[DTM] delivery ledger audit passed: chain head",
+        body=(
+            f"The daily audit of the delivery ledger ({ledger}) passed:\n\n  {verified_line}\n\n"
+            f"Chain head: {anchor}\n(also published as {published_as})\n\n"
+            "Keep this e-mail. To check the ledger still holds this head: python -m "
+            f"dissemination ledger verify --url ... --anchor {anchor} (with the chain key). A "
+            "later audit that no longer finds it fails and tells you.\n"
         ),
     )

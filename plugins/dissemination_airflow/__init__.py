@@ -18,6 +18,9 @@ from dissemination.errors import PermanentError
 SURVEY_DB_CONN_ID = "survey_db"
 LEDGER_DB_CONN_ID = "dissemination_ledger"
 SMTP_CONN_ID = "smtp_default"
+#: The ledger chain's key is this connection's password: in a secrets backend (or Airflow's
+#: metastore) that the ledger database's users cannot read.
+CHAIN_KEY_CONN_ID = "dissemination_chain_key"
 #: The ledger's chain head at the last audit that passed (``SEQ:SHA256``), kept outside it.
 AUDIT_ANCHOR_VARIABLE = "ledger_audit_anchor"
 #: What the last ledger audit found if it failed; empty once one passes.
@@ -182,10 +185,39 @@ def sqlalchemy_url(conn_id: str) -> str:
 
 
 def engine(conn_id: str):
-    """An engine that never prints bound parameters (row values) in its errors."""
+    """An engine that never prints bound parameters (row values) in its errors; the ledger's
+    carries the chain key, when one is configured, to write and check keyed links."""
     import sqlalchemy as sa
 
-    return sa.create_engine(sqlalchemy_url(conn_id), hide_parameters=True)
+    from dissemination.chain import keyed
+
+    made = sa.create_engine(sqlalchemy_url(conn_id), hide_parameters=True)
+    return keyed(made, chain_key()) if conn_id == LEDGER_DB_CONN_ID else made
+
+
+def chain_key(required: bool = False):
+    """The ledger chain's key (``dissemination.chain.ChainKey``) from the connection
+    ``CHAIN_KEY_CONN_ID``, masked in every log line; None if there is none, unless
+    ``required`` (the audit: a chain it cannot key protects nothing written after it)."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+    from airflow.sdk.log import mask_secret
+
+    from dissemination.chain import ChainKey
+
+    try:
+        secret = Connection.get(CHAIN_KEY_CONN_ID).password
+    except AirflowNotFoundException:
+        secret = None
+    if not secret:
+        if required:
+            raise ConfigurationError(
+                f"no chain key: set the password of the connection {CHAIN_KEY_CONN_ID!r} (in a "
+                "secrets backend the ledger database's users cannot read) to a random secret of "
+                "32 characters or more; see docs/ledger-chain.md")
+        return None
+    mask_secret(secret)
+    return ChainKey(secret, f"connection {CHAIN_KEY_CONN_ID!r}")
 
 
 def upgrade_ledger() -> None:

@@ -211,7 +211,22 @@ class ExportChanged(PermanentError, ValueError):
     """A kept export is not what was kept: its bytes no longer hash to its version."""
 
 
-class KeptExports(RunStage):
+class KeptFolder(RunStage):
+    """A folder of the store kept beyond runs, under ``FOLDER`` (which ``sweep`` never
+    touches: it removes run folders only)."""
+
+    FOLDER = ""
+
+    def __init__(self, base=None):
+        super().__init__(self.FOLDER, base)
+        self.name = self.FOLDER
+        self.path = self.base / self.FOLDER
+
+    def _folder(self) -> Path:
+        return private_dir(private_dir(Path(self.base.path)) / self.FOLDER)
+
+
+class KeptExports(KeptFolder):
     """The exports of rounds that packages were made from, kept beyond their runs (``shown``:
     a later export, or the cleaned round, is judged with the tables each delivered),
     in the staging store under ``exports/`` (which ``sweep`` never touches). A file is named by
@@ -220,11 +235,6 @@ class KeptExports(RunStage):
     the round, saying why."""
 
     FOLDER = "exports"
-
-    def __init__(self, base=None):
-        super().__init__(self.FOLDER, base)
-        self.name = self.FOLDER
-        self.path = self.base / self.FOLDER
 
     def __repr__(self) -> str:
         return f"KeptExports(at {public_url(self.path)})"
@@ -256,14 +266,83 @@ class KeptExports(RunStage):
             raise ValueError(f"kept export of {round_id}: {version!r} is not a version")
         return f"{check_round_id(round_id, 'kept exports')}.{version}.arrow"
 
-    def _folder(self) -> Path:
-        return private_dir(private_dir(Path(self.base.path)) / self.FOLDER)
-
     def _where(self, name: str) -> str:
         return f"kept export {name!r} in {public_url(self.path)}"
 
     def _missing(self, name: str) -> StagedFileMissing:
         return StagedFileMissing(f"{self._where(name)} is missing (removed from the store)")
+
+
+class HeadRewritten(PermanentError, FileExistsError):
+    """A head object for this sequence number exists with another hash: never overwritten."""
+
+
+class PublishedHeads(KeptFolder):
+    """The chain heads ledger audits published, under ``ledger-heads/`` in the staging store
+    (outside the ledger's trust domain: its database users cannot write here, and ``sweep``
+    never touches it). One object per head, named by its sequence number, written once: an
+    existing one is never replaced. Give the store's own write-once rule (object lock) to
+    this prefix in production, so that no one can."""
+
+    FOLDER = "ledger-heads"
+
+    def __repr__(self) -> str:
+        return f"PublishedHeads(at {public_url(self.path)})"
+
+    def publish(self, head) -> str:
+        """Write ``head`` (a ``chain.Head``) once; its object name. The same head again (a
+        retried audit, a day without writes) is left as it is."""
+        name = f"{head.seq:012d}.json"
+        existing = self._existing(name)
+        if existing is not None:
+            if existing.chain_sha256 != head.chain_sha256:
+                raise HeadRewritten(f"{self._where(name)} holds another hash for chain seq "
+                                    f"{head.seq}: published heads are never overwritten")
+            return name
+        self._target(name)
+        temp = self.local_dir() / f".{name}.{uuid.uuid4().hex}"
+        temp.write_text(head.document())
+        try:
+            if self.local:  # a hard link fails if the name exists: no overwrite, even racing
+                try:
+                    os.link(temp, self._folder() / name)
+                except FileExistsError:
+                    return self.publish(head)  # published meanwhile: the same head or refused
+            else:
+                self.put(temp, name)
+        finally:
+            temp.unlink(missing_ok=True)
+        return name
+
+    def newest(self):
+        """The newest published head (``chain.Head``), or None before the first."""
+        from dissemination.chain import Head
+
+        if self.local:
+            found = [p.name for p in self._folder().iterdir()]
+        else:  # another worker may have published since this process listed the store
+            fs = _fresh(self.path.fs, self.path.path)
+            found = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(self.path.path, detail=False)
+                     ] if fs.exists(self.path.path) else []
+        names = sorted(n for n in found if re.fullmatch(r"\d{12}\.json", n))
+        return None if not names else Head.parse(self._read(names[-1]), self._where(names[-1]))
+
+    def _existing(self, name: str):
+        from dissemination.chain import Head
+
+        try:
+            return Head.parse(self._read(name), self._where(name))
+        except StagedFileMissing:
+            return None
+
+    def _read(self, name: str) -> bytes:
+        return self.fetch(name).read_bytes()
+
+    def _where(self, name: str) -> str:
+        return f"published ledger head {name!r} in {public_url(self.path)}"
+
+    def _missing(self, name: str) -> StagedFileMissing:
+        return StagedFileMissing(f"{self._where(name)} is missing")
 
 
 def _linked(source: Path, dest: Path) -> bool:

@@ -94,6 +94,7 @@ def read_overview(reader: Reader, country: str | None = None):
     granted is a 403 before it is looked up (whether it exists is not the reader's to learn);
     an unknown one a 404 naming those the reader has."""
     from dissemination.audit import parse_anchor, verify, verify_since
+    from dissemination.chain import ChainKeyError
     from dissemination.ledger import Ledger, LedgerNeedsUpgrade, LedgerUnavailable
     from dissemination.overview import LedgerView, build_overview, countries_of
     from dissemination_airflow import (
@@ -122,7 +123,7 @@ def read_overview(reader: Reader, country: str | None = None):
             audit = verify_since(ledger_engine, parse_anchor(anchor))
         else:
             audit = verify(ledger_engine, parse_anchor(anchor) if anchor else None)
-    except (LedgerNeedsUpgrade, LedgerUnavailable) as exc:
+    except (LedgerNeedsUpgrade, LedgerUnavailable, ChainKeyError) as exc:  # (never the key)
         raise LedgerNotReadable(str(exc)) from None
     return build_overview(policy, view, now, audit, country, readable)
 

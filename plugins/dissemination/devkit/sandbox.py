@@ -26,6 +26,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from ..chain import ChainKey, keyed
 from ..ledger import DeliveryRecord, Ledger
 from ..ledger_migrations import upgrade as upgrade_ledger
 from ..policy import Policy, load_policy
@@ -71,6 +72,7 @@ class Sandbox:
         self.work_dir = self.home / "work"
         self.drop_dir = self.home / "drop"
         self.fernet_key_file = self.home / "fernet.key"
+        self.chain_key_file = self.home / "chain.key"  # the ledger chain's HMAC key
         self.ports_file = self.home / "ports.json"
         self.sftp = LocalSftpServer(self.home / "sftp", self.stable_port("sftp"))
         self.smtp = LocalSmtpServer(self.home / "mail", self.stable_port("smtp"))
@@ -100,6 +102,10 @@ class Sandbox:
                                                   "host": str(self.survey_db)}),
             "AIRFLOW_CONN_DISSEMINATION_LEDGER": json.dumps(_connection(self.ledger_url)),
             "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(self.smtp.airflow_connection()),
+            # The chain key: a connection the DAGs read, the same file for the ledger CLI.
+            "AIRFLOW_CONN_DISSEMINATION_CHAIN_KEY": json.dumps(
+                {"conn_type": "generic", "password": self._chain_key()}),
+            "DISSEMINATION_CHAIN_KEY_FILE": str(self.chain_key_file),
         }
         connection = json.dumps(self.sftp.airflow_connection(self.host_key_override))
         for destination in self.destinations():
@@ -125,6 +131,15 @@ class Sandbox:
             self.fernet_key_file.chmod(0o600)
         return self.fernet_key_file.read_text().strip()
 
+    def _chain_key(self) -> str:
+        if not self.chain_key_file.exists():
+            import secrets
+
+            self.home.mkdir(parents=True, exist_ok=True)
+            self.chain_key_file.touch(mode=0o600)
+            self.chain_key_file.write_text(secrets.token_hex(32))
+        return self.chain_key_file.read_text().strip()
+
     def stable_port(self, name: str, preferred: int = 0, *, must_be_free: bool = False) -> int:
         """The port kept for ``name`` in ports.json, so that env.sh stays true between runs. A
         new one (``preferred`` if free) when none is kept or, with ``must_be_free``, when the kept
@@ -146,7 +161,9 @@ class Sandbox:
         return sa.create_engine(f"sqlite:///{self.survey_db}", hide_parameters=True)
 
     def ledger(self) -> Ledger:
-        return Ledger(sa.create_engine(self.ledger_url, hide_parameters=True))
+        """The ledger as the DAGs write it: with the chain key."""
+        return Ledger(keyed(sa.create_engine(self.ledger_url, hide_parameters=True),
+                            ChainKey(self._chain_key(), f"chain key file {self.chain_key_file}")))
 
     def destinations(self) -> list:
         """Every SFTP destination of the policy: agreements' and focal points' own."""
@@ -275,13 +292,17 @@ class Sandbox:
 
     def write_env_file(self) -> Path:
         """A file to ``source`` for running the airflow CLI against this sandbox by hand: the
-        settings the demo's own runs use, connections included. The Fernet key is read from its
-        file, not copied; 0600 all the same (a server ledger's connection holds a password)."""
+        settings the demo's own runs use, connections included. The Fernet and chain keys are
+        read from their files, not copied; 0600 all the same (a server ledger's connection
+        holds a password)."""
         lines = ["# The sandbox's settings for the airflow CLI (written by "
                  "dissemination.devkit.sandbox): source it."]
         for key, value in self.settings().items():
             if key == "AIRFLOW__CORE__FERNET_KEY":
                 value = f'"$(cat {shlex.quote(str(self.fernet_key_file))})"'
+            elif key == "AIRFLOW_CONN_DISSEMINATION_CHAIN_KEY":
+                value = ('"{\\"conn_type\\": \\"generic\\", \\"password\\": \\"'
+                         f'$(cat {shlex.quote(str(self.chain_key_file))})\\"}}"')
             else:
                 value = shlex.quote(value)
             lines.append(f"export {key}={value}")
