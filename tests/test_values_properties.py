@@ -1,6 +1,7 @@
 """Property: random exports with random junk in their values (contacts in any separator and
-script, phone numbers in counts, spreadsheet formulas) are blocked by the contract, or every
-package made from them is free of contacts, phone-shaped numbers and formula cells.
+script, phone numbers in counts, spreadsheet formulas) and odd headers (contacts, formulas,
+free text, near misses of declared ones) are blocked by the contract, or every package made
+from them is free of contacts, phone-shaped numbers, formula cells and undeclared header text.
 
 The export goes the way a dropped file does (written as the country exports it, read by the
 intake, conformed and staged) and out through planning and packaging; what is checked is
@@ -12,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 import re
 import shutil
 from dataclasses import dataclass
@@ -35,7 +37,7 @@ from dissemination.devkit.synthetic import generate_round, write_export
 from dissemination.intake import read_export
 from dissemination.ledger import Ledger
 from dissemination.ledger_migrations import open_upgraded
-from dissemination.package import DATA_FILE
+from dissemination.package import DATA_FILE, MANIFEST_FILE
 from dissemination.policy import Policy, load_policy
 from dissemination.source import RoundMeta
 
@@ -141,6 +143,47 @@ def junk(draw, columns: list[str]) -> tuple[list[tuple[int, str, str]], list[tup
     return cells, secrets
 
 
+#: Letters no declared header, indicator or manifest word holds: a header's own mark, to find
+#: it again wherever it might travel.
+_MARK = "qxzjkv"
+
+
+@st.composite
+def odd_headers(draw, declared: list[str]) -> tuple[list[str], list[str]]:
+    """(extra headers, their marks): typed by a person, each holding text the contract never
+    declared: a contact, a formula, free text, or a declared header misspelt."""
+    headers, marks = [], []
+    for _ in range(draw(st.integers(0, 3))):
+        mark = draw(st.text(_MARK, min_size=6, max_size=8))
+        kind = draw(st.sampled_from(["phone", "email", "formula", "text", "near"]))
+        if kind == "phone":
+            stem = draw(phones())[0]
+        elif kind == "email":
+            stem = draw(emails())[0]
+        elif kind == "formula":
+            stem = draw(FORMULAS)
+        elif kind == "text":
+            stem = draw(st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cs"]),
+                                max_size=20))
+        else:
+            name = draw(st.sampled_from(declared)) if declared else "Site name"
+            stem = name.replace(" ", "-") if " " in name else name + "s"
+        headers.append(f"{stem} {mark}" if draw(st.booleans()) else f"{mark} {stem}")
+        marks.append(mark)
+    return headers, marks
+
+
+def _with_columns(export: Path, headers: list[str]) -> None:
+    """Append columns headed ``headers`` to the CSV export, each cell a plain word."""
+    rows = list(csv.reader(io.StringIO(export.read_text(encoding="utf-8"), newline="")))
+    rows[0] += headers
+    for row in rows[1:]:
+        row += ["noted"] * len(headers)
+    out = io.StringIO(newline="")
+    csv.writer(out).writerows(rows)
+    export.write_text(out.getvalue(), encoding="utf-8")
+
+
 def _cells(data: bytes) -> tuple[list[str], list[list[str]]]:
     rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
     return rows[0], rows[1:]
@@ -185,6 +228,10 @@ def test_junk_in_values_is_blocked_or_never_reaches_a_partner(world, path, data)
         dirty.at[row, column] = value
     note(f"junk: {cells!r}")
     export = write_export(dirty, ruleset, root / f"{meta.round_id}.csv")
+    declared = [h for rule in ruleset.indicators.values() for h in rule.headers]
+    headers, marks = data.draw(odd_headers(declared))
+    note(f"odd headers: {headers!r}")
+    _with_columns(export, headers)
     raw = read_export(export, policy.intake)
     try:
         staged = steps.stage_round(meta, raw, policy, root / f"{number}.arrow")
@@ -192,7 +239,9 @@ def test_junk_in_values_is_blocked_or_never_reaches_a_partner(world, path, data)
         event("blocked by the contract")
         for written, _ in secrets:  # blocked, and the message quotes none of it
             assert written not in str(exc)
+        assert not [m for m in marks if m in str(exc)]  # nor any header it did not declare
         return
+    assert not [m for m in marks if m in repr(staged)]  # round_columns, XCom
     plans = steps.plan_deliveries(policy, RoundMeta.from_xcom(staged), staged["columns"],
                                   urgency, today=date(2026, 11, 21),
                                   active=staged["active_relational"])
@@ -206,3 +255,6 @@ def test_junk_in_values_is_blocked_or_never_reaches_a_partner(world, path, data)
         with pyzipper.AESZipFile(delivery.package_path) as zf:
             zf.setpassword(PASSWORD.encode())
             _check_package(zf.read(DATA_FILE), ruleset, [s for _, s in secrets])
+            manifest = zf.read(MANIFEST_FILE).decode()
+        assert not [m for m in marks if m in manifest], "an undeclared header in the manifest"
+        assert not [v for _, _, v in cells if len(v) > 4 and json.dumps(v)[1:-1] in manifest]
