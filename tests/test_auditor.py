@@ -366,7 +366,7 @@ def _fixed_ruleset(**small_cells) -> RuleSet:
 def _round(military, children, areas=None):
     n = len(military)
     return pd.DataFrame({
-        "round_id": "R1", "site_id": [f"S{i}" for i in range(n)],
+        "round_id": "TST-R001-partial", "site_id": [f"S{i}" for i in range(n)],
         "admin1_pcode": areas or ["UN"] * n, "admin2_pcode": [f"UN{i % 2}" for i in range(n)],
         "collected_on": "2026-11-03", "children": children, "military": military})
 

@@ -95,7 +95,7 @@ def rounds(draw, ruleset: RuleSet):
                              max_size=n))
 
     return pd.DataFrame({
-        "round_id": "R1",
+        "round_id": "TST-R001-partial",
         "site_id": [f"S{i}" for i in range(n)],
         "admin1_pcode": a1,
         "admin2_pcode": [f"{a}{draw(st.integers(1, 2))}" for a in a1],
