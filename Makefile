@@ -27,9 +27,10 @@ ui: $(VENV)/.installed
 serve: $(VENV)/.installed
 	$(PY) -m dissemination.devkit.sandbox --home .demo --serve
 
-## Lint, validate the policy files, then run every test.
+## Lint, validate the policy files, check the docs' house limits, then run every test.
 test: $(VENV)/.installed check
 	$(PY) -m ruff check .
+	$(PY) scripts/doc_limits.py
 	$(PY) -m pytest
 
 ## Validate every policy file under include/.
