@@ -52,7 +52,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/monthly.py
 	@echo "figures: bench/out/summary.json"
 
-## Refresh the README's screenshot of the Dissemination page (the browser test, saving it to docs/).
+## Refresh the screenshot of the Dissemination page in docs/operations.md (the browser test, saving it to docs/).
 screenshots: $(VENV)/.installed
 	DISSEMINATION_SCREENSHOTS=docs $(PY) -m pytest -q tests/test_ui.py -k chromium
 
