@@ -27,9 +27,10 @@ ui: $(VENV)/.installed
 serve: $(VENV)/.installed
 	$(PY) -m dissemination.devkit.sandbox --home .demo --serve
 
-## Lint, validate the policy files, then run every test.
+## Lint, validate the policy files, check the docs' house limits, then run every test.
 test: $(VENV)/.installed check
 	$(PY) -m ruff check .
+	$(PY) scripts/doc_limits.py
 	$(PY) -m pytest
 
 ## Validate every policy file under include/.
@@ -51,7 +52,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/monthly.py
 	@echo "figures: bench/out/summary.json"
 
-## Refresh the README's screenshot of the Dissemination page (the browser test, saving it to docs/).
+## Refresh the screenshot of the Dissemination page in docs/operations.md (the browser test, saving it to docs/).
 screenshots: $(VENV)/.installed
 	DISSEMINATION_SCREENSHOTS=docs $(PY) -m pytest -q tests/test_ui.py -k chromium
 

@@ -9,7 +9,7 @@ an area under ``min_sites``. It must never pin one down, and never learn, for an
 member of a relational combination the organisation may not hold.
 
 It is written independently of ``dissemination.linked`` (LP bounds, not rank tests) so that one
-checks the other. ``HYPOTHESIS_PROFILE=deep`` runs many more examples (see the README).
+checks the other. ``HYPOTHESIS_PROFILE=deep`` runs many more examples (see docs/testing.md).
 """
 
 from __future__ import annotations

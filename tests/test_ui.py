@@ -6,7 +6,7 @@ a missed window and a rotated password written the way the pipeline writes them;
 figures are checked against ``build_overview`` over the same ledger. The api-server's auth
 manager grants rights per DAG and per country (``per_resource_auth_manager``), as FAB or
 Keycloak would: SimpleAuthManager lets every reader read everything, so it could not show a
-right missing. Set ``DISSEMINATION_SCREENSHOTS=docs`` to refresh the README's screenshot
+right missing. Set ``DISSEMINATION_SCREENSHOTS=docs`` to refresh the docs' screenshot
 (``make screenshots``).
 """
 

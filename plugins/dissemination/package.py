@@ -64,13 +64,13 @@ def password_weakness(password: str, known: tuple[str, ...] = ()) -> str:
         return "holds whitespace (a copy-paste slip, or trimmed away by a partner's tool)"
     if len(set(password)) < MIN_DISTINCT_CHARACTERS:
         return (f"has fewer than {MIN_DISTINCT_CHARACTERS} different characters: guessable "
-                "(set a generated one, see README: rotate a password)")
+                "(set a generated one, see docs/operations.md: rotate a password)")
     strength = _strength(password, known)
     if strength["score"] < MIN_ZXCVBN_SCORE or strength["guesses_log10"] < MIN_GUESSES_LOG10:
         return (f"is guessable: zxcvbn scores it {strength['score']} of 4 with about "
                 f"10^{int(strength['guesses_log10'])} guesses, below the "
-                f"10^{MIN_GUESSES_LOG10} required (set a generated one, see README: rotate a "
-                "password)")
+                f"10^{MIN_GUESSES_LOG10} required (set a generated one, see docs/operations.md: "
+                "rotate a password)")
     return ""
 
 
@@ -214,7 +214,7 @@ def build_package(
 
 #: Deflate's level: 5. zlib-ng's level 5 gives files within 0.2-2% of its level 6 (zlib's
 #: default) at 1.1-2.4x the speed; level 3 or 4 gives files 5-17% larger, which costs more than
-#: it saves over links slower than 5-25 Mbit/s (README: Benchmarks).
+#: it saves over links slower than 5-25 Mbit/s (docs/benchmarks.md: Deflate level).
 DEFLATE_LEVEL = 5
 
 
