@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +21,7 @@ from dissemination.batches import (
 )
 from dissemination.errors import PermanentError
 from dissemination.policy import load_policy
+from dissemination.policy import snapshot as snapshots
 from dissemination.policy.snapshot import (
     SnapshotInvalid,
     compiled_policy,
@@ -42,6 +49,68 @@ def test_an_edited_policy_file_is_compiled_anew(include, tmp_path):
     assert after.content_sha256 != before.content_sha256
     assert after == load_policy(include)
     assert len(list(cache.iterdir())) == 2
+
+
+_COMPILE = """
+import json, sys
+from dissemination.policy.snapshot import compiled_policy
+policy = compiled_policy(sys.argv[1], sys.argv[2])
+print(json.dumps(sorted(a.purpose for a in policy.agreements.values())))
+"""
+
+
+def _compile_in_a_worker(plugins: Path, include: Path, cache: Path) -> list[str]:
+    """The agreements' purposes as a fresh worker process running the code in ``plugins``
+    compiles or reads them."""
+    done = subprocess.run([sys.executable, "-c", _COMPILE, str(include), str(cache)],
+                          env={"PYTHONPATH": str(plugins), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def test_a_deploy_that_changes_how_policy_is_compiled_recompiles_it(include, tmp_path):
+    plugins = tmp_path / "plugins"
+    shutil.copytree(Path(snapshots.__file__).parents[1], plugins / "dissemination",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    cache = tmp_path / "cache"
+    compiled = _compile_in_a_worker(plugins, include, cache)
+    assert compiled and not any(p.startswith("(cached) ") for p in compiled)
+    (cached,) = cache.iterdir()
+    cached.write_bytes(cached.read_bytes().replace(b'"purpose":"', b'"purpose":"(cached) '))
+    assert all(p.startswith("(cached) ") for p in _compile_in_a_worker(plugins, include, cache))
+    merging = plugins / "dissemination" / "policy" / "merging.py"
+    merging.write_text(merging.read_text() + "\n# a deploy: rules now merge another way\n")
+    assert _compile_in_a_worker(plugins, include, cache) == compiled  # recompiled, not read
+    assert len(list(cache.iterdir())) == 2
+
+
+def test_the_code_hash_covers_every_module_loading_a_policy_imports(include):
+    imports = subprocess.run(
+        [sys.executable, "-c", "import sys; from dissemination.policy import load_policy; "
+         f"load_policy({str(include)!r}); print('\\n'.join(m.__file__ for n, m in "
+         "sys.modules.items() if n.split('.')[0] == 'dissemination'))"],
+        env={"PYTHONPATH": str(Path(snapshots.__file__).parents[2])}, capture_output=True,
+        text=True, check=True).stdout.split()
+    hashed = {p for source in snapshots.CODE
+              for p in (source.rglob("*.py") if source.is_dir() else [source])}
+    assert {Path(f).resolve() for f in imports} <= hashed
+
+
+def test_the_code_hash_is_the_same_wherever_the_code_is_installed(tmp_path):
+    copies = []
+    for where in ("a", "b/c"):
+        for source in snapshots.CODE:
+            target = tmp_path / where / source.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(source, target)
+        copies.append([tmp_path / where / source.name for source in snapshots.CODE])
+    assert snapshots.code_sha256(copies[0]) == snapshots.code_sha256(copies[1])
+    assert snapshots.code_sha256(copies[0]) == snapshots.policy_code_sha256()
+    (tmp_path / "b" / "c" / "policy" / "merging.py").write_text("# another merge\n")
+    assert snapshots.code_sha256(copies[0]) != snapshots.code_sha256(copies[1])
 
 
 def test_a_snapshot_of_another_policy_or_broken_is_refused(include, tmp_path):
