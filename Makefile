@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/plugins
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: demo ui serve test check bench constraints clean screenshots
+.PHONY: demo ui serve test test-fast check bench constraints clean screenshots
 
 $(VENV)/.installed: requirements.txt constraints.txt
 	@sh scripts/prerequisites.sh $(PYTHON)
@@ -32,6 +32,13 @@ test: $(VENV)/.installed check
 	$(PY) -m ruff check .
 	$(PY) scripts/doc_limits.py
 	$(PY) -m pytest
+
+## Lint, check the docs' house limits, then every test that needs no service, tool or Airflow run
+## (not marked integration or system): no sshd, PostgreSQL, Redis, 7z or Chromium needed.
+test-fast: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) scripts/doc_limits.py
+	$(PY) -m pytest -m "not integration and not system" -q
 
 ## Validate every policy file under include/.
 check: $(VENV)/.installed

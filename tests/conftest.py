@@ -86,7 +86,19 @@ POSTGRES_URL = os.environ.get(
 )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+#: The fixtures that start OpenSSH's sshd: every test using one (directly or through another
+#: fixture) is an integration test, marked here so no test can forget it.
+SSHD_FIXTURES = frozenset({"sftp_server", "server"})
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the tests that start sshd through a fixture ``integration`` (`make test-fast`)."""
+    for item in items:
+        if SSHD_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def sql_engine(request, tmp_path):
     """The embedded default (SQLite) and the production database (the machine's PostgreSQL)."""
     if request.param == "sqlite":

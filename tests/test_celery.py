@@ -26,6 +26,9 @@ from dissemination.package import open_package
 from dissemination.source import write_round
 from dissemination.staging import run_name
 
+# System tier: Celery workers (Redis, PostgreSQL, S3) run Airflow's tasks.
+pytestmark = pytest.mark.system
+
 REPO = Path(__file__).resolve().parents[1]
 PROBE_DAGS = Path(__file__).resolve().parent / "celery_dags"
 ROUTING = Path(__file__).resolve().parent / "routing"  # airflow_local_settings: the cluster policy

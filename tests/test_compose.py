@@ -56,7 +56,7 @@ def written() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
 
 
-@pytest.fixture(params=["written", "rendered"])
+@pytest.fixture(params=["written", pytest.param("rendered", marks=pytest.mark.integration)])
 def stack(request) -> dict:
     """The file as PyYAML reads it, then as `docker-compose config` renders it."""
     return request.getfixturevalue(request.param)
@@ -97,6 +97,7 @@ def test_services(stack):
     assert set(stack["services"]) == AIRFLOW | {"postgres", "redis"}
 
 
+@pytest.mark.integration
 def test_required_secrets_fail_closed(tmp_path):
     for missing in REQUIRED:
         done = compose_config(tmp_path, {k: v for k, v in REQUIRED.items() if k != missing})
@@ -198,6 +199,7 @@ def test_no_secret_literal():
     assert not re.search(r"[A-Za-z0-9_-]{43}=", text), "something shaped like a Fernet key"
 
 
+@pytest.mark.integration
 def test_rendered_secrets_come_from_the_environment(rendered, tmp_path):
     """One variable feeds every copy: no service keeps a stale or literal credential."""
     for service in rendered["services"].values():

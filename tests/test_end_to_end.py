@@ -31,6 +31,9 @@ from dissemination.sensitivity import active_relational, classify_round, select_
 from dissemination.sftp import parse_host_key
 from dissemination.source import read_round, write_round
 
+# System tier: `airflow dags test` runs the urgent DAG in a sandbox over sshd.
+pytestmark = pytest.mark.system
+
 CONF = {"country": "NGA", "justification": "end-to-end test of the urgent path"}
 
 

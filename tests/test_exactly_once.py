@@ -193,6 +193,7 @@ def test_server_silent_mid_upload_then_back(policy, round_nga, server, tmp_path)
     _finals_are_verified(server, ledger)  # the silent attempt's temp file is gone too
 
 
+@pytest.mark.integration
 def test_server_down_then_back(policy, round_nga, tmp_path):
     server = LocalSftpServer(tmp_path / "sftp")
     ledger = _sqlite_ledger(tmp_path)
@@ -207,6 +208,7 @@ def test_server_down_then_back(policy, round_nga, tmp_path):
         _finals_are_verified(server, ledger)
 
 
+@pytest.mark.integration
 def test_a_server_refusing_renames_holds_no_claim(policy, round_nga, tmp_path):
     """A server that refuses to rename (at the primary's and the secondary's destination)
     answered, so nothing can be under a final name: the claim is released at once, and the
@@ -324,6 +326,7 @@ def test_ledger_cut_during_and_after_the_upload(policy, round_nga, server, tmp_p
         link.close()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("holds", ["the chain lock", "the delivery's claim"])
 def test_a_writer_stopped_mid_transaction_holds_the_others_briefly(
         policy, round_nga, server, tmp_path, pg_schema, monkeypatch, holds):
@@ -361,6 +364,7 @@ def test_a_writer_stopped_mid_transaction_holds_the_others_briefly(
     _finals_are_verified(server, ledger)
 
 
+@pytest.mark.integration
 def test_a_rotation_mark_waits_for_a_stopped_writer_only_briefly(pg_schema, monkeypatch,
                                                                  capsys):
     """PostgreSQL: DTM's focal point marks a rotation called while another writer of the same
@@ -433,7 +437,8 @@ def test_sigkill_between_upload_and_ledger_write(policy, round_nga, server, tmp_
     _finals_are_verified(server, ledger)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def test_two_runs_of_the_same_round_at_once(backend, policy, round_nga, server, tmp_path,
                                             pg_schema):
     """Two runs package the same round separately (different bytes, same content) and deliver

@@ -117,6 +117,7 @@ def test_stopped_then_started_again_on_the_same_port(tmp_path, payload):
         assert upload(server.target(), payload, "in").sha256 == file_sha256(payload)
 
 
+@pytest.mark.integration
 def test_both_engines_serve_the_same_keys_from_one_home(tmp_path, payload):
     """A home made by ssh-keygen (older demos) keeps its host key; keys made here are read by
     OpenSSH and paramiko: a pinned key stays valid whichever server runs."""
@@ -148,6 +149,7 @@ def test_a_lost_public_key_is_derived_again(tmp_path):
     assert server.host_key == pinned
 
 
+@pytest.mark.integration
 def test_auto_uses_openssh_when_found_else_python(tmp_path):
     sshd = find_sshd()
     assert sshd, "the tests need OpenSSH's sshd (Debian: openssh-server; .ci/run installs it)"

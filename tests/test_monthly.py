@@ -16,6 +16,9 @@ from dissemination.ledger import Ledger
 from dissemination.package import open_package
 from dissemination.source import write_round
 
+# System tier: `airflow dags test` runs the monthly DAG in a sandbox over sshd.
+pytestmark = pytest.mark.system
+
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):

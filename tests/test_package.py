@@ -64,6 +64,7 @@ def test_wrong_password_is_refused(unicef_package):
         open_package(unicef_package.path, "not-the-password-at-all")
 
 
+@pytest.mark.integration
 def test_7zip_opens_the_package(unicef_package, tmp_path):
     seven = shutil.which("7z")
     assert seven, "7z (p7zip-full) is required: partners open packages with it"
@@ -219,6 +220,7 @@ def _deflated(data: bytes, workers: int, writes: int) -> tuple[bytes, list[int]]
     return b"".join(out), waiting
 
 
+@pytest.mark.integration
 def test_a_package_of_many_deflate_blocks_opens_in_7zip(policy, round_nga, tmp_path,
                                                           monkeypatch):
     from dissemination import package

@@ -78,6 +78,7 @@ def unicef(policy, round_nga):
     return meta, selection, ruleset, agreement, build_content(df, selection, ruleset)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("zip64", [False, True])
 def test_7zip_reads_the_streamed_package_and_its_csv_is_the_old_one(unicef, tmp_path, monkeypatch,
                                                                     zip64):
@@ -232,6 +233,7 @@ def _copies(include, copies: dict[str, str]):
     return load_policy(include)
 
 
+@pytest.mark.integration
 def test_organisations_alike_get_tables_built_and_deflated_once_in_zips_of_their_own(
         include, round_nga, tmp_path, monkeypatch):
     """Agreements copied from a template give the same tables: each is built, suppressed and

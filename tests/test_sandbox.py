@@ -28,6 +28,9 @@ from dissemination.ledger import Ledger
 from dissemination.ledger_migrations import upgrade as upgrade_ledger
 from dissemination_airflow import LEDGER_DB_CONN_ID, SMTP_CONN_ID, SURVEY_DB_CONN_ID
 
+# System tier: the sandbox runs Airflow's CLI, api-server and scheduler over sshd.
+pytestmark = pytest.mark.system
+
 
 def _bash(env_file: Path, command: str) -> subprocess.CompletedProcess:
     """``command`` after sourcing ``env_file``, in an environment with nothing of this test's:

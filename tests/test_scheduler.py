@@ -31,6 +31,9 @@ from dissemination.devkit.sandbox import Sandbox
 from dissemination.devkit.synthetic import generate_round
 from dissemination.source import write_round
 
+# System tier: Airflow's scheduler and api-server, over PostgreSQL and sshd.
+pytestmark = pytest.mark.system
+
 
 class Standalone(Service):
     """``airflow standalone`` in its own process group, stopped as a whole."""

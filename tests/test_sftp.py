@@ -76,6 +76,7 @@ def test_only_silence_ends_a_session_not_a_long_transfer(sftp_server, tmp_path):
     assert (sftp_server.root / remote.path).read_bytes() == payload.read_bytes()
 
 
+@pytest.mark.integration
 def test_a_server_without_posix_rename_gets_sftps_own_rename(payload, tmp_path):
     """Partners' servers of other makes lack OpenSSH's posix-rename extension: the package
     still lands whole under its final name, through SFTP's own rename."""
@@ -111,7 +112,8 @@ def test_a_server_reading_back_only_once_closed_still_gets_only_verified_package
 
 
 @pytest.mark.parametrize("engine, quirks, size", [
-    ("openssh", None, REQUEST_SIZE),  # known by its banner: not asked
+    pytest.param("openssh", None, REQUEST_SIZE,  # known by its banner: not asked
+                 marks=pytest.mark.integration),
     ("python", Quirks(), REQUEST_SIZE),  # states 4 MiB: no more than OpenSSH's is sent
     ("python", Quirks(write_limit=64 * 1024), 64 * 1024),  # states its limit
     ("python", Quirks(write_limit=DRAFT_REQUEST_SIZE, answers_limits=False), DRAFT_REQUEST_SIZE),
@@ -133,6 +135,7 @@ def test_write_requests_fit_the_server(tmp_path, engine, quirks, size):
         assert (server.root / remote.path).read_bytes() == payload.read_bytes()
 
 
+@pytest.mark.integration
 def test_a_server_refusing_every_rename_gets_nothing_and_says_so(payload, tmp_path):
     """A refusal is the server's answer, so the rename did not happen: nothing is under the
     final name, the temporary file is removed, and the error is permanent (a retry would meet
@@ -147,6 +150,7 @@ def test_a_server_refusing_every_rename_gets_nothing_and_says_so(payload, tmp_pa
         assert list((server.root / "in").iterdir()) == []
 
 
+@pytest.mark.integration
 @pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_an_upload_cut_off_leaves_nothing_to_fail_later(tmp_path):
     """paramiko retries a file's pending requests when the file is garbage collected: after a

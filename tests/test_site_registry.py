@@ -190,6 +190,7 @@ def test_the_first_round_waits_for_a_master_list_then_ships_whole(registry_on, s
     assert primary.row_count == len(df) and held_sites(ledger.engine) == []
 
 
+@pytest.mark.system
 def test_the_demo_registers_its_sites_so_it_delivers_as_before(registry_on, tmp_path, capsys):
     """`make demo` runs on the shipped policy, registry on: the sandbox loads a master list per
     country written from its synthetic rounds, so no site of either version is held."""

@@ -190,7 +190,8 @@ def test_a_round_read_in_parts_is_typed_as_one_read(tmp_path, policy, monkeypatc
     assert parts["admin2_name"].fillna("").tolist() == [""] * 1500 + ["Maiduguri"] * 1500
 
 
-@pytest.mark.parametrize("sql_engine", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    "sql_engine", [pytest.param("postgresql", marks=pytest.mark.integration)], indirect=True)
 def test_postgresql_types_another_system_chose_read_as_read_sql_read_them(sql_engine):
     """A site table written by another system (no round_columns: read whole): small integers,
     numeric, real, date, JSON, a column of NULLs only; a type with no rule (time of day) is read

@@ -43,7 +43,7 @@ class Workers:
         return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.integration)])
 def workers(request, tmp_path, monkeypatch):
     if request.param == "file":  # a shared volume, the same path on both machines
         env = {"DISSEMINATION_STAGING_URL": (tmp_path / "shared").as_uri()}
@@ -175,6 +175,7 @@ def test_sweep_removes_runs_untouched_for_longer_than_the_retention(workers, tmp
         RunStage(RUN).fetch("p.zip")
 
 
+@pytest.mark.integration
 def test_an_s3_store_keeps_the_run_under_one_prefix(s3, tmp_path, monkeypatch):
     for key, value in s3.env(prefix="layout").items():
         monkeypatch.setenv(key, value)

@@ -32,6 +32,9 @@ from dissemination.devkit.sandbox import Sandbox
 from dissemination.ledger import DeliveryFailure
 from dissemination.overview import LedgerView, build_overview
 
+# System tier: Airflow runs a DAG, then serves the page to httpx and Chromium.
+pytestmark = pytest.mark.system
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 USER, PASSWORD = "officer", "officer-password-for-tests"
