@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/plugins
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: demo ui serve test test-fast check bench constraints clean screenshots
+.PHONY: demo ui serve test test-fast test-services check bench constraints clean screenshots
 
 $(VENV)/.installed: requirements.txt constraints.txt
 	@sh scripts/prerequisites.sh $(PYTHON)
@@ -28,10 +28,15 @@ serve: $(VENV)/.installed
 	$(PY) -m dissemination.devkit.sandbox --home .demo --serve
 
 ## Lint, validate the policy files, check the docs' house limits, then run every test.
-test: $(VENV)/.installed check
+test: test-services $(VENV)/.installed check
 	$(PY) -m ruff check .
 	$(PY) scripts/doc_limits.py
 	$(PY) -m pytest
+
+## What the whole suite needs: OpenSSH, 7-Zip, Chromium, Redis installed (when root) and
+## PostgreSQL and Redis started when down; otherwise one line naming what to install.
+test-services:
+	@bash scripts/test-services.sh
 
 ## Lint, check the docs' house limits, then every test that needs no service, tool or Airflow run
 ## (not marked integration or system): no sshd, PostgreSQL, Redis, 7z or Chromium needed.
