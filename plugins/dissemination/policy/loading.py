@@ -10,16 +10,16 @@ from pathlib import Path
 import yaml
 from pydantic import Field, ValidationError
 
-from .. import normalise
-from ..classification import CATEGORIES_BY_URGENCY, Classification, Urgency
+from ..classification import Urgency
 from ..errors import PermanentError
+from .agreement_checks import _check_agreement, _check_organisation
 from .agreements import Agreement, Organisation
 from .base import CountryCode, Identifier, PolicyModel
 from .focal_points import DtmFocalPoints, FocalPoints
 from .holders import holder_groups, shared_people
 from .intake import IntakeLimits
 from .merging import merge_rules
-from .rules import SITE, CountryRules, DefaultRules, RuleSet
+from .rules import CountryRules, DefaultRules, RuleSet
 from .yamlsafety import alias_problem, described
 
 # --- the whole policy --------------------------------------------------------------------------
@@ -161,12 +161,42 @@ def load_policy(include_dir: Path | str, *, today: date | None = None) -> Policy
     root = Path(include_dir)
     problems: list[str] = []
     sources: dict[str, str] = {}
-    rulesets: dict[str, RuleSet] = {}
+    broken: set[str] = set()  # "<folder>/<stem>" of files that failed: no cascade of errors
+    organisations, agreements, focal_points = _load_identified(root, problems, sources, broken)
+    rulesets = _load_rulesets(root / "rules", problems, sources, broken)
+    dtm = _load_dtm(root / "focal_points" / "dtm", rulesets, problems, sources)
+    intake_path = root / "intake.yaml"
+    intake = _load_file(intake_path, IntakeLimits, problems) if intake_path.exists() else None
+    problems += _shared_passwords(agreements, sources)
+    for agreement in agreements.values():
+        problems.extend(
+            _check_agreement(agreement, sources[f"agreement:{agreement.id}"], rulesets,
+                             focal_points, today, broken)
+        )
+        problems.extend(_check_organisation(agreement, sources[f"agreement:{agreement.id}"],
+                                            organisations, focal_points, broken))
+    holder_of, holder_problems = holder_groups(organisations, sources)
+    problems += holder_problems + shared_people(agreements, focal_points, sources, holder_of)
+    if problems:
+        raise PolicyError(problems)
+    return Policy(
+        rulesets=rulesets, organisations=organisations, agreements=agreements,
+        focal_points=focal_points, dtm=dtm, intake=intake or IntakeLimits(), sources=sources,
+        content_sha256=policy_sha256(root), holders=holder_of,
+    )
+
+
+def _load_identified(root: Path, problems: list[str], sources: dict[str, str], broken: set[str],
+                     ) -> tuple[dict[str, Organisation], dict[str, Agreement],
+                                dict[str, FocalPoints]]:
+    """Organisations, agreements and focal points, each file named after the id it declares.
+
+    Other files refer to these by id, so a file whose name and id differ would be found by one
+    name and describe another.
+    """
     organisations: dict[str, Organisation] = {}
     agreements: dict[str, Agreement] = {}
     focal_points: dict[str, FocalPoints] = {}
-    broken: set[str] = set()  # "<folder>/<stem>" of files that failed: no cascade of errors
-
     for kind, folder, model, target in (
         ("organisation", "organisations", Organisation, organisations),
         ("agreement", "agreements", Agreement, agreements),
@@ -186,17 +216,35 @@ def load_policy(include_dir: Path | str, *, today: date | None = None) -> Policy
                 continue
             target[obj.id] = obj
             sources[f"{kind}:{obj.id}"] = str(path)
+    return organisations, agreements, focal_points
 
-    rules_dir = root / "rules"
-    default = None
+
+def _load_default_rules(rules_dir: Path, problems: list[str], broken: set[str]):
+    """The default rules every country's rules are merged onto, or None if absent or broken.
+
+    A broken default marks itself broken so no country's merge repeats its problems.
+    """
     default_path = rules_dir / f"{DEFAULT_RULES}.yaml"
-    if default_path.exists():
-        default = _load_file(default_path, DefaultRules, problems)
-        if default is None:
-            broken.add(f"rules/{DEFAULT_RULES}")
+    if not default_path.exists():
+        return None
+    default = _load_file(default_path, DefaultRules, problems)
+    if default is None:
+        broken.add(f"rules/{DEFAULT_RULES}")
+    return default
+
+
+def _load_rulesets(rules_dir: Path, problems: list[str], sources: dict[str, str],
+                   broken: set[str]) -> dict[str, RuleSet]:
+    """Each country's rules merged onto the default, one rule set per country file.
+
+    A country whose merge fails is marked broken, so agreements naming it are not reported twice.
+    """
+    default = _load_default_rules(rules_dir, problems, broken)
     if not rules_dir.is_dir():
         problems.append(f"{rules_dir}: folder missing")
-    for path in sorted(rules_dir.glob("*.y*ml")) if rules_dir.is_dir() else ():
+        return {}
+    rulesets: dict[str, RuleSet] = {}
+    for path in sorted(rules_dir.glob("*.y*ml")):
         if path.stem == DEFAULT_RULES:
             continue
         country = _load_file(path, CountryRules, problems)
@@ -207,21 +255,41 @@ def load_policy(include_dir: Path | str, *, today: date | None = None) -> Policy
             problems.append(f"{path}: country: {country.country!r} must match the file name "
                             f"{path.stem!r}")
             continue
-        fields, merge_problems = merge_rules(default, country)
-        problems.extend(f"{path}: {p}" for p in merge_problems)
-        try:
-            rulesets[country.country] = RuleSet(**fields)
-        except ValidationError as exc:
-            problems.extend(f"{path}: {_format_loc(e['loc']) + ': ' if e['loc'] else ''}"
-                            f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
-            broken.add(f"rules/{path.stem}")
-            continue
-        if merge_problems:
-            broken.add(f"rules/{path.stem}")
-        sources[f"rules:{country.country}"] = str(path)
+        ruleset = _merged_ruleset(path, default, country, problems, broken)
+        if ruleset is not None:
+            rulesets[country.country] = ruleset
+            sources[f"rules:{country.country}"] = str(path)
+    return rulesets
 
+
+def _merged_ruleset(path: Path, default, country: CountryRules, problems: list[str],
+                    broken: set[str]) -> RuleSet | None:
+    """One country's rules merged onto the default and validated as a whole rule set.
+
+    A rule set with merge problems is still returned (and marked broken): agreements are checked
+    against it, so their own faults are reported in the same run.
+    """
+    fields, merge_problems = merge_rules(default, country)
+    problems.extend(f"{path}: {p}" for p in merge_problems)
+    try:
+        ruleset = RuleSet(**fields)
+    except ValidationError as exc:
+        problems.extend(f"{path}: {_format_loc(e['loc']) + ': ' if e['loc'] else ''}"
+                        f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+        broken.add(f"rules/{path.stem}")
+        return None
+    if merge_problems:
+        broken.add(f"rules/{path.stem}")
+    return ruleset
+
+
+def _load_dtm(dtm_dir: Path, rulesets: dict[str, RuleSet], problems: list[str],
+              sources: dict[str, str]) -> dict[str, DtmFocalPoints]:
+    """DTM's focal points per country, and one file for every country with rules.
+
+    Without them nobody is alerted and nobody phones partners their passwords.
+    """
     dtm: dict[str, DtmFocalPoints] = {}
-    dtm_dir = root / "focal_points" / "dtm"
     for path in sorted(dtm_dir.glob("*.y*ml")):
         people = _load_file(path, DtmFocalPoints, problems)
         if people is not None and path.stem != people.country:
@@ -235,36 +303,25 @@ def load_policy(include_dir: Path | str, *, today: date | None = None) -> Policy
             problems.append(f"{sources[f'rules:{country}']}: no DTM focal points for {country}: "
                             f"add {dtm_dir / country}.yaml (who is alerted, who phones "
                             "partners their passwords)")
+    return dtm
 
-    intake_path = root / "intake.yaml"
-    intake = _load_file(intake_path, IntakeLimits, problems) if intake_path.exists() else None
 
-    # One password per agreement: a Variable two agreements share is one secret two partners
-    # hold, and rotating it for one (rotation is per agreement) locks the other out untold.
+def _shared_passwords(agreements: dict[str, Agreement], sources: dict[str, str]) -> list[str]:
+    """One password per agreement: a Variable two agreements share is a problem of each.
+
+    A shared Variable is one secret two partners hold, and rotating it for one (rotation is per
+    agreement) locks the other out untold.
+    """
     holders: dict[str, list[str]] = {}
     for agreement in agreements.values():
         holders.setdefault(agreement.password.variable, []).append(agreement.id)
+    problems = []
     for variable, ids in holders.items():
         if len(ids) > 1:
             problems.extend(f"{sources[f'agreement:{i}']}: password.variable: {variable!r} is "
                             f"also the password of {', '.join(o for o in ids if o != i)}: one "
                             "Variable per agreement" for i in ids)
-    for agreement in agreements.values():
-        problems.extend(
-            _check_agreement(agreement, sources[f"agreement:{agreement.id}"], rulesets,
-                             focal_points, today, broken)
-        )
-        problems.extend(_check_organisation(agreement, sources[f"agreement:{agreement.id}"],
-                                            organisations, focal_points, broken))
-    holder_of, holder_problems = holder_groups(organisations, sources)
-    problems += holder_problems + shared_people(agreements, focal_points, sources, holder_of)
-    if problems:
-        raise PolicyError(problems)
-    return Policy(
-        rulesets=rulesets, organisations=organisations, agreements=agreements,
-        focal_points=focal_points, dtm=dtm, intake=intake or IntakeLimits(), sources=sources,
-        content_sha256=policy_sha256(root), holders=holder_of,
-    )
+    return problems
 
 
 def policy_sha256(include_dir: Path | str) -> str:
@@ -289,122 +346,3 @@ def policy_sha256(include_dir: Path | str) -> str:
         with open(os.path.join(root, *parts), "rb") as f:
             digest.update(f.read() + b"\0")
     return digest.hexdigest()
-
-
-def _check_organisation(agreement: Agreement, source: str,
-                        organisations: dict[str, Organisation],
-                        focal_points: dict[str, FocalPoints], broken: set[str]) -> list[str]:
-    """The agreement's organisation exists, and its focal points belong to the same one."""
-    problems = []
-    if (agreement.organisation not in organisations
-            and f"organisations/{agreement.organisation}" not in broken):
-        problems.append(f"{source}: organisation: no file organisations/"
-                        f"{agreement.organisation}.yaml (an organisation id, not a display name)")
-    people = focal_points.get(agreement.focal_points)
-    if people is not None and people.organisation != agreement.organisation:
-        problems.append(f"{source}: focal_points: focal_points/{people.id}.yaml belongs to "
-                        f"organisation {people.organisation!r}, the agreement to "
-                        f"{agreement.organisation!r}")
-    return problems
-
-
-def _check_agreement(
-    agreement: Agreement,
-    source: str,
-    rulesets: dict[str, RuleSet],
-    focal_points: dict[str, FocalPoints],
-    today: date | None,
-    broken: set[str],
-) -> list[str]:
-    problems = []
-    people = focal_points.get(agreement.focal_points)
-    for i, person in enumerate(people.field if people else ()):
-        for column in person.areas:
-            for country in agreement.countries:
-                rule = rulesets[country].indicators.get(column) if country in rulesets else None
-                if rule is not None and rule.kind != "admin":
-                    problems.append(f"focal_points/{people.id}.yaml: field.{i}.areas: {column!r} "
-                                    f"is not an admin column in {country}")
-                elif rule is None and country in rulesets:
-                    problems.append(f"focal_points/{people.id}.yaml: field.{i}.areas: unknown "
-                                    f"column {column!r} in {country}")
-                elif rule is not None and rule.values:
-                    strays = [v for v in person.areas[column]
-                              if normalise.token(v) not in rule.canonical]
-                    if strays:
-                        problems.append(f"focal_points/{people.id}.yaml: field.{i}.areas."
-                                        f"{column}: {strays} are not declared values of {column} "
-                                        f"in {country}")
-    if (agreement.focal_points not in focal_points
-            and f"focal_points/{agreement.focal_points}" not in broken):
-        problems.append(
-            f"{source}: focal_points: no file focal_points/{agreement.focal_points}.yaml"
-        )
-    if today is not None and agreement.valid_until < today:
-        problems.append(
-            f"{source}: valid_until: agreement expired on {agreement.valid_until} "
-            f"(today is {today}); renew it or remove the file"
-        )
-    for c_index, country in enumerate(agreement.countries):
-        ruleset = rulesets.get(country)
-        if ruleset is None and f"rules/{country}" in broken:
-            continue  # already reported as that file's own problem
-        if ruleset is None:
-            problems.append(f"{source}: countries.{c_index}: no rule set rules/{country}.yaml")
-            continue
-        for urgency in Urgency:
-            tier = agreement.tiers.get(urgency)
-            if tier is None:
-                continue
-            allowed_categories = CATEGORIES_BY_URGENCY[urgency]
-            prefix = f"{source}: tiers.{urgency.value}"
-            if tier.aggregate_to is not None:
-                level = ruleset.resolve_level(tier.aggregate_to)
-                if level is None or level == SITE:
-                    problems.append(f"{prefix}.aggregate_to: {tier.aggregate_to!r} is not one of "
-                                    f"{country}'s admin_levels {list(ruleset.admin_levels)}")
-                else:
-                    missing = [c for c in ruleset.admin_levels[level]
-                               if c not in tier.indicators]
-                    if missing:
-                        problems.append(f"{prefix}.aggregate_to: aggregating to "
-                                        f"{tier.aggregate_to} needs {missing} among the indicators")
-            for i, name in enumerate(tier.exact_counts):
-                rule = ruleset.indicators.get(name)
-                if rule is not None and rule.kind != "count":
-                    problems.append(f"{prefix}.exact_counts.{i}: {name!r} is not a count")
-                elif agreement.max_classification < Classification.CONFIDENTIAL:
-                    problems.append(f"{prefix}.exact_counts.{i}: exact counts need a "
-                                    "confidential agreement (max_classification)")
-            for i, name in enumerate(tier.indicators):
-                field = f"tiers.{urgency.value}.indicators.{i}"
-                rule = ruleset.indicators.get(name)
-                if rule is not None and rule.kind == "text" and not rule.allow_free_text:
-                    problems.append(
-                        f"{source}: {field}: {name!r} is free text, Secret unless the {country} "
-                        "rules set allow_free_text"
-                    )
-                elif rule is None:
-                    problems.append(
-                        f"{source}: {field}: unknown indicator {name!r} for {country} "
-                        f"(not in {ruleset.country} rules)"
-                    )
-                elif rule.classification is Classification.SECRET:
-                    problems.append(
-                        f"{source}: {field}: {name!r} is Secret in {country}; "
-                        "Secret indicators are never shared"
-                    )
-                elif agreement.max_classification < rule.classification:
-                    problems.append(
-                        f"{source}: {field}: {name!r} is {rule.classification.value} in "
-                        f"{country}, above the agreement's max_classification "
-                        f"{agreement.max_classification.value}"
-                    )
-                elif rule.category not in allowed_categories:
-                    problems.append(
-                        f"{source}: {field}: {name!r} has dissemination category "
-                        f"{rule.category.value!r} in {country}, which the {urgency.value}-urgency "
-                        f"tier cannot carry"
-                    )
-    return problems
-
