@@ -69,35 +69,10 @@ def round_intake():
     def detect_signals(new: list[dict]) -> list[dict]:
         """Urgent-action signals the rules name (thresholds, jumps since the previous round):
         alert DTM's focal point and start the medium path for the agreements covering them."""
-        from dissemination.contract import conform
-        from dissemination.notify import signal_alert
-        from dissemination.signals import agreements_for_signals, detect
-        from dissemination.source import previous_round_id, read_round
+        from dissemination.signals import signal_new_rounds
         from dissemination_airflow import SURVEY_DB_CONN_ID, current_policy, engine, send
 
-        survey, policy = engine(SURVEY_DB_CONN_ID), current_policy()
-        signalled = []
-        for r in new:
-            ruleset = policy.rulesets.get(r["country"])
-            meta, df = read_round(survey, r["round_id"])
-            round_ = conform(df, ruleset, first_row=1) if ruleset else None
-            if round_ is None or round_.violations:
-                print(f"{r['round_id']}: no signals read (no rule set, or it breaks its "
-                      "contract: the dissemination run blocks it and says why)")
-                continue
-            before = previous_round_id(survey, meta)
-            previous = conform(read_round(survey, before)[1], ruleset, first_row=1).frame \
-                if before else None
-            found = detect(round_.frame, ruleset, previous)
-            if not found:
-                continue
-            agreements = agreements_for_signals(policy, meta.country, found)
-            for s in found:
-                print(f"SIGNAL {r['round_id']}: {s.name}: {s.detail}")
-            send(signal_alert(r["round_id"], found, agreements, policy.alert_to(meta.country)))
-            signalled.append({"round_id": r["round_id"], "agreements": agreements,
-                              "signals": [s.name for s in found]})
-        return signalled
+        return signal_new_rounds(engine(SURVEY_DB_CONN_ID), current_policy(), new, send)
 
     @task.branch
     def route(new: list[dict], signalled: list[dict]) -> list[str]:

@@ -55,50 +55,42 @@ def sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE_END.split(masked) if s.strip()]
 
 
+def _line_kind(line: str) -> str:
+    """What a line outside code is: a paragraph break, a table row, a list item or text.
+
+    Headings end a paragraph like a blank line, so they are breaks, never counted as prose.
+    """
+    if not line.strip() or _HEADING.match(line):
+        return "break"
+    if line.lstrip().startswith("|"):
+        return "table"
+    if _LIST_ITEM.match(line):
+        return "item"
+    return "text"
+
+
 def blocks(lines: list[str]):
     """Yield (kind, first line number, text) for paragraphs and table cells, code skipped."""
     in_fence = False
     para: list[str] = []
     start = 0
-
-    def flush():
-        nonlocal para
-        if para:
-            text = " ".join(para)
-            para = []
-            return ("paragraph", start, text)
-        return None
-
     for number, line in enumerate(lines, 1):
-        if _FENCE.match(line):
-            if (done := flush()):
-                yield done
+        kind = "fence" if _FENCE.match(line) else ("code" if in_fence else _line_kind(line))
+        if kind == "code":
+            continue
+        if kind != "text" and para:  # only running text continues a paragraph
+            yield ("paragraph", start, " ".join(para))
+            para = []
+        if kind == "fence":
             in_fence = not in_fence
-            continue
-        if in_fence:
-            continue
-        if not line.strip() or _HEADING.match(line):
-            if (done := flush()):
-                yield done
-            continue
-        if line.lstrip().startswith("|"):
-            if (done := flush()):
-                yield done
-            if not _TABLE_SEP.match(line):
-                for cell in _cells(line):
-                    yield ("cell", number, cell)
-            continue
-        if _LIST_ITEM.match(line):
-            if (done := flush()):
-                yield done
-            start = number
-            para.append(_LIST_ITEM.sub("", line, count=1))
-            continue
-        if not para:
-            start = number
-        para.append(line.strip().lstrip(">").strip())
-    if (done := flush()):
-        yield done
+        elif kind == "table" and not _TABLE_SEP.match(line):
+            yield from (("cell", number, cell) for cell in _cells(line))
+        elif kind in ("item", "text"):
+            start = number if not para else start
+            para.append(_LIST_ITEM.sub("", line, count=1) if kind == "item"
+                        else line.strip().lstrip(">").strip())
+    if para:
+        yield ("paragraph", start, " ".join(para))
 
 
 def anchors(path: Path) -> set[str]:

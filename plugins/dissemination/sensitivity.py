@@ -127,12 +127,37 @@ def select_for_agreement(
     package, and a rule with a held member is judged even if this round does not trigger it.
     """
     tier = agreement.tiers.get(urgency)
-    requested = set(tier.indicators) if tier is not None else set()
     level = ruleset.resolve_level((tier.aggregate_to if tier is not None else None) or SITE)
-    allowed_categories = CATEGORIES_BY_URGENCY[urgency]
-    ceiling = agreement.max_classification
-    active_rules = None if active is None else set(active)
+    decided, candidates = _screen(base, ruleset, urgency, tier, level)
+    # Relational rules apply to the combination the organisation would really hold: this
+    # package together with everything it already holds, and whatever an additive group gives
+    # back from both (a total from its parts, a part from its total and the other parts). The
+    # combination is as coarse as its coarsest member (each member taken at the finest level
+    # held). Above the ceiling, it is broken by withholding its last-listed member in this
+    # package (rule files list the most useful first), or a column it comes back from;
+    # otherwise the members in this package, or the columns they come back from, are escalated.
+    rank = _ranker(ruleset)
+    holding = {c: h for c in _named_columns(ruleset) if held and (h := held.finest(c, rank))}
+    scope = _Scope(ruleset, level, agreement.max_classification,
+                   None if active is None else set(active), held, holding, rank)
+    while _relational_pass(scope, decided, candidates):
+        pass
+    _settle(scope, decided, candidates)
+    ordered = tuple(decided[c] for c in base)
+    _refuse_secret(ordered)
+    exact = tuple(c for c in (tier.exact_counts if tier else ()) if c in candidates)
+    return Selection(agreement.id, urgency, ordered, level, exact)
 
+
+def _screen(base: Mapping[str, ColumnDecision], ruleset: RuleSet, urgency: Urgency,
+            tier, level: str) -> tuple[dict[str, ColumnDecision], dict[str, ColumnDecision]]:
+    """Split the round's columns into those decided before any relational rule and candidates.
+
+    Secret, unrequested, disallowed-category and site-only columns never reach the relational
+    rules, so each is decided here with the first reason that applies, in that order.
+    """
+    requested = set(tier.indicators) if tier is not None else set()
+    allowed_categories = CATEGORIES_BY_URGENCY[urgency]
     decided: dict[str, ColumnDecision] = {}
     candidates: dict[str, ColumnDecision] = {}
     for column, d in base.items():
@@ -151,82 +176,126 @@ def select_for_agreement(
                 d, reason=f"site-level column, dropped by aggregation to {level}")
         else:
             candidates[column] = d
+    return decided, candidates
 
-    # Relational rules apply to the combination the organisation would really hold: this
-    # package together with everything it already holds, and whatever an additive group gives
-    # back from both (a total from its parts, a part from its total and the other parts). The
-    # combination is as coarse as its coarsest member (each member taken at the finest level
-    # held). Above the ceiling, it is broken by withholding its last-listed member in this
-    # package (rule files list the most useful first), or a column it comes back from;
-    # otherwise the members in this package, or the columns they come back from, are escalated.
-    rank = _ranker(ruleset)
-    holding = {c: h for c in _named_columns(ruleset) if held and (h := held.finest(c, rank))}
-    changed = True
-    while changed:
-        changed = False
-        given_back = _implied(set(candidates) | set(holding), ruleset)
-        for rule in ruleset.relational:
-            before = {c: holding[c] for c in rule.indicators if c in holding}
-            if active_rules is not None and rule.name not in active_rules and not before:
-                continue
-            # each member's columns in this package: itself, or those it comes back from
-            from_here = {c: ({c} if c in candidates else set()) | (
-                given_back.get(c, set()) & set(candidates)) for c in rule.indicators}
-            here = [c for c in rule.indicators if from_here[c]]
-            if not here or not all(c in candidates or c in before or c in given_back
-                                   for c in rule.indicators):
-                continue
-            finest = {c: _finest(c, level, candidates, holding, given_back, rank)
-                      for c in rule.indicators}
-            combined = min(finest.values(), key=rank)
-            together = ruleset.relational_at(rule, combined)
-            if together is Classification.PUBLIC:
-                continue
-            if ceiling < together:
-                victim = here[-1]
-                others = [c for c in rule.indicators if c != victim]
-                why = _withheld(rule.name, victim, others, candidates, before, held,
-                                f"{together.value} at {combined} level, above the "
-                                f"agreement's {ceiling.value}")
-                if victim not in candidates:  # it comes back from columns of this package
-                    source = _giving_back(from_here[victim], ruleset)
-                    why = f"would give back {victim} ({_sums(victim, ruleset)}); {why}"
-                    victim = source
-                decided[victim] = replace(candidates.pop(victim), reason=why,
-                                          rule=_ref(ruleset, f"relational.{rule.name}"))
+
+@dataclass(frozen=True)
+class _Scope:
+    """What stays fixed while the relational rules are applied to one agreement's package."""
+
+    ruleset: RuleSet
+    level: str
+    ceiling: Classification
+    active_rules: set[str] | None
+    held: Holdings | None
+    holding: dict[str, Held]
+    rank: Callable[[str], int]
+
+
+def _relational_pass(scope: _Scope, decided: dict, candidates: dict) -> bool:
+    """Apply every relational rule once; True if the package changed.
+
+    A withheld column changes what comes back from the package, so the pass stops there and
+    the caller starts over until nothing changes (a fixed point).
+    """
+    changed = False
+    given_back = _implied(set(candidates) | set(scope.holding), scope.ruleset)
+    for rule in scope.ruleset.relational:
+        before = {c: scope.holding[c] for c in rule.indicators if c in scope.holding}
+        if scope.active_rules is not None and rule.name not in scope.active_rules and not before:
+            continue
+        # each member's columns in this package: itself, or those it comes back from
+        from_here = {c: ({c} if c in candidates else set()) | (
+            given_back.get(c, set()) & set(candidates)) for c in rule.indicators}
+        here = [c for c in rule.indicators if from_here[c]]
+        if not here or not all(c in candidates or c in before or c in given_back
+                               for c in rule.indicators):
+            continue
+        finest = {c: _finest(c, scope.level, candidates, scope.holding, given_back, scope.rank)
+                  for c in rule.indicators}
+        combined = min(finest.values(), key=scope.rank)
+        together = scope.ruleset.relational_at(rule, combined)
+        if together is Classification.PUBLIC:
+            continue
+        if scope.ceiling < together:
+            above = (f"{together.value} at {combined} level, above the "
+                     f"agreement's {scope.ceiling.value}")
+            _withhold_one(scope, rule, here, from_here, before, above, decided, candidates)
+            return True
+        changed = _escalate(scope, rule, here, from_here, before, together,
+                            candidates) or changed
+    return changed
+
+
+def _withhold_one(scope: _Scope, rule, here: list[str], from_here: dict, before: dict,
+                  above: str, decided: dict, candidates: dict) -> None:
+    """Break a combination above the ceiling by withholding its last-listed member here.
+
+    Rule files list the most useful member first; a member that only comes back from this
+    package is broken by withholding a column it comes back from.
+    """
+    victim = here[-1]
+    others = [c for c in rule.indicators if c != victim]
+    why = _withheld(rule.name, victim, others, candidates, before, scope.held, above)
+    if victim not in candidates:  # it comes back from columns of this package
+        source = _giving_back(from_here[victim], scope.ruleset)
+        why = f"would give back {victim} ({_sums(victim, scope.ruleset)}); {why}"
+        victim = source
+    decided[victim] = replace(candidates.pop(victim), reason=why,
+                              rule=_ref(scope.ruleset, f"relational.{rule.name}"))
+
+
+def _escalate(scope: _Scope, rule, here: list[str], from_here: dict, before: dict,
+              together: Classification, candidates: dict) -> bool:
+    """Raise the members here (or the columns they come back from) to the combination's class.
+
+    True if any column was raised, so the caller knows the package changed.
+    """
+    changed = False
+    for member in here:
+        for c in sorted(from_here[member]):
+            if candidates[c].classification < together:
+                others = [x for x in rule.indicators if x != member]
+                via = "" if c == member else f" through {member}, which it gives back"
+                candidates[c] = replace(
+                    candidates[c],
+                    classification=together,
+                    rule=_ref(scope.ruleset, f"relational.{rule.name}"),
+                    notes=candidates[c].notes + (
+                        f"escalated to {together.value} by relational rule "
+                        f"{rule.name}{via} (with {_together(others, candidates, before)})",
+                    ),
+                )
                 changed = True
-                break
-            for member in here:
-                for c in sorted(from_here[member]):
-                    if candidates[c].classification < together:
-                        others = [x for x in rule.indicators if x != member]
-                        via = "" if c == member else f" through {member}, which it gives back"
-                        candidates[c] = replace(
-                            candidates[c],
-                            classification=together,
-                            rule=_ref(ruleset, f"relational.{rule.name}"),
-                            notes=candidates[c].notes + (
-                                f"escalated to {together.value} by relational rule "
-                                f"{rule.name}{via} (with {_together(others, candidates, before)})",
-                            ),
-                        )
-                        changed = True
+    return changed
 
+
+def _settle(scope: _Scope, decided: dict, candidates: dict) -> None:
+    """Withhold what is above the ceiling or adds back to it, and share the rest.
+
+    Runs after the relational rules, since escalation may have lifted a column above the
+    agreement's ceiling.
+    """
     for column, d in list(candidates.items()):
-        if ceiling < d.classification:
+        if scope.ceiling < d.classification:
             decided[column] = replace(
                 candidates.pop(column),
-                reason=f"{d.classification.value} is above the agreement's {ceiling.value}")
-    _withhold_what_adds_back(decided, candidates, ruleset, ceiling, set(holding))
+                reason=f"{d.classification.value} is above the agreement's "
+                       f"{scope.ceiling.value}")
+    _withhold_what_adds_back(decided, candidates, scope.ruleset, scope.ceiling,
+                             set(scope.holding))
     for column, d in candidates.items():
         decided[column] = replace(d, shared=True, reason="shared")
 
-    ordered = tuple(decided[c] for c in base)
+
+def _refuse_secret(ordered: tuple[ColumnDecision, ...]) -> None:
+    """Raise if a Secret column was selected.
+
+    A last guard independent of the steps above: a Secret column shipped is a bug, never policy.
+    """
     for d in ordered:
         if d.shared and d.classification is Classification.SECRET:
             raise SecretLeak(f"column {d.column!r} is Secret and was selected")
-    exact = tuple(c for c in (tier.exact_counts if tier else ()) if c in candidates)
-    return Selection(agreement.id, urgency, ordered, level, exact)
 
 
 def _site_only(column: str, kind: str, ruleset: RuleSet, level: str) -> bool:

@@ -88,6 +88,17 @@ class IndicatorRule(PolicyModel):
 
     @model_validator(mode="after")
     def _contract_fits_the_kind(self) -> IndicatorRule:
+        problems = (self._kind_problems() + self._bounds_problems() + self._format_problems()
+                    + self._spellings_problems())
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _kind_problems(self) -> list[str]:
+        """What the kind requires or forbids: free text, declared values, a coordinate's bounds.
+
+        Checked first so an author sees the kind mismatch before the details it explains.
+        """
         problems = []
         if self.allow_free_text and self.kind != "text":
             problems.append("allow_free_text applies to kind: text only")
@@ -99,16 +110,32 @@ class IndicatorRule(PolicyModel):
             problems.append("synonyms need declared values")
         if self.kind == "coordinate" and self.bounds is None:
             problems.append("kind coordinate needs bounds: [min, max] (e.g. [-90, 90])")
-        if self.bounds is not None:
-            low, high = self.bounds
-            if math.isnan(low) or math.isnan(high):  # (nothing compares below or above NaN)
-                problems.append("bounds: .nan is no bound")
-            elif self.kind not in ("count", "coordinate"):
-                problems.append("bounds apply to kinds count and coordinate")
-            elif low > high:
-                problems.append(f"bounds: {low} is above {high}")
-            elif self.kind == "count" and low < 0:
-                problems.append("bounds: a count cannot be negative")
+        return problems
+
+    def _bounds_problems(self) -> list[str]:
+        """Whether the stated bounds are a real range for a kind that has one.
+
+        A NaN bound would let every value through (nothing compares below or above NaN).
+        """
+        if self.bounds is None:
+            return []
+        low, high = self.bounds
+        if math.isnan(low) or math.isnan(high):
+            return ["bounds: .nan is no bound"]
+        if self.kind not in ("count", "coordinate"):
+            return ["bounds apply to kinds count and coordinate"]
+        if low > high:
+            return [f"bounds: {low} is above {high}"]
+        if self.kind == "count" and low < 0:
+            return ["bounds: a count cannot be negative"]
+        return []
+
+    def _format_problems(self) -> list[str]:
+        """Whether date_format, pattern and hxl are usable and fit the kind.
+
+        A format that cannot parse would reject every row of a round at intake instead of here.
+        """
+        problems = []
         if self.date_format is not None:
             if self.kind != "date":
                 problems.append("date_format applies to kind: date only")
@@ -124,10 +151,7 @@ class IndicatorRule(PolicyModel):
                     problems.append(f"pattern is not a regular expression: {exc}")
         if self.hxl is not None and not normalise.hxl(self.hxl):
             problems.append(f"hxl {self.hxl!r} is not an HXL hashtag (e.g. #affected+idps+ind)")
-        problems += self._spellings_problems()
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+        return problems
 
     def _spellings_problems(self) -> list[str]:
         problems, seen = [], {}
