@@ -1,7 +1,7 @@
 """A batch's deliveries a few at once (``DISSEMINATION_DELIVERY_THREADS``) against one after
 another (the reference), in the same run, on the same packages and server.
 
-Each delivery is the real one (``steps.deliver``: claim in a SQLite ledger, upload under a
+Each delivery is the real one (``deliver``: claim in a SQLite ledger, upload under a
 temporary name to a real OpenSSH sshd, rename, read back, confirm). Partners' servers are far
 away: between client and sshd a TCP link delays every byte by half of ``--rtt-ms`` each way (a
 WAN's round trips, not its bandwidth limit, since each partner's own link is the narrow one). Each
@@ -90,23 +90,24 @@ def main() -> None:
 
     import sqlalchemy as sa
 
-    from dissemination import steps
     from dissemination.classification import Urgency
+    from dissemination.delivery import deliver, deliver_each
+    from dissemination.delivery.sftp import Sessions
     from dissemination.devkit.local_sftp import LocalSftpServer
     from dissemination.devkit.synthetic import generate_round
-    from dissemination.ledger_migrations import open_upgraded
+    from dissemination.ledger.migrations import open_upgraded
     from dissemination.policy import load_policy
-    from dissemination.sftp import Sessions
+    from dissemination.runs import package_deliveries, plan_deliveries
 
     with tempfile.TemporaryDirectory(prefix="bench-deliver-") as tmp, \
             LocalSftpServer(Path(tmp) / "sftp", engine="openssh") as server:
         tmp = Path(tmp)
         policy = load_policy(build_policy(tmp, args.agreements))
         meta, df = generate_round(policy.rulesets["NGA"], 1, args.sites, seed=11)
-        plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+        plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                       today=NOW.date())
         ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp / 'packaging.db'}"))
-        deliveries = steps.package_deliveries(df, meta, plans, policy, tmp / "packages",
+        deliveries = package_deliveries(df, meta, plans, policy, tmp / "packages",
                                               lambda variable: "a-bench-password", ledger, NOW)
         folders = {d.destination.split(":", 1)[1] for d in deliveries}
         size = sum(Path(d.package_path).stat().st_size for d in deliveries)
@@ -120,7 +121,7 @@ def main() -> None:
                 (server.root / folder).mkdir(parents=True)
             ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp / f'run{next(runs)}.db'}"))
             with Sessions() as kept:
-                outcomes = list(steps.deliver_each(deliveries, lambda d: steps.deliver(
+                outcomes = list(deliver_each(deliveries, lambda d: deliver(
                     d, lambda conn: target, policy, ledger, NOW, "bench",
                     sessions=kept if keep else None), threads))
             failed = [o for _, o in outcomes if isinstance(o, Exception)]

@@ -21,11 +21,15 @@ from pathlib import Path
 import pandas as pd
 
 from dissemination.classification import Urgency
-from dissemination.contract import conform
+from dissemination.classify.sensitivity import (
+    active_relational,
+    classify_round,
+    select_for_agreement,
+)
 from dissemination.devkit.synthetic import generate_round
-from dissemination.disclosure import build_content, build_contents
+from dissemination.disclosure.engine import build_content, build_contents
+from dissemination.intake.contract import conform
 from dissemination.policy import load_policy
-from dissemination.sensitivity import active_relational, classify_round, select_for_agreement
 
 REPO = Path(__file__).resolve().parents[1]
 

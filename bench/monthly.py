@@ -45,7 +45,7 @@ from policies import FLOOR, spread_policy  # noqa: E402
 from summary import record  # noqa: E402
 
 from dissemination.devkit.sandbox import MONTHLY_DAG_ID, Sandbox  # noqa: E402
-from dissemination.steps import new_password  # noqa: E402
+from dissemination.runs.passwords import new_password  # noqa: E402
 
 # Last month, as the scheduler's first run sees it (a fixed month became "two months ago" when
 # the calendar moved on, and the scheduler then ran another month than `dags test`).
@@ -80,7 +80,7 @@ class MonthlySandbox(Sandbox):
 def write_rounds(sandbox: Sandbox, sites: int) -> None:
     """One cleaned round of ``sites`` sites per country, collected last month."""
     from dissemination.devkit.synthetic import generate_round
-    from dissemination.source import write_round
+    from dissemination.intake.source import write_round
 
     for _, ruleset in sorted(sandbox.policy.rulesets.items()):
         write_round(sandbox.survey(), *generate_round(

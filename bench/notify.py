@@ -26,8 +26,8 @@ NOTICES = 200
 
 
 def main() -> None:
+    from dissemination.delivery.notices import Email
     from dissemination.devkit.local_smtp import LocalSmtpServer
-    from dissemination.notify import Email
     from dissemination_airflow import mail_session, send
 
     emails = [Email(to=(f"focal.point{i}@partner.example.org",), subject=f"[DTM] notice {i}",

@@ -44,10 +44,10 @@ def fill(ledger, policy, months: int, urgent: int) -> int:
     """History of ``months`` months before NOW; the number of deliveries written."""
     import sqlalchemy as sa
 
-    from dissemination.ledger import (
+    from dissemination.ledger.rows import insert_chained
+    from dissemination.ledger.tables import (
         deliveries,
         delivery_failures,
-        insert_chained,
         intake_log,
         password_rotations,
     )
@@ -99,7 +99,7 @@ def last_audit(ledger) -> tuple[int, str]:
     """The head a daily audit that passed ``DAY`` entries ago would have kept."""
     import sqlalchemy as sa
 
-    from dissemination.ledger import audit_chain
+    from dissemination.ledger.tables import audit_chain
 
     with ledger.engine.connect() as conn:
         seq = max(conn.execute(sa.select(sa.func.max(audit_chain.c.seq))).scalar() - DAY, 0)
@@ -114,8 +114,8 @@ def page(ledger, policy, anchor: tuple[int, str], country: str | None = None
     ``read_overview`` and the route do it."""
     from dissemination_ui.app import render_page
 
-    from dissemination.audit import verify_since
-    from dissemination.overview import LedgerView, build_overview
+    from dissemination.ledger.audit import verify_since
+    from dissemination.overview.page import LedgerView, build_overview
 
     times, start = {}, time.perf_counter()
     view = LedgerView.read(ledger, NOW, policy, country)
@@ -136,7 +136,7 @@ def page(ledger, policy, anchor: tuple[int, str], country: str | None = None
 def deployment(folder: Path, agreements: int, months: int, urgent: int, countries: int = 0):
     import sqlalchemy as sa
 
-    from dissemination.ledger_migrations import open_upgraded
+    from dissemination.ledger.migrations import open_upgraded
     from dissemination.policy import load_policy
 
     folder.mkdir()
@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--countries", type=int, default=20,
                         help="countries the agreements are spread over")
     args = parser.parse_args()
-    from dissemination.audit import verify
+    from dissemination.ledger.audit import verify
 
     with tempfile.TemporaryDirectory(prefix="bench-overview-") as tmp:
         small = deployment(Path(tmp) / "small", 3, 1, args.urgent)

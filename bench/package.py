@@ -6,7 +6,7 @@ policy is the tests' own with 1,000 agreements of 1,000 organisations (``policie
 the first ``--deliveries`` medium-urgency plans for the round are packaged, each run in a fresh
 interpreter as the ``package`` task is (read the staged round, ``package_deliveries``), so its
 peak RSS is its own. The agreements are copies of the tests' three, so organisations alike
-receive the same tables, which ``package_deliveries`` builds and deflates once (``steps.alike``);
+receive the same tables, which ``package_deliveries`` builds and deflates once (``packaging.alike``);
 the worst case, every organisation's tables its own, is measured too, and is the reference of
 the speed-up. Figures: ms per delivery, the speed-up, the peak RSS of the parent and of the
 largest worker (shared copy-on-write pages count in both), and the CPU time per delivery (other
@@ -40,16 +40,16 @@ PASSWORD = "bench-package-password-0123456789"
 
 def prepare(folder: Path, sites: int, deliveries: int) -> Path:
     """The staged round, the policy and the plans, on disk for the runs."""
-    from dissemination import steps
     from dissemination.classification import Urgency
     from dissemination.devkit.synthetic import generate_round
     from dissemination.policy import load_policy
+    from dissemination.runs import plan_deliveries, stage_round
 
     include = build_policy(folder, 1000)
     policy = load_policy(include)
     meta, df = generate_round(policy.rulesets["NGA"], 1, sites, seed=1)
-    staged = steps.stage_round(meta, df, policy, folder / "round" / "round.arrow")
-    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+    staged = stage_round(meta, df, policy, folder / "round" / "round.arrow")
+    plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2026, 11, 2))
     plans = [p for p in plans if p.status == "planned"][:deliveries]
     assert len(plans) == deliveries, f"only {len(plans)} deliveries planned"
@@ -60,17 +60,18 @@ def prepare(folder: Path, sites: int, deliveries: int) -> Path:
 
 def run(job: Path, workers: int, distinct: bool = False) -> dict:
     """One ``package`` task: read the staged round, package every plan (a fresh interpreter).
-    ``distinct``: as if no two organisations received the same tables (``steps.alike`` groups
+    ``distinct``: as if no two organisations received the same tables (``packaging.alike`` groups
     none), the worst case; the bench's agreements are copies of three templates."""
     import sqlalchemy as sa
 
-    from dissemination import staging, steps
-    from dissemination.ledger_migrations import open_upgraded
+    from dissemination.intake import staging
+    from dissemination.intake.source import RoundMeta
+    from dissemination.ledger.migrations import open_upgraded
     from dissemination.policy import load_policy
-    from dissemination.source import RoundMeta
+    from dissemination.runs import package_deliveries, packaging
 
     if distinct:
-        steps.alike = lambda organisations: [[plans] for plans in organisations]
+        packaging.alike = lambda organisations: [[plans] for plans in organisations]
     include, staged, plans = pickle.loads(job.read_bytes())
     policy = load_policy(Path(include))
     name = f"{workers}{'-distinct' if distinct else ''}"
@@ -78,7 +79,7 @@ def run(job: Path, workers: int, distinct: bool = False) -> dict:
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{job.parent / f'ledger-{name}.db'}"))
     df = staging.read_staged(staged["path"])
     start, cpu = time.perf_counter(), cpu_seconds()
-    done = steps.package_deliveries(df, RoundMeta.from_xcom(staged), plans, policy, out_dir,
+    done = package_deliveries(df, RoundMeta.from_xcom(staged), plans, policy, out_dir,
                                     lambda variable: PASSWORD, ledger, NOW, workers=workers)
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     assert [d.status for d in done] == ["packaged"] * len(plans)
@@ -110,7 +111,7 @@ def deflate_levels(sample: str) -> tuple[str, float]:
     import pyzipper
     from zlib_ng import zlib_ng
 
-    from dissemination import package
+    from dissemination.package import archive as package
 
     with pyzipper.AESZipFile(sample) as zf:
         zf.setpassword(PASSWORD.encode())

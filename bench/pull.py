@@ -60,7 +60,7 @@ def _child(read: str, round_id: str) -> None:
     import pandas as pd
 
     from dissemination.ids import check_round_id
-    from dissemination.source import SITE_TABLE, read_round
+    from dissemination.intake.source import SITE_TABLE, read_round
 
     engine = _engine(os.environ["BENCH_PULL_URL"], os.environ["BENCH_PULL_SCHEMA"])
     sql = f"SELECT * FROM {SITE_TABLE} WHERE round_id = "
@@ -117,8 +117,8 @@ def main() -> None:
         return _child(args.child, args.round)
 
     from dissemination.devkit.synthetic import generate_round
+    from dissemination.intake.source import write_round
     from dissemination.policy import load_policy
-    from dissemination.source import write_round
 
     meta, df = generate_round(load_policy(REPO / "include").rulesets["NGA"], 1, args.sites,
                               seed=1)

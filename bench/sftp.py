@@ -23,7 +23,7 @@ from summary import median_seconds, record  # noqa: E402
 
 
 def main(megabytes: int = 200) -> None:
-    from dissemination import sftp
+    from dissemination.delivery import sftp
     from dissemination.devkit.local_sftp import LocalSftpServer
 
     with (tempfile.TemporaryDirectory() as tmp,

@@ -36,10 +36,10 @@ def deadline_monitor():
         """Compare every recent partial round with its agreements' windows; alert once."""
         from datetime import timedelta
 
+        from dissemination.delivery import deadline_alert
+        from dissemination.intake import read_meta, round_ids_between
         from dissemination.ledger import Ledger
-        from dissemination.notify import deadline_alert
-        from dissemination.source import read_meta, round_ids_between
-        from dissemination.steps import DeadlinesMissed, deadline_states
+        from dissemination.runs import DeadlinesMissed, deadline_states
         from dissemination_airflow import (
             LEDGER_DB_CONN_ID,
             SURVEY_DB_CONN_ID,

@@ -41,9 +41,8 @@ def ledger_audit():
         bad row; publish the head it verified."""
         from datetime import UTC, datetime
 
-        from dissemination.audit import LedgerAuditFailed, parse_anchor, verify
-        from dissemination.chain import keyed
-        from dissemination.notify import ledger_alert, ledger_head
+        from dissemination.delivery import ledger_alert, ledger_head
+        from dissemination.ledger import LedgerAuditFailed, keyed, parse_anchor, verify
         from dissemination_airflow import (
             LEDGER_DB_CONN_ID,
             audit_anchor,

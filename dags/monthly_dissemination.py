@@ -31,7 +31,7 @@ def monthly_dissemination():
     @task
     def find_rounds(data_interval_start=None, data_interval_end=None) -> list[str]:
         """Cleaned rounds collected in this run's month."""
-        from dissemination.source import round_ids_between
+        from dissemination.intake import round_ids_between
         from dissemination_airflow import SURVEY_DB_CONN_ID, engine
 
         ids = round_ids_between(engine(SURVEY_DB_CONN_ID), "cleaned", data_interval_start,

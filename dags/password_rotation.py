@@ -30,9 +30,9 @@ def password_rotation():
     @task
     def rotate_due_passwords(data_interval_end=None) -> list[str]:
         """Rotate what is due; return the agreement ids (never a password)."""
+        from dissemination.delivery import rotation_notice
         from dissemination.ledger import Ledger
-        from dissemination.notify import rotation_notice
-        from dissemination.steps import rotate_password, rotations_due
+        from dissemination.runs import rotate_password, rotations_due
         from dissemination_airflow import (
             LEDGER_DB_CONN_ID,
             current_policy,

@@ -69,7 +69,7 @@ def round_intake():
     def detect_signals(new: list[dict]) -> list[dict]:
         """Urgent-action signals the rules name (thresholds, jumps since the previous round):
         alert DTM's focal point and start the medium path for the agreements covering them."""
-        from dissemination.signals import signal_new_rounds
+        from dissemination.intake import signal_new_rounds
         from dissemination_airflow import SURVEY_DB_CONN_ID, current_policy, engine, send
 
         return signal_new_rounds(engine(SURVEY_DB_CONN_ID), current_policy(), new, send)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-from dissemination.ids import ROUND_ID_PATTERN
+from dissemination import ROUND_ID_PATTERN
 from dissemination_airflow import form_param, pick_list, policy_choices
 from dissemination_airflow.tasks import default_args, disseminate
 
@@ -57,19 +57,19 @@ def urgent_dissemination():
     @task(multiple_outputs=True)
     def resolve_request(params: dict) -> dict:
         """Which round, for which agreements, and why: the officer's request, checked."""
-        from dissemination.ids import check_round_id
+        from dissemination import check_round_id
         from dissemination_airflow import SURVEY_DB_CONN_ID, engine, include_dir
 
         unknown = sorted(set(params["agreements"]) - set(policy_choices()[1]))
         if unknown:  # before pulling a round: the form lists agreements but does not enforce
-            from dissemination.steps import UnknownAgreement
+            from dissemination.runs import UnknownAgreement
 
             raise UnknownAgreement(f"trigger form (agreements): no agreement file for {unknown} "
                                    f"in {include_dir() / 'agreements'}")
         if params["round_id"] is not None:  # the form checks it too; conf may bypass forms
             round_id = check_round_id(params["round_id"], "trigger form (round_id)")
         else:  # the survey database's newest partial round (pandas and SQLAlchemy: only here)
-            from dissemination.source import latest_round_id
+            from dissemination.intake import latest_round_id
 
             round_id = latest_round_id(engine(SURVEY_DB_CONN_ID), params["country"], "partial")
         print(f"urgent request for {round_id}: {params['justification']}")

@@ -168,13 +168,13 @@ def _deliver(args: dict) -> None:
 
     import sqlalchemy as sa
 
-    from dissemination import steps
-    from dissemination.ledger import Ledger
+    from dissemination.delivery import Delivery, deliver
+    from dissemination.delivery.sftp import SftpTarget
+    from dissemination.ledger.store import Ledger
     from dissemination.policy import load_policy
-    from dissemination.sftp import SftpTarget
 
     target = SftpTarget(**args["target"])
-    done = steps.deliver(steps.Delivery.from_xcom(args["delivery"]), lambda conn: target,
+    done = deliver(Delivery.from_xcom(args["delivery"]), lambda conn: target,
                          load_policy(args["policy"]),
                          Ledger(sa.create_engine(args["ledger_url"], hide_parameters=True,
                                                  connect_args=args.get("connect_args", {}))),
@@ -206,25 +206,25 @@ def _stuck_writer(args: dict) -> None:
 
     import sqlalchemy as sa
 
-    from dissemination import ledger
+    from dissemination.ledger import connection, rows, store, tables
 
-    ledger.STUCK_AFTER = timedelta(seconds=args["stuck_after"])
+    connection.STUCK_AFTER = timedelta(seconds=args["stuck_after"])
     engine = sa.create_engine(args["url"], hide_parameters=True,
                               connect_args={"options": f"-c search_path={args['schema']}"})
     now = datetime.now(UTC)
     # the writer's own transaction, its bounds set as the ledger sets them
-    with ledger.Ledger(engine)._writing("hold a lock") as conn:
+    with store.Ledger(engine)._writing("hold a lock") as conn:
         if args["claim"]:
-            conn.execute(ledger.delivery_claims.insert().values(
+            conn.execute(tables.delivery_claims.insert().values(
                 **args["claim"], state="claimed", attempt="stuck", run_id="stuck-run",
                 package_sha256="0" * 64, destination="x:y", remote_path="y/z",
                 claimed_at=now, lease_until=now))
         elif args["rotation_of"]:
-            rotations = ledger.password_rotations
+            rotations = tables.password_rotations
             conn.execute(rotations.update().where(
                 rotations.c.agreement_id == args["rotation_of"]).values(called_at=now))
         else:
-            ledger.insert_chained(conn, ledger.alerts, {
+            rows.insert_chained(conn, tables.alerts, {
                 "kind": "test", "subject": "a writer stopped mid-transaction", "sent_at": now})
         print("holding", conn.execute(sa.select(sa.func.pg_backend_pid())).scalar(), flush=True)
         os.kill(os.getpid(), signal.SIGSTOP)

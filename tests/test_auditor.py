@@ -27,11 +27,15 @@ from scipy.optimize import linprog
 from test_engine_properties import COUNTS, rounds, rulesets
 
 from dissemination.classification import Classification, Urgency
-from dissemination.contract import conform
-from dissemination.disclosure import SITES, SUPPRESSED, build_contents, explain
-from dissemination.holdings import Held, Holdings
+from dissemination.classify.sensitivity import (
+    active_relational,
+    classify_round,
+    select_for_agreement,
+)
+from dissemination.disclosure.engine import SITES, SUPPRESSED, build_contents, explain
+from dissemination.intake.contract import conform
+from dissemination.ledger.holdings import Held, Holdings
 from dissemination.policy import SITE, Agreement, RuleSet
-from dissemination.sensitivity import active_relational, classify_round, select_for_agreement
 
 DEEP = os.environ.get("HYPOTHESIS_PROFILE") == "deep"
 

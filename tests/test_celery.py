@@ -22,9 +22,9 @@ from s3_server import s3_server
 from dissemination.classification import Urgency
 from dissemination.devkit.sandbox import Sandbox
 from dissemination.devkit.synthetic import generate_round
-from dissemination.package import open_package
-from dissemination.source import write_round
-from dissemination.staging import run_name
+from dissemination.intake.source import write_round
+from dissemination.intake.staging import run_name
+from dissemination.package.archive import open_package
 
 # System tier: Celery workers (Redis, PostgreSQL, S3) run Airflow's tasks.
 pytestmark = pytest.mark.system

@@ -14,13 +14,15 @@ import pytest
 import sqlalchemy as sa
 from openpyxl import Workbook
 
-from dissemination import staging, steps
 from dissemination.classification import Classification, Urgency
-from dissemination.contract import ContractBroken, conform
-from dissemination.disclosure import UndeclaredValue, build_content
-from dissemination.intake import import_drop
-from dissemination.sensitivity import classify_round, select_for_agreement
-from dissemination.source import RoundMeta, read_round
+from dissemination.classify import active_relational
+from dissemination.classify.sensitivity import classify_round, select_for_agreement
+from dissemination.disclosure.engine import UndeclaredValue, build_content
+from dissemination.intake import staging
+from dissemination.intake.contract import ContractBroken, conform
+from dissemination.intake.fresh import import_drop
+from dissemination.intake.source import RoundMeta, read_round
+from dissemination.runs import plan_deliveries, pull_round, stage_round
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 META = RoundMeta("NGA-R007-partial", "NGA", "partial", datetime(2026, 11, 20, tzinfo=UTC))
@@ -45,7 +47,7 @@ def _round(n: int = 6, **columns) -> pd.DataFrame:
 
 
 def _plan(policy, staged: dict, agreement: str):
-    (plan,) = steps.plan_deliveries(
+    (plan,) = plan_deliveries(
         policy, RoundMeta.from_xcom(staged), staged["columns"], Urgency.MEDIUM,
         today=date(2026, 11, 21), only=[agreement], active=staged["active_relational"])
     return plan
@@ -65,8 +67,8 @@ def test_a_round_read_in_parts_is_judged_and_staged_as_one(policy, survey, tmp_p
     the same violations, row numbers as the source counts them, a site key repeated across
     parts, a relational rule set off in a later part, nothing staged when broken, and the
     same staged round as one pass."""
-    from dissemination import source
     from dissemination.devkit.synthetic import generate_round
+    from dissemination.intake import source
 
     monkeypatch.setattr(source, "PART_ROWS", 500)
     ruleset = policy.rulesets["NGA"]
@@ -79,7 +81,7 @@ def test_a_round_read_in_parts_is_judged_and_staged_as_one(policy, survey, tmp_p
     path = tmp_path / "stage" / "round.arrow"
     reads, parts = [], source.read_round_parts(survey, meta.round_id)[1]
     with pytest.raises(ContractBroken) as broken:
-        steps.stage_round(meta, (reads.append(len(p)) or p for p in parts), policy, path)
+        stage_round(meta, (reads.append(len(p)) or p for p in parts), policy, path)
     assert reads == [500] * 5
     assert not path.exists()  # nothing of it staged
     whole = conform(read_round(survey, meta.round_id)[1], ruleset, first_row=1)
@@ -91,7 +93,7 @@ def test_a_round_read_in_parts_is_judged_and_staged_as_one(policy, survey, tmp_p
     df.loc[1700, "armed_actors_military"] = "no"
     df.loc[2100, "site_id"] = "NGA-S99999"
     source.write_round(survey, meta, df)
-    staged = steps.stage_round(*source.read_round_parts(survey, meta.round_id), policy, path)
+    staged = stage_round(*source.read_round_parts(survey, meta.round_id), policy, path)
     clean = conform(read_round(survey, meta.round_id)[1], ruleset, first_row=1)
     pd.testing.assert_frame_equal(staging.read_staged(path), clean.frame)
     assert staged["rows"] == 2500 and staged["active_relational"] == ["safety_x_military"]
@@ -105,7 +107,7 @@ def test_a_round_read_in_parts_is_judged_and_staged_as_one(policy, survey, tmp_p
 def test_every_spelling_of_yes_triggers_safety_x_military(policy, tmp_path, military):
     """A Public-ceiling partner never receives safety and military per site together."""
     raw = _round(armed_actors_military=["no", military, "No", "no", "false", "0"])
-    staged = steps.stage_round(META, raw, policy, tmp_path / "r.arrow")
+    staged = stage_round(META, raw, policy, tmp_path / "r.arrow")
     assert staged["active_relational"] == ["safety_x_military"]
     plan = _plan(policy, staged, "protection-cluster-nga")
     assert "feeling_of_safety" in plan.selection.columns
@@ -123,7 +125,7 @@ def test_xlsx_booleans_are_read_as_declared_values(policy, survey, tmp_path):
     assert import_drop(drop, survey, NOW, policy) == ["NGA-R007-partial"]
     meta, stored = read_round(survey, "NGA-R007-partial")
     assert stored["armed_actors_military"].tolist() == ["yes", "no", "no"]
-    staged = steps.stage_round(meta, stored, policy, tmp_path / "r.arrow")
+    staged = stage_round(meta, stored, policy, tmp_path / "r.arrow")
     assert "armed_actors_military" not in _plan(policy, staged,
                                                 "protection-cluster-nga").selection.columns
 
@@ -151,7 +153,7 @@ def test_a_value_outside_its_type_blocks_the_urgent_round(policy, tmp_path, colu
     values = _round()[column].tolist()
     values[3] = value
     with pytest.raises(ContractBroken) as caught:
-        steps.stage_round(META, _round(**{column: values}), policy, tmp_path / "r.arrow")
+        stage_round(META, _round(**{column: values}), policy, tmp_path / "r.arrow")
     message = str(caught.value)
     assert f"column {column!r}" in message and "in 1 row(s): 4" in message
     assert f"indicators.{column}" in message and "NGA-R007-partial" in message
@@ -181,7 +183,7 @@ def test_the_same_round_is_rejected_at_the_file_drop_naming_file_column_rule_and
 def test_an_undeclared_category_never_becomes_a_column_header(policy, tmp_path):
     safety = ["all_feel_safe"] * 5 + [f"Musa {PHONE}"]
     with pytest.raises(ContractBroken, match="feeling_of_safety"):
-        steps.stage_round(META, _round(feeling_of_safety=safety), policy, tmp_path / "r.pq")
+        stage_round(META, _round(feeling_of_safety=safety), policy, tmp_path / "r.pq")
     # Defence in depth: an unconformed frame reaching aggregation is refused, not headed.
     agreement = policy.agreements["protection-cluster-nga"]
     ruleset = policy.rulesets["NGA"]
@@ -194,7 +196,7 @@ def test_an_undeclared_category_never_becomes_a_column_header(policy, tmp_path):
 
 
 def test_aggregated_columns_are_exactly_the_declared_values(policy, tmp_path):
-    staged = steps.stage_round(META, _round(), policy, tmp_path / "r.arrow")
+    staged = stage_round(META, _round(), policy, tmp_path / "r.arrow")
     conformed = staging.read_staged(staged["path"]).assign(admin1_name="Borno", primary_need="food")
     ruleset = policy.rulesets["NGA"]
     selection = select_for_agreement(classify_round(conformed.columns, ruleset),
@@ -316,7 +318,7 @@ def test_an_oversized_or_zip_bomb_file_is_refused_unread(policy, survey, tmp_pat
     "call 0803 - 555 - 0199", "call 0803 . 555 . 0199", "call (0803) / 555 / 0199",
 ])
 def test_allowed_free_text_never_carries_contacts_or_ids(text):
-    from dissemination.disclosure import REDACTED, redact
+    from dissemination.disclosure.engine import REDACTED, redact
 
     redacted, n = redact(pd.Series([text, "Road flooded since 3 days", None]))
     assert n == 1 and REDACTED in redacted[0]
@@ -404,8 +406,8 @@ def test_pulled_from_the_survey_database_no_secret_column_is_read_past_the_first
     the columns the contract reads: the same violations and the same staged round as one pass
     over every column, and no part holds a Secret column (SQLite: 4 parts; PostgreSQL:
     one COPY stream)."""
-    from dissemination import source
     from dissemination.devkit.synthetic import generate_round
+    from dissemination.intake import source
 
     survey = sql_engine
 
@@ -430,7 +432,7 @@ def test_pulled_from_the_survey_database_no_secret_column_is_read_past_the_first
     source.write_round(survey, meta, df)
     path = tmp_path / "stage" / "round.arrow"
     with pytest.raises(ContractBroken) as broken:
-        steps.pull_round(survey, meta.round_id, policy, path)
+        pull_round(survey, meta.round_id, policy, path)
     whole = conform(read_round(survey, meta.round_id)[1], ruleset, first_row=1)
     assert broken.value.violations == whole.violations and whole.violations
     assert whole.hxl_row == hxl and not path.exists()
@@ -438,11 +440,11 @@ def test_pulled_from_the_survey_database_no_secret_column_is_read_past_the_first
     df.loc[1200, "site_id"] = "NGA-S99999"
     source.write_round(survey, meta, df)
     read.clear()
-    staged = steps.pull_round(survey, meta.round_id, policy, path)
+    staged = pull_round(survey, meta.round_id, policy, path)
     clean = conform(read_round(survey, meta.round_id)[1], ruleset, first_row=1)
     assert len(read) == (4 if survey.dialect.name == "sqlite" else 1) and not any(secret & set(columns) for columns in read)
     pd.testing.assert_frame_equal(staging.read_staged(path), clean.frame)
     assert staged["columns"] == clean.columns
     # An uncovered column travels by position: its header is never a column's name.
     assert secret - {"enumerator_id"} <= set(staged["columns"]) and "column 22" in clean.dropped
-    assert staged["active_relational"] == sorted(steps.active_relational(clean.frame, ruleset))
+    assert staged["active_relational"] == sorted(active_relational(clean.frame, ruleset))

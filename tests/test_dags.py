@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 POLICY_DIR = Path(__file__).resolve().parent / "policy"
 HEAVY = ["pandas", "great_expectations", "paramiko", "pyzipper", "pyarrow",
-         "airflow.providers.sftp", "dissemination.sftp", "dissemination.validation"]
+         "airflow.providers.sftp", "dissemination.delivery.sftp", "dissemination.intake.validation"]
 
 _PROBE = """
 import json, sys, time

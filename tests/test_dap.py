@@ -10,7 +10,7 @@ from openpyxl import Workbook, load_workbook
 
 from dissemination.__main__ import main
 from dissemination.classification import DisseminationCategory
-from dissemination.dap import DapError, import_dap, read_dap
+from dissemination.intake.dap import DapError, import_dap, read_dap
 from dissemination.policy import load_policy
 
 TODAY = date(2026, 11, 21)

@@ -1,4 +1,4 @@
-"""A batch's deliveries a few at once (``steps.deliver_each``), against a real OpenSSH sshd and
+"""A batch's deliveries a few at once (``deliver_each``), against a real OpenSSH sshd and
 both ledgers: they overlap, each is recorded exactly once with the hash chain intact, a failure
 stops none of the others, and a batch stopped midway leaves no delivery half done."""
 
@@ -13,32 +13,33 @@ import pytest
 import sqlalchemy as sa
 from faults import InBackground, silent_sessions
 
-from dissemination import steps
-from dissemination.audit import verify
 from dissemination.classification import Urgency
+from dissemination.delivery import Delivery, deliver, deliver_each
+from dissemination.delivery.sftp import DestinationMisconfigured, Sessions
 from dissemination.devkit.synthetic import generate_round
-from dissemination.ledger_migrations import open_upgraded
-from dissemination.sftp import DestinationMisconfigured, Sessions
+from dissemination.ledger.audit import verify
+from dissemination.ledger.migrations import open_upgraded
+from dissemination.runs import package_deliveries, plan_deliveries
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 PASSWORD = "a-long-enough-test-password"
 
 
-def _packaged(policy, tmp_path, ledger, rounds: int) -> list[steps.Delivery]:
+def _packaged(policy, tmp_path, ledger, rounds: int) -> list[Delivery]:
     """Every NGA medium-urgency delivery of ``rounds`` small rounds, packaged."""
     out = []
     for number in range(1, rounds + 1):
         meta, df = generate_round(policy.rulesets["NGA"], number, 40, seed=number)
-        plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+        plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                       today=date(2026, 11, 2))
-        out += steps.package_deliveries(df, meta, plans, policy, tmp_path / f"pk{number}",
+        out += package_deliveries(df, meta, plans, policy, tmp_path / f"pk{number}",
                                         lambda variable: PASSWORD, ledger, NOW)
     assert len(out) >= 6 and all(d.status == "packaged" for d in out)
     return out
 
 
 class Attempts:
-    """Wraps ``steps.deliver`` to see what a batch does: which attempts began and ended, and
+    """Wraps ``deliver`` to see what a batch does: which attempts began and ended, and
     how many ran at once. The first ``together`` attempts wait for each other at a barrier, so
     a batch that did not run them at once fails with BrokenBarrierError."""
 
@@ -48,7 +49,7 @@ class Attempts:
         self.lock = threading.Lock()
         self.began, self.ended, self.running, self.peak = [], [], 0, 0
 
-    def __call__(self, d: steps.Delivery) -> steps.Delivery:
+    def __call__(self, d: Delivery) -> Delivery:
         with self.lock:
             self.began.append(d.package_path)
             first = len(self.began) <= (self.barrier.parties if self.barrier else 0)
@@ -57,7 +58,7 @@ class Attempts:
         try:
             if first:
                 self.barrier.wait(timeout=60)
-            return steps.deliver(d, lambda conn: self.server.target(), self.policy,
+            return deliver(d, lambda conn: self.server.target(), self.policy,
                                  self.ledger, NOW, "run-1", sessions=self.sessions)
         finally:
             with self.lock:
@@ -76,7 +77,7 @@ def test_a_batchs_deliveries_overlap_and_each_is_recorded_once(policy, server, t
     deliveries = _packaged(policy, tmp_path, ledger, rounds=3)
     attempts = Attempts(policy, server, ledger, together=4)
 
-    results = list(steps.deliver_each(deliveries, attempts, threads=4))
+    results = list(deliver_each(deliveries, attempts, threads=4))
 
     assert [d for d, _ in results] == deliveries  # in batch order, whatever finished first
     assert [o.status for _, o in results] == ["recorded"] * len(deliveries), results
@@ -87,7 +88,7 @@ def test_a_batchs_deliveries_overlap_and_each_is_recorded_once(policy, server, t
     assert {c.state for c in ledger.claims()} == {"delivered"}
     assert verify(ledger.engine).ok  # concurrent writers kept one unbroken hash chain
     # A second pass (a retry, or another run) sends nothing again.
-    again = list(steps.deliver_each(deliveries, Attempts(policy, server, ledger), threads=4))
+    again = list(deliver_each(deliveries, Attempts(policy, server, ledger), threads=4))
     assert {o.status for _, o in again} == {"recorded"}  # this run's own, kept
     assert len(ledger.all()) == len(deliveries)
 
@@ -100,7 +101,7 @@ def test_one_failure_stops_none_of_the_others(policy, server, tmp_path, sql_engi
                                        destination=deliveries[broken].destination + "/gone")
 
     with Sessions() as sessions:  # the failed delivery's session is closed, not passed on
-        results = list(steps.deliver_each(
+        results = list(deliver_each(
             deliveries, Attempts(policy, server, ledger, sessions=sessions), threads=3))
 
     assert [d for d, _ in results] == deliveries
@@ -128,7 +129,7 @@ def test_a_stopped_batch_leaves_no_delivery_half_done(policy, server, tmp_path, 
         return attempts(d)
 
     with pytest.raises(KeyboardInterrupt):
-        for _ in steps.deliver_each(deliveries, attempt, threads=2):
+        for _ in deliver_each(deliveries, attempt, threads=2):
             pass
 
     under_way = attempts.began[1:]
@@ -150,7 +151,7 @@ def test_a_batch_logs_in_once_per_thread_not_once_per_delivery(policy, server, t
     deliveries = _packaged(policy, tmp_path, ledger, rounds=3)
 
     with Sessions() as sessions:
-        results = list(steps.deliver_each(
+        results = list(deliver_each(
             deliveries, Attempts(policy, server, ledger, sessions=sessions), threads=2))
 
     assert [o.status for _, o in results] == ["recorded"] * len(deliveries)
@@ -197,7 +198,7 @@ def test_one_thread_or_several_deliver_the_same(policy, server, tmp_path, thread
     deliveries = _packaged(policy, tmp_path, ledger, rounds=2)
     attempts = Attempts(policy, server, ledger)
 
-    results = list(steps.deliver_each(deliveries, attempts, threads=threads))
+    results = list(deliver_each(deliveries, attempts, threads=threads))
 
     assert [o.status for _, o in results] == ["recorded"] * len(deliveries)
     assert attempts.peak <= threads

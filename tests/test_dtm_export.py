@@ -16,13 +16,14 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from dissemination import staging, steps
 from dissemination.classification import Urgency
-from dissemination.intake import import_drop
-from dissemination.ledger_migrations import open_upgraded
-from dissemination.package import open_package
+from dissemination.intake import staging
+from dissemination.intake.fresh import import_drop
+from dissemination.intake.source import RoundMeta, read_round, write_round
+from dissemination.ledger.migrations import open_upgraded
+from dissemination.package.archive import open_package
 from dissemination.policy import load_policy
-from dissemination.source import RoundMeta, read_round, write_round
+from dissemination.runs import package_deliveries, plan_deliveries, stage_round
 
 NOW = datetime(2026, 11, 5, 12, 0, tzinfo=UTC)
 PASSWORD = "a-long-enough-test-password"
@@ -134,12 +135,12 @@ def _through_the_sql_source(tmp_path) -> tuple[RoundMeta, pd.DataFrame]:
 
 
 def _packages(policy, meta, df, tmp_path, urgency=Urgency.MEDIUM) -> dict[str, tuple]:
-    staged = steps.stage_round(meta, df, policy, tmp_path / "stage" / "round.arrow")
-    plans = steps.plan_deliveries(policy, RoundMeta.from_xcom(staged), staged["columns"],
+    staged = stage_round(meta, df, policy, tmp_path / "stage" / "round.arrow")
+    plans = plan_deliveries(policy, RoundMeta.from_xcom(staged), staged["columns"],
                                   urgency, today=date(2026, 11, 5),
                                   active=staged["active_relational"])
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
-    packaged = steps.package_deliveries(staging.read_staged(staged["path"]), meta, plans, policy,
+    packaged = package_deliveries(staging.read_staged(staged["path"]), meta, plans, policy,
                                         tmp_path / "out", lambda _: PASSWORD, ledger, NOW)
     return {p.agreement_id: open_package(p.package_path, PASSWORD) for p in packaged}
 

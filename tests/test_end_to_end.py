@@ -20,16 +20,20 @@ import pytest
 import sqlalchemy as sa
 from conftest import POLICY_DIR
 
-from dissemination import staging
 from dissemination.classification import Classification, Urgency
+from dissemination.classify.sensitivity import (
+    active_relational,
+    classify_round,
+    select_for_agreement,
+)
+from dissemination.delivery.sftp import parse_host_key
 from dissemination.devkit.local_sftp import LocalSftpServer
 from dissemination.devkit.sandbox import Sandbox
 from dissemination.devkit.synthetic import generate_round
-from dissemination.disclosure import build_content
-from dissemination.package import open_package
-from dissemination.sensitivity import active_relational, classify_round, select_for_agreement
-from dissemination.sftp import parse_host_key
-from dissemination.source import read_round, write_round
+from dissemination.disclosure.engine import build_content
+from dissemination.intake import staging
+from dissemination.intake.source import read_round, write_round
+from dissemination.package.archive import open_package
 
 # System tier: `airflow dags test` runs the urgent DAG in a sandbox over sshd.
 pytestmark = pytest.mark.system
@@ -340,8 +344,8 @@ def test_the_ledger_audit_passes_then_alerts_dtm_when_a_row_is_changed_or_cut(sa
     audit passes and keeps its head. On a copy of the ledger (the runs' own stays intact): an
     edited row fails the task and e-mails DTM's focal points the row, never a value; so does a
     chain cut short since the last audit."""
-    from dissemination.audit import verify
-    from dissemination.ledger import CHAINED
+    from dissemination.ledger.audit import verify
+    from dissemination.ledger.tables import CHAINED
 
     subject = "[DTM] the delivery ledger failed its audit"
     passed = sandbox.run("ledger_audit")
@@ -416,7 +420,7 @@ def test_the_month_after_protects_the_cleaned_round_with_the_partial_one_deliver
     reads the kept export, rebuilds every table and finds it is what was delivered (content
     hash), then protects the cleaned tables with it: nothing is withheld, every low tier
     receives it."""
-    from dissemination.ledger import tables_shown
+    from dissemination.ledger.tables import tables_shown
 
     with sandbox.ledger().engine.connect() as conn:
         kept = {r for (r,) in conn.execute(sa.select(tables_shown.c.round_id))}

@@ -7,13 +7,18 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from dissemination import steps
 from dissemination.classification import Classification, Urgency
-from dissemination.disclosure import REDACTED, SITES, build_content, explain, redact
-from dissemination.holdings import DisclosureState, Held, Holdings
+from dissemination.classify.sensitivity import (
+    active_relational,
+    classify_round,
+    select_for_agreement,
+)
+from dissemination.delivery import ReviewOverdue
+from dissemination.disclosure.engine import REDACTED, SITES, build_content, explain, redact
+from dissemination.intake.source import RoundMeta
+from dissemination.ledger.holdings import DisclosureState, Held, Holdings
 from dissemination.policy import Agreement
-from dissemination.sensitivity import active_relational, classify_round, select_for_agreement
-from dissemination.source import RoundMeta
+from dissemination.runs import package_deliveries, plan_deliveries
 
 PASSWORD = "a-long-enough-test-password"
 
@@ -155,7 +160,7 @@ def test_plan_reads_the_history_of_the_organisation(policy, round_nga):
         asked.append((organisation, country))
         return _held({"site": {"armed_actors_military"}}).items
 
-    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+    plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2026, 11, 2), only=["protection-cluster-nga"],
                                   active=["safety_x_military"], state=DisclosureState(history))
     assert asked == [("protection-sector-nga", "NGA")]  # by id, never by display name
@@ -166,17 +171,17 @@ def test_plan_reads_the_history_of_the_organisation(policy, round_nga):
 
 def test_overdue_review_stops_the_low_path(policy):
     meta = RoundMeta("SSD-R001-cleaned", "SSD", "cleaned", pd.Timestamp("2027-01-05", tz="UTC"))
-    with pytest.raises(steps.ReviewOverdue, match="due for review on 2026-12-30"):
-        steps.plan_deliveries(policy, meta, ["site_id"], Urgency.LOW, today=date(2027, 1, 5))
+    with pytest.raises(ReviewOverdue, match="due for review on 2026-12-30"):
+        plan_deliveries(policy, meta, ["site_id"], Urgency.LOW, today=date(2027, 1, 5))
 
 
 def test_a_risk_assessment_dated_after_today_stops_the_low_path(policy):
     """Not made yet, or a typo (2062 for 2026): it would never fall due for review."""
     meta = RoundMeta("SSD-R001-cleaned", "SSD", "cleaned", pd.Timestamp("2026-08-05", tz="UTC"))
-    with pytest.raises(steps.ReviewOverdue, match="is dated 2026-09-01, after today "
+    with pytest.raises(ReviewOverdue, match="is dated 2026-09-01, after today "
                                                   r"\(2026-08-31\)"):
-        steps.plan_deliveries(policy, meta, ["site_id"], Urgency.LOW, today=date(2026, 8, 31))
-    assert steps.plan_deliveries(policy, meta, ["site_id"], Urgency.LOW,
+        plan_deliveries(policy, meta, ["site_id"], Urgency.LOW, today=date(2026, 8, 31))
+    assert plan_deliveries(policy, meta, ["site_id"], Urgency.LOW,
                                  today=date(2026, 9, 1)) is not None
 
 
@@ -184,17 +189,17 @@ def test_overdue_review_flags_but_does_not_stop_the_medium_path(policy, tmp_path
     import sqlalchemy as sa
 
     from dissemination.devkit.synthetic import generate_round
-    from dissemination.ledger_migrations import open_upgraded
+    from dissemination.ledger.migrations import open_upgraded
 
     meta, df = generate_round(policy.rulesets["SSD"], 1, 40, seed=2)
-    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+    plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2027, 1, 5))
     assert plans and all("was due for review on 2026-12-30" in w
                          for p in plans for w in p.warnings)
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'l.db'}"))
-    (packaged,) = steps.package_deliveries(df, meta, plans, policy, tmp_path, lambda v: PASSWORD,
+    (packaged,) = package_deliveries(df, meta, plans, policy, tmp_path, lambda v: PASSWORD,
                                            ledger, pd.Timestamp("2027-01-05", tz="UTC"))
-    from dissemination.package import open_package
+    from dissemination.package.archive import open_package
 
     manifest, _ = open_package(packaged.package_path, PASSWORD)
     assert manifest["warnings"] == list(plans[0].warnings)

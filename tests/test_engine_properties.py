@@ -9,14 +9,18 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dissemination import contacts
 from dissemination.classification import Classification, DisseminationCategory, Urgency
-from dissemination.columns import as_arrow
-from dissemination.contract import conform
-from dissemination.disclosure import SITES, build_content
-from dissemination.holdings import Held, Holdings
+from dissemination.classify.sensitivity import (
+    active_relational,
+    classify_round,
+    select_for_agreement,
+)
+from dissemination.disclosure.engine import SITES, build_content
+from dissemination.intake import contacts
+from dissemination.intake.columns import as_arrow
+from dissemination.intake.contract import conform
+from dissemination.ledger.holdings import Held, Holdings
 from dissemination.policy import SITE, Agreement, RuleSet
-from dissemination.sensitivity import active_relational, classify_round, select_for_agreement
 
 KINDS = {
     "round_id": "round", "site_id": "key", "admin1_pcode": "admin", "admin2_pcode": "admin",

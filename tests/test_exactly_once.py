@@ -29,17 +29,25 @@ from faults import (
     wait_until,
 )
 
-from dissemination import ledger as ledger_module
-from dissemination import steps
+from dissemination import runs
 from dissemination.__main__ import main as cli
-from dissemination.audit import verify
 from dissemination.classification import Urgency
+from dissemination.delivery import claim_key, deliver
+from dissemination.delivery.sftp import (
+    DeliveryError,
+    DestinationMisconfigured,
+    Sessions,
+    UploadFailed,
+)
 from dissemination.devkit.local_sftp import LocalSftpServer
-from dissemination.digests import file_sha256
 from dissemination.errors import PermanentError
-from dissemination.ledger import ClaimKey, Ledger, LedgerUnavailable
-from dissemination.ledger_migrations import open_upgraded
-from dissemination.sftp import DeliveryError, DestinationMisconfigured, Sessions, UploadFailed
+from dissemination.ledger import connection as ledger_connection
+from dissemination.ledger.audit import verify
+from dissemination.ledger.migrations import open_upgraded
+from dissemination.ledger.records import ClaimKey, LedgerUnavailable
+from dissemination.ledger.store import Ledger
+from dissemination.package.digests import file_sha256
+from dissemination.runs import package_deliveries, plan_deliveries
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 PASSWORD = "a-long-enough-test-password"
@@ -71,9 +79,9 @@ def _packaged(policy, round_nga, server, tmp_path, ledger, *, size: int = 0, fol
     """unicef-nga's main delivery of the round, packaged; ``size`` pads the package (a real
     zip's bytes, then filler) so an upload lasts long enough to be interrupted."""
     meta, df = round_nga
-    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+    plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2026, 11, 2), only=["unicef-nga"])
-    (delivery,) = [d for d in steps.package_deliveries(
+    (delivery,) = [d for d in package_deliveries(
         df, meta, plans, policy, tmp_path / folder, lambda variable: PASSWORD, ledger, NOW)
         if d.recipient == "primary"]
     for dest in (delivery.destination, delivery.fallback["destination"]):
@@ -105,11 +113,11 @@ def _ledger_status(ledger: Ledger) -> str:
     return subprocess.run(
         [sys.executable, "-m", "dissemination", "ledger", "status", "--url",
          str(ledger.engine.url)], capture_output=True, text=True, check=True,
-        env={**os.environ, "PYTHONPATH": str(Path(steps.__file__).parents[1])}).stdout
+        env={**os.environ, "PYTHONPATH": str(Path(runs.__file__).parents[1])}).stdout
 
 
 def _deliver(delivery, server, policy, ledger, run_id="run-1", **kw):
-    return steps.deliver(delivery, lambda conn: server.target(), policy, ledger, NOW, run_id, **kw)
+    return deliver(delivery, lambda conn: server.target(), policy, ledger, NOW, run_id, **kw)
 
 
 def test_sshd_killed_mid_upload_then_back(policy, round_nga, server, tmp_path):
@@ -228,7 +236,7 @@ def test_host_key_changed_sends_nothing_and_reports_why(policy, round_nga, serve
     impostor = LocalSftpServer(tmp_path / "impostor")
     impostor._write_config()
     with pytest.raises(PermanentError, match="presented host key .* nothing was sent"):
-        steps.deliver(delivery, lambda conn: server.target(host_key=impostor.host_key), policy,
+        deliver(delivery, lambda conn: server.target(host_key=impostor.host_key), policy,
                       ledger, NOW, "run-1")
     assert ledger.claims() == [] and not list(_remote(server, delivery).iterdir())
     assert _deliver(delivery, server, policy, ledger).status == "recorded"  # key fixed
@@ -252,8 +260,8 @@ def test_login_revoked_falls_back_to_the_secondary_once(policy, round_nga, serve
                                "secondary_sftp:" + delivery.fallback["destination"].split(":")[1]})
             targets["secondary_sftp"] = other.target()
         (other.root / delivery.fallback["destination"].split(":")[1]).mkdir(parents=True)
-        done = steps.deliver(delivery, targets.__getitem__, policy, ledger, NOW, "run-1")
-        again = steps.deliver(delivery, targets.__getitem__, policy, ledger, NOW, "run-2")
+        done = deliver(delivery, targets.__getitem__, policy, ledger, NOW, "run-1")
+        again = deliver(delivery, targets.__getitem__, policy, ledger, NOW, "run-2")
     finally:
         other.stop()
     assert (done.status, done.recipient) == ("recorded", "secondary")
@@ -310,7 +318,7 @@ def test_ledger_cut_during_and_after_the_upload(policy, round_nga, server, tmp_p
             return server.target()
 
         with pytest.raises(LedgerUnavailable, match="complete and verified, but not yet recorded"):
-            steps.deliver(delivery, target_after_cut, policy, _pg_ledger(schema, url), NOW,
+            deliver(delivery, target_after_cut, policy, _pg_ledger(schema, url), NOW,
                           "run-1")
         final = _remote(server, delivery) / Path(delivery.package_path).name
         uploaded = final.stat()
@@ -337,9 +345,9 @@ def test_a_writer_stopped_mid_transaction_holds_the_others_briefly(
     set itself; then the retry delivers, once."""
     admin, schema = pg_schema
     ledger = _pg_ledger(schema)
-    monkeypatch.setattr(ledger_module, "LOCK_WAIT", timedelta(seconds=1))
+    monkeypatch.setattr(ledger_connection, "LOCK_WAIT", timedelta(seconds=1))
     delivery = _packaged(policy, round_nga, server, tmp_path, ledger)
-    claim = asdict(steps._claim_key(delivery)) if holds == "the delivery's claim" else None
+    claim = asdict(claim_key(delivery)) if holds == "the delivery's claim" else None
     writer, backend = stuck_ledger_writer(POSTGRES_URL, schema, 4, claim)
     try:
         error = InBackground(lambda: _deliver(delivery, server, policy, ledger)).outcome(60)
@@ -373,7 +381,7 @@ def test_a_rotation_mark_waits_for_a_stopped_writer_only_briefly(pg_schema, monk
     the mark goes through."""
     admin, schema = pg_schema
     ledger = _pg_ledger(schema)
-    monkeypatch.setattr(ledger_module, "LOCK_WAIT", timedelta(seconds=1))
+    monkeypatch.setattr(ledger_connection, "LOCK_WAIT", timedelta(seconds=1))
     ledger.record_rotation("unicef-nga", "package_password_unicef_nga", NOW, "Aisha Bello")
     writer, backend = stuck_ledger_writer(POSTGRES_URL, schema, 4, rotation_of="unicef-nga")
     try:
@@ -477,7 +485,7 @@ def test_a_stale_claim_of_a_dead_run_is_taken_over_after_its_lease(policy, round
                                                                    tmp_path):
     ledger = _sqlite_ledger(tmp_path)
     delivery = _packaged(policy, round_nga, server, tmp_path, ledger)
-    key = steps._claim_key(delivery)
+    key = claim_key(delivery)
     ledger.claim(key, "dead-run", "0" * 64, delivery.destination, "nowhere.zip", NOW,
                  timedelta(hours=1))
     held = _deliver(delivery, server, policy, ledger, "run-2")
@@ -486,7 +494,7 @@ def test_a_stale_claim_of_a_dead_run_is_taken_over_after_its_lease(policy, round
     assert ("claimed, not delivered: unicef-nga NGA-R001-partial (medium, main) by run "
             "dead-run since 2026-11-02 10:00 UTC; others may take over after 2026-11-02 "
             "11:00 UTC") in _ledger_status(ledger)
-    later = steps.deliver(delivery, lambda conn: server.target(), policy, ledger,
+    later = deliver(delivery, lambda conn: server.target(), policy, ledger,
                           NOW + timedelta(hours=2), "run-3")
     assert later.status == "recorded"
     _finals_are_verified(server, ledger)

@@ -14,14 +14,16 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from dissemination import steps
 from dissemination.classification import Urgency
-from dissemination.holdings import DisclosureState
-from dissemination.ledger import Ledger, LedgerNotInitialised
-from dissemination.ledger_migrations import open_upgraded
+from dissemination.classify.sensitivity import active_relational
+from dissemination.delivery import AgreementRefused, PolicyChanged, deliver
+from dissemination.intake.source import RoundMeta
+from dissemination.ledger.holdings import DisclosureState
+from dissemination.ledger.migrations import open_upgraded
+from dissemination.ledger.records import LedgerNotInitialised
+from dissemination.ledger.store import Ledger
 from dissemination.policy import PolicyError, load_policy
-from dissemination.sensitivity import active_relational
-from dissemination.source import RoundMeta
+from dissemination.runs import package_deliveries, plan_deliveries, tables_held
 
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 PASSWORD = "a-test-password-of-24-chars"
@@ -89,7 +91,7 @@ def _state(ledger, policy) -> DisclosureState:
 
 
 def _plan(policy, meta, df, state, only=()):
-    return steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM, NOW.date(),
+    return plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM, NOW.date(),
                                  only, active=active_relational(df, policy.rulesets["NGA"]),
                                  state=state)
 
@@ -100,11 +102,11 @@ def _shared(plans) -> dict[str, set[str]]:
 
 def _deliver_and_record(policy, meta, df, plans, ledger, tmp_path, server):
     """Package, upload to the real sshd, record: what the DAG's tasks do."""
-    packaged = steps.package_deliveries(df, meta, plans, policy, tmp_path / "pk",
+    packaged = package_deliveries(df, meta, plans, policy, tmp_path / "pk",
                                         lambda variable: PASSWORD, ledger, NOW)
     for d in packaged:
         (server.root / d.destination.split(":", 1)[1]).mkdir(parents=True, exist_ok=True)
-    return [steps.deliver(d, lambda conn: server.target(), policy, ledger, NOW, "run")
+    return [deliver(d, lambda conn: server.target(), policy, ledger, NOW, "run")
             for d in packaged]
 
 
@@ -225,11 +227,11 @@ def test_an_uninitialised_ledger_stops_planning_and_a_declared_fresh_start_is_re
 def test_dates_are_checked_against_the_wall_clock_again_before_upload(policy, round_nga):
     """Planned while valid, uploaded after the agreement expired: refused, nothing sent."""
     meta, df = round_nga
-    (plan,) = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+    (plan,) = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                     date(2027, 5, 31), ["protection-cluster-nga"])
     packaged = plan.__class__(**{**plan.to_xcom(), "status": "packaged"})
-    with pytest.raises(steps.AgreementRefused, match="not on 2027-06-01"):
-        steps.deliver(packaged, lambda conn: pytest.fail("nothing may be uploaded"), policy,
+    with pytest.raises(AgreementRefused, match="not on 2027-06-01"):
+        deliver(packaged, lambda conn: pytest.fail("nothing may be uploaded"), policy,
                       None, datetime(2027, 6, 1, tzinfo=UTC), "run")
 
 
@@ -242,12 +244,12 @@ def test_a_policy_change_after_planning_refuses_to_package_or_deliver(include, t
     rules.write_text(rules.read_text() + "\n# reviewed\n")
     changed = load_policy(include)
     assert changed.content_sha256 != policy.content_sha256
-    with pytest.raises(steps.PolicyChanged, match="clear the run from its `plan` task"):
-        steps.package_deliveries(df, meta, plans, changed, tmp_path, lambda v: PASSWORD,
+    with pytest.raises(PolicyChanged, match="clear the run from its `plan` task"):
+        package_deliveries(df, meta, plans, changed, tmp_path, lambda v: PASSWORD,
                                  _ledger(tmp_path), NOW)
     packaged = plans[0].__class__(**{**plans[0].to_xcom(), "status": "packaged"})
-    with pytest.raises(steps.PolicyChanged):
-        steps.deliver(packaged, lambda conn: pytest.fail("nothing may be uploaded"), changed,
+    with pytest.raises(PolicyChanged):
+        deliver(packaged, lambda conn: pytest.fail("nothing may be uploaded"), changed,
                       None, NOW, "run")
 
 
@@ -263,9 +265,9 @@ def test_the_ledger_records_the_rules_version_the_plan_applied(policy, round_nga
 
 
 def test_an_old_ledger_is_refused_until_upgraded_then_gains_the_organisation_column(tmp_path):
-    from dissemination.ledger import LedgerNeedsUpgrade
-    from dissemination.ledger_migrations import upgrade
-    from dissemination.ledger_migrations.baseline import first_release_tables
+    from dissemination.ledger.migrations import upgrade
+    from dissemination.ledger.migrations.baseline import first_release_tables
+    from dissemination.ledger.records import LedgerNeedsUpgrade
 
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
     metadata = sa.MetaData()
@@ -293,8 +295,8 @@ def test_a_second_agreement_gets_a_round_its_organisation_holds_judged_with_what
     assert again.status == "planned"  # a re-run of the same agreement: the ledger dedupes it
     (other,) = _plan(split, meta, df, _state(ledger, split), only=["protection-military"])
     assert other.status == "planned"
-    held = steps.tables_held(ledger, split, meta, [other], split.rulesets["NGA"], None, df)
+    held = tables_held(ledger, split, meta, [other], split.rulesets["NGA"], None, df)
     assert held[other.organisation_id][0] == (first.content_sha256,)
-    (packaged,) = steps.package_deliveries(df, meta, [other], split, tmp_path / "pk2",
+    (packaged,) = package_deliveries(df, meta, [other], split, tmp_path / "pk2",
                                            lambda variable: PASSWORD, ledger, NOW)
     assert packaged.status == "packaged" and packaged.content_sha256 != first.content_sha256

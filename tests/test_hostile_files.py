@@ -16,7 +16,7 @@ from conftest import REPO
 from openpyxl import Workbook
 
 from dissemination.devkit.synthetic import generate_round
-from dissemination.intake import import_drop
+from dissemination.intake.fresh import import_drop
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 ROUND = "NGA-R001-partial"

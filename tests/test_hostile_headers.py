@@ -12,14 +12,15 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from dissemination import staging, steps
 from dissemination.__main__ import main
 from dissemination.classification import Urgency
 from dissemination.devkit.synthetic import generate_round
-from dissemination.intake import import_drop
-from dissemination.ledger_migrations import open_upgraded
-from dissemination.package import open_package
-from dissemination.source import RoundMeta
+from dissemination.intake import staging
+from dissemination.intake.fresh import import_drop
+from dissemination.intake.source import RoundMeta
+from dissemination.ledger.migrations import open_upgraded
+from dissemination.package.archive import open_package
+from dissemination.runs import package_deliveries, plan_deliveries, pull_round
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 PASSWORD = "a-long-enough-test-password"
@@ -40,12 +41,12 @@ def _export(tmp_path, policy, edit) -> tuple[Path, list[str]]:
 
 def _packages(policy, survey, tmp_path) -> list[dict]:
     """Every manifest of the round's packages, through the DAG's steps."""
-    staged = steps.pull_round(survey, ROUND, policy, tmp_path / "stage" / "round.arrow")
-    plans = steps.plan_deliveries(policy, RoundMeta.from_xcom(staged), staged["columns"],
+    staged = pull_round(survey, ROUND, policy, tmp_path / "stage" / "round.arrow")
+    plans = plan_deliveries(policy, RoundMeta.from_xcom(staged), staged["columns"],
                                   Urgency.MEDIUM, today=date(2026, 11, 2),
                                   active=staged["active_relational"])
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
-    packaged = steps.package_deliveries(staging.read_staged(staged["path"]),
+    packaged = package_deliveries(staging.read_staged(staged["path"]),
                                         RoundMeta.from_xcom(staged), plans, policy,
                                         tmp_path / "out", lambda _: PASSWORD, ledger, NOW)
     assert packaged
@@ -142,7 +143,7 @@ def test_a_clean_export_names_nothing_missing(policy, tmp_path, capsys, include)
 
 def test_a_header_matched_by_its_hxl_tag_alone_is_named_by_position(policy):
     """A column matched by its HXL tag keeps its header unread: it is named by position."""
-    from dissemination.contract import conform
+    from dissemination.intake.contract import conform
 
     bfa = policy.rulesets["BFA"]
     raw = pd.DataFrame({"Call Zainab on +226 70 12 34 99": ["#loc+id", "BFA-S00001"]})
@@ -154,13 +155,13 @@ def test_a_header_matched_by_its_hxl_tag_alone_is_named_by_position(policy):
 def test_a_header_stored_by_an_earlier_intake_is_withheld_from_packages(policy, tmp_path):
     """A round imported before headers were named by position keeps a dropped header's text
     in ``round_columns``: a run that pulls it names that column without it."""
-    from dissemination.source import write_round
+    from dissemination.intake.source import write_round
 
     meta, df = generate_round(policy.rulesets["NGA"], 1, 8, seed=4)
     survey = sa.create_engine(f"sqlite:///{tmp_path / 'survey.db'}")
     write_round(survey, RoundMeta(ROUND, "NGA", "partial", meta.collected_at,
                                   dropped=("ki_phone", NOTE)), df.drop(columns=["ki_phone"]))
-    staged = steps.pull_round(survey, ROUND, policy, tmp_path / "stage" / "round.arrow")
+    staged = pull_round(survey, ROUND, policy, tmp_path / "stage" / "round.arrow")
     assert staged["dropped"] == ["ki_phone", "dropped column 1"]
     assert "ki_phone" in staged["columns"] and "dropped column 1" in staged["columns"]
     manifests = _packages(policy, survey, tmp_path)

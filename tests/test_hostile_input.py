@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from dissemination.ids import ROUND_ID_PATTERN, InvalidRoundId, check_round_id
-from dissemination.source import SITE_TABLE, metadata, rounds
+from dissemination.intake.source import SITE_TABLE, metadata, rounds
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 HOSTILE = "../../tmp/evil-R001-partial"
@@ -60,10 +60,12 @@ def hostile_survey(tmp_path, round_nga):
 
 def test_a_path_as_round_id_in_the_survey_database_is_refused_and_nothing_escapes(
         hostile_survey, tmp_path, policy, monkeypatch):
-    from dissemination import intake, source, steps
-    from dissemination.ledger_migrations import open_upgraded
-    from dissemination.source import RoundMeta
-    from dissemination.staging import staged_round_path
+    from dissemination.intake import fresh as intake
+    from dissemination.intake import source
+    from dissemination.intake.source import RoundMeta
+    from dissemination.intake.staging import staged_round_path
+    from dissemination.ledger.migrations import open_upgraded
+    from dissemination.runs import stage_round
     from dissemination_airflow.store import RunStage
 
     survey, meta, df = hostile_survey
@@ -89,7 +91,7 @@ def test_a_path_as_round_id_in_the_survey_database_is_refused_and_nothing_escape
     with pytest.raises(InvalidRoundId, match="staging: refused"):
         staged_round_path(folder, HOSTILE)
     with pytest.raises(InvalidRoundId, match="staging: refused"):  # a meta made elsewhere
-        steps.stage_round(RoundMeta(HOSTILE, "NGA", "partial", NOW), df, policy,
+        stage_round(RoundMeta(HOSTILE, "NGA", "partial", NOW), df, policy,
                           folder / f"{HOSTILE}.arrow")
     created = _files(tmp_path) - before
     assert {p.relative_to(tmp_path).parts[0] for p in created} <= {"ledger.db", "work"}
@@ -99,7 +101,7 @@ def test_a_path_as_round_id_in_the_survey_database_is_refused_and_nothing_escape
 
 def test_the_file_drop_uses_the_same_pattern(tmp_path, policy):
     from dissemination.devkit.synthetic import generate_round
-    from dissemination.intake import import_drop
+    from dissemination.intake.fresh import import_drop
 
     drop = tmp_path / "drop"
     drop.mkdir()
@@ -123,8 +125,8 @@ def _mode(path: Path) -> int:
 
 
 def test_staging_is_private_and_named_by_hash(tmp_path, policy, round_nga, monkeypatch):
-    from dissemination import steps
-    from dissemination.staging import staged_round_path
+    from dissemination.intake.staging import staged_round_path
+    from dissemination.runs import stage_round
     from dissemination_airflow import data_docs_dir, work_dir
     from dissemination_airflow.store import RunStage
 
@@ -140,7 +142,7 @@ def test_staging_is_private_and_named_by_hash(tmp_path, policy, round_nga, monke
     assert scratch.parent == work / "scratch" and len(scratch.name) == 16
     assert stage.name == scratch.name == RunStage(run_id).name != RunStage(run_id + "1").name
     meta, df = round_nga
-    staged = steps.stage_round(meta, df, policy, staged_round_path(scratch, meta.round_id))
+    staged = stage_round(meta, df, policy, staged_round_path(scratch, meta.round_id))
     name = stage.put(Path(staged["path"]), Path(staged["path"]).name)
     stored = stage.fetch(name)
     assert stored.parent == work / "runs" / stage.name and _mode(stored) == 0o600
@@ -165,7 +167,7 @@ def test_sweep_removes_run_folders_untouched_for_longer_than_the_retention(tmp_p
     """Age is the newest file in the folder: a failed run resumed yesterday is kept."""
     import os
 
-    from dissemination.staging import run_folder, sweep
+    from dissemination.intake.staging import run_folder, sweep
 
     root = tmp_path / "runs"
 
@@ -233,7 +235,7 @@ def test_a_refused_insert_names_table_row_and_constraint_never_values(sql_engine
     whole row ("Failing row contains ..."), SQLAlchemy adds the bound parameters: neither may
     reach the error, the log or the output; the table, row and constraint are named."""
     from dissemination.devkit.synthetic import generate_round
-    from dissemination.source import RoundNotFound, RoundNotWritten, read_round, write_round
+    from dissemination.intake.source import RoundNotFound, RoundNotWritten, read_round, write_round
 
     meta, df = generate_round(policy.rulesets["NGA"], 1, 40, seed=3)
     df.loc[2, ["ki_name", "ki_phone"]] = [NAME, PHONE]
@@ -255,8 +257,8 @@ def test_the_file_drop_rejects_a_file_the_database_refuses_without_quoting_it(
     already exists". The file goes to rejected/ with a reason that names no value; the other
     files go on."""
     from dissemination.devkit.synthetic import generate_round
-    from dissemination.intake import import_drop
-    from dissemination.source import RoundNotFound, read_round, write_round
+    from dissemination.intake.fresh import import_drop
+    from dissemination.intake.source import RoundNotFound, read_round, write_round
 
     ruleset = policy.rulesets["NGA"]
     meta, first = generate_round(ruleset, 1, 20, seed=1)

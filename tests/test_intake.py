@@ -10,21 +10,21 @@ import pytest
 import sqlalchemy as sa
 
 from dissemination.devkit.synthetic import generate_round
-from dissemination.intake import (
+from dissemination.intake.fresh import (
     DropFileRejected,
     content_hash,
     import_drop,
     new_rounds,
     read_drop_file,
 )
-from dissemination.source import read_round, write_round
+from dissemination.intake.source import read_round, write_round
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 def dbs(tmp_path):
-    from dissemination.ledger_migrations import upgrade
+    from dissemination.ledger.migrations import upgrade
 
     ledger = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
     upgrade(ledger)

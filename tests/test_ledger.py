@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from dissemination.ledger import DeliveryRecord
-from dissemination.ledger_migrations import open_upgraded
+from dissemination.ledger.migrations import open_upgraded
+from dissemination.ledger.records import DeliveryRecord
 
 
 def _record(**overrides) -> DeliveryRecord:
@@ -78,7 +78,7 @@ def test_a_ledger_without_its_marker_stops_planning(sql_engine):
     """New or wiped: its empty history would let every cross-delivery check pass silently."""
     import pytest
 
-    from dissemination.ledger import LedgerNotInitialised
+    from dissemination.ledger.records import LedgerNotInitialised
 
     ledger = open_upgraded(sql_engine)
     with pytest.raises(LedgerNotInitialised, match="ledger init .* --fresh-start"):

@@ -11,18 +11,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from dissemination.audit import verify, verify_since
-from dissemination.ledger import (
-    GENESIS,
-    SCHEMA_REVISION,
-    DeliveryRecord,
-    Ledger,
-    LedgerNeedsUpgrade,
-    deliveries,
-    insert_chained,
-    intake_log,
-)
-from dissemination.ledger_migrations import open_upgraded, upgrade
+from dissemination.ledger.audit import verify, verify_since
+from dissemination.ledger.migrations import open_upgraded, upgrade
+from dissemination.ledger.records import DeliveryRecord, LedgerNeedsUpgrade
+from dissemination.ledger.rows import insert_chained
+from dissemination.ledger.store import Ledger
+from dissemination.ledger.tables import GENESIS, SCHEMA_REVISION, deliveries, intake_log
 
 T0 = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 SECRET_EMAIL = "aisha.private@unicef.example.org"  # a value that must never be printed
@@ -65,7 +59,7 @@ def _sql(engine: sa.Engine, *statements: str) -> None:
 def test_the_code_expects_the_newest_migration():
     from alembic.script import ScriptDirectory
 
-    from dissemination.ledger_migrations import HERE
+    from dissemination.ledger.migrations import HERE
 
     script = ScriptDirectory(str(HERE))
     assert script.get_current_head() == SCHEMA_REVISION
@@ -73,7 +67,7 @@ def test_the_code_expects_the_newest_migration():
 
 def test_every_column_of_a_chained_table_is_hashed_or_left_out_on_purpose():
     """A column added later must be decided on: chained (a new revision) or mutable."""
-    from dissemination.ledger import CHAINED, metadata
+    from dissemination.ledger.tables import CHAINED, metadata
 
     mutable = {"password_rotations": {"notified_at", "called_at"}, "intake": {"exported_at"}}
     for name, (keys, columns) in CHAINED.items():
@@ -132,7 +126,8 @@ LATER = T0 + timedelta(seconds=1)
 def test_a_rows_hash_is_the_same_on_every_backend(sql_engine):
     """Datetimes hash as UTC text: SQLite drops the offset, PostgreSQL converts it; both read
     back to the hash of the values as written."""
-    from dissemination.ledger import audit_chain, row_sha256
+    from dissemination.ledger.rows import row_sha256
+    from dissemination.ledger.tables import audit_chain
 
     open_upgraded(sql_engine).record(_record(1))
     with sql_engine.connect() as conn:
@@ -366,8 +361,8 @@ def test_the_previous_releases_ledger_upgrades_in_place(sql_engine):
     revision 0003 without the version table."""
     from alembic import command
 
-    from dissemination.ledger import VERSION_TABLE
-    from dissemination.ledger_migrations import _config
+    from dissemination.ledger.migrations import _config
+    from dissemination.ledger.tables import VERSION_TABLE
 
     with sql_engine.begin() as conn:
         command.upgrade(_config(conn), "0003")

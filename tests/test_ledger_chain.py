@@ -16,18 +16,12 @@ import pytest
 import sqlalchemy as sa
 from test_ledger_audit import SECRET_EMAIL, _fill, _record
 
-from dissemination.audit import verify
-from dissemination.chain import KEY_FILE_VARIABLE, ChainKey, ChainKeyError, Head, keyed
-from dissemination.ledger import (
-    CHAINED,
-    GENESIS,
-    Ledger,
-    audit_chain,
-    chained_select,
-    metadata,
-    row_sha256,
-)
-from dissemination.ledger_migrations import open_upgraded
+from dissemination.ledger.audit import verify
+from dissemination.ledger.chain import KEY_FILE_VARIABLE, ChainKey, ChainKeyError, Head, keyed
+from dissemination.ledger.migrations import open_upgraded
+from dissemination.ledger.rows import chained_select, row_sha256
+from dissemination.ledger.store import Ledger
+from dissemination.ledger.tables import CHAINED, GENESIS, audit_chain, metadata
 
 KEY = secrets.token_hex(32)
 

@@ -10,10 +10,10 @@ from dataclasses import replace
 import paramiko
 import pytest
 
-from dissemination import sftp
+from dissemination.delivery import sftp
+from dissemination.delivery.sftp import DeliveryError, HostKeyMismatch, LoginRefused, upload
 from dissemination.devkit.local_sftp import LocalSftpServer, SftpServerError, find_sshd
-from dissemination.digests import file_sha256
-from dissemination.sftp import DeliveryError, HostKeyMismatch, LoginRefused, upload
+from dissemination.package.digests import file_sha256
 
 
 @pytest.fixture(scope="module")

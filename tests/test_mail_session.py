@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from dissemination.delivery.notices import Email
 from dissemination.devkit.local_smtp import LocalSmtpServer
-from dissemination.notify import Email
 from dissemination_airflow import mail_session, send
 
 

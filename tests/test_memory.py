@@ -53,7 +53,7 @@ def test_the_defaults_would_keep_them():
 def test_a_round_holding_task_freezes_what_was_alive_and_thaws_it_after():
     import gc
 
-    from dissemination import memory
+    from dissemination.runs import memory
 
     seen = []
 
@@ -77,7 +77,7 @@ def test_a_failing_task_thaws_too():
 
     import pytest
 
-    from dissemination import memory
+    from dissemination.runs import memory
 
     @memory.holds_a_round
     def task():

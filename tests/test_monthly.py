@@ -12,9 +12,9 @@ from conftest import POLICY_DIR
 
 from dissemination.devkit.sandbox import Sandbox
 from dissemination.devkit.synthetic import generate_round
-from dissemination.ledger import Ledger
-from dissemination.package import open_package
-from dissemination.source import write_round
+from dissemination.intake.source import write_round
+from dissemination.ledger.store import Ledger
+from dissemination.package.archive import open_package
 
 # System tier: `airflow dags test` runs the monthly DAG in a sandbox over sshd.
 pytestmark = pytest.mark.system

@@ -11,16 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dissemination.__main__ import main as cli
-from dissemination.audit import verify
-from dissemination.ledger import (
-    DeliveryFailure,
-    DeliveryRecord,
-    insert_chained,
-    intake_log,
-    slot_of,
-)
-from dissemination.ledger_migrations import open_upgraded
-from dissemination.overview import LedgerView, build_overview
+from dissemination.ledger.audit import verify
+from dissemination.ledger.migrations import open_upgraded
+from dissemination.ledger.records import DeliveryFailure, DeliveryRecord, slot_of
+from dissemination.ledger.rows import insert_chained
+from dissemination.ledger.tables import intake_log
+from dissemination.overview.page import LedgerView, build_overview
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -148,7 +144,7 @@ def test_failures_await_retry_or_are_refused_until_delivered(policy, ledger):
 
 
 def test_an_open_claim_is_in_progress_then_awaits_retry_once_its_lease_ends(policy, ledger):
-    from dissemination.ledger import ClaimKey
+    from dissemination.ledger.records import ClaimKey
 
     key = ClaimKey("unicef-nga", "NGA-R006-partial", "medium", "main", "d" * 64)
     ledger.claim(key, "manual__r6", "e" * 64, "sftp_unicef_nga:in", "in/x.zip",

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 import pytest
 
 from dissemination.classification import Urgency
-from dissemination.disclosure import build_content
-from dissemination.package import WeakPassword, build_package, open_package
-from dissemination.sensitivity import classify_round, select_for_agreement
+from dissemination.classify.sensitivity import classify_round, select_for_agreement
+from dissemination.disclosure.engine import build_content
+from dissemination.package.archive import WeakPassword, build_package, open_package
 
 PASSWORD = "correct-horse-battery-staple-42"
 
@@ -129,8 +129,8 @@ def test_a_typed_password_a_cracker_guesses_is_refused(policy, round_nga, tmp_pa
 
 def test_generated_passwords_pass_the_strength_check(policy, round_nga, tmp_path):
     """The rotation's generator must never make a password the packager then refuses."""
-    from dissemination.package import known_words, password_weakness
-    from dissemination.steps import new_password
+    from dissemination.package.archive import known_words, password_weakness
+    from dissemination.runs.passwords import new_password
 
     agreement = policy.agreements["unicef-nga"]
     assert [w for w in (password_weakness(new_password(), known_words(agreement))
@@ -206,7 +206,7 @@ def _deflated(data: bytes, workers: int, writes: int) -> tuple[bytes, list[int]]
     import random
     from concurrent.futures import ThreadPoolExecutor
 
-    from dissemination.package import BlockDeflater
+    from dissemination.package.archive import BlockDeflater
 
     rng, out, waiting, start = random.Random(writes), [], [], 0
     with ThreadPoolExecutor(workers) as pool:
@@ -223,7 +223,7 @@ def _deflated(data: bytes, workers: int, writes: int) -> tuple[bytes, list[int]]
 @pytest.mark.integration
 def test_a_package_of_many_deflate_blocks_opens_in_7zip(policy, round_nga, tmp_path,
                                                           monkeypatch):
-    from dissemination import package
+    from dissemination.package import archive as package
 
     monkeypatch.setattr(package, "DEFLATE_INLINE", 4096)  # the 200-site CSV (23 KB): 4 KB inline
     monkeypatch.setattr(package, "DEFLATE_BLOCK", 1024)

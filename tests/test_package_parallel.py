@@ -16,12 +16,20 @@ import pyarrow.csv as pa_csv
 import pytest
 import sqlalchemy as sa
 
-from dissemination import package, steps
+from dissemination import runs
 from dissemination.classification import Urgency
-from dissemination.disclosure import build_content
-from dissemination.ledger_migrations import open_upgraded
-from dissemination.package import WeakPassword, build_package, open_package
-from dissemination.sensitivity import classify_round, select_for_agreement
+from dissemination.classify.sensitivity import classify_round, select_for_agreement
+from dissemination.disclosure.engine import build_content
+from dissemination.ledger.migrations import open_upgraded
+from dissemination.package import archive as package
+from dissemination.package.archive import WeakPassword, build_package, open_package
+from dissemination.runs import (
+    new_password,
+    package_deliveries,
+    package_workers,
+    packaged_columns,
+    plan_deliveries,
+)
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 PASSWORD = "a-long-enough-test-password"
@@ -108,7 +116,7 @@ def test_7zip_reads_the_streamed_package_and_its_csv_is_the_old_one(unicef, tmp_
 
 def _plans(policy, round_nga):
     meta, df = round_nga
-    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+    plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2026, 11, 2))
     assert len({p.organisation_id for p in plans}) == 2  # two workers have work
     return plans
@@ -117,7 +125,7 @@ def _plans(policy, round_nga):
 def _package(policy, round_nga, tmp_path, workers, password_for=lambda variable: PASSWORD):
     meta, df = round_nga
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
-    return steps.package_deliveries(df, meta, _plans(policy, round_nga), policy,
+    return package_deliveries(df, meta, _plans(policy, round_nga), policy,
                                     tmp_path / f"pk{workers}", password_for, ledger, NOW,
                                     workers=workers)
 
@@ -161,14 +169,14 @@ def test_an_unexpected_error_in_a_worker_names_the_organisation(policy, round_ng
 def test_a_bad_worker_count_is_refused_naming_the_variable(monkeypatch, value):
     monkeypatch.setenv("DISSEMINATION_PACKAGE_WORKERS", value)
     with pytest.raises(ValueError, match="DISSEMINATION_PACKAGE_WORKERS"):
-        steps.package_workers()
+        package_workers()
 
 
 def _pool_in_a_daemon(results) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from dissemination.steps import _children_allowed
+    from dissemination.runs.packaging import _children_allowed
 
     try:
         with _children_allowed(), ProcessPoolExecutor(
@@ -204,14 +212,14 @@ def test_the_packaged_columns_alone_build_the_same_packages(policy, round_nga, t
     plans = [replace(p, areas={"admin1_name": [area]}) if p.areas else p
              for p in _plans(policy, round_nga)]
     assert sum(bool(p.areas) for p in plans) == 1
-    columns = steps.packaged_columns(plans, list(df.columns))
+    columns = packaged_columns(plans, list(df.columns))
     assert not any(d.column == "admin1_name" for p in plans for d in p.selection.shared)
     assert {"admin1_name", "admin2_pcode", "site_id"} <= set(columns) < set(df.columns)
     assert "ki_phone" not in columns  # Secret: shared by no one (never staged anyway)
 
     def package(frame, name):
         ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / name}.db"))
-        return steps.package_deliveries(frame, meta, plans, policy, tmp_path / name,
+        return package_deliveries(frame, meta, plans, policy, tmp_path / name,
                                         lambda variable: PASSWORD, ledger, NOW, workers=1)
 
     whole, read = package(df, "whole"), package(df[columns], "read")
@@ -242,11 +250,11 @@ def test_organisations_alike_get_tables_built_and_deflated_once_in_zips_of_their
     meta, df = round_nga
     policy = _copies(include, {"unicef-nga-copy": "unicef-nga",
                                "protection-nga-copy": "protection-cluster-nga"})
-    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+    plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2026, 11, 2))
     organisations = [[p for p in plans if p.organisation_id == o]
                      for o in dict.fromkeys(p.organisation_id for p in plans)]
-    groups = steps.alike(organisations)
+    groups = runs.alike(organisations)
     assert sorted(sorted(plans[0].organisation_id for plans in g) for g in groups) == [
         ["protection-nga-copy", "protection-sector-nga"], ["unicef", "unicef-nga-copy"]]
     assert sorted(len(plans) for g in groups for plans in g) == [1, 1, 2, 2]  # UNICEF: field too
@@ -259,10 +267,10 @@ def test_organisations_alike_get_tables_built_and_deflated_once_in_zips_of_their
     generated: dict[str, str] = {}
 
     def password_for(variable):  # one generated password per Variable, as rotation stores
-        return generated.setdefault(variable, steps.new_password())
+        return generated.setdefault(variable, new_password())
 
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
-    out = steps.package_deliveries(df, meta, plans, policy, tmp_path / "pk", password_for,
+    out = package_deliveries(df, meta, plans, policy, tmp_path / "pk", password_for,
                                    ledger, NOW, workers=1)
     assert [d.status for d in out] == ["packaged"] * 6
     assert len(written) == 3  # one CSV per distinct table, not one per package
@@ -298,7 +306,7 @@ def test_an_error_for_an_organisation_alike_names_that_organisation(include, rou
     itself, naming its own organisation and agreement, and leaves no partial zip."""
     meta, df = round_nga
     policy = _copies(include, {"unicef-nga-copy": "unicef-nga"})
-    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+    plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2026, 11, 2))
 
     def password_for(variable):
@@ -306,7 +314,7 @@ def test_an_error_for_an_organisation_alike_names_that_organisation(include, rou
 
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
     with pytest.raises(WeakPassword, match="unicef-nga-copy") as exc:
-        steps.package_deliveries(df, meta, plans, policy, tmp_path / "pk", password_for,
+        package_deliveries(df, meta, plans, policy, tmp_path / "pk", password_for,
                                  ledger, NOW, workers=1)
     assert "for Partner unicef-nga-copy" in "".join(exc.value.__notes__)
     assert "short-pw" not in str(exc.value) + "".join(exc.value.__notes__)

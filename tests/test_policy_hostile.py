@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dissemination.__main__ import main
-from dissemination.dap import DapError, import_dap
+from dissemination.intake.dap import DapError, import_dap
 
 #: Six levels of ten: a million "lol"s from nine lines (the "billion laughs", scaled down so
 #: that today's main prints its megabytes rather than running out of memory).
@@ -145,8 +145,8 @@ def test_retuning_an_inherited_urgent_signal_needs_a_reason(include, capsys):
 
 def test_a_retuned_signal_with_its_reason_is_reported_and_fires_at_its_threshold(include,
                                                                                    capsys):
+    from dissemination.intake.signals import detect
     from dissemination.policy import load_policy
-    from dissemination.signals import detect
 
     path = include / "rules" / "NGA.yaml"
     default_policy = load_policy(include)

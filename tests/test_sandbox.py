@@ -24,8 +24,8 @@ from test_ledger import _record as delivery_record
 
 from dissemination.devkit.local_sftp import free_port
 from dissemination.devkit.sandbox import Sandbox, SandboxBusy
-from dissemination.ledger import Ledger
-from dissemination.ledger_migrations import upgrade as upgrade_ledger
+from dissemination.ledger.migrations import upgrade as upgrade_ledger
+from dissemination.ledger.store import Ledger
 from dissemination_airflow import LEDGER_DB_CONN_ID, SMTP_CONN_ID, SURVEY_DB_CONN_ID
 
 # System tier: the sandbox runs Airflow's CLI, api-server and scheduler over sshd.

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dissemination.batches import (
+from dissemination.delivery.batches import (
     LABEL_LENGTH,
     ONE_EACH_UP_TO,
     DeliveriesRefused,

@@ -29,7 +29,7 @@ from conftest import POLICY_DIR
 from dissemination.devkit.local_sftp import free_port
 from dissemination.devkit.sandbox import Sandbox
 from dissemination.devkit.synthetic import generate_round
-from dissemination.source import write_round
+from dissemination.intake.source import write_round
 
 # System tier: Airflow's scheduler and api-server, over PostgreSQL and sshd.
 pytestmark = pytest.mark.system

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dissemination.classification import Classification, DisseminationCategory, Urgency
+from dissemination.classify.sensitivity import UNCOVERED, classify_round, select_for_agreement
 from dissemination.policy import Agreement, RuleSet
-from dissemination.sensitivity import UNCOVERED, classify_round, select_for_agreement
 
 
 def test_a_column_no_rule_covers_is_secret_and_never_shared(policy, round_nga):

@@ -10,10 +10,7 @@ from dataclasses import replace
 import pytest
 from faults import CuttableLink, InBackground, silent_sessions, wait_until
 
-from dissemination.devkit.local_sftp import LocalSftpServer, Quirks
-from dissemination.digests import file_sha256
-from dissemination.errors import PermanentError
-from dissemination.sftp import (
+from dissemination.delivery.sftp import (
     DRAFT_REQUEST_SIZE,
     REQUEST_SIZE,
     DeliveryError,
@@ -25,6 +22,9 @@ from dissemination.sftp import (
     request_size,
     upload,
 )
+from dissemination.devkit.local_sftp import LocalSftpServer, Quirks
+from dissemination.errors import PermanentError
+from dissemination.package.digests import file_sha256
 
 
 @pytest.fixture

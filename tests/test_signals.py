@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dissemination.signals import agreements_for_signals, detect
+from dissemination.intake.signals import agreements_for_signals, detect
 
 
 def test_threshold_and_jump(policy):

@@ -11,16 +11,18 @@ from datetime import UTC, date, datetime
 import pytest
 import sqlalchemy as sa
 
-from dissemination import staging, steps
 from dissemination.__main__ import main as cli
-from dissemination.audit import verify
 from dissemination.classification import Urgency
+from dissemination.delivery import deliver
 from dissemination.devkit.synthetic import generate_round
-from dissemination.ledger_migrations import open_upgraded
-from dissemination.overview import LedgerView, build_overview
-from dissemination.package import open_package
+from dissemination.intake import staging
+from dissemination.ledger.audit import verify
+from dissemination.ledger.migrations import open_upgraded
+from dissemination.overview.page import LedgerView, build_overview
+from dissemination.package.archive import open_package
 from dissemination.policy import load_policy
-from dissemination.registry_ledger import held_line, held_sites
+from dissemination.registry.store import held_line, held_sites
+from dissemination.runs import package_deliveries, plan_deliveries, stage_round
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 PASSWORD = "a-long-enough-test-password"
@@ -40,7 +42,7 @@ def _round(policy, tmp_path, status="partial"):
     """A staged round (as the DAG's pull stages it) whose first site carries a person's name."""
     meta, df = generate_round(policy.rulesets["NGA"], 1, 60, seed=11, status=status)
     df.loc[0, "site_name"] = NAME
-    staged = steps.stage_round(meta, df, policy, tmp_path / status / "round.arrow")
+    staged = stage_round(meta, df, policy, tmp_path / status / "round.arrow")
     return meta, df, staged, staging.read_staged(staged["path"])
 
 
@@ -69,11 +71,11 @@ def _sites(*args, url, include=None):
 
 
 def _run(policy, meta, staged, frame, ledger, tmp_path, target_for, urgency=Urgency.MEDIUM):
-    plans = steps.plan_deliveries(policy, meta, staged["columns"], urgency,
+    plans = plan_deliveries(policy, meta, staged["columns"], urgency,
                                   today=date(2026, 11, 2), active=staged["active_relational"])
-    packaged = steps.package_deliveries(frame, meta, plans, policy, tmp_path / "pk",
+    packaged = package_deliveries(frame, meta, plans, policy, tmp_path / "pk",
                                         lambda variable: PASSWORD, ledger, NOW)
-    return [steps.deliver(d, target_for, policy, ledger, NOW, "run") if d.status == "packaged"
+    return [deliver(d, target_for, policy, ledger, NOW, "run") if d.status == "packaged"
             else d for d in packaged]
 
 
@@ -141,10 +143,10 @@ def test_area_tables_are_made_of_the_sites_that_ship(registry_on, tmp_path):
     include, policy = registry_on
     meta, df, staged, frame = _round(policy, tmp_path, status="cleaned")
     url, ledger = _registered(include, policy, tmp_path)
-    plans = steps.plan_deliveries(policy, meta, staged["columns"], Urgency.LOW,
+    plans = plan_deliveries(policy, meta, staged["columns"], Urgency.LOW,
                                   today=date(2026, 11, 2), active=staged["active_relational"],
                                   only=["protection-cluster-nga"])
-    (package,) = steps.package_deliveries(frame, meta, plans, policy, tmp_path / "pk",
+    (package,) = package_deliveries(frame, meta, plans, policy, tmp_path / "pk",
                                           lambda variable: PASSWORD, ledger, NOW)
     assert package.level == "admin1"
     _, data = open_package(package.package_path, PASSWORD)
@@ -195,7 +197,7 @@ def test_the_demo_registers_its_sites_so_it_delivers_as_before(registry_on, tmp_
     """`make demo` runs on the shipped policy, registry on: the sandbox loads a master list per
     country written from its synthetic rounds, so no site of either version is held."""
     from dissemination.devkit.sandbox import Sandbox
-    from dissemination.registry_ledger import hold_out
+    from dissemination.registry.store import hold_out
 
     include, policy = registry_on
     box = Sandbox(tmp_path / "box", include)
@@ -207,7 +209,7 @@ def test_the_demo_registers_its_sites_so_it_delivers_as_before(registry_on, tmp_
         assert (box.home / "sites" / f"{country}.csv").exists()
         for status in ("partial", "cleaned"):
             meta, df = generate_round(ruleset, 1, 20, seed=5, status=status)
-            staged = steps.stage_round(meta, df, policy, tmp_path / country / f"{status}.arrow")
+            staged = stage_round(meta, df, policy, tmp_path / country / f"{status}.arrow")
             review = hold_out(staging.read_staged(staged["path"]), meta.round_id, ruleset,
                               ledger, NOW)
             assert review.held == () and review.keep is None, (country, status)

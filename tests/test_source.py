@@ -8,11 +8,17 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from dissemination import source
 from dissemination.classification import Classification
-from dissemination.contract import conform
 from dissemination.devkit.synthetic import generate_round
-from dissemination.source import SITE_TABLE, RoundNotFound, latest_round_id, read_round, write_round
+from dissemination.intake import source
+from dissemination.intake.contract import conform
+from dissemination.intake.source import (
+    SITE_TABLE,
+    RoundNotFound,
+    latest_round_id,
+    read_round,
+    write_round,
+)
 
 
 def test_same_arguments_same_round(policy):

@@ -10,10 +10,25 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from dissemination import staging, steps
 from dissemination.classification import Urgency
+from dissemination.delivery import AgreementRefused, Delivery, PasswordRotated, claim_key, deliver
 from dissemination.devkit.local_sftp import LocalSftpServer
-from dissemination.ledger_migrations import open_upgraded
+from dissemination.disclosure import NotAsDelivered
+from dissemination.intake import staging
+from dissemination.ledger.migrations import open_upgraded
+from dissemination.runs import (
+    UnknownAgreement,
+    deadline_states,
+    package_deliveries,
+    packaged_columns,
+    packaging,
+    plan_deliveries,
+    recipients,
+    rotate_password,
+    rotations_due,
+    round_columns,
+    stage_round,
+)
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 PASSWORD = "a-long-enough-test-password"
@@ -22,7 +37,7 @@ PASSWORD = "a-long-enough-test-password"
 def test_staging_never_writes_secret_columns(policy, round_nga, tmp_path):
 
     meta, df = round_nga
-    staged = steps.stage_round(meta, df, policy, tmp_path / "r" / "round.arrow")
+    staged = stage_round(meta, df, policy, tmp_path / "r" / "round.arrow")
     on_disk = staging.read_staged(staged["path"])
     # the uncovered enumerator_id travels by position, never by its header
     assert staged["columns"] == [*df.columns[:-1], "column 23"] and staged["rows"] == len(df)
@@ -34,7 +49,7 @@ def test_staging_never_writes_secret_columns(policy, round_nga, tmp_path):
 
 def test_plan_covers_every_medium_agreement_and_survives_xcom(policy, round_nga):
     meta, df = round_nga
-    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+    plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2026, 11, 2))
     assert [(p.agreement_id, p.recipient) for p in plans] == [
         ("protection-cluster-nga", "primary"), ("unicef-nga", "primary"),
@@ -42,39 +57,39 @@ def test_plan_covers_every_medium_agreement_and_survives_xcom(policy, round_nga)
     assert all(p.status == "planned" for p in plans)
     assert plans[1].fallback["name"] == policy.focal_points["unicef-nga"].secondary.name
     for plan in plans:
-        assert steps.Delivery.from_xcom(plan.to_xcom()) == plan
+        assert Delivery.from_xcom(plan.to_xcom()) == plan
         assert len(plan.explanation) == df.shape[1]
         assert not any(v in " ".join(plan.explanation) for v in df["ki_phone"])
 
 
 def test_expired_agreement_is_refused_and_its_delivery_fails_loudly(policy, round_nga):
     meta, df = round_nga
-    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+    plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2027, 6, 1))
     refused = {p.agreement_id: p for p in plans if p.status == "refused"}
     assert set(refused) == {"protection-cluster-nga"}
     assert "2026-06-01..2027-05-31" in refused["protection-cluster-nga"].reason
-    with pytest.raises(steps.AgreementRefused, match="protection-cluster-nga"):
-        steps.deliver(refused["protection-cluster-nga"], lambda conn: pytest.fail("no connection"),
+    with pytest.raises(AgreementRefused, match="protection-cluster-nga"):
+        deliver(refused["protection-cluster-nga"], lambda conn: pytest.fail("no connection"),
                       policy, None, datetime(2027, 6, 1, tzinfo=UTC), "run")
 
 
 def test_asking_for_an_agreement_that_does_not_cover_the_round(policy, round_nga):
     meta, df = round_nga
-    with pytest.raises(steps.UnknownAgreement, match="'who-nga'"):
-        steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+    with pytest.raises(UnknownAgreement, match="'who-nga'"):
+        plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                               today=date(2026, 11, 2), only=["who-nga"])
-    only = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+    only = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                  today=date(2026, 11, 2), only=["unicef-nga"])
     assert {p.agreement_id for p in only} == {"unicef-nga"}
 
 
 def _run_once(policy, meta, df, ledger, tmp_path, target_for, only=("unicef-nga",)):
-    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+    plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2026, 11, 2), only=only)
-    packaged = steps.package_deliveries(df, meta, plans, policy, tmp_path / "pk",
+    packaged = package_deliveries(df, meta, plans, policy, tmp_path / "pk",
                                         lambda variable: PASSWORD, ledger, NOW)
-    return [steps.deliver(d, target_for, policy, ledger, NOW, "run") for d in packaged]
+    return [deliver(d, target_for, policy, ledger, NOW, "run") for d in packaged]
 
 
 def test_full_cycle_then_nothing_twice(policy, round_nga, server, tmp_path):
@@ -96,7 +111,7 @@ def test_no_focal_point_and_no_hash_of_the_data_in_uploaded_names_or_notices(
     """Uploaded names and the notices carried the field focal point's name and 48 bits of the
     CSV's SHA-256; the partner's server and the e-mail's path hold neither now, only the zip's
     own hash (the notice's SHA-256 is the file's, as uploaded)."""
-    from dissemination.notify import delivery_notice
+    from dissemination.delivery.notices import delivery_notice
 
     meta, df = round_nga
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
@@ -125,21 +140,21 @@ def test_a_dead_attempt_s_partial_goes_when_a_later_run_makes_the_zip_again(
     removed all the same (the claim names it), as when names came from the data."""
     meta, df = round_nga
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
-    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+    plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2026, 11, 2), only=("unicef-nga",))
 
     def packaged(folder):
-        return steps.package_deliveries(df, meta, plans, policy, tmp_path / folder,
+        return package_deliveries(df, meta, plans, policy, tmp_path / folder,
                                         lambda variable: PASSWORD, ledger, NOW)[0]
     dead, later = packaged("a"), packaged("b")
     assert Path(dead.package_path).name != Path(later.package_path).name
     remote_dir = dead.destination.split(":", 1)[1]
     earlier = f"{remote_dir}/{Path(dead.package_path).name}"
-    ledger.claim(steps._claim_key(dead), "dead-run", dead.package_sha256, dead.destination,
+    ledger.claim(claim_key(dead), "dead-run", dead.package_sha256, dead.destination,
                  earlier, NOW, timedelta(hours=1))
     left = server.root / remote_dir / f".{Path(earlier).name}.0123abcd.partial"
     left.write_bytes(Path(dead.package_path).read_bytes()[:1000])
-    done = steps.deliver(later, lambda conn: server.target(), policy, ledger,
+    done = deliver(later, lambda conn: server.target(), policy, ledger,
                          NOW + timedelta(hours=2), "run-2")
     assert done.status == "recorded" and not left.exists()
     assert [p.name for p in (server.root / remote_dir).iterdir()] == [
@@ -151,24 +166,24 @@ def test_a_package_made_before_a_rotation_is_not_uploaded(policy, round_nga, ser
     days later): the partner would get a file the password they are told cannot open."""
     meta, df = round_nga
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
-    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+    plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2026, 11, 2), only=("unicef-nga",))
-    packaged = steps.package_deliveries(df, meta, plans, policy, tmp_path / "pk",
+    packaged = package_deliveries(df, meta, plans, policy, tmp_path / "pk",
                                         lambda variable: PASSWORD, ledger, NOW)
     rotated = "a-new-password-after-rotation"
     for delivery in packaged:
-        with pytest.raises(steps.PasswordRotated, match="package_password_unicef_nga.*changed "
+        with pytest.raises(PasswordRotated, match="package_password_unicef_nga.*changed "
                                                         "after .*Clear the run from `package`"):
-            steps.deliver(delivery, lambda conn: server.target(), policy, ledger, NOW, "run",
+            deliver(delivery, lambda conn: server.target(), policy, ledger, NOW, "run",
                           password_for=lambda variable: rotated)
     assert ledger.all() == [] and not list(server.root.rglob("*.zip"))
-    done = [steps.deliver(d, lambda conn: server.target(), policy, ledger, NOW, "run",
+    done = [deliver(d, lambda conn: server.target(), policy, ledger, NOW, "run",
                           password_for=lambda variable: PASSWORD) for d in packaged]
     assert [d.status for d in done] == ["recorded", "recorded"]
 
 
 def test_a_field_focal_point_receives_only_their_area(policy, round_nga, server, tmp_path):
-    from dissemination.package import open_package
+    from dissemination.package.archive import open_package
 
     meta, df = round_nga
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
@@ -191,10 +206,10 @@ def test_a_field_focal_point_s_areas_match_as_the_policy_check_reads_them(includ
     path.write_text(path.read_text().replace("[NG008001, NG008013]", "[ng008001, ' NG008013']"))
     policy = load_policy(include)
     _, df = round_nga
-    (field,) = [r for r in steps.recipients(policy.agreements["unicef-nga"],
+    (field,) = [r for r in recipients(policy.agreements["unicef-nga"],
                                             policy.focal_points["unicef-nga"])
                 if r["recipient"].startswith("field:")]
-    rows = steps._rows_of(df, field["areas"])
+    rows = packaging._rows_of(df, field["areas"])
     assert rows.sum() > 0
     assert rows.tolist() == df["admin2_pcode"].isin(["NG008001", "NG008013"]).tolist()
 
@@ -202,7 +217,7 @@ def test_a_field_focal_point_s_areas_match_as_the_policy_check_reads_them(includ
 def test_a_rotated_password_is_passed_on_to_everyone_who_opens_the_packages(policy):
     """Only the primary was named: with the primary on leave, the secondary received packages
     locked with a password nobody told them, and field focal points were never told."""
-    from dissemination.notify import rotation_notice
+    from dissemination.delivery.notices import rotation_notice
 
     agreement = policy.agreements["unicef-nga"]
     people = policy.focal_points["unicef-nga"]
@@ -253,25 +268,25 @@ def test_no_available_focal_point_is_refused(policy, round_nga):
         "protection-cluster-nga": people.model_copy(update={
             "primary": people.primary.model_copy(update=off),
             "secondary": people.secondary.model_copy(update=off)})}})
-    (plan,) = steps.plan_deliveries(gone, meta, list(df.columns), Urgency.MEDIUM,
+    (plan,) = plan_deliveries(gone, meta, list(df.columns), Urgency.MEDIUM,
                                     today=date(2026, 11, 2), only=["protection-cluster-nga"])
     assert plan.status == "refused" and "no available focal point" in plan.reason
-    with pytest.raises(steps.AgreementRefused):
-        steps.deliver(plan, lambda conn: pytest.fail("no connection"), gone, None, NOW, "run")
+    with pytest.raises(AgreementRefused):
+        deliver(plan, lambda conn: pytest.fail("no connection"), gone, None, NOW, "run")
 
 
 def test_deadline_states(policy, tmp_path):
     from datetime import timedelta
 
-    from dissemination.ledger import DeliveryRecord
-    from dissemination.source import RoundMeta
+    from dissemination.intake.source import RoundMeta
+    from dissemination.ledger.records import DeliveryRecord
 
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
     now = NOW
     fresh = RoundMeta("NGA-R001-partial", "NGA", "partial", now - timedelta(hours=2))
     old = RoundMeta("NGA-R002-partial", "NGA", "partial", now - timedelta(hours=40))
     states = {(s.round_id, s.agreement_id): s.state
-              for s in steps.deadline_states(policy, [fresh, old], ledger, now)}
+              for s in deadline_states(policy, [fresh, old], ledger, now)}
     assert states == {("NGA-R001-partial", "protection-cluster-nga"): "pending",
                       ("NGA-R001-partial", "unicef-nga"): "pending",
                       ("NGA-R002-partial", "protection-cluster-nga"): "pending",  # 72 h
@@ -289,7 +304,7 @@ def test_deadline_states(policy, tmp_path):
     delivered(old, "unicef-nga", now + timedelta(hours=9))  # after the 48 h window
     later = now + timedelta(hours=40)
     states = {(s.round_id, s.agreement_id): s.state
-              for s in steps.deadline_states(policy, [fresh, old], ledger, later)}
+              for s in deadline_states(policy, [fresh, old], ledger, later)}
     assert states[("NGA-R001-partial", "unicef-nga")] == "met"
     assert states[("NGA-R002-partial", "unicef-nga")] == "missed"
     assert states[("NGA-R002-partial", "protection-cluster-nga")] == "missed"  # never delivered
@@ -299,24 +314,24 @@ def test_rotations_are_due_on_the_plan(policy, tmp_path):
     from datetime import timedelta
 
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
-    assert {a.id for a in steps.rotations_due(policy, ledger, NOW)} == set(policy.agreements)
+    assert {a.id for a in rotations_due(policy, ledger, NOW)} == set(policy.agreements)
     stored = {}
-    for agreement in steps.rotations_due(policy, ledger, NOW):
-        who = steps.rotate_password(agreement, policy, ledger, NOW, stored.__setitem__)
+    for agreement in rotations_due(policy, ledger, NOW):
+        who = rotate_password(agreement, policy, ledger, NOW, stored.__setitem__)
         people = policy.focal_points[agreement.focal_points]
         assert who.startswith(people.primary.name)
         assert all(p.name in who for p in (people.secondary, *people.field))
     assert len(set(stored.values())) == len(policy.agreements)
     assert all(len(v) >= 16 for v in stored.values())
-    assert steps.rotations_due(policy, ledger, NOW + timedelta(days=59)) == []
-    due = steps.rotations_due(policy, ledger, NOW + timedelta(days=60))
+    assert rotations_due(policy, ledger, NOW + timedelta(days=59)) == []
+    due = rotations_due(policy, ledger, NOW + timedelta(days=60))
     assert [a.id for a in due] == ["protection-cluster-nga"]  # rotate_every_days: 60
 
 
 def test_a_packaging_job_never_shows_its_passwords():
     """Forked packaging workers inherit the job: its repr (a traceback's locals, a debugger)
     printed every agreement's password."""
-    job = steps._Job(None, None, None, None, None, None, {"package_password_x": PASSWORD}, [])
+    job = packaging._Job(None, None, None, None, None, None, {"package_password_x": PASSWORD}, [])
     assert PASSWORD not in repr(job) and "package_password_x" not in repr(job)
 
 
@@ -363,11 +378,11 @@ def _cleaned(meta, df, children=None):
 
 
 def _state_total(policy, meta, df, ledger, tmp_path, read_export):
-    from dissemination.package import open_package
+    from dissemination.package.archive import open_package
 
-    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.LOW,
+    plans = plan_deliveries(policy, meta, list(df.columns), Urgency.LOW,
                                   today=date(2026, 11, 2), only=("unicef-nga",))
-    packaged = steps.package_deliveries(df, meta, plans, policy, tmp_path / "pk-low",
+    packaged = package_deliveries(df, meta, plans, policy, tmp_path / "pk-low",
                                         lambda variable: PASSWORD, ledger, NOW,
                                         read_export=read_export)
     main = next(d for d in packaged if d.recipient == "primary")
@@ -382,16 +397,16 @@ def test_a_cleaned_round_is_protected_with_the_partial_tables_its_recipient_hold
     """Per site (partial, medium path) one count of 2 is hidden; per state (cleaned, monthly,
     the same values) the state total minus the visible sites would give it back. Delivered
     through the real server, kept in the ledger, rebuilt and checked by its content hash."""
-    from dissemination.ledger import tables_shown
+    from dissemination.ledger.tables import tables_shown
 
     policy = _versions_policy(include)
     meta, df = _six_sites(round_nga, [2, 9, 8, 7, 6, 5])
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
-    plans = steps.plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
+    plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2026, 11, 2), only=("unicef-nga",))
-    packaged = steps.package_deliveries(df, meta, plans, policy, tmp_path / "pk",
+    packaged = package_deliveries(df, meta, plans, policy, tmp_path / "pk",
                                         lambda variable: PASSWORD, ledger, NOW)
-    done = [steps.deliver(d, lambda conn: server.target(), policy, ledger, NOW, "run")
+    done = [deliver(d, lambda conn: server.target(), policy, ledger, NOW, "run")
             for d in packaged]
     assert [d.status for d in done] == ["recorded", "recorded"]  # the primary and field FP
     rows, kept = ledger.shown_of("NGA-R001-partial")
@@ -403,12 +418,12 @@ def test_a_cleaned_round_is_protected_with_the_partial_tables_its_recipient_hold
     alone = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'alone.db'}"))
     # The package task reads the cleaned round whole for an organisation holding its partial
     # version (linked by any column), and only what it ships for one holding nothing.
-    low = steps.plan_deliveries(policy, cleaned, list(now.columns), Urgency.LOW,
+    low = plan_deliveries(policy, cleaned, list(now.columns), Urgency.LOW,
                                 today=date(2026, 11, 2), only=("unicef-nga",))
-    assert steps.round_columns(cleaned.round_id, low, list(now.columns), ledger, policy) \
+    assert round_columns(cleaned.round_id, low, list(now.columns), ledger, policy) \
         == list(now.columns)
-    shipped = steps.round_columns(cleaned.round_id, low, list(now.columns), alone, policy)
-    assert shipped == steps.packaged_columns(low, list(now.columns))
+    shipped = round_columns(cleaned.round_id, low, list(now.columns), alone, policy)
+    assert shipped == packaged_columns(low, list(now.columns))
     assert "unaccompanied_children" in shipped and set(shipped) < set(now.columns)
     assert _state_total(policy, cleaned, now, alone, tmp_path, None) == [37]  # the gap
     assert _state_total(policy, cleaned, now, ledger, tmp_path, lambda rid, version: df) == [None]
@@ -457,18 +472,18 @@ def _tier_policy(include, tier: str, per_state: bool):
 def _children(policy, meta, df, ledger, folder, exports, version, server=None):
     """unicef-nga's package of ``meta``'s export ``version`` (delivered through ``server`` if
     given): children per site or state, or the delivery if not packaged."""
-    from dissemination.package import open_package
+    from dissemination.package.archive import open_package
 
     urgency = Urgency.MEDIUM if meta.status == "partial" else Urgency.LOW
-    plans = steps.plan_deliveries(policy, meta, list(df.columns), urgency,
+    plans = plan_deliveries(policy, meta, list(df.columns), urgency,
                                   today=date(2026, 11, 2), only=("unicef-nga",))
-    (package,) = steps.package_deliveries(
+    (package,) = package_deliveries(
         df, meta, plans, policy, folder, lambda variable: PASSWORD, ledger, NOW,
         read_export=lambda rid, v: exports[v], version=version)
     if package.status != "packaged":
         return package
     if server is not None:
-        done = steps.deliver(package, lambda conn: server.target(), policy, ledger, NOW, "run")
+        done = deliver(package, lambda conn: server.target(), policy, ledger, NOW, "run")
         assert done.status == "recorded"
     _, data = open_package(package.package_path, PASSWORD)
     key = "admin1_pcode" if "site_id" not in data else "site_id"
@@ -484,7 +499,7 @@ def test_a_round_exported_again_is_protected_with_the_export_delivered_before(
     window, a cleaned one republished; a site of another state added): the state total minus
     the sites seen gives the 2 back. Judged with the first export as kept (its version, as the
     package task keeps it), the total is hidden; with nothing held, shown."""
-    from dissemination.ledger import tables_shown
+    from dissemination.ledger.tables import tables_shown
 
     meta, six = _six_sites(round_nga, [2, 9, 8, 7, 6, 5])
     if status == "cleaned":
@@ -507,17 +522,17 @@ def test_a_round_exported_again_is_protected_with_the_export_delivered_before(
     alone = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'alone.db'}"))
     assert _children(policy, meta, seven, alone, tmp_path / "p0", exports, v2)[state] == 37
     urgency = Urgency.MEDIUM if status == "partial" else Urgency.LOW
-    plans = steps.plan_deliveries(policy, meta, list(seven.columns), urgency,
+    plans = plan_deliveries(policy, meta, list(seven.columns), urgency,
                                   today=date(2026, 11, 2), only=("unicef-nga",))
-    assert steps.round_columns(meta.round_id, plans, list(seven.columns), ledger, policy) \
+    assert round_columns(meta.round_id, plans, list(seven.columns), ledger, policy) \
         == list(seven.columns)  # read whole: the exports are linked by site
     assert _children(policy, meta, seven, ledger, tmp_path / "p2", exports, v2)[state] is None
 
     # The first export's kept copy is gone (removed from the store): withheld, saying why.
     def gone(rid, version):
-        raise steps.NotAsDelivered(f"{rid}: the export its tables were made from cannot be read")
+        raise NotAsDelivered(f"{rid}: the export its tables were made from cannot be read")
 
-    (refused,) = steps.package_deliveries(seven, meta, plans, policy, tmp_path / "p3",
+    (refused,) = package_deliveries(seven, meta, plans, policy, tmp_path / "p3",
                                           lambda variable: PASSWORD, ledger, NOW,
                                           read_export=gone, version=v3)
     assert refused.status == "refused"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from s3_server import CONN_ID, s3_server
 
-from dissemination.staging import run_name
+from dissemination.intake.staging import run_name
 from dissemination_airflow import store
 from dissemination_airflow.store import RunStage, StagedFileMissing
 
@@ -239,7 +239,7 @@ def test_a_published_ledger_head_is_written_once_and_the_newest_read_anywhere(wo
     """The audit's heads under ``ledger-heads/``: the same head again is left as it is, another
     hash for a published sequence number is refused, never overwritten; any worker reads the
     newest; sweeping runs never removes them."""
-    from dissemination.chain import Head
+    from dissemination.ledger.chain import Head
 
     heads = store.PublishedHeads()
     assert heads.newest() is None

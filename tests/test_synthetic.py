@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dissemination.__main__ import main
-from dissemination.contract import conform
 from dissemination.devkit.patterns import PatternUnsupported, examples
 from dissemination.devkit.synthetic import generate_round, to_export, write_export
+from dissemination.intake.contract import conform
 from dissemination.policy import load_policy
 
 #: A country added the README's way: its own admin levels, no gazetteer, export headers and HXL.

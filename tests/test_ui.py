@@ -26,11 +26,11 @@ from airflow_services import TESTS, Service, airflow_path, api_ok, wait_for
 from conftest import POLICY_DIR
 from per_resource_auth_manager import EVERYTHING, GRANTS_ENV
 
-from dissemination.audit import verify
 from dissemination.devkit.local_sftp import free_port
 from dissemination.devkit.sandbox import Sandbox
-from dissemination.ledger import DeliveryFailure
-from dissemination.overview import LedgerView, build_overview
+from dissemination.ledger.audit import verify
+from dissemination.ledger.records import DeliveryFailure
+from dissemination.overview.page import LedgerView, build_overview
 
 # System tier: Airflow runs a DAG, then serves the page to httpx and Chromium.
 pytestmark = pytest.mark.system
@@ -102,7 +102,7 @@ def _hold_a_site(box, ledger, now) -> None:
     import pandas as pd
 
     from dissemination.policy.sites import SiteRegistry
-    from dissemination.registry_ledger import hold_out
+    from dissemination.registry.store import hold_out
 
     ruleset = box.policy.rulesets["NGA"].model_copy(update={"site_registry": SiteRegistry()})
     hold_out(pd.DataFrame({"site_id": ["NGA-S09999"], "site_name": ["Musa Bello"]}),
@@ -189,7 +189,7 @@ def test_the_page_checks_the_chain_from_the_last_passing_audits_head(ui):
     the last audit stands failed, the whole chain again."""
     import sqlalchemy as sa
 
-    from dissemination.ledger import audit_chain
+    from dissemination.ledger.tables import audit_chain
 
     box, base = ui
     engine = box.ledger().engine

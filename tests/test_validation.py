@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dissemination.validation import validate_round
+from dissemination.intake.validation import validate_round
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,9 @@ def test_a_validation_logs_none_of_gx_bookkeeping(round_nga, ruleset, caplog):
 def test_the_checked_columns_alone_give_the_same_verdict(policy, round_nga, ruleset, tmp_path):
     """validate_rounds reads only the columns the suite checks from the stage: the report is
     the one the whole round gives, good or bad."""
-    from dissemination import staging, steps
-    from dissemination.validation import checked
+    from dissemination.intake import staging
+    from dissemination.intake.validation import checked
+    from dissemination.runs import stage_round
 
     meta, df = round_nga
     bad = df.copy()
@@ -49,7 +50,7 @@ def test_the_checked_columns_alone_give_the_same_verdict(policy, round_nga, rule
         # No expectation on the raw round (the cleaned one's are complete): neither read nor shown.
         assert ("site_name" in columns) == (status == "cleaned")
         assert validate_round(bad[columns], ruleset, status) == whole
-    staged = steps.stage_round(meta, df, policy, tmp_path / "round.arrow")
+    staged = stage_round(meta, df, policy, tmp_path / "round.arrow")
     names = staging.staged_columns(staged["path"])
     columns = checked(ruleset, names, "partial")
     subset = staging.read_staged(staged["path"], columns=columns, categories=True)

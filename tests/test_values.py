@@ -23,15 +23,20 @@ from hypothesis import strategies as st
 from test_contract import META
 from test_contract import _round as contract_round
 
-from dissemination import contacts, staging, steps
 from dissemination.__main__ import main
 from dissemination.classification import Urgency
-from dissemination.contract import conform
-from dissemination.disclosure import build_content
-from dissemination.intake import import_drop
-from dissemination.ledger_migrations import open_upgraded
-from dissemination.package import DATA_FILE, open_package
-from dissemination.sensitivity import active_relational, classify_round, select_for_agreement
+from dissemination.classify.sensitivity import (
+    active_relational,
+    classify_round,
+    select_for_agreement,
+)
+from dissemination.disclosure.engine import build_content
+from dissemination.intake import contacts, staging
+from dissemination.intake.contract import conform
+from dissemination.intake.fresh import import_drop
+from dissemination.ledger.migrations import open_upgraded
+from dissemination.package.archive import DATA_FILE, open_package
+from dissemination.runs import package_deliveries, plan_deliveries, stage_round
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 PASSWORD = "Vq7#pX2!mZ9$kL4@wR8%tB6^"
@@ -216,13 +221,13 @@ def spreadsheet_formulas(csv_bytes: bytes) -> list[tuple[int, int]]:
 
 def _package_nga(policy, tmp_path, site_names: list[str]):
     raw = _round(len(site_names), site_name=site_names)
-    staged = steps.stage_round(META, raw, policy, tmp_path / "r.arrow")
+    staged = stage_round(META, raw, policy, tmp_path / "r.arrow")
     df = staging.read_staged(staged["path"])
-    plans = steps.plan_deliveries(policy, META, staged["columns"], Urgency.MEDIUM,
+    plans = plan_deliveries(policy, META, staged["columns"], Urgency.MEDIUM,
                                   today=date(2026, 11, 21), only=["unicef-nga"],
                                   active=staged["active_relational"])
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
-    return steps.package_deliveries(df, META, plans, policy, tmp_path / "pk",
+    return package_deliveries(df, META, plans, policy, tmp_path / "pk",
                                     lambda variable: PASSWORD, ledger, NOW, workers=1)
 
 

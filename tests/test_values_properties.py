@@ -30,16 +30,17 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from test_values import spreadsheet_formulas
 
-from dissemination import contacts, staging, steps
 from dissemination.classification import Urgency
-from dissemination.contract import ContractBroken
 from dissemination.devkit.synthetic import generate_round, write_export
-from dissemination.intake import read_export
-from dissemination.ledger import Ledger
-from dissemination.ledger_migrations import open_upgraded
-from dissemination.package import DATA_FILE, MANIFEST_FILE
+from dissemination.intake import contacts, staging
+from dissemination.intake.contract import ContractBroken
+from dissemination.intake.fresh import read_export
+from dissemination.intake.source import RoundMeta
+from dissemination.ledger.migrations import open_upgraded
+from dissemination.ledger.store import Ledger
+from dissemination.package.archive import DATA_FILE, MANIFEST_FILE
 from dissemination.policy import Policy, load_policy
-from dissemination.source import RoundMeta
+from dissemination.runs import package_deliveries, plan_deliveries, stage_round
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 PASSWORD = "Vq7#pX2!mZ9$kL4@wR8%tB6^"
@@ -234,7 +235,7 @@ def test_junk_in_values_is_blocked_or_never_reaches_a_partner(world, path, data)
     _with_columns(export, headers)
     raw = read_export(export, policy.intake)
     try:
-        staged = steps.stage_round(meta, raw, policy, root / f"{number}.arrow")
+        staged = stage_round(meta, raw, policy, root / f"{number}.arrow")
     except ContractBroken as exc:
         event("blocked by the contract")
         for written, _ in secrets:  # blocked, and the message quotes none of it
@@ -242,10 +243,10 @@ def test_junk_in_values_is_blocked_or_never_reaches_a_partner(world, path, data)
         assert not [m for m in marks if m in str(exc)]  # nor any header it did not declare
         return
     assert not [m for m in marks if m in repr(staged)]  # round_columns, XCom
-    plans = steps.plan_deliveries(policy, RoundMeta.from_xcom(staged), staged["columns"],
+    plans = plan_deliveries(policy, RoundMeta.from_xcom(staged), staged["columns"],
                                   urgency, today=date(2026, 11, 21),
                                   active=staged["active_relational"])
-    packaged = steps.package_deliveries(staging.read_staged(staged["path"]), meta, plans,
+    packaged = package_deliveries(staging.read_staged(staged["path"]), meta, plans,
                                         policy, root / f"pk{number}", lambda v: PASSWORD,
                                         ledger, NOW, workers=1)
     for delivery in packaged:

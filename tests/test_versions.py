@@ -27,8 +27,8 @@ from test_auditor import (
 )
 
 from dissemination.classification import Classification
-from dissemination.disclosure import Delivered, DeliveredMismatch, blanks, build_contents
-from dissemination.holdings import Holdings
+from dissemination.disclosure.engine import Delivered, DeliveredMismatch, blanks, build_contents
+from dissemination.ledger.holdings import Holdings
 
 SITE_TIER = {"indicators": ["round_id", "site_id", "admin1_pcode", "children"]}
 STATE_TIER = {"indicators": ["round_id", "admin1_pcode", "children"], "aggregate_to": "admin1"}

@@ -72,7 +72,7 @@ def _synth(args: argparse.Namespace) -> int:
     else:
         import sqlalchemy as sa
 
-        from .source import write_round
+        from .intake.source import write_round
 
         write_round(sa.create_engine(args.db, hide_parameters=True), meta, df)
         target = args.db
@@ -90,10 +90,10 @@ def _export_path(text: str) -> Path:
 def _check_round(args: argparse.Namespace) -> int:
     """An export, exactly as exported, against a country's contract: what each header is, and
     every violation (names and rows, never values). Exit 1 if the round would be blocked."""
-    from .contract import conform
-    from .formulas import report as formula_report
-    from .headers import describe, not_found
-    from .intake import DropFileRejected, read_export
+    from .intake.contract import conform
+    from .intake.fresh import DropFileRejected, read_export
+    from .intake.headers import describe, not_found
+    from .package.formulas import report as formula_report
 
     found = _country(args)
     if found is None:
@@ -129,7 +129,7 @@ def _check_round(args: argparse.Namespace) -> int:
 
 
 def _dap(args: argparse.Namespace) -> int:
-    from .dap import DapError, import_dap
+    from .intake.dap import DapError, import_dap
 
     try:
         print(import_dap(args.include, args.country, args.file, write=args.write,
@@ -152,12 +152,13 @@ def _ledger(args: argparse.Namespace) -> int:
 
     import sqlalchemy as sa
 
-    from .ledger import Ledger, LedgerNeedsUpgrade, LedgerUnavailable
+    from .ledger.records import LedgerNeedsUpgrade, LedgerUnavailable
+    from .ledger.store import Ledger
 
     engine = sa.create_engine(args.url, hide_parameters=True)
     url = engine.url.render_as_string(hide_password=True)
     if args.action == "upgrade":
-        from .ledger_migrations import upgrade
+        from .ledger.migrations import upgrade
 
         print(upgrade(engine).line(url))
         return 0
@@ -210,9 +211,9 @@ def _ledger(args: argparse.Namespace) -> int:
 def _verify(engine, args: argparse.Namespace, url: str) -> int:
     """``ledger verify``: exit 0 if the chain holds (and holds the heads given), 1 naming the
     first bad row or link, 2 if it cannot be checked (no key for a keyed chain, bad anchor)."""
-    from .audit import parse_anchor, verify
-    from .chain import ChainKey, ChainKeyError, keyed, newest_head
-    from .ledger import LedgerNeedsUpgrade
+    from .ledger.audit import parse_anchor, verify
+    from .ledger.chain import ChainKey, ChainKeyError, keyed, newest_head
+    from .ledger.records import LedgerNeedsUpgrade
 
     try:
         key = ChainKey.from_file(args.key_file) if args.key_file else None
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                         "DISSEMINATION_CHAIN_KEY_FILE names; a keyed chain needs it)")
     ledger.set_defaults(func=_ledger)
 
-    from .registry_cli import register as sites_commands
+    from .registry.cli import register as sites_commands
 
     sites_commands(sub, DEFAULT_INCLUDE, DEFAULT_LEDGER)
 

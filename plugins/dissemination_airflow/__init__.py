@@ -12,7 +12,7 @@ import os
 import threading
 from pathlib import Path
 
-from dissemination.errors import PermanentError
+from dissemination import PermanentError
 
 #: Connection ids the DAGs use; in development they come from AIRFLOW_CONN_* environment variables.
 SURVEY_DB_CONN_ID = "survey_db"
@@ -83,7 +83,7 @@ def form_param(*default, **schema):
 def work_dir() -> Path:
     """Where packages are staged between tasks (a shared volume under the Celery executor);
     private to this user: it holds survey data."""
-    from dissemination.staging import private_dir
+    from dissemination.intake import private_dir
 
     default = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow")) / "dissemination"
     return private_dir(Path(os.environ.get("DISSEMINATION_WORK_DIR", default)))
@@ -91,7 +91,7 @@ def work_dir() -> Path:
 
 def data_docs_dir() -> Path:
     """Great Expectations Data Docs of every validation (open index.html in a browser)."""
-    from dissemination.staging import private_dir
+    from dissemination.intake import private_dir
 
     return private_dir(Path(os.environ.get("DISSEMINATION_DATA_DOCS_DIR",
                                            work_dir() / "data_docs")))
@@ -136,7 +136,7 @@ def _whole_number(variable: str, default: int) -> int:
 def current_policy():
     """The policy files as they are now, compiled once per version on this worker and read
     back by content hash (tens of milliseconds at 1,000 agreements)."""
-    from dissemination.policy.snapshot import compiled_policy
+    from dissemination.policy import compiled_policy
 
     return compiled_policy(include_dir(), work_dir() / "policy")
 
@@ -189,21 +189,21 @@ def engine(conn_id: str):
     carries the chain key, when one is configured, to write and check keyed links."""
     import sqlalchemy as sa
 
-    from dissemination.chain import keyed
+    from dissemination.ledger import keyed
 
     made = sa.create_engine(sqlalchemy_url(conn_id), hide_parameters=True)
     return keyed(made, chain_key()) if conn_id == LEDGER_DB_CONN_ID else made
 
 
 def chain_key(required: bool = False):
-    """The ledger chain's key (``dissemination.chain.ChainKey``) from the connection
+    """The ledger chain's key (``dissemination.ledger.ChainKey``) from the connection
     ``CHAIN_KEY_CONN_ID``, masked in every log line; None if there is none, unless
     ``required`` (the audit: a chain it cannot key protects nothing written after it)."""
     from airflow.sdk import Connection
     from airflow.sdk.exceptions import AirflowNotFoundException
     from airflow.sdk.log import mask_secret
 
-    from dissemination.chain import ChainKey
+    from dissemination.ledger import ChainKey
 
     try:
         secret = Connection.get(CHAIN_KEY_CONN_ID).password
@@ -223,7 +223,7 @@ def chain_key(required: bool = False):
 def upgrade_ledger() -> None:
     """Migrate the ledger to this code's schema, in place (a no-op when it is there): the
     first ledger task of every DAG that writes it calls this, so a deployment needs no step."""
-    from dissemination.ledger_migrations import upgrade
+    from dissemination.ledger import upgrade
 
     ledger = engine(LEDGER_DB_CONN_ID)
     print(upgrade(ledger).line(ledger.url.render_as_string(hide_password=True)))
@@ -277,7 +277,7 @@ def sftp_target(conn_id: str):
     from airflow.sdk import Connection
     from airflow.sdk.log import mask_secret
 
-    from dissemination.sftp import SftpTarget
+    from dissemination.delivery import SftpTarget
 
     conn = Connection.get(conn_id)
     extra = conn.extra_dejson
@@ -318,14 +318,14 @@ def package_password(variable: str) -> str:
 
 
 def send(email) -> None:
-    """Send a ``dissemination.notify.Email`` through Airflow's SMTP connection."""
+    """Send a ``dissemination.delivery.Email`` through Airflow's SMTP connection."""
     with mail_session() as send_one:
         send_one(email)
 
 
 @contextlib.contextmanager
 def mail_session():
-    """A function sending ``dissemination.notify.Email``s over one SMTP session: a notify batch
+    """A function sending ``dissemination.delivery.Email``s over one SMTP session: a notify batch
     logs in once, not once per notice (with TLS and a login, most of a notice's time).
 
     A session the server closes (its limit of messages per session: 421, or a dropped

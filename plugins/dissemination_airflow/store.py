@@ -23,8 +23,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dissemination.errors import PermanentError
-from dissemination.staging import RUN_FOLDER, private_dir, run_folder, run_name
+from dissemination import PermanentError
+from dissemination.intake import RUN_FOLDER, private_dir, run_folder, run_name
 from dissemination_airflow import ConfigurationError, staging_root, work_dir
 
 #: Stores where one upload is atomic for readers (the object appears whole or not at all).
@@ -260,7 +260,7 @@ class KeptExports(KeptFolder):
 
     @staticmethod
     def _name(round_id: str, version: str) -> str:
-        from dissemination.ids import check_round_id
+        from dissemination import check_round_id
 
         if not re.fullmatch(r"[0-9a-f]{64}", version):
             raise ValueError(f"kept export of {round_id}: {version!r} is not a version")
@@ -316,7 +316,7 @@ class PublishedHeads(KeptFolder):
 
     def newest(self):
         """The newest published head (``chain.Head``), or None before the first."""
-        from dissemination.chain import Head
+        from dissemination.ledger import Head
 
         if self.local:
             found = [p.name for p in self._folder().iterdir()]
@@ -328,7 +328,7 @@ class PublishedHeads(KeptFolder):
         return None if not names else Head.parse(self._read(names[-1]), self._where(names[-1]))
 
     def _existing(self, name: str):
-        from dissemination.chain import Head
+        from dissemination.ledger import Head
 
         try:
             return Head.parse(self._read(name), self._where(name))
@@ -396,7 +396,7 @@ def sweep(retention: timedelta, now: datetime, base=None) -> list[str]:
     ``LastModified`` on S3, ``mtime`` or ``created`` elsewhere); a store that reports none is
     refused, naming it: expire its objects with the store's own lifecycle rule instead.
     """
-    from dissemination.staging import sweep as sweep_folders
+    from dissemination.intake import sweep as sweep_folders
 
     base = staging_base() if base is None else base
     removed = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, get_current_context, task
 
-from dissemination import memory
+from dissemination.runs import holds_a_round
 
 # Network hiccups are retried; a wrong host key, a bad round or a policy problem fails at once.
 RETRY_POLICY = ExceptionRetryPolicy(rules=[
@@ -31,16 +31,16 @@ def default_args() -> dict:
 
 
 @task
-@memory.holds_a_round
+@holds_a_round
 def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -> dict:
     """Read each round from the survey database once; check every value against the country's
     contract and stage it without Secret columns. A round that breaks its contract (or has no
     rule set) is blocked here, on every path; the others go on."""
     from pathlib import Path
 
-    from dissemination.contract import ContractBroken
-    from dissemination.staging import staged_round_path
-    from dissemination.steps import NoRuleSet, pull_round
+    from dissemination.intake import ContractBroken, staged_round_path
+    from dissemination.policy import NoRuleSet
+    from dissemination.runs import pull_round
 
     from . import SURVEY_DB_CONN_ID, current_policy, engine, upgrade_ledger
     from .store import RunStage
@@ -65,14 +65,13 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
 
 
 @task
-@memory.holds_a_round
+@holds_a_round
 def validate_rounds(staged: dict, urgency: str, run_id: str) -> dict:
     """Great Expectations per round, with Data Docs; a failing round stops here, the others go
     on."""
-    from dissemination.classification import Urgency
-    from dissemination.staging import read_staged, staged_columns
-    from dissemination.steps import ruleset_for
-    from dissemination.validation import checked, validate_round
+    from dissemination import Urgency
+    from dissemination.intake import checked, read_staged, staged_columns, validate_round
+    from dissemination.policy import ruleset_for
 
     from . import current_policy, data_docs_dir
     from .store import RunStage
@@ -107,11 +106,11 @@ def plan(validated: dict, urgency: str, run_id: str, agreements: list[str] | Non
     """
     import pendulum
 
-    from dissemination.classification import Urgency
-    from dissemination.holdings import DisclosureState
-    from dissemination.ledger import Ledger
-    from dissemination.source import RoundMeta
-    from dissemination.steps import ReviewOverdue, plan_deliveries
+    from dissemination import Urgency
+    from dissemination.delivery import ReviewOverdue
+    from dissemination.intake import RoundMeta
+    from dissemination.ledger import DisclosureState, Ledger
+    from dissemination.runs import plan_deliveries
 
     from . import LEDGER_DB_CONN_ID, current_policy, engine
     from .store import RunStage
@@ -145,7 +144,7 @@ def plan(validated: dict, urgency: str, run_id: str, agreements: list[str] | Non
 
 
 @task
-@memory.holds_a_round
+@holds_a_round
 def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
     """One AES-256 zip per agreement and round, reading each round once; then the deliveries
     in batches of whole organisations, one mapped ``deliver`` each."""
@@ -154,12 +153,11 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
 
     import pendulum
 
-    from dissemination.batches import batch_deliveries
+    from dissemination.delivery import Delivery, batch_deliveries
+    from dissemination.intake import RoundMeta, read_staged, staged_columns
     from dissemination.ledger import Ledger
-    from dissemination.registry_ledger import held_line
-    from dissemination.source import RoundMeta
-    from dissemination.staging import read_staged, staged_columns
-    from dissemination.steps import Delivery, export_reader, package_deliveries, round_columns
+    from dissemination.registry import held_line
+    from dissemination.runs import export_reader, package_deliveries, round_columns
 
     from . import (
         LEDGER_DB_CONN_ID,
@@ -219,10 +217,8 @@ def deliver(batch: dict, run_id: str) -> dict:
 
     import pendulum
 
-    from dissemination import steps
-    from dissemination.batches import failed
+    from dissemination.delivery import Delivery, Sessions, deliver, deliver_each, failed, failure_of
     from dissemination.ledger import Ledger, LedgerUnavailable
-    from dissemination.sftp import Sessions
 
     from . import (
         LEDGER_DB_CONN_ID,
@@ -241,26 +237,26 @@ def deliver(batch: dict, run_id: str) -> dict:
     policy, ledger, target_for = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID)), sftp_targets()
     # one SSH session per server and thread, not one per delivery
     sessions = Sessions(sftp_stall_seconds())
-    deliveries = [steps.Delivery.from_xcom(delivery) for delivery in staged["deliveries"]]
+    deliveries = [Delivery.from_xcom(delivery) for delivery in staged["deliveries"]]
     # Read here, once per batch: a Variable read from a delivery thread finds no task context
     passwords = {v: package_password(v) for v in sorted(
         {policy.agreements[d.agreement_id].password.variable for d in deliveries
          if d.status == "packaged" and d.agreement_id in policy.agreements})}
 
-    def attempt(d: steps.Delivery) -> steps.Delivery:
+    def attempt(d: Delivery) -> Delivery:
         if d.package_path:  # a name in the stage: a local copy on this worker
             d = replace(d, package_path=str(stage.fetch(d.package_path)))
-        return steps.deliver(d, target_for, policy, ledger, pendulum.now("UTC"), run_id,
+        return deliver(d, target_for, policy, ledger, pendulum.now("UTC"), run_id,
                              sessions=sessions, password_for=passwords.__getitem__)
 
     done, failures = [], []
     with sessions:  # closed once every delivery of the batch has ended
-        for d, outcome in steps.deliver_each(deliveries, attempt, delivery_threads()):
+        for d, outcome in deliver_each(deliveries, attempt, delivery_threads()):
             if isinstance(outcome, Exception):  # the batch's other deliveries still go
                 print(f"FAILED {_label(d)}: {type(outcome).__name__}: {outcome}")
                 failures.append((_label(d), outcome))
                 with contextlib.suppress(LedgerUnavailable):  # the task's own error says it all
-                    ledger.record_failure(steps.failure_of(d, run_id, pendulum.now("UTC"),
+                    ledger.record_failure(failure_of(d, run_id, pendulum.now("UTC"),
                                                            outcome))
                 continue
             print(f"{_label(outcome)}: {outcome.status} to {outcome.recipient} "
@@ -279,8 +275,7 @@ def notify(batch: dict, run_id: str) -> None:
     DTM's focal point if an agreement's window was missed."""
     import pendulum
 
-    from dissemination import steps
-    from dissemination.batches import failed
+    from dissemination.delivery import Delivery, failed
     from dissemination.ledger import Ledger
 
     from . import LEDGER_DB_CONN_ID, current_policy, engine, mail_session
@@ -292,7 +287,7 @@ def notify(batch: dict, run_id: str) -> None:
     failures = []
     with mail_session() as send:  # one SMTP session for the batch's notices
         for delivery in delivered["deliveries"]:
-            d = steps.Delivery.from_xcom(delivery)
+            d = Delivery.from_xcom(delivery)
             try:
                 _notify_one(d, policy, ledger, pendulum.now("UTC"), send)
             except Exception as exc:
@@ -307,8 +302,8 @@ def _notify_one(d, policy, ledger, now, send) -> None:
     window was missed, one alert to DTM's focal point."""
     import pendulum
 
-    from dissemination import notify as notices
-    from dissemination import steps
+    from dissemination.delivery import deadline_alert, delivery_notice
+    from dissemination.runs import DeadlineState
 
     if d.status != "recorded":
         print(f"{_label(d)}: {d.status}, nothing to announce")
@@ -317,7 +312,7 @@ def _notify_one(d, policy, ledger, now, send) -> None:
         print(f"{_label(d)}: notice already sent")
     else:
         try:
-            send(notices.delivery_notice(d, policy.dtm[d.country].on_duty()))
+            send(delivery_notice(d, policy.dtm[d.country].on_duty()))
         except BaseException:
             ledger.unmark_notified(d.claim_id)  # not sent: the retry sends it
             raise
@@ -325,10 +320,10 @@ def _notify_one(d, policy, ledger, now, send) -> None:
         print(f"ERROR {_label(d)}: delivered after the window ended at {d.deadline}")
         if ledger.alert_once("missed", f"{d.round_id}/{d.agreement_id}", now):
             who = "the " + d.recipient if ":" not in d.recipient else "a field focal point"
-            state = steps.DeadlineState(d.round_id, d.country, d.agreement_id,  # names no one
+            state = DeadlineState(d.round_id, d.country, d.agreement_id,  # names no one
                                         pendulum.parse(d.deadline), "missed",
                                         f"delivered late to {who}")
-            send(notices.deadline_alert([state], policy.alert_to(d.country)))
+            send(deadline_alert([state], policy.alert_to(d.country)))
 
 
 def _label(d) -> str:
@@ -348,7 +343,7 @@ def finish(validated: dict, planned: dict, delivered: list[dict], run_id: str) -
     """
     from collections import Counter
 
-    from dissemination.validation import RoundsStopped
+    from dissemination.intake import RoundsStopped
 
     from .store import RunStage
 

@@ -93,9 +93,15 @@ def read_overview(reader: Reader, country: str | None = None):
     whole of it before any audit has passed, or while the last one stands failed. A country not
     granted is a 403 before it is looked up (whether it exists is not the reader's to learn);
     an unknown one a 404 naming those the reader has."""
-    from dissemination.audit import parse_anchor, verify, verify_since
-    from dissemination.chain import ChainKeyError
-    from dissemination.ledger import Ledger, LedgerNeedsUpgrade, LedgerUnavailable
+    from dissemination.ledger import (
+        ChainKeyError,
+        Ledger,
+        LedgerNeedsUpgrade,
+        LedgerUnavailable,
+        parse_anchor,
+        verify,
+        verify_since,
+    )
     from dissemination.overview import LedgerView, build_overview, countries_of
     from dissemination_airflow import (
         LEDGER_DB_CONN_ID,

@@ -26,12 +26,13 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from ..chain import ChainKey, keyed
-from ..ledger import DeliveryRecord, Ledger
-from ..ledger_migrations import upgrade as upgrade_ledger
+from ..intake.source import latest_round_id, write_round
+from ..ledger.chain import ChainKey, keyed
+from ..ledger.migrations import upgrade as upgrade_ledger
+from ..ledger.records import DeliveryRecord
+from ..ledger.store import Ledger
 from ..policy import Policy, load_policy
-from ..source import latest_round_id, write_round
-from ..steps import new_password
+from ..runs.passwords import new_password
 from .local_sftp import LocalSftpServer, SftpServerError, free_port
 from .local_smtp import LocalSmtpServer
 from .synthetic import generate_round
@@ -248,8 +249,8 @@ class Sandbox:
         """Bootstrap each country's site registry as a coordinator would, from a master list
         (``<home>/sites/<ISO3>.csv``, written from its synthetic round): the demo's sites are
         registered as they are, so its packages hold every one. Loading it again adds nothing."""
-        from ..registry import columns_of, read_master_list
-        from ..registry_ledger import load_master
+        from ..registry.sites import columns_of, read_master_list
+        from ..registry.store import load_master
 
         folder = self.home / "sites"
         folder.mkdir(parents=True, exist_ok=True)

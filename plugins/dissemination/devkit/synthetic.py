@@ -22,8 +22,8 @@ import pandas as pd
 
 from .. import normalise
 from ..classification import DisseminationCategory
+from ..intake.source import RoundMeta
 from ..policy import IndicatorRule, RuleSet
-from ..source import RoundMeta
 from .patterns import examples
 
 #: The column no rule covers, in every round (unless a rule set happens to cover it).

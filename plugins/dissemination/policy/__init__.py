@@ -29,6 +29,7 @@ from .base import ColumnName, CountryCode, Identifier, PolicyModel
 from .focal_points import DtmFocalPoints, FieldFocalPoint, FocalPoint, FocalPoints, Person
 from .intake import IntakeLimits
 from .loading import DEFAULT_RULES, Policy, PolicyError, load_policy
+from .lookup import NoRuleSet, ruleset_for
 from .merging import merge_rules
 from .rules import (
     SITE,
@@ -43,13 +44,14 @@ from .rules import (
     SmallCells,
     UrgentSignal,
 )
+from .snapshot import compiled_policy
 
 __all__ = [
     "DEFAULT_RULES", "SITE", "AdditiveGroup", "Agreement", "ColumnName", "CountryCode",
     "CountryRules", "DefaultRules", "DtmFocalPoints", "FieldFocalPoint", "FocalPoint",
-    "FocalPoints", "Identifier", "IndicatorRule", "IntakeLimits", "Kind", "LowTier", "MediumTier", "Organisation",
-    "PasswordPlan",
+    "FocalPoints", "Identifier", "IndicatorRule", "IntakeLimits", "Kind", "LowTier",
+    "MediumTier", "Organisation", "PasswordPlan",
     "Person", "Policy", "PolicyError", "PolicyModel", "RelationalRule", "RiskAssessment",
-    "RuleSet", "SftpDestination", "SmallCells", "Tier", "Tiers", "UrgentSignal", "load_policy",
-    "merge_rules",
+    "NoRuleSet", "RuleSet", "SftpDestination", "SmallCells", "Tier", "Tiers", "UrgentSignal",
+    "compiled_policy", "load_policy", "merge_rules", "ruleset_for",
 ]
