@@ -70,7 +70,7 @@ def run(job: Path, workers: int, distinct: bool = False) -> dict:
     from dissemination.source import RoundMeta
 
     if distinct:
-        steps.alike = lambda organisations: [[plans] for plans in organisations]
+        steps.alike = lambda organisations, holding=None: [[plans] for plans in organisations]
     include, staged, plans = pickle.loads(job.read_bytes())
     policy = load_policy(Path(include))
     name = f"{workers}{'-distinct' if distinct else ''}"
