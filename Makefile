@@ -49,7 +49,8 @@ test-fast: $(VENV)/.installed
 check: $(VENV)/.installed
 	$(PY) -m dissemination check
 
-## Benchmarks (ratios against references measured in the same run).
+## Benchmarks (ratios against references measured in the same run); then the committed summary
+## (bench/results/) and the table of docs/benchmarks.md rendered from it.
 bench: $(VENV)/.installed
 	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(PY) bench/dag_parse.py
 	$(PY) bench/engine.py
@@ -62,7 +63,9 @@ bench: $(VENV)/.installed
 	$(PY) bench/urgent.py --quick
 	$(PY) bench/pull.py
 	$(PY) bench/monthly.py
-	@echo "figures: bench/out/summary.json"
+	mkdir -p bench/results
+	cp bench/out/summary.json bench/results/summary.json
+	$(PY) scripts/bench_table.py bench/results/summary.json
 
 ## Refresh the screenshot of the Dissemination page in docs/operations.md (the browser test, saving it to docs/).
 screenshots: $(VENV)/.installed

@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policies import build_policy  # noqa: E402
-from summary import median_seconds, record  # noqa: E402
+from summary import Figure, median_seconds, record  # noqa: E402
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 
@@ -146,12 +146,22 @@ def main() -> None:
     kept_round_trips = (kept_serial_far - kept_serial_near) / n / (args.rtt_ms / 1000)
     print(f"sessions kept for the batch: {kept_threads_far / n * 1000:.0f} ms per delivery "
           f"{args.threads} at once, {kept_round_trips:.1f} round trips each")
-    record(deliver_threads_speedup=round(serial_far / threads_far, 2),
-           deliver_threads_speedup_loopback=round(serial_near / threads_near, 2),
-           deliver_ms_per_delivery=round(threads_far / n * 1000, 1),
-           deliver_round_trips=round(round_trips, 1),
-           deliver_round_trips_kept_session=round(kept_round_trips, 1),
-           deliver_ms_per_delivery_kept_session=round(kept_threads_far / n * 1000, 1))
+    far = f"{n} deliveries, {args.rtt_ms:g} ms round trip"
+    record(deliver_threads_speedup=Figure(round(serial_far / threads_far, 2),
+                                          f"one after another / {args.threads} at once, {far}"),
+           deliver_threads_speedup_loopback=Figure(round(serial_near / threads_near, 2),
+                                                   f"one after another / {args.threads} at once, "
+                                                   "loopback, no delay"),
+           deliver_ms_per_delivery=Figure(round(threads_far / n * 1000, 1),
+                                          f"ms per delivery, {args.threads} at once, {far}"),
+           deliver_round_trips=Figure(round(round_trips, 1),
+                                      "round trips a delivery waits for (added time / RTT)"),
+           deliver_round_trips_kept_session=Figure(round(kept_round_trips, 1),
+                                                   "round trips per delivery, the batch's "
+                                                   "sessions kept open"),
+           deliver_ms_per_delivery_kept_session=Figure(
+               round(kept_threads_far / n * 1000, 1),
+               f"ms per delivery, sessions kept, {args.threads} at once, {far}"))
 
 
 if __name__ == "__main__":

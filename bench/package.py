@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policies import build_policy  # noqa: E402
-from summary import record  # noqa: E402
+from summary import Figure, record  # noqa: E402
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 PASSWORD = "bench-package-password-0123456789"
@@ -71,7 +71,7 @@ def run(job: Path, workers: int, distinct: bool = False) -> dict:
     from dissemination.runs import package_deliveries, packaging
 
     if distinct:
-        packaging.alike = lambda organisations: [[plans] for plans in organisations]
+        packaging.alike = lambda organisations, holding=None: [[plans] for plans in organisations]
     include, staged, plans = pickle.loads(job.read_bytes())
     policy = load_policy(Path(include))
     name = f"{workers}{'-distinct' if distinct else ''}"
@@ -170,13 +170,21 @@ def main() -> None:
     print(levels)
     print(f"organisations alike (the bench's agreements are copies of templates: tables built "
           f"and deflated once): {ms_parallel / ms_alike:4.2f}x faster")
-    record(package_ms_per_delivery=round(ms_parallel, 1),
-           package_alike_ms_per_delivery=round(ms_alike, 1),
-           package_serial_ms_per_delivery=round(ms_serial, 1),
-           package_parallel_speedup=round(ms_serial / ms_parallel, 2),
-           package_peak_rss_mb=round(parallel["peak_mb"]),
-           package_worker_peak_rss_mb=round(parallel["worker_peak_mb"]),
-           deflate_zlib_ng_vs_zlib=round(zlib_ng_speed, 2))
+    own = f"every organisation's tables its own, {args.sites:,} sites"
+    record(package_ms_per_delivery=Figure(round(ms_parallel, 1),
+                                          f"ms per delivery, {cores} workers, {own}"),
+           package_alike_ms_per_delivery=Figure(round(ms_alike, 1),
+                                                f"ms per delivery, {cores} workers, organisations "
+                                                "alike sharing tables"),
+           package_serial_ms_per_delivery=Figure(round(ms_serial, 1),
+                                                 f"ms per delivery, one process, {own}"),
+           package_parallel_speedup=Figure(round(ms_serial / ms_parallel, 2),
+                                           f"one process / {cores} forked workers", "parallel"),
+           package_peak_rss_mb=Figure(round(parallel["peak_mb"]), "MB, parent's peak RSS"),
+           package_worker_peak_rss_mb=Figure(round(parallel["worker_peak_mb"]),
+                                             "MB, largest worker's peak RSS"),
+           deflate_zlib_ng_vs_zlib=Figure(round(zlib_ng_speed, 2),
+                                          "zlib-ng level 5 speed / zlib's default level"))
 
 
 if __name__ == "__main__":

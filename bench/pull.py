@@ -31,7 +31,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from summary import record  # noqa: E402
+from summary import Figure, record  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get(
@@ -160,26 +160,35 @@ def main() -> None:
                   f"{(r['peak_rss'] - r['baseline_rss']) / arrow['nbytes']:18.2f}x")
         print(f"{name:9s} Arrow size of the round (table.nbytes): {arrow['nbytes'] / mb:.0f} MB")
     figures = {
-        "pull_1m_sqlite_vs_arrow": results["sqlite"]["read_round"]["seconds"]
-        / results["sqlite"]["arrow"]["seconds"],
-        "pull_1m_postgres_vs_arrow": results["postgres"]["read_round"]["seconds"]
-        / results["postgres"]["arrow"]["seconds"],
-        "pull_1m_peak_rss_vs_arrow": max(by_read["read_round"]["peak_rss"]
-                                         / by_read["arrow"]["nbytes"]
-                                         for by_read in results.values()),
+        "pull_1m_sqlite_vs_arrow": Figure(results["sqlite"]["read_round"]["seconds"]
+                                          / results["sqlite"]["arrow"]["seconds"],
+                                          "`read_round` / plain ADBC Arrow read, 1M sites, SQLite",
+                                          "<= 2x"),
+        "pull_1m_postgres_vs_arrow": Figure(results["postgres"]["read_round"]["seconds"]
+                                            / results["postgres"]["arrow"]["seconds"],
+                                            "`read_round` / plain ADBC Arrow read, 1M sites, "
+                                            "PostgreSQL", "<= 2x"),
+        "pull_1m_peak_rss_vs_arrow": Figure(max(by_read["read_round"]["peak_rss"]
+                                                / by_read["arrow"]["nbytes"]
+                                                for by_read in results.values()),
+                                            "`read_round`'s peak RSS / the round in Arrow",
+                                            "<= 3x"),
     }
     if "read_sql" in reads:
         for name, by_read in results.items():
-            figures[f"pull_1m_{name}_read_sql_vs_read_round"] = (
-                by_read["read_sql"]["seconds"] / by_read["read_round"]["seconds"])
-            figures[f"pull_1m_{name}_read_sql_rss_vs_read_round"] = (
-                by_read["read_sql"]["peak_rss"] / by_read["read_round"]["peak_rss"])
+            figures[f"pull_1m_{name}_read_sql_vs_read_round"] = Figure(
+                by_read["read_sql"]["seconds"] / by_read["read_round"]["seconds"],
+                f"`pandas.read_sql` (the old path) / `read_round`, time, {name}")
+            figures[f"pull_1m_{name}_read_sql_rss_vs_read_round"] = Figure(
+                by_read["read_sql"]["peak_rss"] / by_read["read_round"]["peak_rss"],
+                f"`pandas.read_sql` / `read_round`, peak RSS, {name}")
+    figures = {key: Figure(round(f.value, 3), f.about, f.goal) for key, f in figures.items()}
     if args.sites != 1_000_000:
         print(f"(--sites {args.sites}: figures printed, not recorded)")
     else:
-        record(**{key: round(value, 3) for key, value in figures.items()})
-    for key, value in figures.items():
-        print(f"{key} = {value:.2f}")
+        record(**figures)
+    for key, f in figures.items():
+        print(f"{key} = {f.value:.2f}")
 
 
 if __name__ == "__main__":
