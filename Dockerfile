@@ -1,5 +1,7 @@
-# Airflow image with the pipeline's pinned dependencies (used by docker-compose.yaml). The pins
-# include apache-airflow-providers-celery and its Celery/kombu/redis client for the CeleryExecutor.
+# Airflow image with the pipeline's pinned runtime dependencies (used by docker-compose.yaml). The
+# pins include apache-airflow-providers-celery and its Celery/kombu/redis client for the
+# CeleryExecutor. requirements.txt only: no test tool (requirements-test.txt) enters the image. The
+# code is not installed: compose mounts plugins/ on PYTHONPATH, so an image serves any checkout.
 FROM apache/airflow:3.3.2-python3.11
 COPY requirements.txt constraints.txt /tmp/deps/
 RUN pip install --no-cache-dir -r /tmp/deps/requirements.txt -c /tmp/deps/constraints.txt

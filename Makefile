@@ -8,10 +8,13 @@ export GX_ANALYTICS_ENABLED := false
 
 .PHONY: demo ui serve test test-fast test-services check bench constraints clean screenshots
 
-$(VENV)/.installed: requirements.txt constraints.txt
+# The development venv: runtime, demo and test requirements (the Docker image takes runtime only),
+# then the domain itself, editable, for the `dissemination` command and imports from anywhere.
+$(VENV)/.installed: requirements.txt requirements-test.txt constraints.txt pyproject.toml
 	@sh scripts/prerequisites.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt -c constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 ## Run the urgent dissemination DAG end to end on embedded defaults (SQLite, local SFTP: OpenSSH
@@ -47,7 +50,7 @@ test-fast: $(VENV)/.installed
 
 ## Validate every policy file under include/.
 check: $(VENV)/.installed
-	$(PY) -m dissemination check
+	$(VENV)/bin/dissemination check
 
 ## Benchmarks (ratios against references measured in the same run); then the committed summary
 ## (bench/results/) and the table of docs/benchmarks.md rendered from it.
@@ -72,7 +75,7 @@ screenshots: $(VENV)/.installed
 	DISSEMINATION_SCREENSHOTS=docs $(PY) -m pytest -q tests/test_ui.py -k chromium
 
 constraints:
-	$(PY) -m pip freeze --exclude-editable | sed '1i # Full resolved dependency set (pip freeze of a working install). Regenerate after changing\n# requirements.txt: make constraints' > constraints.txt
+	$(PY) -m pip freeze --exclude-editable | sed '1i # Full resolved dependency set (pip freeze of a working install). Regenerate after changing\n# requirements.txt or requirements-test.txt: make constraints' > constraints.txt
 
 clean:
 	rm -rf .demo .pytest_cache

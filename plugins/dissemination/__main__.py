@@ -1,16 +1,20 @@
 """Command line: ``python -m dissemination check | check-round | synth | dap | ledger | sites``.
 
-Run with ``PYTHONPATH=plugins`` (the Makefile does) from the repository root.
+Installed as the ``dissemination`` console script (``pip install -e .``; the Makefile's venv
+has it); ``PYTHONPATH=plugins`` from the repository root works without installing.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import date
 from pathlib import Path
 
-DEFAULT_INCLUDE = Path(__file__).resolve().parents[2] / "include"
+# The DAGs' variable first: an installed copy (a wheel in site-packages) has no repository beside it.
+DEFAULT_INCLUDE = Path(os.environ.get("DISSEMINATION_INCLUDE_DIR")
+                       or Path(__file__).resolve().parents[2] / "include")
 DEFAULT_LEDGER = f"sqlite:///{Path(__file__).resolve().parents[2] / '.demo' / 'ledger.db'}"
 
 

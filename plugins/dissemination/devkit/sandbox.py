@@ -409,7 +409,7 @@ def demo(sandbox: Sandbox, country: str) -> int:
     print("\n".join(sandbox.summary(started, round_id, env_file)))
     print(f"\n== e-mails sent (no password in any): {sandbox.smtp.maildir}/*.eml")
     print(f"== ledger: sqlite3 {sandbox.ledger_db} 'select * from deliveries'; its hash chain: "
-          f"PYTHONPATH=plugins python -m dissemination ledger verify --url {sandbox.ledger_url}")
+          f".venv/bin/dissemination ledger verify --url {sandbox.ledger_url}")
     print("Info-ZIP `unzip` cannot open AES zips: use 7-Zip, p7zip, WinZip or Python (pyzipper).")
     print(f"\n== other DAGs by hand: `make serve` (keeps the SFTP and SMTP servers up), then "
           f"`source {env_file}` and e.g. `airflow dags test password_rotation`; "
