@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 DEFAULT_INCLUDE = Path(__file__).resolve().parents[2] / "include"
@@ -148,8 +148,6 @@ def _ledger(args: argparse.Namespace) -> int:
     ``ledger upgrade``: migrate its schema in place; ``ledger verify``: check its hash chain
     (exit 1 naming the first row changed, deleted or reordered); ``ledger called --agreement
     ID``: the agreement's new package password was passed on by phone."""
-    from datetime import UTC, datetime
-
     import sqlalchemy as sa
 
     from .ledger.records import LedgerNeedsUpgrade, LedgerUnavailable
