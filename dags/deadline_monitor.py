@@ -14,10 +14,23 @@ monitor is the equivalent, and is tested.)
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import dag, task
 
+from dissemination_airflow import (
+    LEDGER_DB_CONN_ID,
+    SURVEY_DB_CONN_ID,
+    current_policy,
+    engine,
+    send,
+    upgrade_ledger,
+)
 from dissemination_airflow.tasks import default_args, sweep_staging
+
+log = logging.getLogger(__name__)
 
 
 @dag(
@@ -34,20 +47,10 @@ def deadline_monitor():
     @task
     def check_deadlines(data_interval_end=None) -> dict:
         """Compare every recent partial round with its agreements' windows; alert once."""
-        from datetime import timedelta
-
         from dissemination.delivery import deadline_alert
         from dissemination.intake import read_meta, round_ids_between
         from dissemination.ledger import Ledger
         from dissemination.runs import DeadlinesMissed, deadline_states
-        from dissemination_airflow import (
-            LEDGER_DB_CONN_ID,
-            SURVEY_DB_CONN_ID,
-            current_policy,
-            engine,
-            send,
-            upgrade_ledger,
-        )
 
         upgrade_ledger()
         now = data_interval_end or pendulum.now("UTC")
@@ -57,8 +60,8 @@ def deadline_monitor():
         policy = current_policy()
         states = deadline_states(policy, metas, ledger, now)
         for s in states:
-            print(f"{s.state:8s} {s.round_id} -> {s.agreement_id}: {s.deadline:%Y-%m-%d %H:%M} "
-                  f"UTC; {s.detail}")
+            log.info(f"{s.state:8s} {s.round_id} -> {s.agreement_id}: {s.deadline:%Y-%m-%d %H:%M} "
+                     f"UTC; {s.detail}")
         new = [s for s in states if s.state in ("at_risk", "missed")
                and ledger.alert_once(s.state, f"{s.round_id}/{s.agreement_id}", now)]
         for country in sorted({s.country for s in new}):  # each to that country's DTM

@@ -18,10 +18,25 @@ the page then verifies the whole chain). See docs/ledger-chain.md.
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
+
 import pendulum
 from airflow.sdk import dag, task
 
+from dissemination_airflow import (
+    LEDGER_DB_CONN_ID,
+    audit_anchor,
+    chain_key,
+    current_policy,
+    engine,
+    keep_audit_anchor,
+    keep_audit_failure,
+    send,
+)
 from dissemination_airflow.tasks import default_args
+
+log = logging.getLogger(__name__)
 
 
 @dag(
@@ -39,27 +54,15 @@ def ledger_audit():
     def verify_ledger() -> str:
         """Verify the chain against the last heads published; alert DTM and fail on the first
         bad row; publish the head it verified."""
-        from datetime import UTC, datetime
-
         from dissemination.delivery import ledger_alert, ledger_head
         from dissemination.ledger import LedgerAuditFailed, keyed, parse_anchor, verify
-        from dissemination_airflow import (
-            LEDGER_DB_CONN_ID,
-            audit_anchor,
-            chain_key,
-            current_policy,
-            engine,
-            keep_audit_anchor,
-            keep_audit_failure,
-            send,
-        )
         from dissemination_airflow.store import PublishedHeads
 
         ledger, anchor = keyed(engine(LEDGER_DB_CONN_ID), chain_key(required=True)), \
             audit_anchor()
         heads = PublishedHeads()
         result = verify(ledger, parse_anchor(anchor) if anchor else None, heads.newest())
-        print(result.line())
+        log.info(result.line())
         policy = current_policy()
         where = ledger.url.render_as_string(hide_password=True)
         if not result.ok:

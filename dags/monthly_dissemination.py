@@ -10,10 +10,15 @@ country. Re-running a month delivers nothing twice: the ledger knows what each a
 
 from __future__ import annotations
 
+import logging
+
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
+from dissemination_airflow import SURVEY_DB_CONN_ID, engine
 from dissemination_airflow.tasks import default_args, disseminate
+
+log = logging.getLogger(__name__)
 
 
 @dag(
@@ -32,12 +37,11 @@ def monthly_dissemination():
     def find_rounds(data_interval_start=None, data_interval_end=None) -> list[str]:
         """Cleaned rounds collected in this run's month."""
         from dissemination.intake import round_ids_between
-        from dissemination_airflow import SURVEY_DB_CONN_ID, engine
 
         ids = round_ids_between(engine(SURVEY_DB_CONN_ID), "cleaned", data_interval_start,
                                 data_interval_end)
-        print(f"{len(ids)} cleaned round(s) collected in "
-              f"[{data_interval_start}, {data_interval_end}): {ids}")
+        log.info(f"{len(ids)} cleaned round(s) collected in "
+                 f"[{data_interval_start}, {data_interval_end}): {ids}")
         return ids
 
     disseminate(find_rounds(), "low")

@@ -10,10 +10,22 @@ e-mailed or sent with a package.
 
 from __future__ import annotations
 
+import logging
+
 import pendulum
 from airflow.sdk import dag, task
 
+from dissemination_airflow import (
+    LEDGER_DB_CONN_ID,
+    current_policy,
+    engine,
+    send,
+    set_password,
+    upgrade_ledger,
+)
 from dissemination_airflow.tasks import default_args
+
+log = logging.getLogger(__name__)
 
 
 @dag(
@@ -33,14 +45,6 @@ def password_rotation():
         from dissemination.delivery import rotation_notice
         from dissemination.ledger import Ledger
         from dissemination.runs import rotate_password, rotations_due
-        from dissemination_airflow import (
-            LEDGER_DB_CONN_ID,
-            current_policy,
-            engine,
-            send,
-            set_password,
-            upgrade_ledger,
-        )
 
         upgrade_ledger()
         now = data_interval_end or pendulum.now("UTC")
@@ -48,7 +52,7 @@ def password_rotation():
         rotated = []
         for agreement in rotations_due(policy, ledger, now):
             who = rotate_password(agreement, policy, ledger, now, set_password)
-            print(f"rotated the package password of {agreement.id}; tell {who} by phone")
+            log.info(f"rotated the package password of {agreement.id}; tell {who} by phone")
             rotated.append(agreement.id)
         # Told separately, so a mail failure is retried without rotating twice.
         for rotation_id, agreement_id in ledger.unnotified_rotations():

@@ -13,14 +13,27 @@ so; an unchanged re-export is ignored.
 
 from __future__ import annotations
 
+import logging
 import os
+from dataclasses import asdict
 
 import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag, task
 
+from dissemination_airflow import (
+    LEDGER_DB_CONN_ID,
+    SURVEY_DB_CONN_ID,
+    current_policy,
+    drop_dir,
+    engine,
+    send,
+    upgrade_ledger,
+)
 from dissemination_airflow.tasks import default_args
+
+log = logging.getLogger(__name__)
 
 
 @dag(
@@ -39,7 +52,6 @@ def round_intake():
         """CSV/XLSX exports in the drop folder, checked against their country's contract ->
         survey database (Secret columns dropped unread); any file that fails -> rejected/."""
         from dissemination.intake import import_drop
-        from dissemination_airflow import SURVEY_DB_CONN_ID, current_policy, drop_dir, engine
 
         return import_drop(drop_dir(), engine(SURVEY_DB_CONN_ID), pendulum.now("UTC"),
                            current_policy())
@@ -47,22 +59,14 @@ def round_intake():
     @task
     def find_new_rounds() -> list[dict]:
         """Rounds exported since the watermark whose content was never seen."""
-        from dataclasses import asdict
-
         from dissemination.intake import new_rounds
-        from dissemination_airflow import (
-            LEDGER_DB_CONN_ID,
-            SURVEY_DB_CONN_ID,
-            engine,
-            upgrade_ledger,
-        )
 
         upgrade_ledger()  # the first task that writes the ledger
         found = new_rounds(engine(SURVEY_DB_CONN_ID), engine(LEDGER_DB_CONN_ID),
                            pendulum.now("UTC"))
         for r in found:
-            print(f"new: {r.round_id} ({r.status}) v{r.version}"
-                  + (f", corrects content {r.replaces[:12]}" if r.corrected else ""))
+            log.info(f"new: {r.round_id} ({r.status}) v{r.version}"
+                     + (f", corrects content {r.replaces[:12]}" if r.corrected else ""))
         return [{**asdict(r), "corrected": r.corrected} for r in found]
 
     @task
@@ -70,7 +74,6 @@ def round_intake():
         """Urgent-action signals the rules name (thresholds, jumps since the previous round):
         alert DTM's focal point and start the medium path for the agreements covering them."""
         from dissemination.intake import signal_new_rounds
-        from dissemination_airflow import SURVEY_DB_CONN_ID, current_policy, engine, send
 
         return signal_new_rounds(engine(SURVEY_DB_CONN_ID), current_policy(), new, send)
 
@@ -111,7 +114,7 @@ def round_intake():
         """Cleaned rounds are shared by the next monthly run of their collection month."""
         for r in new:
             if r["status"] == "cleaned":
-                print(f"{r['round_id']} v{r['version']}: waits for monthly_dissemination")
+                log.info(f"{r['round_id']} v{r['version']}: waits for monthly_dissemination")
 
     new = find_new_rounds()
     import_file_drop() >> new

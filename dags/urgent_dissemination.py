@@ -14,12 +14,23 @@ Airflow Variables and are never logged, returned, or sent with the file.
 
 from __future__ import annotations
 
+import logging
+
 import pendulum
 from airflow.sdk import dag, task
 
 from dissemination import ROUND_ID_PATTERN
-from dissemination_airflow import form_param, pick_list, policy_choices
+from dissemination_airflow import (
+    SURVEY_DB_CONN_ID,
+    engine,
+    form_param,
+    include_dir,
+    pick_list,
+    policy_choices,
+)
 from dissemination_airflow.tasks import default_args, disseminate
+
+log = logging.getLogger(__name__)
 
 COUNTRIES, AGREEMENTS = policy_choices()
 
@@ -58,7 +69,6 @@ def urgent_dissemination():
     def resolve_request(params: dict) -> dict:
         """Which round, for which agreements, and why: the officer's request, checked."""
         from dissemination import check_round_id
-        from dissemination_airflow import SURVEY_DB_CONN_ID, engine, include_dir
 
         unknown = sorted(set(params["agreements"]) - set(policy_choices()[1]))
         if unknown:  # before pulling a round: the form lists agreements but does not enforce
@@ -72,7 +82,7 @@ def urgent_dissemination():
             from dissemination.intake import latest_round_id
 
             round_id = latest_round_id(engine(SURVEY_DB_CONN_ID), params["country"], "partial")
-        print(f"urgent request for {round_id}: {params['justification']}")
+        log.info(f"urgent request for {round_id}: {params['justification']}")
         return {"round_ids": [round_id], "agreements": params["agreements"],
                 "country": params["country"]}
 

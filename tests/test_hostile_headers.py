@@ -5,6 +5,7 @@ misspelt header is named with the declared indicator it comes nearest to."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def _packages(policy, survey, tmp_path) -> list[dict]:
 
 
 def test_a_header_no_rule_declares_is_named_by_position_everywhere(policy, tmp_path, capsys,
-                                                                    include):
+                                                                    include, caplog):
     """The column is dropped unread as before; its header text is in no log line, no
     ``round_columns`` row and no manifest, where it is "column 23"."""
     drop, headers = _export(tmp_path, policy, lambda df: df.assign(**{NOTE: "seen"}))
@@ -64,8 +65,9 @@ def test_a_header_no_rule_declares_is_named_by_position_everywhere(policy, tmp_p
     checked = capsys.readouterr().out
     assert f"column {position}, no rule: Secret, dropped unread" in checked
     survey = sa.create_engine(f"sqlite:///{tmp_path / 'survey.db'}")
+    caplog.set_level(logging.INFO, logger="dissemination.intake.fresh")
     assert import_drop(drop, survey, NOW, policy) == [ROUND]
-    logged = capsys.readouterr().out
+    logged = caplog.text
     assert f"column {position}" in logged
     with survey.connect() as conn:
         stored = conn.execute(sa.text("select name, stored from round_columns")).all()
@@ -82,16 +84,17 @@ def test_a_header_no_rule_declares_is_named_by_position_everywhere(policy, tmp_p
 @pytest.mark.parametrize("header", [f"{NOTE} +234 803 555 1234", "zainab.okonkwo@example.org"],
                          ids=["a phone number", "an e-mail address"])
 def test_a_header_holding_a_contact_blocks_the_round_named_by_position(policy, tmp_path, capsys,
-                                                                       include, header):
+                                                                       include, header, caplog):
     drop, headers = _export(tmp_path, policy, lambda df: df.assign(**{header: "seen"}))
     position = headers.index(header) + 1
     assert main(["check-round", "--country", "NGA", "--include", str(include),
                  str(drop / f"{ROUND}.csv")]) == 1
     checked = capsys.readouterr().out
     survey = sa.create_engine(f"sqlite:///{tmp_path / 'survey.db'}")
+    caplog.set_level(logging.INFO, logger="dissemination.intake.fresh")
     assert import_drop(drop, survey, NOW, policy) == []
     error = (drop / "rejected" / f"{ROUND}.csv.error").read_text()
-    for said in (checked, error, capsys.readouterr().out):
+    for said in (checked, error, caplog.text):
         assert f"column {position}: the header holds what looks like a phone number or " \
                "e-mail address" in said
         assert "zainab" not in said.lower() and "555" not in said and "@" not in said
@@ -112,7 +115,7 @@ def test_two_undeclared_headers_alike_are_named_by_position(policy, tmp_path):
 
 
 def test_a_misspelt_header_is_named_with_the_indicator_it_is_near(policy, tmp_path, capsys,
-                                                                  include):
+                                                                  include, caplog):
     """``Site-Name`` and ``# of IDP individuals`` match no declared header: check-round, the
     drop's log and every manifest say which indicators no column is, and which unmatched
     column comes nearest, by position."""
@@ -125,8 +128,9 @@ def test_a_misspelt_header_is_named_with_the_indicator_it_is_near(policy, tmp_pa
                  str(drop / f"{ROUND}.csv")]) == 0
     checked = capsys.readouterr().out
     survey = sa.create_engine(f"sqlite:///{tmp_path / 'survey.db'}")
+    caplog.set_level(logging.INFO, logger="dissemination.intake.fresh")
     assert import_drop(drop, survey, NOW, policy) == [ROUND]
-    logged = capsys.readouterr().out
+    logged = caplog.text
     manifests = _packages(policy, survey, tmp_path)
     assert said in checked and f"{ROUND}.csv: {said}" in logged
     assert all(said in manifest["warnings"] for manifest in manifests)

@@ -3,6 +3,7 @@ database errors that must not carry a round's values into a log."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -277,6 +278,7 @@ def test_the_file_drop_rejects_a_file_the_database_refuses_without_quoting_it(
     third["site_name"] = [f"Third site {i}" for i in range(20)]
     third.drop(columns=["round_id"]).to_csv(drop / "NGA-R003-partial.csv", index=False)
 
+    caplog.set_level(logging.INFO, logger="dissemination")  # the drop's log lines, every one
     assert import_drop(drop, sql_engine, NOW, policy) == ["NGA-R003-partial"]
     reason = (drop / "rejected" / "NGA-R002-partial.csv.error").read_text()
     assert reason.startswith(f"NGA-R002-partial.csv: the survey database refused round "
@@ -284,5 +286,7 @@ def test_the_file_drop_rejects_a_file_the_database_refuses_without_quoting_it(
     out = capsys.readouterr()
     for text in (reason, out.out, out.err, caplog.text):
         assert SITE not in text and "LEAK" not in text
+    assert "rejected NGA-R002-partial.csv: the survey database refused" in caplog.text
+    assert "imported NGA-R003-partial.csv as NGA-R003-partial" in caplog.text
     with pytest.raises(RoundNotFound):
         read_round(sql_engine, "NGA-R002-partial")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 # The DAGs' variable first: an installed copy (a wheel in site-packages) has no repository beside it.
@@ -152,8 +152,6 @@ def _ledger(args: argparse.Namespace) -> int:
     ``ledger upgrade``: migrate its schema in place; ``ledger verify``: check its hash chain
     (exit 1 naming the first row changed, deleted or reordered); ``ledger called --agreement
     ID``: the agreement's new package password was passed on by phone."""
-    from datetime import UTC, datetime
-
     import sqlalchemy as sa
 
     from .ledger.records import LedgerNeedsUpgrade, LedgerUnavailable

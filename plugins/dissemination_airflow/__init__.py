@@ -1,16 +1,25 @@
 """The only place where the domain meets Airflow: connections, variables, paths, secret masking.
 
 DAG tasks call these helpers so that the domain package (``dissemination``) stays Airflow-free and
-every credential comes from Airflow Connections and Variables (any secrets backend). Imports of
-Airflow happen inside the functions: this module is imported inside tasks only.
+every credential comes from Airflow Connections and Variables (any secrets backend). DAG files
+import this module when they parse: the Airflow SDK (already loaded by then) is imported at the
+top; the domain, SQLAlchemy and the SMTP provider inside the functions that use them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import smtplib
 import threading
+from datetime import timedelta
+from html import escape
 from pathlib import Path
+
+from airflow.sdk import Connection, Param, Variable
+from airflow.sdk.exceptions import AirflowNotFoundException
+from airflow.sdk.log import mask_secret
 
 from dissemination import PermanentError
 
@@ -25,6 +34,8 @@ CHAIN_KEY_CONN_ID = "dissemination_chain_key"
 AUDIT_ANCHOR_VARIABLE = "ledger_audit_anchor"
 #: What the last ledger audit found if it failed; empty once one passes.
 AUDIT_FAILED_VARIABLE = "ledger_audit_failed"
+
+log = logging.getLogger(__name__)
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -74,8 +85,6 @@ def pick_list(choices: list[str]) -> list[str] | None:
 def form_param(*default, **schema):
     """A trigger form field: ``Param(default, **schema)`` in the form's dialect; None-valued
     keywords are left out (a pick list beyond ``PICK_LIST_MAX``)."""
-    from airflow.sdk import Param
-
     return Param(*default, **{"$schema": FORM_DIALECT},
                  **{k: v for k, v in schema.items() if v is not None})
 
@@ -144,8 +153,6 @@ def current_policy():
 def staging_retention():
     """How long a failed run's staging is kept for a resume: DISSEMINATION_STAGING_RETENTION_HOURS
     (default 72)."""
-    from datetime import timedelta
-
     text = os.environ.get("DISSEMINATION_STAGING_RETENTION_HOURS", "72")
     try:
         hours = float(text)
@@ -159,8 +166,6 @@ def staging_retention():
 
 def sqlalchemy_url(conn_id: str) -> str:
     """Build a SQLAlchemy URL from an Airflow connection (sqlite or postgres)."""
-    from airflow.sdk import Connection
-
     conn = Connection.get(conn_id)
     extra = conn.extra_dejson
     if extra.get("sqlalchemy_url"):
@@ -199,10 +204,6 @@ def chain_key(required: bool = False):
     """The ledger chain's key (``dissemination.ledger.ChainKey``) from the connection
     ``CHAIN_KEY_CONN_ID``, masked in every log line; None if there is none, unless
     ``required`` (the audit: a chain it cannot key protects nothing written after it)."""
-    from airflow.sdk import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
-    from airflow.sdk.log import mask_secret
-
     from dissemination.ledger import ChainKey
 
     try:
@@ -226,35 +227,27 @@ def upgrade_ledger() -> None:
     from dissemination.ledger import upgrade
 
     ledger = engine(LEDGER_DB_CONN_ID)
-    print(upgrade(ledger).line(ledger.url.render_as_string(hide_password=True)))
+    log.info(upgrade(ledger).line(ledger.url.render_as_string(hide_password=True)))
 
 
 def audit_anchor() -> str | None:
     """The head the last passing ledger audit verified, if any."""
-    from airflow.sdk import Variable
-
     return Variable.get(AUDIT_ANCHOR_VARIABLE, default=None)
 
 
 def keep_audit_anchor(anchor: str) -> None:
     """After an audit that passed: its head, and no failure standing."""
-    from airflow.sdk import Variable
-
     Variable.set(AUDIT_ANCHOR_VARIABLE, anchor)
     Variable.set(AUDIT_FAILED_VARIABLE, "")
 
 
 def keep_audit_failure(line: str) -> None:
     """After an audit that failed: what it found (the anchor stays the last passing head)."""
-    from airflow.sdk import Variable
-
     Variable.set(AUDIT_FAILED_VARIABLE, line)
 
 
 def audit_failure() -> str | None:
     """What the last ledger audit found, if it failed."""
-    from airflow.sdk import Variable
-
     return Variable.get(AUDIT_FAILED_VARIABLE, default=None) or None
 
 
@@ -274,9 +267,6 @@ def sftp_targets():
 
 def sftp_target(conn_id: str):
     """An SftpTarget from an Airflow SFTP connection; a pinned ``host_key`` extra is required."""
-    from airflow.sdk import Connection
-    from airflow.sdk.log import mask_secret
-
     from dissemination.delivery import SftpTarget
 
     conn = Connection.get(conn_id)
@@ -305,9 +295,6 @@ def sftp_target(conn_id: str):
 
 def package_password(variable: str) -> str:
     """Read an agreement's package password and mask it in every log line from now on."""
-    from airflow.sdk import Variable
-    from airflow.sdk.log import mask_secret
-
     value = Variable.get(variable, default=None)
     if not value:
         raise ConfigurationError(
@@ -345,19 +332,15 @@ class _MailSession:
         self._hook = None
 
     def send(self, email) -> None:
-        import smtplib
-
         try:
             self._send(email)  # closes the session on any error
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException) as exc:
             if getattr(exc, "smtp_code", 421) != 421:
                 raise
             self._send(email)  # the server closed the session: once more, on a new one
-        print(f"e-mail sent to {', '.join(email.to)}: {email.subject}")
+        log.info(f"e-mail sent to {', '.join(email.to)}: {email.subject}")
 
     def _send(self, email) -> None:
-        from html import escape
-
         from airflow.providers.smtp.hooks.smtp import SmtpHook
 
         if self._hook is None:
@@ -379,8 +362,5 @@ class _MailSession:
 def set_password(variable: str, value: str) -> None:
     """Store a new package password in its Variable (any secrets backend that accepts writes),
     masked from this point on."""
-    from airflow.sdk import Variable
-    from airflow.sdk.log import mask_secret
-
     mask_secret(value, name=variable)
     Variable.set(variable, value)

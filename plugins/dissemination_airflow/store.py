@@ -15,6 +15,7 @@ worker, or on that worker's next download once the run's prefix is gone from the
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -23,8 +24,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dissemination import PermanentError
+from airflow.sdk import ObjectStoragePath
+
+from dissemination import PermanentError, check_round_id
 from dissemination.intake import RUN_FOLDER, private_dir, run_folder, run_name
+from dissemination.intake import sweep as sweep_folders
+from dissemination.ledger import Head
 from dissemination_airflow import ConfigurationError, staging_root, work_dir
 
 #: Stores where one upload is atomic for readers (the object appears whole or not at all).
@@ -38,8 +43,6 @@ class StagedFileMissing(PermanentError, FileNotFoundError):
 
 def staging_base():
     """The store's base path from the configuration (an ``ObjectStoragePath``)."""
-    from airflow.sdk import ObjectStoragePath
-
     url = os.environ.get("DISSEMINATION_STAGING_URL") or staging_root().resolve().as_uri()
     conn_id = os.environ.get("DISSEMINATION_STAGING_CONN_ID") or None
     try:
@@ -260,8 +263,6 @@ class KeptExports(KeptFolder):
 
     @staticmethod
     def _name(round_id: str, version: str) -> str:
-        from dissemination import check_round_id
-
         if not re.fullmatch(r"[0-9a-f]{64}", version):
             raise ValueError(f"kept export of {round_id}: {version!r} is not a version")
         return f"{check_round_id(round_id, 'kept exports')}.{version}.arrow"
@@ -316,8 +317,6 @@ class PublishedHeads(KeptFolder):
 
     def newest(self):
         """The newest published head (``chain.Head``), or None before the first."""
-        from dissemination.ledger import Head
-
         if self.local:
             found = [p.name for p in self._folder().iterdir()]
         else:  # another worker may have published since this process listed the store
@@ -328,8 +327,6 @@ class PublishedHeads(KeptFolder):
         return None if not names else Head.parse(self._read(names[-1]), self._where(names[-1]))
 
     def _existing(self, name: str):
-        from dissemination.ledger import Head
-
         try:
             return Head.parse(self._read(name), self._where(name))
         except StagedFileMissing:
@@ -359,8 +356,6 @@ def _linked(source: Path, dest: Path) -> bool:
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
-
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
@@ -396,8 +391,6 @@ def sweep(retention: timedelta, now: datetime, base=None) -> list[str]:
     ``LastModified`` on S3, ``mtime`` or ``created`` elsewhere); a store that reports none is
     refused, naming it: expire its objects with the store's own lifecycle rule instead.
     """
-    from dissemination.intake import sweep as sweep_folders
-
     base = staging_base() if base is None else base
     removed = []
     if _is_local(base):

@@ -7,9 +7,35 @@ the urgency differ, and those live in the DAG files. Heavy imports stay inside t
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import pendulum
 from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, get_current_context, task
 
 from dissemination.runs import holds_a_round
+
+from . import (
+    LEDGER_DB_CONN_ID,
+    SURVEY_DB_CONN_ID,
+    current_policy,
+    data_docs_dir,
+    delivery_batch_size,
+    delivery_threads,
+    engine,
+    mail_session,
+    package_password,
+    sftp_stall_seconds,
+    sftp_targets,
+    staging_retention,
+    upgrade_ledger,
+)
+
+log = logging.getLogger(__name__)
 
 # Network hiccups are retried; a wrong host key, a bad round or a policy problem fails at once.
 RETRY_POLICY = ExceptionRetryPolicy(rules=[
@@ -21,10 +47,6 @@ RETRY_POLICY = ExceptionRetryPolicy(rules=[
 def default_args() -> dict:
     """Two retries, a minute apart (``DISSEMINATION_RETRY_DELAY_SECONDS``): a cut connection or
     a ledger restart; permanent errors fail at once."""
-    import os
-
-    import pendulum
-
     delay = int(os.environ.get("DISSEMINATION_RETRY_DELAY_SECONDS", "60"))
     return {"retries": 2, "retry_delay": pendulum.duration(seconds=delay),
             "retry_policy": RETRY_POLICY}
@@ -36,13 +58,10 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
     """Read each round from the survey database once; check every value against the country's
     contract and stage it without Secret columns. A round that breaks its contract (or has no
     rule set) is blocked here, on every path; the others go on."""
-    from pathlib import Path
-
     from dissemination.intake import ContractBroken, staged_round_path
     from dissemination.policy import NoRuleSet
     from dissemination.runs import pull_round
 
-    from . import SURVEY_DB_CONN_ID, current_policy, engine, upgrade_ledger
     from .store import RunStage
 
     upgrade_ledger()  # the chain's first task: the ledger at this code's schema
@@ -53,13 +72,13 @@ def pull_rounds(round_ids: list[str], run_id: str, country: str | None = None) -
             round_ = pull_round(survey, round_id, policy,
                                 staged_round_path(stage.local_dir(), round_id), country=country)
         except (ContractBroken, NoRuleSet) as exc:
-            print(f"BLOCKED {exc}")
+            log.warning(f"BLOCKED {exc}")
             staged.append({"round_id": round_id, "blocked": str(exc)})
             continue
         local = Path(round_["path"])
         staged.append({**round_, "path": stage.put(local, local.name)})  # a name in the stage
-        print(f"round {round_id} ({round_['status']}): {round_['rows']} sites, "
-              f"{len(round_['columns'])} columns")
+        log.info(f"round {round_id} ({round_['status']}): {round_['rows']} sites, "
+                 f"{len(round_['columns'])} columns")
     return {"rounds": stage.write_json("rounds.json", staged), "count": len(staged),
             "blocked": sum("blocked" in r for r in staged)}
 
@@ -73,7 +92,6 @@ def validate_rounds(staged: dict, urgency: str, run_id: str) -> dict:
     from dissemination.intake import checked, read_staged, staged_columns, validate_round
     from dissemination.policy import ruleset_for
 
-    from . import current_policy, data_docs_dir
     from .store import RunStage
 
     policy, stage = current_policy(), RunStage(run_id)
@@ -86,7 +104,7 @@ def validate_rounds(staged: dict, urgency: str, run_id: str) -> dict:
         columns = checked(ruleset, staged_columns(path), round_["status"])  # all GX reads
         report = validate_round(read_staged(path, columns=columns, categories=True), ruleset,
                                 round_["status"], docs_dir=data_docs_dir())
-        print(report.summary())
+        log.info(report.summary())
         if report.blocks(Urgency(urgency)):
             failed.append({"round_id": round_["round_id"], "summary": report.summary()})
         else:
@@ -104,15 +122,12 @@ def plan(validated: dict, urgency: str, run_id: str, agreements: list[str] | Non
     planned for it so far, across rounds and agreements. Dates are checked against the wall
     clock. A country whose risk assessment review is overdue stops here on the low-urgency path.
     """
-    import pendulum
-
     from dissemination import Urgency
     from dissemination.delivery import ReviewOverdue
     from dissemination.intake import RoundMeta
     from dissemination.ledger import DisclosureState, Ledger
     from dissemination.runs import plan_deliveries
 
-    from . import LEDGER_DB_CONN_ID, current_policy, engine
     from .store import RunStage
 
     policy, stage = current_policy(), RunStage(run_id)
@@ -131,13 +146,13 @@ def plan(validated: dict, urgency: str, run_id: str, agreements: list[str] | Non
                 warnings=round_.get("validation_warnings", ()),
             )
         except ReviewOverdue as exc:
-            print(f"STOPPED {round_['round_id']}: {exc}")
+            log.warning(f"STOPPED {round_['round_id']}: {exc}")
             stopped.append({"round_id": round_["round_id"], "summary": str(exc)})
     for p in plans:
         for warning in p.warnings:
-            print(f"WARNING {p.round_id}: {warning}")
-        print(f"{p.round_id} -> {p.organisation} [{p.agreement_id}]: {p.status} {p.reason}")
-        print("  " + "\n  ".join(p.explanation))
+            log.warning(f"WARNING {p.round_id}: {warning}")
+        log.info(f"{p.round_id} -> {p.organisation} [{p.agreement_id}]: {p.status} {p.reason}")
+        log.info("  " + "\n  ".join(p.explanation))
     name = stage.write_json("plans.json",
                             {"deliveries": [p.to_xcom() for p in plans], "stopped": stopped})
     return {"plans": name, "deliveries": len(plans), "stopped": len(stopped)}
@@ -148,25 +163,12 @@ def plan(validated: dict, urgency: str, run_id: str, agreements: list[str] | Non
 def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
     """One AES-256 zip per agreement and round, reading each round once; then the deliveries
     in batches of whole organisations, one mapped ``deliver`` each."""
-    from dataclasses import replace
-    from pathlib import Path
-
-    import pendulum
-
     from dissemination.delivery import Delivery, batch_deliveries
     from dissemination.intake import RoundMeta, read_staged, staged_columns
     from dissemination.ledger import Ledger
     from dissemination.registry import held_line
     from dissemination.runs import export_reader, package_deliveries, round_columns
 
-    from . import (
-        LEDGER_DB_CONN_ID,
-        SURVEY_DB_CONN_ID,
-        current_policy,
-        delivery_batch_size,
-        engine,
-        package_password,
-    )
     from .store import KeptExports, RunStage
 
     policy, ledger = current_policy(), Ledger(engine(LEDGER_DB_CONN_ID))
@@ -190,19 +192,19 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
             ledger, pendulum.now("UTC"), read_export=read_export, version=version,
         )
         if held := held_line(ledger.engine, round_["country"], round_["round_id"]):
-            print(held)  # by site key: the registry's sites awaiting review
+            log.info(held)  # by site key: the registry's sites awaiting review
     out = [replace(d, package_path=stage.put(Path(d.package_path), Path(d.package_path).name))
            if d.package_path else d for d in out]  # staged: any worker can deliver it
     for d in out:
-        print(f"{d.round_id} -> {d.organisation}: {d.status} {d.package_path or d.reason}")
-        print("  " + "\n  ".join(d.explanation))
+        log.info(f"{d.round_id} -> {d.organisation}: {d.status} {d.package_path or d.reason}")
+        log.info("  " + "\n  ".join(d.explanation))
     batches = []
     for batch in batch_deliveries([(d.organisation_id, d.organisation) for d in out],
                                   delivery_batch_size()):
         batches.append({"batch": stage.write_json(
             f"batch-{batch.index:04d}.json",
             {"label": batch.label, "deliveries": [out[i].to_xcom() for i in batch.members]})})
-    print(f"{len(out)} deliveries in {len(batches)} batch(es)")
+    log.info(f"{len(out)} deliveries in {len(batches)} batch(es)")
     return batches
 
 
@@ -212,23 +214,9 @@ def deliver(batch: dict, run_id: str) -> dict:
     ledger, uploaded under a temporary name (pinned host key), read back, renamed, and recorded
     with the claim's closing, so a retry, a crash or a concurrent run never sends it twice. The
     agreement's validity and the policy's hash are checked again right before each upload."""
-    import contextlib
-    from dataclasses import replace
-
-    import pendulum
-
     from dissemination.delivery import Delivery, Sessions, deliver, deliver_each, failed, failure_of
     from dissemination.ledger import Ledger, LedgerUnavailable
 
-    from . import (
-        LEDGER_DB_CONN_ID,
-        current_policy,
-        delivery_threads,
-        engine,
-        package_password,
-        sftp_stall_seconds,
-        sftp_targets,
-    )
     from .store import RunStage
 
     stage = RunStage(run_id)
@@ -253,14 +241,14 @@ def deliver(batch: dict, run_id: str) -> dict:
     with sessions:  # closed once every delivery of the batch has ended
         for d, outcome in deliver_each(deliveries, attempt, delivery_threads()):
             if isinstance(outcome, Exception):  # the batch's other deliveries still go
-                print(f"FAILED {_label(d)}: {type(outcome).__name__}: {outcome}")
+                log.error(f"FAILED {_label(d)}: {type(outcome).__name__}: {outcome}")
                 failures.append((_label(d), outcome))
                 with contextlib.suppress(LedgerUnavailable):  # the task's own error says it all
                     ledger.record_failure(failure_of(d, run_id, pendulum.now("UTC"),
                                                            outcome))
                 continue
-            print(f"{_label(outcome)}: {outcome.status} to {outcome.recipient} "
-                  f"{outcome.recipient_name}: {outcome.remote_path} {outcome.reason}")
+            log.info(f"{_label(outcome)}: {outcome.status} to {outcome.recipient} "
+                     f"{outcome.recipient_name}: {outcome.remote_path} {outcome.reason}")
             done.append(outcome.to_xcom())
     name = stage.write_json(batch["batch"].replace("batch-", "delivered-"),
                             {"label": staged["label"], "deliveries": done})
@@ -273,12 +261,9 @@ def deliver(batch: dict, run_id: str) -> dict:
 def notify(batch: dict, run_id: str) -> None:
     """Tell each focal point that data arrived (never the password), once per delivery; tell
     DTM's focal point if an agreement's window was missed."""
-    import pendulum
-
     from dissemination.delivery import Delivery, failed
     from dissemination.ledger import Ledger
 
-    from . import LEDGER_DB_CONN_ID, current_policy, engine, mail_session
     from .store import RunStage
 
     delivered = RunStage(run_id).read_json(batch["delivered"])
@@ -291,7 +276,7 @@ def notify(batch: dict, run_id: str) -> None:
             try:
                 _notify_one(d, policy, ledger, pendulum.now("UTC"), send)
             except Exception as exc:
-                print(f"FAILED notice {_label(d)}: {type(exc).__name__}: {exc}")
+                log.error(f"FAILED notice {_label(d)}: {type(exc).__name__}: {exc}")
                 failures.append((_label(d), exc))
     if failures:
         raise failed(failures)
@@ -300,16 +285,14 @@ def notify(batch: dict, run_id: str) -> None:
 def _notify_one(d, policy, ledger, now, send) -> None:
     """One delivery's notice (marked on its claim first, so it goes out once) and, if its
     window was missed, one alert to DTM's focal point."""
-    import pendulum
-
     from dissemination.delivery import deadline_alert, delivery_notice
     from dissemination.runs import DeadlineState
 
     if d.status != "recorded":
-        print(f"{_label(d)}: {d.status}, nothing to announce")
+        log.info(f"{_label(d)}: {d.status}, nothing to announce")
         return
     if not ledger.mark_notified(d.claim_id, now):
-        print(f"{_label(d)}: notice already sent")
+        log.info(f"{_label(d)}: notice already sent")
     else:
         try:
             send(delivery_notice(d, policy.dtm[d.country].on_duty()))
@@ -317,7 +300,7 @@ def _notify_one(d, policy, ledger, now, send) -> None:
             ledger.unmark_notified(d.claim_id)  # not sent: the retry sends it
             raise
     if d.deadline_met is False:
-        print(f"ERROR {_label(d)}: delivered after the window ended at {d.deadline}")
+        log.error(f"ERROR {_label(d)}: delivered after the window ended at {d.deadline}")
         if ledger.alert_once("missed", f"{d.round_id}/{d.agreement_id}", now):
             who = "the " + d.recipient if ":" not in d.recipient else "a field focal point"
             state = DeadlineState(d.round_id, d.country, d.agreement_id,  # names no one
@@ -341,8 +324,6 @@ def finish(validated: dict, planned: dict, delivered: list[dict], run_id: str) -
 
     A run whose delivery failed keeps its staging, so clearing the failed task can resume.
     """
-    from collections import Counter
-
     from dissemination.intake import RoundsStopped
 
     from .store import RunStage
@@ -355,7 +336,7 @@ def finish(validated: dict, planned: dict, delivered: list[dict], run_id: str) -
         for d in stage.read_json(batch["delivered"])["deliveries"]:
             outcomes.setdefault(d["organisation"], Counter())[d["status"]] += 1
     for organisation, counts in sorted(outcomes.items()):
-        print(f"{organisation}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        log.info(f"{organisation}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     stage.remove()
     if failed or stopped:
         raise RoundsStopped([f["summary"] for f in [*failed, *stopped]])
@@ -365,14 +346,11 @@ def finish(validated: dict, planned: dict, delivered: list[dict], run_id: str) -
 def sweep_staging() -> int:
     """Remove failed runs' staging (kept so a cleared task can resume) once the retention has
     passed (DISSEMINATION_STAGING_RETENTION_HOURS)."""
-    import pendulum
-
-    from . import staging_retention
     from .store import sweep
 
     removed = sweep(staging_retention(), pendulum.now("UTC"))
-    print(f"removed {len(removed)} staging folder(s) older than {staging_retention()}: "
-          f"{removed}")
+    log.info(f"removed {len(removed)} staging folder(s) older than {staging_retention()}: "
+             f"{removed}")
     return len(removed)
 
 

@@ -13,6 +13,7 @@ countries granted. Anonymous: 401; a forged token or a right missing: 403.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -25,7 +26,25 @@ from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessE
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from dissemination.ledger import (
+    ChainKeyError,
+    Ledger,
+    LedgerNeedsUpgrade,
+    LedgerUnavailable,
+    parse_anchor,
+    verify,
+    verify_since,
+)
+from dissemination.overview import LedgerView, build_overview, countries_of
+from dissemination_airflow import (
+    LEDGER_DB_CONN_ID,
+    audit_anchor,
+    audit_failure,
+    current_policy,
+    engine,
+)
 from dissemination_ui.dissemination_ui_plugin import URL_PREFIX
 
 #: The DAG whose runs deliver each tier (the ledger keeps the run id).
@@ -93,24 +112,6 @@ def read_overview(reader: Reader, country: str | None = None):
     whole of it before any audit has passed, or while the last one stands failed. A country not
     granted is a 403 before it is looked up (whether it exists is not the reader's to learn);
     an unknown one a 404 naming those the reader has."""
-    from dissemination.ledger import (
-        ChainKeyError,
-        Ledger,
-        LedgerNeedsUpgrade,
-        LedgerUnavailable,
-        parse_anchor,
-        verify,
-        verify_since,
-    )
-    from dissemination.overview import LedgerView, build_overview, countries_of
-    from dissemination_airflow import (
-        LEDGER_DB_CONN_ID,
-        audit_anchor,
-        audit_failure,
-        current_policy,
-        engine,
-    )
-
     policy = current_policy()
     readable = [c for c in countries_of(policy) if reader.may_read(c)]
     if country is not None:
@@ -145,8 +146,6 @@ def _check_country(reader: Reader, country: str, readable: list[str]) -> None:
 
 
 def _templates():
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
-
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["when"] = lambda d: "" if d is None else f"{d:%Y-%m-%d %H:%M} UTC"
@@ -185,11 +184,6 @@ def delivery(delivery_id: int, request: Request, reader: ReaderDep) -> HTMLRespo
 
     Every column shared, its classification and the rule that decided it, row count and hashes:
     what the package's manifest.json says."""
-    import json
-
-    from dissemination.ledger import Ledger
-    from dissemination_airflow import LEDGER_DB_CONN_ID, engine
-
     found = Ledger(engine(LEDGER_DB_CONN_ID)).numbered(delivery_id)
     if not found:
         raise HTTPException(status_code=404, detail=f"no delivery {delivery_id} in the ledger")

@@ -12,13 +12,17 @@ allowed to log in (key login only). Everything the server writes lands under ``h
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import getpass
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -423,11 +427,6 @@ class _PythonSftp:
 
 
 def main() -> None:
-    import argparse
-    import json
-    import signal
-    import sys
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--port", type=int, default=0)

@@ -12,6 +12,8 @@ import re
 from email import policy as email_policy
 from pathlib import Path
 
+from aiosmtpd.controller import Controller
+
 from .local_sftp import free_port
 
 
@@ -32,8 +34,6 @@ class LocalSmtpServer:
                           "from_email": "dtm-dissemination@example.org"}}
 
     def start(self) -> LocalSmtpServer:
-        from aiosmtpd.controller import Controller
-
         self.maildir.mkdir(parents=True, exist_ok=True)
         maildir, sessions = self.maildir, self.sessions
 

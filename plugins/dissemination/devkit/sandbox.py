@@ -14,9 +14,11 @@ hand runs) stays true between runs.
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import os
+import secrets
 import shlex
 import socket
 import subprocess
@@ -25,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
+from cryptography.fernet import Fernet
 
 from ..intake.source import latest_round_id, write_round
 from ..ledger.chain import ChainKey, keyed
@@ -32,10 +35,13 @@ from ..ledger.migrations import upgrade as upgrade_ledger
 from ..ledger.records import DeliveryRecord
 from ..ledger.store import Ledger
 from ..policy import Policy, load_policy
+from ..registry.sites import columns_of, read_master_list
+from ..registry.store import load_master
 from ..runs.passwords import new_password
 from .local_sftp import LocalSftpServer, SftpServerError, free_port
 from .local_smtp import LocalSmtpServer
 from .synthetic import generate_round
+from .ui import serve
 
 REPO = Path(__file__).resolve().parents[3]
 DAG_ID = "urgent_dissemination"
@@ -125,8 +131,6 @@ class Sandbox:
 
     def _fernet_key(self) -> str:
         if not self.fernet_key_file.exists():
-            from cryptography.fernet import Fernet
-
             self.home.mkdir(parents=True, exist_ok=True)
             self.fernet_key_file.write_bytes(Fernet.generate_key())
             self.fernet_key_file.chmod(0o600)
@@ -134,8 +138,6 @@ class Sandbox:
 
     def _chain_key(self) -> str:
         if not self.chain_key_file.exists():
-            import secrets
-
             self.home.mkdir(parents=True, exist_ok=True)
             self.chain_key_file.touch(mode=0o600)
             self.chain_key_file.write_text(secrets.token_hex(32))
@@ -249,9 +251,6 @@ class Sandbox:
         """Bootstrap each country's site registry as a coordinator would, from a master list
         (``<home>/sites/<ISO3>.csv``, written from its synthetic round): the demo's sites are
         registered as they are, so its packages hold every one. Loading it again adds nothing."""
-        from ..registry.sites import columns_of, read_master_list
-        from ..registry.store import load_master
-
         folder = self.home / "sites"
         folder.mkdir(parents=True, exist_ok=True)
         for country, df in rounds.items():
@@ -418,8 +417,6 @@ def demo(sandbox: Sandbox, country: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(description="run the urgent dissemination DAG end to end, "
                                                  "or keep the sandbox running for hand runs")
     parser.add_argument("--home", type=Path, default=REPO / ".demo")
@@ -438,8 +435,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sandbox = Sandbox(args.home, args.include)
         if args.ui or args.serve:
-            from .ui import serve
-
             return serve(sandbox, ui=args.ui, port=args.port)
         return demo(sandbox, args.country)
     except SandboxBusy as exc:

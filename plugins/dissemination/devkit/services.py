@@ -13,7 +13,10 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import httpx
 
 
 def wait_for(what: str, check, timeout: float, every: float = 2.0):
@@ -34,8 +37,6 @@ def airflow_path() -> str:
 
 def api_ok(api, path: str) -> bool:
     """Whether ``api`` (an ``httpx.Client``) answers ``path`` with 200; False while it is down."""
-    import httpx
-
     try:
         return api.get(path).status_code == 200
     except httpx.HTTPError:
@@ -85,7 +86,5 @@ class Service:
 
 def stop_all(services: list[Service]) -> None:
     """Stop services at once (each waits out its own grace periods)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max(1, len(services))) as pool:
         list(pool.map(Service.stop, services))

@@ -17,6 +17,8 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
+import httpx
+
 from .services import Service, airflow_path, api_ok, stop_all, wait_for
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
@@ -56,8 +58,6 @@ def _alive(services: list[Service]) -> None:
 def serve(sandbox: Sandbox, *, ui: bool, port: int = 0) -> int:
     """Initialise the sandbox if needed, start its servers (and with ``ui`` Airflow's), print
     where everything is, and run until SIGINT or SIGTERM; then stop every child process."""
-    import httpx
-
     services: list[Service] = []
     with sandbox:
         sandbox.init()

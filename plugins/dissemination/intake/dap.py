@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import get_args
 
 import pandas as pd
+from openpyxl import load_workbook
 from openpyxl.utils import get_column_letter
 
 from .. import normalise
@@ -124,8 +125,6 @@ def _optional_columns(path: Path, names: list[object]) -> dict[str, int]:
 def _hidden_parts(path: Path) -> list[str]:
     """The hidden parts of the sheet the import reads: the first sheet itself, its rows and
     columns that hold something. What a reviewer does not see in Excel must not become policy."""
-    from openpyxl import load_workbook
-
     workbook = load_workbook(path, data_only=True)  # not read-only: it has no row dimensions
     try:
         sheet = workbook.worksheets[0]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import re
 import shutil
 import zipfile
@@ -40,6 +41,8 @@ from .headers import not_found
 from .source import RoundMeta, RoundNotWritten, exported_since, read_round, write_round
 from .textfiles import NotText, legacy_encoding
 from .workbook import WorkbookRefused, read_first_sheet
+
+log = logging.getLogger(__name__)
 
 #: A dropped file is named after its round: ``<round id>.csv`` or ``.xlsx`` (``ids.ROUND_ID``).
 FILE_NAME = re.compile(r"(?P<round_id>.+)\.(?P<ext>csv|xlsx)")
@@ -86,13 +89,13 @@ def import_drop(folder: Path, survey: sa.Engine, now: datetime, policy: Policy) 
             reason = str(exc) if isinstance(exc, DropFileRejected) else f"{path.name}: {exc}"
             _move(path, folder / "rejected")
             (folder / "rejected" / f"{path.name}.error").write_text(f"{reason}\n")
-            print(f"rejected {reason}")
+            log.warning(f"rejected {reason}")
             continue
         _move(path, folder / "processed")
-        print(f"imported {path.name} as {meta.round_id}: {len(df)} sites; dropped unread as "
-              f"Secret: {', '.join(meta.dropped) or 'nothing'}")
+        log.info(f"imported {path.name} as {meta.round_id}: {len(df)} sites; dropped unread as "
+                 f"Secret: {', '.join(meta.dropped) or 'nothing'}")
         for line in not_found([*df.columns, *meta.dropped], policy.rulesets[meta.country]):
-            print(f"{path.name}: {line}")
+            log.info(f"{path.name}: {line}")
         imported.append(meta.round_id)
     return imported
 

@@ -17,7 +17,10 @@ import re
 from collections.abc import Callable, Sequence
 from difflib import SequenceMatcher
 
+import pyarrow as pa
+
 from .. import normalise
+from ..intake import contacts
 from ..policy import RuleSet
 
 #: How alike a header and a declared one must be, letters and digits only, to be named nearest.
@@ -45,10 +48,6 @@ def holds_contact(header: str) -> bool:
 
     Headers are typed by people like cells: the same detector as the contract's and
     redaction's (intake/contacts.py), so a header cannot hide what a cell could not."""
-    import pyarrow as pa
-
-    from ..intake import contacts
-
     return bool(contacts.found(pa.array([header], pa.string()))[0])
 
 

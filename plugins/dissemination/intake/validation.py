@@ -15,6 +15,7 @@ module is only imported inside tasks.
 
 from __future__ import annotations
 
+import functools
 import gc
 import importlib.util
 import logging
@@ -24,13 +25,16 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jinja2
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from ..classification import Urgency
 from ..errors import PermanentError
 from ..policy import RuleSet
 from ..runs import memory
+from .columns import as_arrow, repeats
 from .staging import private_dir
 
 #: Counts, never values: Data Docs otherwise list sample unexpected values (a site's name, a
@@ -160,9 +164,6 @@ def _cache_data_docs_templates() -> None:
     51 templates again (0.45 s of its 0.6 s of Data Docs). Their compiled code is kept in
     jinja's own file cache (a folder of this user's, mode 0700, that jinja checks is theirs):
     compiled once per machine, reloaded while a template's source is unchanged."""
-    import functools
-
-    import jinja2
     from great_expectations.render.view import view
 
     if view.Environment is jinja2.Environment:  # once per process, and only what it expects
@@ -222,10 +223,6 @@ def _fast(column: pd.Series):
     if pd.api.types.is_numeric_dtype(kind):
         return column.to_numpy(dtype="float64", na_value=np.nan)
     if isinstance(kind, pd.ArrowDtype | pd.StringDtype) and pd.api.types.is_string_dtype(kind):
-        import pyarrow.compute as pc
-
-        from .columns import as_arrow, repeats
-
         if repeats(cells := as_arrow(column)):
             return pd.Categorical(pc.dictionary_encode(cells).to_pandas())
     return column

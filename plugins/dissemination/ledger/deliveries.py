@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from ..disclosure.shown import Shown
 from .holdings import Held
 
 if TYPE_CHECKING:  # (pandas, numpy: not for the Dissemination page's reads)
@@ -109,8 +110,6 @@ class Deliveries:
     def shown_of(self, round_id: str) -> tuple[list[tuple[str, str, str]], dict[str, Shown]]:
         """Every delivery of a round, as (organisation id, agreement, content hash), and what
         the tables delivered showed, by content hash (where it was kept)."""
-        from ..disclosure.shown import Shown
-
         with self.engine.connect() as conn:
             rows = self.delivered_contents(round_id, conn)
             hashes = list(dict.fromkeys(r[2] for r in rows))

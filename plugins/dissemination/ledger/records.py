@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -166,8 +167,6 @@ def claim_of(row) -> Claim:
 
 
 def new_attempt() -> str:
-    import secrets
-
     return secrets.token_hex(16)
 
 

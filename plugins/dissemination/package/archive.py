@@ -27,6 +27,7 @@ import pyarrow.csv as pa_csv
 import pyzipper
 from pyzipper.zipfile import ZIP64_LIMIT
 from zlib_ng import zlib_ng
+from zxcvbn import zxcvbn
 
 from ..classification import Classification, Urgency
 from ..classify.sensitivity import SecretLeak, Selection
@@ -78,8 +79,6 @@ def password_weakness(password: str, known: tuple[str, ...] = ()) -> str:
 def _strength(password: str, known: tuple[str, ...]) -> dict:
     """zxcvbn's score and guesses only (its feedback quotes the password): once per password
     and agreement, not once per package."""
-    from zxcvbn import zxcvbn
-
     result = zxcvbn(password, user_inputs=[w for k in known for w in re.split(r"[\W_]+", k) + [k]
                                            if w])
     return {"score": result["score"], "guesses_log10": float(result["guesses_log10"])}

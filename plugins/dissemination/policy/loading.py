@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
+import os
 import re
 from collections.abc import Hashable, Iterable
 from datetime import date
@@ -329,10 +332,6 @@ def policy_sha256(include_dir: Path | str) -> str:
 
     Every task of a run calls this (``compiled_policy``), so the walk is ``os.walk``: 30x
     cheaper than ``Path.rglob`` over 3,000 files. The order is pathlib's (by path parts)."""
-    import fnmatch
-    import hashlib
-    import os
-
     root = str(include_dir)
     found = []
     for folder, _, names in os.walk(root):

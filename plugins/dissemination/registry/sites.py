@@ -28,6 +28,8 @@ import pyarrow.compute as pc
 from ..classification import Classification
 from ..classify.sensitivity import classify_round
 from ..errors import PermanentError
+from ..intake.contract import conform
+from ..intake.fresh import DropFileRejected, read_export
 from ..policy import IntakeLimits, RuleSet
 
 #: The digest of an empty cell: a site registered without a name stays without one.
@@ -206,9 +208,6 @@ def read_master_list(path: Path, ruleset: RuleSet, limits: IntakeLimits
     levels' columns, headed as the country's exports head them or by indicator name), checked
     by the country's round contract: normal-form key -> (key as written, digests). A Public
     text column it lacks is registered as unknown: a round that has it holds the site."""
-    from ..intake.contract import conform
-    from ..intake.fresh import DropFileRejected, read_export
-
     try:
         raw = read_export(Path(path), limits)
     except DropFileRejected as exc:

@@ -23,6 +23,7 @@ from ..ledger.rows import insert_chained
 from ..ledger.store import Ledger
 from ..ledger.tables import site_registry, sites_held
 
+# ``sites`` (pandas) is imported where it is used: the page reads held sites through here
 if TYPE_CHECKING:
     import pandas as pd
 

@@ -66,6 +66,7 @@ def lean() -> None:
     """Serve large blocks by mapping them (a fixed threshold: glibc no longer raises it) and
     Arrow's buffers from the C library, so a freed column leaves the process at once; other C
     libraries have no mallopt (then only Arrow's pool changes)."""
+    # pyarrow here, not at the top: DAG files load this module (holds_a_round) when they parse
     import pyarrow as pa
 
     pa.set_memory_pool(pa.system_memory_pool())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -40,6 +41,4 @@ def rotate_password(agreement, policy: Policy, ledger: Ledger, now: datetime,
 
 def new_password() -> str:
     """A strong package password: 24 URL-safe characters (~143 bits)."""
-    import secrets
-
     return secrets.token_urlsafe(18)

@@ -19,6 +19,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from ..connection import schema_revision
+from ..store import Ledger
 from ..tables import SCHEMA_REVISION
 from .baseline import first_release_tables
 
@@ -104,7 +105,5 @@ def _config(conn: sa.Connection):
 def open_upgraded(engine: sa.Engine):
     """Upgrade, then open: for the sandbox and tests (production upgrades in a DAG's first
     task or by ``python -m dissemination ledger upgrade``, then opens)."""
-    from ..store import Ledger
-
     upgrade(engine)
     return Ledger(engine)

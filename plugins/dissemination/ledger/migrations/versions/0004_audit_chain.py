@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
+from dissemination.ledger.rows import adopt_unchained
+from dissemination.ledger.tables import CHAIN_ADOPTED, ledger_meta
+
 revision = "0004"
 down_revision = "0003"
 
 
 def upgrade() -> None:
-    from dissemination.ledger.rows import adopt_unchained
-    from dissemination.ledger.tables import CHAIN_ADOPTED, ledger_meta
-
     op.create_table(
         "audit_chain",
         sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
