@@ -6,11 +6,11 @@ policy is the tests' own with 1,000 agreements of 1,000 organisations (``policie
 the first ``--deliveries`` medium-urgency plans for the round are packaged, each run in a fresh
 interpreter as the ``package`` task is (read the staged round, ``package_deliveries``), so its
 peak RSS is its own. The agreements are copies of the tests' three, so organisations alike
-receive the same tables, which ``package_deliveries`` builds and deflates once (``packaging.alike``);
-the worst case, every organisation's tables its own, is measured too, and is the reference of
-the speed-up. Figures: ms per delivery, the speed-up, the peak RSS of the parent and of the
-largest worker (shared copy-on-write pages count in both), and the CPU time per delivery (other
-work on the machine lowers the speed-up but not the CPU time).
+receive the same tables, which ``package_deliveries`` builds and deflates once
+(``packaging.alike``); the worst case, every organisation's tables its own, is measured too, and is
+the reference of the speed-up. Figures: ms per delivery, the speed-up, the peak RSS of the parent
+and of the largest worker (shared copy-on-write pages count in both), and the CPU time per delivery
+(other work on the machine lowers the speed-up but not the CPU time).
 
     make bench   # or: PYTHONPATH=plugins .venv/bin/python bench/package.py [--deliveries 200]
 """

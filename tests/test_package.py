@@ -37,7 +37,8 @@ def test_package_round_trip(unicef_package, policy, round_nga):
     assert list(data.columns) == [c for c in df.columns if c in expected]
     assert len(data) == len(df) == manifest["row_count"]
     assert manifest["round"]["id"] == meta.round_id
-    assert manifest["rules"] == {"country": "NGA", "version": "2026.11", "default_version": "2026.2",
+    assert manifest["rules"] == {"country": "NGA", "version": "2026.11",
+                                 "default_version": "2026.2",
                                  "risk_assessment_date": "2026-10-15", "review_due": "2027-04-13",
                                  "small_cell_threshold": 3}
     assert manifest["level"] == "site" and manifest["warnings"] == []

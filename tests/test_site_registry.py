@@ -230,6 +230,7 @@ def test_a_country_turning_the_registry_off_loosens_the_default_and_says_why(reg
     nga.write_text(nga.read_text().replace(
         "{hold: false}", "{hold: false, loosens_default: NGA names sites from the gazetteer.}"))
     policy = load_policy(include)
-    assert not policy.rulesets["NGA"].site_registry.hold and policy.rulesets["SSD"].site_registry.hold
+    assert not policy.rulesets["NGA"].site_registry.hold
+    assert policy.rulesets["SSD"].site_registry.hold
     assert "NGA: site_registry.hold true -> false (NGA names sites from the gazetteer.)" in \
         policy.rulesets["NGA"].loosened

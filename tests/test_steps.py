@@ -430,7 +430,8 @@ def test_a_cleaned_round_is_protected_with_the_partial_tables_its_recipient_hold
 
     # Cleaning corrected the hidden site (2 -> 3): the difference tells the 3; still hidden.
     cleaned, corrected = _cleaned(meta, df, [3, 9, 8, 7, 6, 5])
-    assert _state_total(policy, cleaned, corrected, ledger, tmp_path, lambda rid, version: df) == [None]
+    total = _state_total(policy, cleaned, corrected, ledger, tmp_path, lambda rid, version: df)
+    assert total == [None]
 
     # The partial round exported again since (another value): not the table delivered.
     changed = df.assign(unaccompanied_children=_counts([2, 9, 8, 7, 6, 4]))

@@ -1,8 +1,9 @@
 """TaskFlow tasks shared by the dissemination DAGs: each is a thin call into the domain.
 
 Both paths run the same chain on a list of rounds: pull -> validate -> plan -> package ->
-deliver (claim, upload, confirm; mapped per batch of organisations) -> notify (mapped) -> finish. Only how the rounds are found and
-the urgency differ, and those live in the DAG files. Heavy imports stay inside the functions.
+deliver (claim, upload, confirm; mapped per batch of organisations) -> notify (mapped) -> finish.
+Only how the rounds are found and the urgency differ, and those live in the DAG files. Heavy imports
+stay inside the functions.
 """
 
 from __future__ import annotations

@@ -91,7 +91,8 @@ def parse_host_key(text: str) -> paramiko.PKey:
     try:
         return paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1]))
     except Exception as exc:  # paramiko raises several types for a malformed key
-        raise DestinationMisconfigured(f"pinned host key of type {parts[0]!r} cannot be parsed: {exc}") from exc
+        raise DestinationMisconfigured(
+            f"pinned host key of type {parts[0]!r} cannot be parsed: {exc}") from exc
 
 
 #: Bytes per SFTP write/read request to OpenSSH's server, which takes up to 256 KiB per packet

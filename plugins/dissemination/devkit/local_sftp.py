@@ -160,7 +160,7 @@ class LocalSftpServer:
         )
 
     def airflow_connection(self, host_key: str | None = None) -> dict:
-        """The Airflow connection (JSON form, for ``AIRFLOW_CONN_<ID>``) that reaches this server."""
+        """The Airflow connection (JSON, for ``AIRFLOW_CONN_<ID>``) that reaches this server."""
         return {
             "conn_type": "sftp",
             "host": "127.0.0.1",

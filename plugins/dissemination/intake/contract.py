@@ -1,4 +1,4 @@
-"""The round contract: a real export, taken as it is, checked value by value before any rule reads it.
+"""The round contract: a real export, taken as it is, checked value by value before rules read it.
 
 ``conform`` is the one door every round goes through (file drop, SQL source, ``check-round``):
 
