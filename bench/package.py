@@ -68,7 +68,7 @@ def run(job: Path, workers: int, distinct: bool = False) -> dict:
     from dissemination.intake.source import RoundMeta
     from dissemination.ledger.migrations import open_upgraded
     from dissemination.policy import load_policy
-    from dissemination.runs import package_deliveries, packaging
+    from dissemination.runs import PackagingRun, package_deliveries, packaging
 
     if distinct:
         packaging.alike = lambda organisations: [[plans] for plans in organisations]
@@ -80,7 +80,8 @@ def run(job: Path, workers: int, distinct: bool = False) -> dict:
     df = staging.read_staged(staged["path"])
     start, cpu = time.perf_counter(), cpu_seconds()
     done = package_deliveries(df, RoundMeta.from_xcom(staged), plans, policy, out_dir,
-                                    lambda variable: PASSWORD, ledger, NOW, workers=workers)
+                                    lambda variable: PASSWORD, ledger,
+                                    PackagingRun(NOW, workers=workers))
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     assert [d.status for d in done] == ["packaged"] * len(plans)
     return {"seconds": seconds, "cpu_seconds": cpu, "hashes": [d.content_sha256 for d in done],

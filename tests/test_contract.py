@@ -22,7 +22,7 @@ from dissemination.intake import staging
 from dissemination.intake.contract import ContractBroken, conform
 from dissemination.intake.fresh import import_drop
 from dissemination.intake.source import RoundMeta, read_round
-from dissemination.runs import plan_deliveries, pull_round, stage_round
+from dissemination.runs import Findings, plan_deliveries, pull_round, stage_round
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 META = RoundMeta("NGA-R007-partial", "NGA", "partial", datetime(2026, 11, 20, tzinfo=UTC))
@@ -49,7 +49,8 @@ def _round(n: int = 6, **columns) -> pd.DataFrame:
 def _plan(policy, staged: dict, agreement: str):
     (plan,) = plan_deliveries(
         policy, RoundMeta.from_xcom(staged), staged["columns"], Urgency.MEDIUM,
-        today=date(2026, 11, 21), only=[agreement], active=staged["active_relational"])
+        today=date(2026, 11, 21), only=[agreement],
+        found=Findings(active=staged["active_relational"]))
     return plan
 
 

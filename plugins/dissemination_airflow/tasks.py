@@ -111,7 +111,7 @@ def plan(validated: dict, urgency: str, run_id: str, agreements: list[str] | Non
     from dissemination.delivery import ReviewOverdue
     from dissemination.intake import RoundMeta
     from dissemination.ledger import DisclosureState, Ledger
-    from dissemination.runs import plan_deliveries
+    from dissemination.runs import Findings, plan_deliveries
 
     from . import LEDGER_DB_CONN_ID, current_policy, engine
     from .store import RunStage
@@ -128,8 +128,9 @@ def plan(validated: dict, urgency: str, run_id: str, agreements: list[str] | Non
             plans += plan_deliveries(
                 policy, RoundMeta.from_xcom(round_), round_["columns"], Urgency(urgency),
                 today=today, only=agreements or (),
-                active=round_["active_relational"], state=state,
-                warnings=round_.get("validation_warnings", ()),
+                found=Findings(active=round_["active_relational"],
+                               warnings=round_.get("validation_warnings", ())),
+                state=state,
             )
         except ReviewOverdue as exc:
             print(f"STOPPED {round_['round_id']}: {exc}")
@@ -158,7 +159,12 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
     from dissemination.intake import RoundMeta, read_staged, staged_columns
     from dissemination.ledger import Ledger
     from dissemination.registry import held_line
-    from dissemination.runs import export_reader, package_deliveries, round_columns
+    from dissemination.runs import (
+        PackagingRun,
+        export_reader,
+        package_deliveries,
+        round_columns,
+    )
 
     from . import (
         LEDGER_DB_CONN_ID,
@@ -188,7 +194,8 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
         out += package_deliveries(
             read_staged(path, columns=columns),
             RoundMeta.from_xcom(round_), mine, policy, stage.local_dir(), package_password,
-            ledger, pendulum.now("UTC"), read_export=read_export, version=version,
+            ledger,
+            PackagingRun(pendulum.now("UTC"), read_export=read_export, version=version),
         )
         if held := held_line(ledger.engine, round_["country"], round_["round_id"]):
             print(held)  # by site key: the registry's sites awaiting review

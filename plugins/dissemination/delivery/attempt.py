@@ -26,8 +26,7 @@ CLAIM_LEASE = timedelta(hours=2)
 
 
 def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget], policy: Policy,
-            ledger: Ledger, now: datetime, run_id: str, lease: timedelta = CLAIM_LEASE,
-            sessions: Sessions | None = None,
+            ledger: Ledger, now: datetime, run_id: str, sessions: Sessions | None = None,
             password_for: Callable[[str], str] | None = None) -> Delivery:
     """Claim, upload, confirm: exactly once, whatever fails in between.
 
@@ -47,7 +46,7 @@ def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget], policy:
     check_still_allowed(delivery, policy, now.date(), password_for)
     remote_path = final_path(delivery.destination, delivery.package_path)
     got = ledger.claim(claim_key(delivery), run_id, delivery.package_sha256,
-                       delivery.destination, remote_path, now, lease)
+                       delivery.destination, remote_path, now, CLAIM_LEASE)
     if got.outcome == "delivered":
         if got.claim.run_id == run_id and got.claim.notified_at is None:
             # An earlier attempt of this run recorded it, then its batch failed on another
