@@ -114,7 +114,7 @@ def _ledger_status(ledger: Ledger) -> str:
     return subprocess.run(
         [sys.executable, "-m", "dissemination", "ledger", "status", "--url",
          str(ledger.engine.url)], capture_output=True, text=True, check=True,
-        env={**os.environ, "PYTHONPATH": str(Path(runs.__file__).parents[1])}).stdout
+        env={**os.environ, "PYTHONPATH": str(Path(runs.__file__).parents[2])}).stdout
 
 
 def _deliver(delivery, server, policy, ledger, run_id="run-1", **kw):
