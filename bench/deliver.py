@@ -92,7 +92,7 @@ def main() -> None:
 
     from dissemination.classification import Urgency
     from dissemination.delivery import deliver, deliver_each
-    from dissemination.delivery.sftp import Sessions
+    from dissemination.delivery.sftp_sessions import Sessions
     from dissemination.devkit.local_sftp import LocalSftpServer
     from dissemination.devkit.synthetic import generate_round
     from dissemination.ledger.migrations import open_upgraded

@@ -61,7 +61,8 @@ def _child(read: str, round_id: str) -> None:
     import pandas as pd
 
     from dissemination.ids import check_round_id
-    from dissemination.intake.source import SITE_TABLE, read_round
+    from dissemination.intake.reading import read_round
+    from dissemination.intake.source import SITE_TABLE
 
     engine = _engine(os.environ["BENCH_PULL_URL"], os.environ["BENCH_PULL_SCHEMA"])
     sql = f"SELECT * FROM {SITE_TABLE} WHERE round_id = "

@@ -117,7 +117,8 @@ def measure(sandbox, floor_dir: Path, sites: int, runs: int, first_round: int) -
     import pyarrow as pa
 
     from dissemination.devkit.synthetic import generate_round
-    from dissemination.intake.source import read_round, write_round
+    from dissemination.intake.reading import read_round
+    from dissemination.intake.source import write_round
 
     ruleset = sandbox.policy.rulesets["NGA"]
     floor_env = {**sandbox.env(), "AIRFLOW__CORE__DAGS_FOLDER": str(floor_dir)}

@@ -15,7 +15,8 @@ from faults import InBackground, silent_sessions
 
 from dissemination.classification import Urgency
 from dissemination.delivery import Delivery, deliver, deliver_each
-from dissemination.delivery.sftp import DestinationMisconfigured, Sessions
+from dissemination.delivery.sftp_sessions import Sessions
+from dissemination.delivery.sftp_target import DestinationMisconfigured
 from dissemination.devkit.synthetic import generate_round
 from dissemination.ledger.audit import verify
 from dissemination.ledger.migrations import open_upgraded

@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from dissemination.classification import Urgency
 from dissemination.intake import staging
 from dissemination.intake.fresh import import_drop
-from dissemination.intake.source import RoundMeta, read_round, write_round
+from dissemination.intake.reading import read_round
+from dissemination.intake.source import RoundMeta, write_round
 from dissemination.ledger.migrations import open_upgraded
 from dissemination.package.archive import open_package
 from dissemination.policy import load_policy

@@ -26,13 +26,14 @@ from dissemination.classify.sensitivity import (
     classify_round,
     select_for_agreement,
 )
-from dissemination.delivery.sftp import parse_host_key
+from dissemination.delivery.sftp_target import parse_host_key
 from dissemination.devkit.local_sftp import LocalSftpServer
 from dissemination.devkit.sandbox import Sandbox
 from dissemination.devkit.synthetic import generate_round
 from dissemination.disclosure.engine import build_content
 from dissemination.intake import staging
-from dissemination.intake.source import read_round, write_round
+from dissemination.intake.reading import read_round
+from dissemination.intake.source import write_round
 from dissemination.package.archive import open_package
 
 # System tier: `airflow dags test` runs the urgent DAG in a sandbox over sshd.

@@ -33,10 +33,10 @@ from dissemination import runs
 from dissemination.__main__ import main as cli
 from dissemination.classification import Urgency
 from dissemination.delivery import claim_key, deliver
-from dissemination.delivery.sftp import (
+from dissemination.delivery.sftp_sessions import Sessions
+from dissemination.delivery.sftp_target import (
     DeliveryError,
     DestinationMisconfigured,
-    Sessions,
     UploadFailed,
 )
 from dissemination.devkit.local_sftp import LocalSftpServer

@@ -16,7 +16,8 @@ from .allowed import AgreementRefused, check_still_allowed
 from .claims import claim_key, release_quietly, slot_recipients
 from .confirm import delivery_record
 from .planned import Delivery
-from .sftp import Sessions, SftpTarget
+from .sftp_sessions import Sessions
+from .sftp_target import SftpTarget
 from .upload import already_on_server, final_path, upload_with_fallback
 
 #: How long a claim keeps other runs out before its attempt is presumed dead (a retry of the same

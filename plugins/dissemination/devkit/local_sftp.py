@@ -25,7 +25,7 @@ from pathlib import Path
 
 import asyncssh
 
-from ..delivery.sftp import SftpTarget
+from ..delivery.sftp_target import SftpTarget
 
 #: ``auto``: OpenSSH when an sshd binary is found, else the pure-Python server.
 ENGINES = ("auto", "openssh", "python")
