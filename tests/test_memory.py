@@ -12,7 +12,7 @@ KEPT = """
 import sys
 import numpy as np
 import pyarrow as pa
-from dissemination import memory
+from dissemination.runs import memory
 if sys.argv[1] == "lean":
     memory.lean()
 print(pa.default_memory_pool().backend_name)

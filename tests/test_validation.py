@@ -131,7 +131,7 @@ import jinja2
 from conftest import POLICY_DIR
 from dissemination.devkit.synthetic import generate_round
 from dissemination.policy import load_policy
-from dissemination.validation import validate_round
+from dissemination.intake.validation import validate_round
 
 compiled = []
 compile_ = jinja2.Environment._compile
@@ -214,7 +214,7 @@ def test_scipy_stats_and_altair_are_loaded_only_when_an_expectation_uses_them():
     import subprocess
     import sys
 
-    code = ("import sys; from dissemination.validation import _context; _context(); "
+    code = ("import sys; from dissemination.intake.validation import _context; _context(); "
             "kinds = lambda: [type(sys.modules[m]).__name__ for m in ('scipy.stats', 'altair')]; "
             "print(*kinds(), 'narwhals' in sys.modules); "
             "from great_expectations.expectations.core import "
