@@ -63,7 +63,7 @@ def libraries():
     def second(x):
         import adbc_driver_sqlite.dbapi, aiosmtplib, pandas, paramiko, pyarrow, pyzipper
         import zlib_ng.zlib_ng
-        from dissemination.validation import import_great_expectations
+        from dissemination.intake.validation import import_great_expectations
 
         import_great_expectations()
         return x + 1

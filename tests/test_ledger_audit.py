@@ -96,7 +96,7 @@ def test_a_ledger_at_this_codes_revision_is_upgraded_without_loading_alembic(tmp
     """Every run's first task upgrades the ledger: at head it only reads the version table."""
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     upgrade(sa.create_engine(url))
-    code = ("import sys, sqlalchemy as sa; from dissemination.ledger_migrations import upgrade; "
+    code = ("import sys, sqlalchemy as sa; from dissemination.ledger.migrations import upgrade; "
             f"done = upgrade(sa.create_engine({url!r})); "
             "print(done.before, done.after, 'alembic' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
