@@ -92,12 +92,12 @@ def main() -> None:
 
     from dissemination.classification import Urgency
     from dissemination.delivery import deliver, deliver_each
-    from dissemination.delivery.sftp import Sessions
+    from dissemination.delivery.sftp_sessions import Sessions
     from dissemination.devkit.local_sftp import LocalSftpServer
     from dissemination.devkit.synthetic import generate_round
     from dissemination.ledger.migrations import open_upgraded
     from dissemination.policy import load_policy
-    from dissemination.runs import package_deliveries, plan_deliveries
+    from dissemination.runs import PackagingRun, package_deliveries, plan_deliveries
 
     with tempfile.TemporaryDirectory(prefix="bench-deliver-") as tmp, \
             LocalSftpServer(Path(tmp) / "sftp", engine="openssh") as server:
@@ -108,7 +108,8 @@ def main() -> None:
                                       today=NOW.date())
         ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp / 'packaging.db'}"))
         deliveries = package_deliveries(df, meta, plans, policy, tmp / "packages",
-                                              lambda variable: "a-bench-password", ledger, NOW)
+                                              lambda variable: "a-bench-password",
+                                              ledger, PackagingRun(NOW))
         folders = {d.destination.split(":", 1)[1] for d in deliveries}
         size = sum(Path(d.package_path).stat().st_size for d in deliveries)
         far = LatencyLink(server.port, args.rtt_ms / 2000)

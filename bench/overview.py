@@ -3,12 +3,12 @@ the same page for a small deployment, in the same run.
 
 The page (``dissemination_ui.app.read_overview``) reads the ledger (``LedgerView.read``),
 checks its hash chain from the last passing daily audit's head (``audit.verify_since``; here
-``DAY`` entries before the end) and builds the overview (``build_overview``), then renders it. Here each part is timed on its own, without Airflow, on a SQLite ledger filled with:
-``--agreements`` agreements (``bench/policies.py``), ``--months`` months of history, each month
-a low-tier delivery per agreement and ``--urgent`` medium-tier deliveries per agreement, a
-quarterly password rotation per agreement, one failed attempt per 20 deliveries, and the intake
-of a partial and a cleaned round per country and month. The reference: the same for the tests'
-three agreements and one month.
+``DAY`` entries before the end) and builds the overview (``build_overview``), then renders it. Here
+each part is timed on its own, without Airflow, on a SQLite ledger filled with: ``--agreements``
+agreements (``bench/policies.py``), ``--months`` months of history, each month a low-tier delivery
+per agreement and ``--urgent`` medium-tier deliveries per agreement, a quarterly password rotation
+per agreement, one failed attempt per 20 deliveries, and the intake of a partial and a cleaned round
+per country and month. The reference: the same for the tests' three agreements and one month.
 
 - ``overview_1000_s``: read + chain + build + render at the large size;
 - ``overview_1000_vs_small``: that / the reference;
@@ -176,7 +176,8 @@ def main() -> None:
         audit_s = time.perf_counter() - start
     parts = ", ".join(f"{k} {v:.2f} s" for k, v in best["large"].items() if k != "total")
     print(f"page at {args.agreements} agreements in {args.countries} countries, {large[2]} "
-          f"deliveries over {args.months} months: {best['large']['total']:.2f} s ({parts}); at 3 agreements, one month "
+          f"deliveries over {args.months} months: {best['large']['total']:.2f} s ({parts}); "
+          f"at 3 agreements, one month "
           f"({small[2]} deliveries): {best['small']['total'] * 1000:.0f} ms")
     print(f"(the chain checked from the last audit's head, {DAY} entries since; the whole chain, "
           f"as the daily audit checks it: {audit_s:.2f} s)")

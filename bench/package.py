@@ -6,11 +6,11 @@ policy is the tests' own with 1,000 agreements of 1,000 organisations (``policie
 the first ``--deliveries`` medium-urgency plans for the round are packaged, each run in a fresh
 interpreter as the ``package`` task is (read the staged round, ``package_deliveries``), so its
 peak RSS is its own. The agreements are copies of the tests' three, so organisations alike
-receive the same tables, which ``package_deliveries`` builds and deflates once (``packaging.alike``);
-the worst case, every organisation's tables its own, is measured too, and is the reference of
-the speed-up. Figures: ms per delivery, the speed-up, the peak RSS of the parent and of the
-largest worker (shared copy-on-write pages count in both), and the CPU time per delivery (other
-work on the machine lowers the speed-up but not the CPU time).
+receive the same tables, which ``package_deliveries`` builds and deflates once
+(``packaging.alike``); the worst case, every organisation's tables its own, is measured too, and is
+the reference of the speed-up. Figures: ms per delivery, the speed-up, the peak RSS of the parent
+and of the largest worker (shared copy-on-write pages count in both), and the CPU time per delivery
+(other work on the machine lowers the speed-up but not the CPU time).
 
     make bench   # or: PYTHONPATH=plugins .venv/bin/python bench/package.py [--deliveries 200]
 """
@@ -68,7 +68,7 @@ def run(job: Path, workers: int, distinct: bool = False) -> dict:
     from dissemination.intake.source import RoundMeta
     from dissemination.ledger.migrations import open_upgraded
     from dissemination.policy import load_policy
-    from dissemination.runs import package_deliveries, packaging
+    from dissemination.runs import PackagingRun, package_deliveries, packaging
 
     if distinct:
         packaging.alike = lambda organisations, holding=None: [[plans] for plans in organisations]
@@ -80,7 +80,8 @@ def run(job: Path, workers: int, distinct: bool = False) -> dict:
     df = staging.read_staged(staged["path"])
     start, cpu = time.perf_counter(), cpu_seconds()
     done = package_deliveries(df, RoundMeta.from_xcom(staged), plans, policy, out_dir,
-                                    lambda variable: PASSWORD, ledger, NOW, workers=workers)
+                                    lambda variable: PASSWORD, ledger,
+                                    PackagingRun(NOW, workers=workers))
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     assert [d.status for d in done] == ["packaged"] * len(plans)
     return {"seconds": seconds, "cpu_seconds": cpu, "hashes": [d.content_sha256 for d in done],

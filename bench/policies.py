@@ -1,6 +1,6 @@
-"""What benchmarks share: a global deployment's policy (tests/policy grown to ``count`` agreements of
-``count`` organisations, each with its focal points, optionally spread over many countries) and the
-floor DAG end-to-end runs compare with."""
+"""What benchmarks share: a global deployment's policy (tests/policy grown to ``count`` agreements
+of ``count`` organisations, each with its focal points, optionally spread over many countries) and
+the floor DAG end-to-end runs compare with."""
 
 from __future__ import annotations
 

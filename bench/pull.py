@@ -8,9 +8,10 @@ fresh process (its peak RSS, VmHWM, is the read's own), median of 3:
   ``fetch_arrow_table()``, nothing else (on PostgreSQL the id written into the query, ADBC's
   streaming COPY path);
 - ``pandas.read_sql`` of the same query (how ``read_round`` read before), unless ``--no-read-sql``.
-Every process imports the same modules before its clock starts. Figures: ``pull_1m_sqlite_vs_arrow``,
-``pull_1m_postgres_vs_arrow`` (read_round / reference) and ``pull_1m_peak_rss_vs_arrow`` (the
-larger read_round peak RSS, whole process, / the round's Arrow size, ``table.nbytes``).
+Every process imports the same modules before its clock starts. Figures:
+``pull_1m_sqlite_vs_arrow``, ``pull_1m_postgres_vs_arrow`` (read_round / reference) and
+``pull_1m_peak_rss_vs_arrow`` (the larger read_round peak RSS, whole process, / the round's Arrow
+size, ``table.nbytes``).
 
     make bench   # or: PYTHONPATH=plugins .venv/bin/python bench/pull.py [--sites 1000000]
 """
@@ -60,7 +61,8 @@ def _child(read: str, round_id: str) -> None:
     import pandas as pd
 
     from dissemination.ids import check_round_id
-    from dissemination.intake.source import SITE_TABLE, read_round
+    from dissemination.intake.reading import read_round
+    from dissemination.intake.source import SITE_TABLE
 
     engine = _engine(os.environ["BENCH_PULL_URL"], os.environ["BENCH_PULL_SCHEMA"])
     sql = f"SELECT * FROM {SITE_TABLE} WHERE round_id = "

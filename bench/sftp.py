@@ -23,7 +23,7 @@ from summary import Figure, median_seconds, record  # noqa: E402
 
 
 def main(megabytes: int = 200) -> None:
-    from dissemination.delivery import sftp
+    from dissemination.delivery import sftp, sftp_sessions
     from dissemination.devkit.local_sftp import LocalSftpServer
 
     with (tempfile.TemporaryDirectory() as tmp,
@@ -44,11 +44,11 @@ def main(megabytes: int = 200) -> None:
         target = server.target()
 
         def transfer(client) -> None:
-            with sftp._opened(client, "in/ours.zip", "wb", sftp.REQUEST_SIZE) as remote:
+            with sftp._opened(client, "in/ours.zip", "wb", sftp_sessions.REQUEST_SIZE) as remote:
                 sftp._send(remote, payload)
 
         def with_sftp(action):
-            client = sftp._connect(target)
+            client = sftp_sessions._connect(target)
             try:
                 action(client.open_sftp())
             finally:

@@ -7,10 +7,10 @@ folder holding that file alone, as the floor's does (``dags test`` also syncs th
 the DAG it runs). Otherwise the urgent run would also parse, serialise and store the project's
 five other DAGs (0.3-1.5 s), which no officer's urgent run waits for (the DAG processor parses
 them apart). The
-urgent run is the real one of ``make demo`` (``dissemination.devkit.sandbox``: SQLite survey database,
-a real sshd on loopback as every partner's SFTP server, connections as AIRFLOW_CONN_*, passwords
-as Variables, the tests' own policy: 3 recipients in NGA) on a synthetic NGA round of N sites,
-a new round per run (a re-run of the same round delivers nothing). Floor and urgent runs are
+urgent run is the real one of ``make demo`` (``dissemination.devkit.sandbox``: SQLite survey
+database, a real sshd on loopback as every partner's SFTP server, connections as AIRFLOW_CONN_*,
+passwords as Variables, the tests' own policy: 3 recipients in NGA) on a synthetic NGA round of N
+sites, a new round per run (a re-run of the same round delivers nothing). Floor and urgent runs are
 interleaved, so that a busy machine slows both alike. A second reference, the libraries floor,
 is the floor DAG whose middle task imports what the urgent path cannot do without (pandas,
 pyarrow, the ADBC SQLite driver, paramiko, pyzipper, zlib-ng, aiosmtplib, and Great Expectations
@@ -144,7 +144,8 @@ def measure(sandbox, floor_dir: Path, sites: int, runs: int, first_round: int) -
     import pyarrow as pa
 
     from dissemination.devkit.synthetic import generate_round
-    from dissemination.intake.source import read_round, write_round
+    from dissemination.intake.reading import read_round
+    from dissemination.intake.source import write_round
 
     ruleset = sandbox.policy.rulesets["NGA"]
     floor_env = {**sandbox.env(), "AIRFLOW__CORE__DAGS_FOLDER": str(floor_dir)}
@@ -222,7 +223,8 @@ def main() -> None:
                 print(f"{sites} sites: urgent {m['urgent']:.1f} s vs floor {m['floor']:.1f} s "
                       f"({m['urgent'] / m['floor']:.2f}x), libraries floor {m['libraries']:.1f} s "
                       f"({m['libraries'] / m['floor']:.2f}x the floor; urgent "
-                      f"{m['urgent'] / m['libraries']:.2f}x it); peak RSS {m['peak'] / 2**20:.0f} MiB "
+                      f"{m['urgent'] / m['libraries']:.2f}x it); "
+                      f"peak RSS {m['peak'] / 2**20:.0f} MiB "
                       f"(floor {m['floor_peak'] / 2**20:.0f} MiB) vs the round in Arrow "
                       f"{m['arrow'] / 2**20:.0f} MiB ({m['peak'] / m['arrow']:.2f}x)", flush=True)
     record(**figures)

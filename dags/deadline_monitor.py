@@ -4,9 +4,10 @@
 Every 30 minutes, for each partial round of the last week and each agreement whose medium tier
 covers its country: the window (e.g. 48 hours from collection) is met, pending, **at risk** (less
 than a quarter left and not delivered) or **missed**. At risk and missed raise one e-mail to
-DTM's focal point on duty in the round's country (never repeated), and a newly missed window fails this task, so it shows red
-in the UI. Deliveries themselves record met/missed in the ledger. It also removes the staging
-of failed runs once its retention has passed (`DISSEMINATION_STAGING_RETENTION_HOURS`).
+DTM's focal point on duty in the round's country (never repeated), and a newly missed window fails
+this task, so it shows red in the UI. Deliveries themselves record met/missed in the ledger. It also
+removes the staging of failed runs once its retention has passed
+(`DISSEMINATION_STAGING_RETENTION_HOURS`).
 
 (Airflow 3.3's Deadline Alerts cannot be tested with `dags test`, apache/airflow#73428: this
 monitor is the equivalent, and is tested.)

@@ -4,8 +4,8 @@
 Daily. When an agreement's password is older than `password.rotate_every_days` (or its age is
 unknown), a new strong password is generated and stored in the agreement's Airflow Variable, the
 rotation is recorded in the ledger with the focal point who must be told, and DTM's focal
-point on duty (`include/focal_points/dtm/`) gets an e-mail saying whom to call. The password itself is never logged, returned,
-e-mailed or sent with a package.
+point on duty (`include/focal_points/dtm/`) gets an e-mail saying whom to call. The password itself
+is never logged, returned, e-mailed or sent with a package.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ database; then every round exported since the last intake (a watermark) whose co
 registered. Partial (raw) rounds start the **medium-urgency** path at once: one
 `urgent_dissemination` run per round, with an automatic justification. Urgent-action signals named
 by the rules (e.g. more than 10 unaccompanied children at a site, or a jump since the previous
-round) alert DTM's focal point on duty and start the medium path for the agreements covering them, even
-for a cleaned round. Other cleaned rounds wait for the **monthly** run. A corrected re-export of a round (same id, new content) is routed again and says
-so; an unchanged re-export is ignored.
+round) alert DTM's focal point on duty and start the medium path for the agreements covering them,
+even for a cleaned round. Other cleaned rounds wait for the **monthly** run. A corrected re-export
+of a round (same id, new content) is routed again and says so; an unchanged re-export is ignored.
 """
 
 from __future__ import annotations

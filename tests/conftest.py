@@ -1,4 +1,4 @@
-"""Shared fixtures: the tests' own policy and a copy of it to break, a real OpenSSH SFTP server, a synthetic round."""
+"""Shared fixtures: the tests' own policy and a copy to break, an OpenSSH SFTP server, a round."""
 
 from __future__ import annotations
 

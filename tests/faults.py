@@ -169,7 +169,7 @@ def _deliver(args: dict) -> None:
     import sqlalchemy as sa
 
     from dissemination.delivery import Delivery, deliver
-    from dissemination.delivery.sftp import SftpTarget
+    from dissemination.delivery.sftp_target import SftpTarget
     from dissemination.ledger.store import Ledger
     from dissemination.policy import load_policy
 

@@ -21,7 +21,8 @@ PACKAGES = sorted(p.parent.relative_to(DOMAIN.parent).as_posix().replace("/", ".
                   for p in DOMAIN.rglob("__init__.py")
                   if "migrations" not in p.parts)
 ROOTS = {"dissemination", *(p for p in PACKAGES if p.count(".") == 1)}
-AIRFLOW_SIDE = [*REPO.glob("dags/*.py"), *(REPO / "plugins" / "dissemination_airflow").rglob("*.py"),
+AIRFLOW_SIDE = [*REPO.glob("dags/*.py"),
+                *(REPO / "plugins" / "dissemination_airflow").rglob("*.py"),
                 *(REPO / "plugins" / "dissemination_ui").rglob("*.py")]
 HEAVY = ("pandas", "pyarrow", "numpy", "sqlalchemy", "great_expectations", "paramiko", "pyzipper",
          "scipy", "alembic")

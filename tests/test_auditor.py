@@ -205,6 +205,19 @@ def attack(truth, ruleset, received, ceiling, same=(), unseen=(), held=()) -> li
         for q in auditor.quantities:
             if auditor._true(then, q) == auditor._true(now, q):
                 auditor.equal({(then, q): 1, (now, q): -1}, 0)
+    hidden = _hidden_cells(auditor, received, unseen, held)
+    found = []
+    for coefficients, value, column, sites, selection in hidden:
+        if _protected(truth, value, column, sites, selection.level, ruleset,
+                      set(selection.exact_counts)) and auditor.leaks(coefficients):
+            found.append(f"{column} at {selection.level} over {len(sites)} site(s) = {value}")
+    tables = [*held, *received]
+    return (found + _counts_above_ceiling(auditor, truth, ruleset, ceiling, tables)
+            + _relational_above_ceiling(auditor, truth, ruleset, ceiling, tables))
+
+
+def _hidden_cells(auditor, received, unseen, held) -> list:
+    """Every blank the auditor reads, with the selection of its table (``attack``)."""
     hidden = []
     for frame, selection, positions in held:
         hidden += [(*cell, selection) for cell in auditor.read(
@@ -216,17 +229,17 @@ def attack(truth, ruleset, received, ceiling, same=(), unseen=(), held=()) -> li
         blank = pd.DataFrame(None, index=range(len(positions)), columns=list(columns),
                              dtype=object)
         hidden += [(*cell, selection) for cell in auditor.read(blank, selection.level, positions)]
+    return hidden
+
+
+def _counts_above_ceiling(auditor, truth, ruleset, ceiling, tables) -> list[str]:
+    """A count the agreement may not have, at any site or area. (Not a 0: a part of a total
+    of 0 is 0, and that is the total's own information, which the policy shares.)"""
     found = []
-    for coefficients, value, column, sites, selection in hidden:
-        if _protected(truth, value, column, sites, selection.level, ruleset,
-                      set(selection.exact_counts)) and auditor.leaks(coefficients):
-            found.append(f"{column} at {selection.level} over {len(sites)} site(s) = {value}")
-    # A count the agreement may not have, at any site or area. (Not a 0: a part of a total
-    # of 0 is 0, and that is the total's own information, which the policy shares.)
     for column in auditor.counts:
         if ruleset.indicators[column].classification <= ceiling:
             continue
-        for level in {SITE} | {selection.level for _, selection, _ in [*held, *received]}:
+        for level in {SITE} | {selection.level for _, selection, _ in tables}:
             keys = list(ruleset.level_columns(level)) if level != SITE else np.arange(len(truth))
             if level != SITE and not set(keys) <= set(truth.columns):
                 continue
@@ -237,8 +250,14 @@ def attack(truth, ruleset, received, ceiling, same=(), unseen=(), held=()) -> li
                     found.append(f"{column} ({ruleset.indicators[column].classification.value})"
                                  f" at {level} over {len(sites)} site(s)")
                     break
+    return found
+
+
+def _relational_above_ceiling(auditor, truth, ruleset, ceiling, tables) -> list[str]:
+    """A site where every member of an active relational rule above the ceiling is known."""
+    found = []
     active = active_relational(truth, ruleset)
-    per_site = {c for frame, selection, _ in [*held, *received] if selection.level == SITE
+    per_site = {c for frame, selection, _ in tables if selection.level == SITE
                 for c in frame.columns}
     for rule in ruleset.relational:
         together = ruleset.relational_at(rule, SITE)

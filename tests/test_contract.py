@@ -21,8 +21,9 @@ from dissemination.disclosure.engine import UndeclaredValue, build_content
 from dissemination.intake import staging
 from dissemination.intake.contract import ContractBroken, conform
 from dissemination.intake.fresh import import_drop
-from dissemination.intake.source import RoundMeta, read_round
-from dissemination.runs import plan_deliveries, pull_round, stage_round
+from dissemination.intake.reading import read_round
+from dissemination.intake.source import RoundMeta
+from dissemination.runs import Findings, plan_deliveries, pull_round, stage_round
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 META = RoundMeta("NGA-R007-partial", "NGA", "partial", datetime(2026, 11, 20, tzinfo=UTC))
@@ -49,7 +50,8 @@ def _round(n: int = 6, **columns) -> pd.DataFrame:
 def _plan(policy, staged: dict, agreement: str):
     (plan,) = plan_deliveries(
         policy, RoundMeta.from_xcom(staged), staged["columns"], Urgency.MEDIUM,
-        today=date(2026, 11, 21), only=[agreement], active=staged["active_relational"])
+        today=date(2026, 11, 21), only=[agreement],
+        found=Findings(active=staged["active_relational"]))
     return plan
 
 
@@ -68,9 +70,9 @@ def test_a_round_read_in_parts_is_judged_and_staged_as_one(policy, survey, tmp_p
     parts, a relational rule set off in a later part, nothing staged when broken, and the
     same staged round as one pass."""
     from dissemination.devkit.synthetic import generate_round
-    from dissemination.intake import source
+    from dissemination.intake import reading, source
 
-    monkeypatch.setattr(source, "PART_ROWS", 500)
+    monkeypatch.setattr(reading, "PART_ROWS", 500)
     ruleset = policy.rulesets["NGA"]
     meta, df = generate_round(ruleset, 2, 2500, seed=3)
     df["armed_actors_military"] = "no"
@@ -79,7 +81,7 @@ def test_a_round_read_in_parts_is_judged_and_staged_as_one(policy, survey, tmp_p
     df.loc[2300, "armed_actors_military"] = "Yes"  # sets off safety_x_military, in the 5th
     source.write_round(survey, meta, df)
     path = tmp_path / "stage" / "round.arrow"
-    reads, parts = [], source.read_round_parts(survey, meta.round_id)[1]
+    reads, parts = [], reading.read_round_parts(survey, meta.round_id)[1]
     with pytest.raises(ContractBroken) as broken:
         stage_round(meta, (reads.append(len(p)) or p for p in parts), policy, path)
     assert reads == [500] * 5
@@ -93,7 +95,7 @@ def test_a_round_read_in_parts_is_judged_and_staged_as_one(policy, survey, tmp_p
     df.loc[1700, "armed_actors_military"] = "no"
     df.loc[2100, "site_id"] = "NGA-S99999"
     source.write_round(survey, meta, df)
-    staged = stage_round(*source.read_round_parts(survey, meta.round_id), policy, path)
+    staged = stage_round(*reading.read_round_parts(survey, meta.round_id), policy, path)
     clean = conform(read_round(survey, meta.round_id)[1], ruleset, first_row=1)
     pd.testing.assert_frame_equal(staging.read_staged(path), clean.frame)
     assert staged["rows"] == 2500 and staged["active_relational"] == ["safety_x_military"]
@@ -407,11 +409,11 @@ def test_pulled_from_the_survey_database_no_secret_column_is_read_past_the_first
     over every column, and no part holds a Secret column (SQLite: 4 parts; PostgreSQL:
     one COPY stream)."""
     from dissemination.devkit.synthetic import generate_round
-    from dissemination.intake import source
+    from dissemination.intake import reading, source
 
     survey = sql_engine
 
-    monkeypatch.setattr(source, "PART_ROWS", 400)
+    monkeypatch.setattr(reading, "PART_ROWS", 400)
     ruleset = policy.rulesets["NGA"]
     meta, df = generate_round(ruleset, 2, 1500, seed=5)
     if hxl:  # an export loaded as it is: its HXL row first
@@ -421,13 +423,13 @@ def test_pulled_from_the_survey_database_no_secret_column_is_read_past_the_first
               if d.classification is Classification.SECRET}
     assert {"ki_phone", "enumerator_comments"} <= secret
     read = []
-    parts_of = source.read_round_parts
+    parts_of = reading.read_round_parts
 
     def spied(*args, **kwargs):
         meta, parts = parts_of(*args, **kwargs)
         return meta, (read.append(list(p.columns)) or p for p in parts)
 
-    monkeypatch.setattr(source, "read_round_parts", spied)
+    monkeypatch.setattr(reading, "read_round_parts", spied)
     df.loc[1200, "site_id"] = df.loc[3, "site_id"]  # a key repeated across parts
     source.write_round(survey, meta, df)
     path = tmp_path / "stage" / "round.arrow"
@@ -442,7 +444,8 @@ def test_pulled_from_the_survey_database_no_secret_column_is_read_past_the_first
     read.clear()
     staged = pull_round(survey, meta.round_id, policy, path)
     clean = conform(read_round(survey, meta.round_id)[1], ruleset, first_row=1)
-    assert len(read) == (4 if survey.dialect.name == "sqlite" else 1) and not any(secret & set(columns) for columns in read)
+    assert len(read) == (4 if survey.dialect.name == "sqlite" else 1)
+    assert not any(secret & set(columns) for columns in read)
     pd.testing.assert_frame_equal(staging.read_staged(path), clean.frame)
     assert staged["columns"] == clean.columns
     # An uncovered column travels by position: its header is never a column's name.

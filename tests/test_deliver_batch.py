@@ -15,11 +15,12 @@ from faults import InBackground, silent_sessions
 
 from dissemination.classification import Urgency
 from dissemination.delivery import Delivery, deliver, deliver_each
-from dissemination.delivery.sftp import DestinationMisconfigured, Sessions
+from dissemination.delivery.sftp_sessions import Sessions
+from dissemination.delivery.sftp_target import DestinationMisconfigured
 from dissemination.devkit.synthetic import generate_round
 from dissemination.ledger.audit import verify
 from dissemination.ledger.migrations import open_upgraded
-from dissemination.runs import package_deliveries, plan_deliveries
+from dissemination.runs import PackagingRun, package_deliveries, plan_deliveries
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 PASSWORD = "a-long-enough-test-password"
@@ -33,7 +34,7 @@ def _packaged(policy, tmp_path, ledger, rounds: int) -> list[Delivery]:
         plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                       today=date(2026, 11, 2))
         out += package_deliveries(df, meta, plans, policy, tmp_path / f"pk{number}",
-                                        lambda variable: PASSWORD, ledger, NOW)
+                                        lambda variable: PASSWORD, ledger, PackagingRun(NOW))
     assert len(out) >= 6 and all(d.status == "packaged" for d in out)
     return out
 

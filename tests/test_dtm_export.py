@@ -19,11 +19,18 @@ import sqlalchemy as sa
 from dissemination.classification import Urgency
 from dissemination.intake import staging
 from dissemination.intake.fresh import import_drop
-from dissemination.intake.source import RoundMeta, read_round, write_round
+from dissemination.intake.reading import read_round
+from dissemination.intake.source import RoundMeta, write_round
 from dissemination.ledger.migrations import open_upgraded
 from dissemination.package.archive import open_package
 from dissemination.policy import load_policy
-from dissemination.runs import package_deliveries, plan_deliveries, stage_round
+from dissemination.runs import (
+    Findings,
+    PackagingRun,
+    package_deliveries,
+    plan_deliveries,
+    stage_round,
+)
 
 NOW = datetime(2026, 11, 5, 12, 0, tzinfo=UTC)
 PASSWORD = "a-long-enough-test-password"
@@ -138,10 +145,11 @@ def _packages(policy, meta, df, tmp_path, urgency=Urgency.MEDIUM) -> dict[str, t
     staged = stage_round(meta, df, policy, tmp_path / "stage" / "round.arrow")
     plans = plan_deliveries(policy, RoundMeta.from_xcom(staged), staged["columns"],
                                   urgency, today=date(2026, 11, 5),
-                                  active=staged["active_relational"])
+                                  found=Findings(active=staged["active_relational"]))
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
     packaged = package_deliveries(staging.read_staged(staged["path"]), meta, plans, policy,
-                                        tmp_path / "out", lambda _: PASSWORD, ledger, NOW)
+                                        tmp_path / "out", lambda _: PASSWORD, ledger,
+                                        PackagingRun(NOW))
     return {p.agreement_id: open_package(p.package_path, PASSWORD) for p in packaged}
 
 

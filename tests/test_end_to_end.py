@@ -26,13 +26,14 @@ from dissemination.classify.sensitivity import (
     classify_round,
     select_for_agreement,
 )
-from dissemination.delivery.sftp import parse_host_key
+from dissemination.delivery.sftp_target import parse_host_key
 from dissemination.devkit.local_sftp import LocalSftpServer
 from dissemination.devkit.sandbox import Sandbox
 from dissemination.devkit.synthetic import generate_round
 from dissemination.disclosure.engine import build_content
 from dissemination.intake import staging
-from dissemination.intake.source import read_round, write_round
+from dissemination.intake.reading import read_round
+from dissemination.intake.source import write_round
 from dissemination.package.archive import open_package
 
 # System tier: `airflow dags test` runs the urgent DAG in a sandbox over sshd.
@@ -129,7 +130,8 @@ def test_each_partner_receives_exactly_what_the_policy_allows(sandbox, passwords
             assert data[column].astype(str).tolist() == want[column].astype(str).tolist()
         for column in expected.exact_counts:  # follow-up counts arrive exactly as collected
             assert data[column].tolist() == rows[column].tolist()
-        assert record.row_count == len(rows) and record.level == "site" and record.content_sha256 == manifest["data_sha256"]
+        assert record.row_count == len(rows) and record.level == "site"
+        assert record.content_sha256 == manifest["data_sha256"]
         people = sandbox.policy.focal_points[agreement.focal_points]
         assert record.focal_point_name == (people.primary.name if recipient == "primary"
                                            else recipient.removeprefix("field:"))
@@ -271,8 +273,10 @@ def test_password_rotation_replaces_passwords_and_never_shows_them(sandbox, pass
     assert len(notices) == len(sandbox.policy.agreements)
     # Each to DTM's focal point in the agreement's countries (NGA's for NGA, SSD's for SSD).
     assert sorted(m["To"] for m in notices) == sorted(
-        ", ".join(sandbox.policy.alert_to(*a.countries)) for a in sandbox.policy.agreements.values())
-    assert {m["To"] for m in notices} == {sandbox.policy.dtm[c].primary.email for c in ("NGA", "SSD")}
+        ", ".join(sandbox.policy.alert_to(*a.countries))
+        for a in sandbox.policy.agreements.values())
+    assert {m["To"] for m in notices} == {
+        sandbox.policy.dtm[c].primary.email for c in ("NGA", "SSD")}
     assert any("- Aisha Bello (" in sandbox.smtp.text(m) for m in notices)
     again = sandbox.run("password_rotation")
     assert "rotated the package password" not in again.stdout  # nothing due the next day

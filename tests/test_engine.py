@@ -18,7 +18,7 @@ from dissemination.disclosure.engine import REDACTED, SITES, build_content, expl
 from dissemination.intake.source import RoundMeta
 from dissemination.ledger.holdings import DisclosureState, Held, Holdings
 from dissemination.policy import Agreement
-from dissemination.runs import package_deliveries, plan_deliveries
+from dissemination.runs import Findings, PackagingRun, package_deliveries, plan_deliveries
 
 PASSWORD = "a-long-enough-test-password"
 
@@ -162,7 +162,8 @@ def test_plan_reads_the_history_of_the_organisation(policy, round_nga):
 
     plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2026, 11, 2), only=["protection-cluster-nga"],
-                                  active=["safety_x_military"], state=DisclosureState(history))
+                                  found=Findings(active=["safety_x_military"]),
+                                  state=DisclosureState(history))
     assert asked == [("protection-sector-nga", "NGA")]  # by id, never by display name
     assert "feeling_of_safety" not in plans[0].selection.columns
 
@@ -198,7 +199,8 @@ def test_overdue_review_flags_but_does_not_stop_the_medium_path(policy, tmp_path
                          for p in plans for w in p.warnings)
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'l.db'}"))
     (packaged,) = package_deliveries(df, meta, plans, policy, tmp_path, lambda v: PASSWORD,
-                                           ledger, pd.Timestamp("2027-01-05", tz="UTC"))
+                                           ledger,
+                                           PackagingRun(pd.Timestamp("2027-01-05", tz="UTC")))
     from dissemination.package.archive import open_package
 
     manifest, _ = open_package(packaged.package_path, PASSWORD)

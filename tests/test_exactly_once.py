@@ -33,10 +33,10 @@ from dissemination import runs
 from dissemination.__main__ import main as cli
 from dissemination.classification import Urgency
 from dissemination.delivery import claim_key, deliver
-from dissemination.delivery.sftp import (
+from dissemination.delivery.sftp_sessions import Sessions
+from dissemination.delivery.sftp_target import (
     DeliveryError,
     DestinationMisconfigured,
-    Sessions,
     UploadFailed,
 )
 from dissemination.devkit.local_sftp import LocalSftpServer
@@ -47,7 +47,7 @@ from dissemination.ledger.migrations import open_upgraded
 from dissemination.ledger.records import ClaimKey, LedgerUnavailable
 from dissemination.ledger.store import Ledger
 from dissemination.package.digests import file_sha256
-from dissemination.runs import package_deliveries, plan_deliveries
+from dissemination.runs import PackagingRun, package_deliveries, plan_deliveries
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 PASSWORD = "a-long-enough-test-password"
@@ -82,7 +82,8 @@ def _packaged(policy, round_nga, server, tmp_path, ledger, *, size: int = 0, fol
     plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2026, 11, 2), only=["unicef-nga"])
     (delivery,) = [d for d in package_deliveries(
-        df, meta, plans, policy, tmp_path / folder, lambda variable: PASSWORD, ledger, NOW)
+        df, meta, plans, policy, tmp_path / folder, lambda variable: PASSWORD, ledger,
+        PackagingRun(NOW))
         if d.recipient == "primary"]
     for dest in (delivery.destination, delivery.fallback["destination"]):
         (server.root / dest.split(":", 1)[1]).mkdir(parents=True, exist_ok=True)
@@ -113,7 +114,7 @@ def _ledger_status(ledger: Ledger) -> str:
     return subprocess.run(
         [sys.executable, "-m", "dissemination", "ledger", "status", "--url",
          str(ledger.engine.url)], capture_output=True, text=True, check=True,
-        env={**os.environ, "PYTHONPATH": str(Path(runs.__file__).parents[1])}).stdout
+        env={**os.environ, "PYTHONPATH": str(Path(runs.__file__).parents[2])}).stdout
 
 
 def _deliver(delivery, server, policy, ledger, run_id="run-1", **kw):

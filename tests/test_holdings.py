@@ -23,7 +23,13 @@ from dissemination.ledger.migrations import open_upgraded
 from dissemination.ledger.records import LedgerNotInitialised
 from dissemination.ledger.store import Ledger
 from dissemination.policy import PolicyError, load_policy
-from dissemination.runs import package_deliveries, plan_deliveries, tables_held
+from dissemination.runs import (
+    Findings,
+    PackagingRun,
+    package_deliveries,
+    plan_deliveries,
+    tables_held,
+)
 
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 PASSWORD = "a-test-password-of-24-chars"
@@ -91,9 +97,9 @@ def _state(ledger, policy) -> DisclosureState:
 
 
 def _plan(policy, meta, df, state, only=()):
+    found = Findings(active=active_relational(df, policy.rulesets["NGA"]))
     return plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM, NOW.date(),
-                                 only, active=active_relational(df, policy.rulesets["NGA"]),
-                                 state=state)
+                                 only, found=found, state=state)
 
 
 def _shared(plans) -> dict[str, set[str]]:
@@ -103,7 +109,7 @@ def _shared(plans) -> dict[str, set[str]]:
 def _deliver_and_record(policy, meta, df, plans, ledger, tmp_path, server):
     """Package, upload to the real sshd, record: what the DAG's tasks do."""
     packaged = package_deliveries(df, meta, plans, policy, tmp_path / "pk",
-                                        lambda variable: PASSWORD, ledger, NOW)
+                                        lambda variable: PASSWORD, ledger, PackagingRun(NOW))
     for d in packaged:
         (server.root / d.destination.split(":", 1)[1]).mkdir(parents=True, exist_ok=True)
     return [deliver(d, lambda conn: server.target(), policy, ledger, NOW, "run")
@@ -246,7 +252,7 @@ def test_a_policy_change_after_planning_refuses_to_package_or_deliver(include, t
     assert changed.content_sha256 != policy.content_sha256
     with pytest.raises(PolicyChanged, match="clear the run from its `plan` task"):
         package_deliveries(df, meta, plans, changed, tmp_path, lambda v: PASSWORD,
-                                 _ledger(tmp_path), NOW)
+                                 _ledger(tmp_path), PackagingRun(NOW))
     packaged = plans[0].__class__(**{**plans[0].to_xcom(), "status": "packaged"})
     with pytest.raises(PolicyChanged):
         deliver(packaged, lambda conn: pytest.fail("nothing may be uploaded"), changed,
@@ -298,5 +304,5 @@ def test_a_second_agreement_gets_a_round_its_organisation_holds_judged_with_what
     held = tables_held(ledger, split, meta, [other], split.rulesets["NGA"], None, df)
     assert held[other.organisation_id][0] == (first.content_sha256,)
     (packaged,) = package_deliveries(df, meta, [other], split, tmp_path / "pk2",
-                                           lambda variable: PASSWORD, ledger, NOW)
+                                           lambda variable: PASSWORD, ledger, PackagingRun(NOW))
     assert packaged.status == "packaged" and packaged.content_sha256 != first.content_sha256

@@ -21,7 +21,13 @@ from dissemination.intake.fresh import import_drop
 from dissemination.intake.source import RoundMeta
 from dissemination.ledger.migrations import open_upgraded
 from dissemination.package.archive import open_package
-from dissemination.runs import package_deliveries, plan_deliveries, pull_round
+from dissemination.runs import (
+    Findings,
+    PackagingRun,
+    package_deliveries,
+    plan_deliveries,
+    pull_round,
+)
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 PASSWORD = "a-long-enough-test-password"
@@ -45,11 +51,12 @@ def _packages(policy, survey, tmp_path) -> list[dict]:
     staged = pull_round(survey, ROUND, policy, tmp_path / "stage" / "round.arrow")
     plans = plan_deliveries(policy, RoundMeta.from_xcom(staged), staged["columns"],
                                   Urgency.MEDIUM, today=date(2026, 11, 2),
-                                  active=staged["active_relational"])
+                                  found=Findings(active=staged["active_relational"]))
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
     packaged = package_deliveries(staging.read_staged(staged["path"]),
                                         RoundMeta.from_xcom(staged), plans, policy,
-                                        tmp_path / "out", lambda _: PASSWORD, ledger, NOW)
+                                        tmp_path / "out", lambda _: PASSWORD, ledger,
+                                        PackagingRun(NOW))
     assert packaged
     return [open_package(p.package_path, PASSWORD)[0] for p in packaged]
 

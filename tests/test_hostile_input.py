@@ -62,7 +62,7 @@ def hostile_survey(tmp_path, round_nga):
 def test_a_path_as_round_id_in_the_survey_database_is_refused_and_nothing_escapes(
         hostile_survey, tmp_path, policy, monkeypatch):
     from dissemination.intake import fresh as intake
-    from dissemination.intake import source
+    from dissemination.intake import reading, source
     from dissemination.intake.source import RoundMeta
     from dissemination.intake.staging import staged_round_path
     from dissemination.ledger.migrations import open_upgraded
@@ -85,7 +85,7 @@ def test_a_path_as_round_id_in_the_survey_database_is_refused_and_nothing_escape
         with pytest.raises(InvalidRoundId, match=r"survey database .*table rounds: refused "
                                                  r"round id '\.\./\.\./tmp/evil-R001-partial'"):
             read()
-    for read in (source.read_round, source.read_meta):  # asked for by name
+    for read in (reading.read_round, source.read_meta):  # asked for by name
         with pytest.raises(InvalidRoundId, match="round requested: refused"):
             read(survey, HOSTILE)
     folder = RunStage("manual__2026-11-21T12:00:00+00:00").local_dir()  # where pull stages
@@ -236,7 +236,8 @@ def test_a_refused_insert_names_table_row_and_constraint_never_values(sql_engine
     whole row ("Failing row contains ..."), SQLAlchemy adds the bound parameters: neither may
     reach the error, the log or the output; the table, row and constraint are named."""
     from dissemination.devkit.synthetic import generate_round
-    from dissemination.intake.source import RoundNotFound, RoundNotWritten, read_round, write_round
+    from dissemination.intake.reading import read_round
+    from dissemination.intake.source import RoundNotFound, RoundNotWritten, write_round
 
     meta, df = generate_round(policy.rulesets["NGA"], 1, 40, seed=3)
     df.loc[2, ["ki_name", "ki_phone"]] = [NAME, PHONE]
@@ -259,7 +260,8 @@ def test_the_file_drop_rejects_a_file_the_database_refuses_without_quoting_it(
     files go on."""
     from dissemination.devkit.synthetic import generate_round
     from dissemination.intake.fresh import import_drop
-    from dissemination.intake.source import RoundNotFound, read_round, write_round
+    from dissemination.intake.reading import read_round
+    from dissemination.intake.source import RoundNotFound, write_round
 
     ruleset = policy.rulesets["NGA"]
     meta, first = generate_round(ruleset, 1, 20, seed=1)

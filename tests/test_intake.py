@@ -17,7 +17,8 @@ from dissemination.intake.fresh import (
     new_rounds,
     read_drop_file,
 )
-from dissemination.intake.source import read_round, write_round
+from dissemination.intake.reading import read_round
+from dissemination.intake.source import write_round
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

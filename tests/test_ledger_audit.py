@@ -187,7 +187,8 @@ def test_reordered_rows_fail_naming_the_first(sql_engine):
 def test_reordered_chain_entries_fail(sql_engine):
     _fill(sql_engine)
     _sql(sql_engine, "UPDATE audit_chain SET seq = 100 WHERE seq = 2",
-         "UPDATE audit_chain SET seq = 2 WHERE seq = 3", "UPDATE audit_chain SET seq = 3 WHERE seq = 100")
+         "UPDATE audit_chain SET seq = 2 WHERE seq = 3",
+         "UPDATE audit_chain SET seq = 3 WHERE seq = 100")
     finding = verify(sql_engine).finding
     assert finding.where == "deliveries id=3 (chain seq 2)"
     assert "reordered" in finding.problem

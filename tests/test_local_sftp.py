@@ -10,8 +10,9 @@ from dataclasses import replace
 import paramiko
 import pytest
 
-from dissemination.delivery import sftp
-from dissemination.delivery.sftp import DeliveryError, HostKeyMismatch, LoginRefused, upload
+from dissemination.delivery.sftp import inspect, upload
+from dissemination.delivery.sftp_sessions import _connect
+from dissemination.delivery.sftp_target import DeliveryError, HostKeyMismatch, LoginRefused
 from dissemination.devkit.local_sftp import LocalSftpServer, SftpServerError, find_sshd
 from dissemination.package.digests import file_sha256
 
@@ -44,7 +45,7 @@ def test_our_upload_lands_renamed_and_read_back(python_server, payload, folder):
         f"{folder.name}/{payload.name}", payload.stat().st_size, file_sha256(payload))
     assert [p.name for p in folder.iterdir()] == [payload.name]  # no leftover .partial
     assert (folder / payload.name).read_bytes() == payload.read_bytes()
-    assert sftp.inspect(python_server.target(), remote.path) == remote
+    assert inspect(python_server.target(), remote.path) == remote
 
 
 def test_wrong_pinned_host_key_sends_nothing(python_server, payload, folder, tmp_path):
@@ -89,7 +90,7 @@ def test_no_password_login(python_server):
 def test_nothing_leaves_the_root(python_server, payload, folder):
     outside = python_server.home.parent
     before = sorted(p.name for p in outside.iterdir())
-    client = sftp._connect(python_server.target())
+    client = _connect(python_server.target())
     try:
         session = client.open_sftp()
         assert session.normalize("../../..") == "/"

@@ -14,7 +14,12 @@ import pytest
 from dissemination.classification import Urgency
 from dissemination.classify.sensitivity import classify_round, select_for_agreement
 from dissemination.disclosure.engine import build_content
-from dissemination.package.archive import WeakPassword, build_package, open_package
+from dissemination.package.archive import (
+    Issue,
+    WeakPassword,
+    build_package,
+    open_package,
+)
 
 PASSWORD = "correct-horse-battery-staple-42"
 
@@ -27,7 +32,8 @@ def unicef_package(policy, round_nga, tmp_path):
                                      Urgency.MEDIUM)
     created = datetime(2026, 11, 2, tzinfo=UTC)
     content = build_content(df, selection, ruleset)
-    return build_package(content, meta, selection, ruleset, agreement, tmp_path, PASSWORD, created)
+    return build_package(content, meta, selection, ruleset, agreement, tmp_path, PASSWORD,
+                         Issue(created))
 
 
 def test_package_round_trip(unicef_package, policy, round_nga):
@@ -37,7 +43,8 @@ def test_package_round_trip(unicef_package, policy, round_nga):
     assert list(data.columns) == [c for c in df.columns if c in expected]
     assert len(data) == len(df) == manifest["row_count"]
     assert manifest["round"]["id"] == meta.round_id
-    assert manifest["rules"] == {"country": "NGA", "version": "2026.11", "default_version": "2026.2",
+    assert manifest["rules"] == {"country": "NGA", "version": "2026.11",
+                                 "default_version": "2026.2",
                                  "risk_assessment_date": "2026-10-15", "review_due": "2027-04-13",
                                  "small_cell_threshold": 3}
     assert manifest["level"] == "site" and manifest["warnings"] == []
@@ -86,7 +93,7 @@ def test_weak_password_is_refused_without_echoing_it(policy, round_nga, tmp_path
                                      Urgency.MEDIUM)
     with pytest.raises(WeakPassword) as exc:
         build_package(build_content(df, selection, ruleset), meta, selection, ruleset, agreement,
-                      tmp_path, "short-pw", datetime.now(UTC))
+                      tmp_path, "short-pw", Issue(datetime.now(UTC)))
     assert "short-pw" not in str(exc.value)
     assert "package_password_unicef_nga" in str(exc.value)
     assert not list(tmp_path.iterdir())
@@ -105,7 +112,7 @@ def test_a_guessable_password_is_refused_whatever_its_length(policy, round_nga, 
                                      Urgency.MEDIUM)
     with pytest.raises(WeakPassword, match=said) as exc:
         build_package(build_content(df, selection, ruleset), meta, selection, ruleset, agreement,
-                      tmp_path, weak, datetime.now(UTC))
+                      tmp_path, weak, Issue(datetime.now(UTC)))
     assert weak not in str(exc.value) and not list(tmp_path.iterdir())
 
 
@@ -120,7 +127,7 @@ def test_a_typed_password_a_cracker_guesses_is_refused(policy, round_nga, tmp_pa
                                      Urgency.MEDIUM)
     with pytest.raises(WeakPassword, match="guessable: zxcvbn scores it") as exc:
         build_package(build_content(df, selection, ruleset), meta, selection, ruleset, agreement,
-                      tmp_path, typed, datetime.now(UTC))
+                      tmp_path, typed, Issue(datetime.now(UTC)))
     message = str(exc.value).lower()
     assert typed.lower() not in message and "package_password_unicef_nga" in message
     assert not any(part in message for part in ("abcdef", "password1", "2026nigeria"))
@@ -141,7 +148,7 @@ def test_generated_passwords_pass_the_strength_check(policy, round_nga, tmp_path
                                      Urgency.MEDIUM)
     password = new_password()
     package = build_package(build_content(df, selection, ruleset), meta, selection, ruleset,
-                            agreement, tmp_path, password, datetime.now(UTC))
+                            agreement, tmp_path, password, Issue(datetime.now(UTC)))
     assert open_package(package.path, password)[0]["agreement"]["id"] == "unicef-nga"
 
 
@@ -159,7 +166,8 @@ def test_a_package_s_name_holds_no_focal_point_and_no_hash_of_its_data(policy, r
     who = ["primary", "field:\u0641\u0627\u0637\u0645\u0629",
            "field:\u0639\u0627\u0626\u0634\u0629", "field:Musa Ibrahim", "field:Musa-Ibrahim"]
     packages = [build_package(content, meta, selection, ruleset, agreement, tmp_path, PASSWORD,
-                              datetime(2026, 11, 2, tzinfo=UTC), recipient=r) for r in who]
+                              Issue(datetime(2026, 11, 2, tzinfo=UTC), recipient=r))
+                for r in who]
     names = [p.name for p in packages]
     assert len(set(names)) == len(who) == len(list(tmp_path.glob("*.zip")))
     for package, recipient in zip(packages, who, strict=True):
@@ -237,7 +245,7 @@ def test_a_package_of_many_deflate_blocks_opens_in_7zip(policy, round_nga, tmp_p
                                      Urgency.MEDIUM)
     content = build_content(df, selection, ruleset)
     built = build_package(content, meta, selection, ruleset, agreement, tmp_path / "p", PASSWORD,
-                          datetime(2026, 11, 2, tzinfo=UTC))
+                          Issue(datetime(2026, 11, 2, tzinfo=UTC)))
     out = tmp_path / "out"
     subprocess.run([shutil.which("7z"), "x", f"-p{PASSWORD}", f"-o{out}", str(built.path)],
                    check=True, capture_output=True)

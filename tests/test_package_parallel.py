@@ -22,8 +22,9 @@ from dissemination.classify.sensitivity import classify_round, select_for_agreem
 from dissemination.disclosure.engine import build_content
 from dissemination.ledger.migrations import open_upgraded
 from dissemination.package import archive as package
-from dissemination.package.archive import WeakPassword, build_package, open_package
+from dissemination.package.archive import Issue, WeakPassword, build_package, open_package
 from dissemination.runs import (
+    PackagingRun,
     new_password,
     package_deliveries,
     package_workers,
@@ -99,7 +100,7 @@ def test_7zip_reads_the_streamed_package_and_its_csv_is_the_old_one(unicef, tmp_
         for module in (package, pyzipper.zipfile):
             monkeypatch.setattr(module, "ZIP64_LIMIT", 1000)
     built = build_package(content, meta, selection, ruleset, agreement, tmp_path / "pk", PASSWORD,
-                          NOW)
+                          Issue(NOW))
     seven("t", f"-p{PASSWORD}", str(built.path))
     listing = seven("l", "-slt", f"-p{PASSWORD}", str(built.path)).stdout.decode()
     assert [line.split(" = ")[1] for line in listing.splitlines()
@@ -126,8 +127,8 @@ def _package(policy, round_nga, tmp_path, workers, password_for=lambda variable:
     meta, df = round_nga
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
     return package_deliveries(df, meta, _plans(policy, round_nga), policy,
-                                    tmp_path / f"pk{workers}", password_for, ledger, NOW,
-                                    workers=workers)
+                                    tmp_path / f"pk{workers}", password_for, ledger,
+                                    PackagingRun(NOW, workers=workers))
 
 
 def test_forked_workers_build_the_same_packages_in_the_same_order(policy, round_nga, tmp_path):
@@ -220,7 +221,8 @@ def test_the_packaged_columns_alone_build_the_same_packages(policy, round_nga, t
     def package(frame, name):
         ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / name}.db"))
         return package_deliveries(frame, meta, plans, policy, tmp_path / name,
-                                        lambda variable: PASSWORD, ledger, NOW, workers=1)
+                                        lambda variable: PASSWORD, ledger,
+                                        PackagingRun(NOW, workers=1))
 
     whole, read = package(df, "whole"), package(df[columns], "read")
     assert 0 < read[-1].row_count < len(df)  # the field focal point's area only
@@ -271,7 +273,7 @@ def test_organisations_alike_get_tables_built_and_deflated_once_in_zips_of_their
 
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
     out = package_deliveries(df, meta, plans, policy, tmp_path / "pk", password_for,
-                                   ledger, NOW, workers=1)
+                                   ledger, PackagingRun(NOW, workers=1))
     assert [d.status for d in out] == ["packaged"] * 6
     assert len(written) == 3  # one CSV per distinct table, not one per package
     by_sha = {}
@@ -315,7 +317,7 @@ def test_an_error_for_an_organisation_alike_names_that_organisation(include, rou
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
     with pytest.raises(WeakPassword, match="unicef-nga-copy") as exc:
         package_deliveries(df, meta, plans, policy, tmp_path / "pk", password_for,
-                                 ledger, NOW, workers=1)
+                                 ledger, PackagingRun(NOW, workers=1))
     assert "for Partner unicef-nga-copy" in "".join(exc.value.__notes__)
     assert "short-pw" not in str(exc.value) + "".join(exc.value.__notes__)
     assert not list((tmp_path / "pk").glob("*.tmp"))

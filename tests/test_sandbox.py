@@ -81,7 +81,8 @@ def test_the_summary_lists_this_runs_deliveries_then_says_nothing_new(tmp_path):
     ledger = Ledger(sa.create_engine(box.ledger_url))
     first = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
     ledger.record(delivery_record(round_id="NGA-R000-partial",  # an earlier round, another run
-                                  delivered_at=first - timedelta(days=30), remote_path="in/old.zip"))
+                                  delivered_at=first - timedelta(days=30),
+                                  remote_path="in/old.zip"))
     for recipient, name, path in (("primary", "Aisha Bello", "in/a.zip"),
                                   ("field:Musa Ibrahim", "Musa Ibrahim", "field/m.zip")):
         ledger.record(delivery_record(recipient=recipient, focal_point_name=name,

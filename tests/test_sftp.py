@@ -10,17 +10,19 @@ from dataclasses import replace
 import pytest
 from faults import CuttableLink, InBackground, silent_sessions, wait_until
 
-from dissemination.delivery.sftp import (
+from dissemination.delivery.sftp import upload
+from dissemination.delivery.sftp_sessions import (
     DRAFT_REQUEST_SIZE,
     REQUEST_SIZE,
+    Sessions,
+    _connect,
+    request_size,
+)
+from dissemination.delivery.sftp_target import (
     DeliveryError,
     DestinationMisconfigured,
     HostKeyMismatch,
-    Sessions,
     UploadFailed,
-    _connect,
-    request_size,
-    upload,
 )
 from dissemination.devkit.local_sftp import LocalSftpServer, Quirks
 from dissemination.errors import PermanentError

@@ -22,7 +22,13 @@ from dissemination.overview.page import LedgerView, build_overview
 from dissemination.package.archive import open_package
 from dissemination.policy import load_policy
 from dissemination.registry.store import held_line, held_sites
-from dissemination.runs import package_deliveries, plan_deliveries, stage_round
+from dissemination.runs import (
+    Findings,
+    PackagingRun,
+    package_deliveries,
+    plan_deliveries,
+    stage_round,
+)
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 PASSWORD = "a-long-enough-test-password"
@@ -72,9 +78,10 @@ def _sites(*args, url, include=None):
 
 def _run(policy, meta, staged, frame, ledger, tmp_path, target_for, urgency=Urgency.MEDIUM):
     plans = plan_deliveries(policy, meta, staged["columns"], urgency,
-                                  today=date(2026, 11, 2), active=staged["active_relational"])
+                                  today=date(2026, 11, 2),
+                                  found=Findings(active=staged["active_relational"]))
     packaged = package_deliveries(frame, meta, plans, policy, tmp_path / "pk",
-                                        lambda variable: PASSWORD, ledger, NOW)
+                                        lambda variable: PASSWORD, ledger, PackagingRun(NOW))
     return [deliver(d, target_for, policy, ledger, NOW, "run") if d.status == "packaged"
             else d for d in packaged]
 
@@ -144,10 +151,11 @@ def test_area_tables_are_made_of_the_sites_that_ship(registry_on, tmp_path):
     meta, df, staged, frame = _round(policy, tmp_path, status="cleaned")
     url, ledger = _registered(include, policy, tmp_path)
     plans = plan_deliveries(policy, meta, staged["columns"], Urgency.LOW,
-                                  today=date(2026, 11, 2), active=staged["active_relational"],
+                                  today=date(2026, 11, 2),
+                                  found=Findings(active=staged["active_relational"]),
                                   only=["protection-cluster-nga"])
     (package,) = package_deliveries(frame, meta, plans, policy, tmp_path / "pk",
-                                          lambda variable: PASSWORD, ledger, NOW)
+                                          lambda variable: PASSWORD, ledger, PackagingRun(NOW))
     assert package.level == "admin1"
     _, data = open_package(package.package_path, PASSWORD)
     shipped = df.iloc[1:-1]
@@ -230,6 +238,7 @@ def test_a_country_turning_the_registry_off_loosens_the_default_and_says_why(reg
     nga.write_text(nga.read_text().replace(
         "{hold: false}", "{hold: false, loosens_default: NGA names sites from the gazetteer.}"))
     policy = load_policy(include)
-    assert not policy.rulesets["NGA"].site_registry.hold and policy.rulesets["SSD"].site_registry.hold
+    assert not policy.rulesets["NGA"].site_registry.hold
+    assert policy.rulesets["SSD"].site_registry.hold
     assert "NGA: site_registry.hold true -> false (NGA names sites from the gazetteer.)" in \
         policy.rulesets["NGA"].loosened

@@ -10,13 +10,13 @@ import sqlalchemy as sa
 
 from dissemination.classification import Classification
 from dissemination.devkit.synthetic import generate_round
-from dissemination.intake import source
+from dissemination.intake import reading, source
 from dissemination.intake.contract import conform
+from dissemination.intake.reading import read_round
 from dissemination.intake.source import (
     SITE_TABLE,
     RoundNotFound,
     latest_round_id,
-    read_round,
     write_round,
 )
 
@@ -101,8 +101,8 @@ def _as_read_sql(engine, round_id: str, columns) -> pd.DataFrame:
 
 def _through_adbc(engine, round_id: str) -> bool:
     with engine.connect() as conn:
-        return (source._adbc_sqlite(conn, round_id, None)
-                or source._arrow_postgresql(conn, round_id, None)) is not None
+        return (reading._adbc_sqlite(conn, round_id, None)
+                or reading._arrow_postgresql(conn, round_id, None)) is not None
 
 
 def test_the_contract_sees_what_read_sql_gave(sql_engine, policy):
@@ -176,19 +176,19 @@ def test_a_round_read_in_parts_is_typed_as_one_read(tmp_path, policy, monkeypatc
     df["latitude"] = [*(11.5 + i / 1e4 for i in range(2000)), *empty]  # reals, then empty
     df["admin2_name"] = [None] * 1500 + ["Maiduguri"] * 1500  # empty past ADBC's first batch
     write_round(engine, meta, df)
-    monkeypatch.setattr(source, "PART_ROWS", 100)
-    monkeypatch.setattr(source, "read_threads", lambda: 3)
-    spans, real_fetch = [], source._fetch
+    monkeypatch.setattr(reading, "PART_ROWS", 100)
+    monkeypatch.setattr(reading, "read_threads", lambda: 3)
+    spans, real_fetch = [], reading._fetch
 
     def fetch(*args, **kwargs):
         spans.append(args[5] if len(args) > 5 else None)
         return real_fetch(*args, **kwargs)
 
-    monkeypatch.setattr(source, "_fetch", fetch)
+    monkeypatch.setattr(reading, "_fetch", fetch)
     _, parts = read_round(engine, meta.round_id)
     assert len([span for span in spans if span]) >= 3  # really read in parts
     pd.testing.assert_frame_equal(parts, _as_read_sql(engine, meta.round_id, parts.columns))
-    monkeypatch.setattr(source, "read_threads", lambda: 1)
+    monkeypatch.setattr(reading, "read_threads", lambda: 1)
     _, whole = read_round(engine, meta.round_id)
     pd.testing.assert_frame_equal(parts, whole)
     assert parts["idp_female"].tolist()[1499:1502] == ["1499", "NSP", "0"]

@@ -17,6 +17,7 @@ from dissemination.disclosure import NotAsDelivered
 from dissemination.intake import staging
 from dissemination.ledger.migrations import open_upgraded
 from dissemination.runs import (
+    PackagingRun,
     UnknownAgreement,
     deadline_states,
     package_deliveries,
@@ -88,7 +89,7 @@ def _run_once(policy, meta, df, ledger, tmp_path, target_for, only=("unicef-nga"
     plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2026, 11, 2), only=only)
     packaged = package_deliveries(df, meta, plans, policy, tmp_path / "pk",
-                                        lambda variable: PASSWORD, ledger, NOW)
+                                        lambda variable: PASSWORD, ledger, PackagingRun(NOW))
     return [deliver(d, target_for, policy, ledger, NOW, "run") for d in packaged]
 
 
@@ -145,7 +146,7 @@ def test_a_dead_attempt_s_partial_goes_when_a_later_run_makes_the_zip_again(
 
     def packaged(folder):
         return package_deliveries(df, meta, plans, policy, tmp_path / folder,
-                                        lambda variable: PASSWORD, ledger, NOW)[0]
+                                        lambda variable: PASSWORD, ledger, PackagingRun(NOW))[0]
     dead, later = packaged("a"), packaged("b")
     assert Path(dead.package_path).name != Path(later.package_path).name
     remote_dir = dead.destination.split(":", 1)[1]
@@ -169,7 +170,7 @@ def test_a_package_made_before_a_rotation_is_not_uploaded(policy, round_nga, ser
     plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2026, 11, 2), only=("unicef-nga",))
     packaged = package_deliveries(df, meta, plans, policy, tmp_path / "pk",
-                                        lambda variable: PASSWORD, ledger, NOW)
+                                        lambda variable: PASSWORD, ledger, PackagingRun(NOW))
     rotated = "a-new-password-after-rotation"
     for delivery in packaged:
         with pytest.raises(PasswordRotated, match="package_password_unicef_nga.*changed "
@@ -383,8 +384,8 @@ def _state_total(policy, meta, df, ledger, tmp_path, read_export):
     plans = plan_deliveries(policy, meta, list(df.columns), Urgency.LOW,
                                   today=date(2026, 11, 2), only=("unicef-nga",))
     packaged = package_deliveries(df, meta, plans, policy, tmp_path / "pk-low",
-                                        lambda variable: PASSWORD, ledger, NOW,
-                                        read_export=read_export)
+                                        lambda variable: PASSWORD, ledger,
+                                        PackagingRun(NOW, read_export=read_export))
     main = next(d for d in packaged if d.recipient == "primary")
     if main.status != "packaged":
         return main
@@ -405,7 +406,7 @@ def test_a_cleaned_round_is_protected_with_the_partial_tables_its_recipient_hold
     plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
                                   today=date(2026, 11, 2), only=("unicef-nga",))
     packaged = package_deliveries(df, meta, plans, policy, tmp_path / "pk",
-                                        lambda variable: PASSWORD, ledger, NOW)
+                                        lambda variable: PASSWORD, ledger, PackagingRun(NOW))
     done = [deliver(d, lambda conn: server.target(), policy, ledger, NOW, "run")
             for d in packaged]
     assert [d.status for d in done] == ["recorded", "recorded"]  # the primary and field FP
@@ -430,7 +431,8 @@ def test_a_cleaned_round_is_protected_with_the_partial_tables_its_recipient_hold
 
     # Cleaning corrected the hidden site (2 -> 3): the difference tells the 3; still hidden.
     cleaned, corrected = _cleaned(meta, df, [3, 9, 8, 7, 6, 5])
-    assert _state_total(policy, cleaned, corrected, ledger, tmp_path, lambda rid, version: df) == [None]
+    total = _state_total(policy, cleaned, corrected, ledger, tmp_path, lambda rid, version: df)
+    assert total == [None]
 
     # The partial round exported again since (another value): not the table delivered.
     changed = df.assign(unaccompanied_children=_counts([2, 9, 8, 7, 6, 4]))
@@ -478,8 +480,8 @@ def _children(policy, meta, df, ledger, folder, exports, version, server=None):
     plans = plan_deliveries(policy, meta, list(df.columns), urgency,
                                   today=date(2026, 11, 2), only=("unicef-nga",))
     (package,) = package_deliveries(
-        df, meta, plans, policy, folder, lambda variable: PASSWORD, ledger, NOW,
-        read_export=lambda rid, v: exports[v], version=version)
+        df, meta, plans, policy, folder, lambda variable: PASSWORD, ledger,
+        PackagingRun(NOW, read_export=lambda rid, v: exports[v], version=version))
     if package.status != "packaged":
         return package
     if server is not None:
@@ -533,8 +535,8 @@ def test_a_round_exported_again_is_protected_with_the_export_delivered_before(
         raise NotAsDelivered(f"{rid}: the export its tables were made from cannot be read")
 
     (refused,) = package_deliveries(seven, meta, plans, policy, tmp_path / "p3",
-                                          lambda variable: PASSWORD, ledger, NOW,
-                                          read_export=gone, version=v3)
+                                          lambda variable: PASSWORD, ledger,
+                                          PackagingRun(NOW, read_export=gone, version=v3))
     assert refused.status == "refused"
     assert f"withheld: UNICEF holds tables of {meta.round_id}" in refused.reason
     assert "cannot be read" in refused.reason

@@ -137,7 +137,8 @@ compiled = []
 compile_ = jinja2.Environment._compile
 jinja2.Environment._compile = lambda env, *a, **k: compiled.append(1) or compile_(env, *a, **k)
 ruleset = load_policy(POLICY_DIR).rulesets["NGA"]
-report = validate_round(generate_round(ruleset, 1, 50, seed=1)[1], ruleset, docs_dir=Path(sys.argv[1]))
+report = validate_round(generate_round(ruleset, 1, 50, seed=1)[1], ruleset,
+                        docs_dir=Path(sys.argv[1]))
 print(len(compiled), Path(report.docs.split("/docs/", 1)[1]).suffix)
 """
 

@@ -36,7 +36,13 @@ from dissemination.intake.contract import conform
 from dissemination.intake.fresh import import_drop
 from dissemination.ledger.migrations import open_upgraded
 from dissemination.package.archive import DATA_FILE, open_package
-from dissemination.runs import package_deliveries, plan_deliveries, stage_round
+from dissemination.runs import (
+    Findings,
+    PackagingRun,
+    package_deliveries,
+    plan_deliveries,
+    stage_round,
+)
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 PASSWORD = "Vq7#pX2!mZ9$kL4@wR8%tB6^"
@@ -225,10 +231,10 @@ def _package_nga(policy, tmp_path, site_names: list[str]):
     df = staging.read_staged(staged["path"])
     plans = plan_deliveries(policy, META, staged["columns"], Urgency.MEDIUM,
                                   today=date(2026, 11, 21), only=["unicef-nga"],
-                                  active=staged["active_relational"])
+                                  found=Findings(active=staged["active_relational"]))
     ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
     return package_deliveries(df, META, plans, policy, tmp_path / "pk",
-                                    lambda variable: PASSWORD, ledger, NOW, workers=1)
+                                    lambda variable: PASSWORD, ledger, PackagingRun(NOW, workers=1))
 
 
 def test_formulas_in_a_site_name_reach_no_spreadsheet(policy, tmp_path):

@@ -40,7 +40,13 @@ from dissemination.ledger.migrations import open_upgraded
 from dissemination.ledger.store import Ledger
 from dissemination.package.archive import DATA_FILE, MANIFEST_FILE
 from dissemination.policy import Policy, load_policy
-from dissemination.runs import package_deliveries, plan_deliveries, stage_round
+from dissemination.runs import (
+    Findings,
+    PackagingRun,
+    package_deliveries,
+    plan_deliveries,
+    stage_round,
+)
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 PASSWORD = "Vq7#pX2!mZ9$kL4@wR8%tB6^"
@@ -245,10 +251,10 @@ def test_junk_in_values_is_blocked_or_never_reaches_a_partner(world, path, data)
     assert not [m for m in marks if m in repr(staged)]  # round_columns, XCom
     plans = plan_deliveries(policy, RoundMeta.from_xcom(staged), staged["columns"],
                                   urgency, today=date(2026, 11, 21),
-                                  active=staged["active_relational"])
+                                  found=Findings(active=staged["active_relational"]))
     packaged = package_deliveries(staging.read_staged(staged["path"]), meta, plans,
                                         policy, root / f"pk{number}", lambda v: PASSWORD,
-                                        ledger, NOW, workers=1)
+                                        ledger, PackagingRun(NOW, workers=1))
     for delivery in packaged:
         if delivery.status != "packaged":
             continue

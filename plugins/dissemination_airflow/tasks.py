@@ -1,8 +1,9 @@
 """TaskFlow tasks shared by the dissemination DAGs: each is a thin call into the domain.
 
 Both paths run the same chain on a list of rounds: pull -> validate -> plan -> package ->
-deliver (claim, upload, confirm; mapped per batch of organisations) -> notify (mapped) -> finish. Only how the rounds are found and
-the urgency differ, and those live in the DAG files. Heavy imports stay inside the functions.
+deliver (claim, upload, confirm; mapped per batch of organisations) -> notify (mapped) -> finish.
+Only how the rounds are found and the urgency differ, and those live in the DAG files. Heavy imports
+stay inside the functions.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def plan(validated: dict, urgency: str, run_id: str, agreements: list[str] | Non
     from dissemination.delivery import ReviewOverdue
     from dissemination.intake import RoundMeta
     from dissemination.ledger import DisclosureState, Ledger
-    from dissemination.runs import plan_deliveries
+    from dissemination.runs import Findings, plan_deliveries
 
     from .store import RunStage
 
@@ -142,8 +143,9 @@ def plan(validated: dict, urgency: str, run_id: str, agreements: list[str] | Non
             plans += plan_deliveries(
                 policy, RoundMeta.from_xcom(round_), round_["columns"], Urgency(urgency),
                 today=today, only=agreements or (),
-                active=round_["active_relational"], state=state,
-                warnings=round_.get("validation_warnings", ()),
+                found=Findings(active=round_["active_relational"],
+                               warnings=round_.get("validation_warnings", ())),
+                state=state,
             )
         except ReviewOverdue as exc:
             log.warning(f"STOPPED {round_['round_id']}: {exc}")
@@ -167,7 +169,12 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
     from dissemination.intake import RoundMeta, read_staged, staged_columns
     from dissemination.ledger import Ledger
     from dissemination.registry import held_line
-    from dissemination.runs import export_reader, package_deliveries, round_columns
+    from dissemination.runs import (
+        PackagingRun,
+        export_reader,
+        package_deliveries,
+        round_columns,
+    )
 
     from .store import KeptExports, RunStage
 
@@ -189,7 +196,8 @@ def package(validated: dict, planned: dict, run_id: str) -> list[dict]:
         out += package_deliveries(
             read_staged(path, columns=columns),
             RoundMeta.from_xcom(round_), mine, policy, stage.local_dir(), package_password,
-            ledger, pendulum.now("UTC"), read_export=read_export, version=version,
+            ledger,
+            PackagingRun(pendulum.now("UTC"), read_export=read_export, version=version),
         )
         if held := held_line(ledger.engine, round_["country"], round_["round_id"]):
             log.info(held)  # by site key: the registry's sites awaiting review

@@ -17,5 +17,6 @@ __getattr__, __all__ = lazy_exports(__name__, {
         "rotation_notice", "signal_alert",
     ),
     "planned": ("Delivery",),
-    "sftp": ("Sessions", "SftpTarget",),
+    "sftp_sessions": ("Sessions",),
+    "sftp_target": ("SftpTarget",),
 })

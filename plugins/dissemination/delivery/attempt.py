@@ -16,7 +16,8 @@ from .allowed import AgreementRefused, check_still_allowed
 from .claims import claim_key, release_quietly, slot_recipients
 from .confirm import delivery_record
 from .planned import Delivery
-from .sftp import Sessions, SftpTarget
+from .sftp_sessions import Sessions
+from .sftp_target import SftpTarget
 from .upload import already_on_server, final_path, upload_with_fallback
 
 #: How long a claim keeps other runs out before its attempt is presumed dead (a retry of the same
@@ -26,8 +27,7 @@ CLAIM_LEASE = timedelta(hours=2)
 
 
 def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget], policy: Policy,
-            ledger: Ledger, now: datetime, run_id: str, lease: timedelta = CLAIM_LEASE,
-            sessions: Sessions | None = None,
+            ledger: Ledger, now: datetime, run_id: str, sessions: Sessions | None = None,
             password_for: Callable[[str], str] | None = None) -> Delivery:
     """Claim, upload, confirm: exactly once, whatever fails in between.
 
@@ -47,7 +47,7 @@ def deliver(delivery: Delivery, target_for: Callable[[str], SftpTarget], policy:
     check_still_allowed(delivery, policy, now.date(), password_for)
     remote_path = final_path(delivery.destination, delivery.package_path)
     got = ledger.claim(claim_key(delivery), run_id, delivery.package_sha256,
-                       delivery.destination, remote_path, now, lease)
+                       delivery.destination, remote_path, now, CLAIM_LEASE)
     if got.outcome == "delivered":
         if got.claim.run_id == run_id and got.claim.notified_at is None:
             # An earlier attempt of this run recorded it, then its batch failed on another

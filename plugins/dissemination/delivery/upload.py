@@ -12,7 +12,9 @@ from ..ledger.records import (
 )
 from ..ledger.store import Ledger
 from .planned import Delivery
-from .sftp import Sessions, UploadFailed, inspect, upload
+from .sftp import inspect, upload
+from .sftp_sessions import Sessions
+from .sftp_target import UploadFailed
 
 
 def final_path(destination: str, package_path: str) -> str:

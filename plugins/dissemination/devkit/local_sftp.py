@@ -29,7 +29,7 @@ from pathlib import Path
 
 import asyncssh
 
-from ..delivery.sftp import SftpTarget
+from ..delivery.sftp_target import SftpTarget
 
 #: ``auto``: OpenSSH when an sshd binary is found, else the pure-Python server.
 ENGINES = ("auto", "openssh", "python")
@@ -164,7 +164,7 @@ class LocalSftpServer:
         )
 
     def airflow_connection(self, host_key: str | None = None) -> dict:
-        """The Airflow connection (JSON form, for ``AIRFLOW_CONN_<ID>``) that reaches this server."""
+        """The Airflow connection (JSON, for ``AIRFLOW_CONN_<ID>``) that reaches this server."""
         return {
             "conn_type": "sftp",
             "host": "127.0.0.1",

@@ -2,10 +2,10 @@
 
 It holds an Airflow home on SQLite, a survey database with a synthetic round, a ledger database,
 and a local SFTP server on loopback (OpenSSH sshd, else pure Python) that stands in for every
-partner's server. Airflow is driven through its CLI (``airflow dags test``) exactly as an engineer would, with dev connections
-as ``AIRFLOW_CONN_*`` environment variables and passwords in the metastore as Airflow Variables.
-The servers' ports are kept in ``<home>/ports.json``, so ``<home>/env.sh`` (the same settings, for
-hand runs) stays true between runs.
+partner's server. Airflow is driven through its CLI (``airflow dags test``) exactly as an engineer
+would, with dev connections as ``AIRFLOW_CONN_*`` environment variables and passwords in the
+metastore as Airflow Variables. The servers' ports are kept in ``<home>/ports.json``, so
+``<home>/env.sh`` (the same settings, for hand runs) stays true between runs.
 
     python -m dissemination.devkit.sandbox --home .demo          # what `make demo` runs
     python -m dissemination.devkit.sandbox --home .demo --ui     # `make ui` (see ui.py)

@@ -83,7 +83,8 @@ def serve(sandbox: Sandbox, *, ui: bool, port: int = 0) -> int:
                     wait_for("the api-server", lambda: _alive(services) or stop.is_set()
                              or api_ok(api, "/monitor/health"), START_TIMEOUT, every=1)
                 if not stop.is_set():
-                    passwords = sandbox.airflow_home / "simple_auth_manager_passwords.json.generated"
+                    home = sandbox.airflow_home
+                    passwords = home / "simple_auth_manager_passwords.json.generated"
                     password = json.loads(passwords.read_text())[ADMIN]
                     print(f"== Airflow UI: http://127.0.0.1:{port}  user {ADMIN}, password "
                           f"{password} (kept in {passwords})")

@@ -408,12 +408,6 @@ def _apply(include: Path, country: str, rows: list[DapRow],
     return old, buf.getvalue(), notes
 
 
-def apply_dap(include: Path, country: str, rows: list[DapRow], today: date) -> tuple[str, str]:
-    """Return (old text, new text) of the country's rule file with the DAP applied."""
-    old, new, _ = _apply(include, country, rows, today)
-    return old, new
-
-
 def import_dap(include: Path, country: str, dap: Path, *, write: bool, today: date) -> str:
     """Show the diff; with ``write``, apply it if the resulting policy still loads."""
     include = Path(include)

@@ -38,7 +38,8 @@ from ..ledger.tables import intake_log
 from ..policy import IntakeLimits, Policy
 from .contract import ConformedRound, conform, is_hxl_row
 from .headers import not_found
-from .source import RoundMeta, RoundNotWritten, exported_since, read_round, write_round
+from .reading import read_round
+from .source import RoundMeta, RoundNotWritten, exported_since, write_round
 from .textfiles import NotText, legacy_encoding
 from .workbook import WorkbookRefused, read_first_sheet
 

@@ -17,7 +17,8 @@ from ..classification import Urgency
 from ..delivery.notices import Email, signal_alert
 from ..policy import Policy, RuleSet
 from .contract import conform
-from .source import RoundMeta, previous_round_id, read_round
+from .reading import read_round
+from .source import RoundMeta, previous_round_id
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,11 @@
 The suite is derived from the country's rule set and contract (each indicator's kind, bounds and
 declared values), so adding an indicator to the rules also adds its checks. It runs on the
 conformed round: ``contract.conform`` has already blocked any value outside its type or set, so
-these checks are the round's documented record (Data Docs) and the cleaned path's completeness. The raw-partial suite checks structure, keys and
-impossible values only: partial data is by definition not yet cleaned. The cleaned suite adds
-completeness. Structural failures (no rows, a key column missing, null or duplicated keys) block
-every path; the others block the low-urgency path only, because urgent raw data is shared before
-cleaning by design.
+these checks are the round's documented record (Data Docs) and the cleaned path's completeness. The
+raw-partial suite checks structure, keys and impossible values only: partial data is by definition
+not yet cleaned. The cleaned suite adds completeness. Structural failures (no rows, a key column
+missing, null or duplicated keys) block every path; the others block the low-urgency path only,
+because urgent raw data is shared before cleaning by design.
 
 ``great_expectations`` takes ~2 s to import: it is imported here, inside the function, and this
 module is only imported inside tasks.

@@ -38,10 +38,6 @@ class Holdings:
     def add(self, held: Iterable[Held]) -> None:
         self.items.extend(held)
 
-    def earlier_deliveries(self, round_id: str) -> list[Held]:
-        """What earlier runs delivered of this very round."""
-        return [h for h in self.items if h.round_id == round_id and h.delivered]
-
     def of(self, indicator: str) -> list[Held]:
         return [h for h in self.items if h.indicator == indicator]
 

@@ -153,10 +153,6 @@ class ClaimResult:
     claim: Claim
     previous: Claim | None = None
 
-    @property
-    def ours(self) -> bool:
-        return self.outcome in ("new", "resumed", "taken_over")
-
 
 def claim_of(row) -> Claim:
     data = {k: getattr(row, k) for k in Claim.__dataclass_fields__}

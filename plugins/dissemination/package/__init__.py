@@ -4,7 +4,9 @@
 from .._exports import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
-    "archive": ("DeflatedCsv", "build_package", "opens_with", "write_csv",),
+    "archive": (
+        "DeflatedCsv", "Issue", "build_package", "opens_with", "write_csv",
+    ),
     "digests": ("file_sha256",),
     "formulas": ("report",),
 })

@@ -135,6 +135,20 @@ class _Hashing(io.RawIOBase):
         return self.sink.write(data)
 
 
+@dataclass(frozen=True)
+class Issue:
+    """When and to whom one package of a table is issued, and the table's shared CSV entry.
+
+    These travel together from the planned delivery into its manifest (the agreement, round and
+    rules say the rest); ``deflated`` is the one CSV entry of a table several packages share."""
+
+    created_at: datetime
+    warnings: tuple[str, ...] = ()
+    recipient: str = "primary"
+    organisation: str = ""
+    deflated: DeflatedCsv | None = None
+
+
 def build_package(
     content: Content,
     meta: RoundMeta,
@@ -143,14 +157,11 @@ def build_package(
     agreement: Agreement,
     out_dir: Path,
     password: str,
-    created_at: datetime,
-    warnings: tuple[str, ...] = (),
-    recipient: str = "primary",
-    organisation: str = "",
-    deflated: DeflatedCsv | None = None,
+    issue: Issue,
 ) -> Package:
     """Write the partner's table and its manifest into an AES-256 zip under ``out_dir``; with
-    ``deflated``, its CSV entry is made once for every package of ``content``."""
+    ``issue.deflated``, its CSV entry is made once for every package of ``content``."""
+    warnings, recipient, organisation = issue.warnings, issue.recipient, issue.organisation
     if weakness := password_weakness(password, known_words(agreement)):
         raise WeakPassword(f"the package password for agreement {agreement.id} (variable "
                            f"{agreement.password.variable}) {weakness}")
@@ -191,7 +202,7 @@ def build_package(
         "empty_cells": "an empty count is suppressed (small cell) or was missing in the round",
         "row_count": len(content.frame),
         "data_file": DATA_FILE,
-        "created_at": created_at.isoformat(),
+        "created_at": issue.created_at.isoformat(),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     # The name holds the zip's hash, known once it is written: a private temporary name first
@@ -200,7 +211,8 @@ def build_package(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "w+b") as f:
-            content_sha256 = _write_zip(f, content.frame, manifest, password, deflated)
+            content_sha256 = _write_zip(f, content.frame, manifest, password,
+                                        issue.deflated)
         package_sha256 = file_sha256(tmp)
         path = out_dir / package_name(meta.round_id, agreement.id, selection.urgency,
                                       package_sha256)

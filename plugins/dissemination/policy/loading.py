@@ -148,8 +148,9 @@ def _load_file(path: Path, model: type[PolicyModel], problems: list[str]):
         return model.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
-            value = f" (got {described(err['input'], err['type'])})" if "input" in err and err["type"] not in (
-                "missing", "extra_forbidden", "value_error") else ""
+            shown = "input" in err and err["type"] not in (
+                "missing", "extra_forbidden", "value_error")
+            value = f" (got {described(err['input'], err['type'])})" if shown else ""
             message = err["msg"].removeprefix("Value error, ")
             problems.append(f"{path}: {_format_loc(err['loc'])}: {message}{value}")
         return None

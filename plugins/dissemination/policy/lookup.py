@@ -7,7 +7,7 @@ from .loading import Policy
 
 
 class NoRuleSet(PermanentError, LookupError):
-    """A round of a country that has no rule file: nothing of it may be classified, so none leaves."""
+    """A round of a country without a rule file: nothing of it may be classified, so none leaves."""
 
 
 def ruleset_for(policy: Policy, country: str):

@@ -269,7 +269,8 @@ class UrgentSignal(PolicyModel):
     indicator: ColumnName
     above: PositiveInt | None = None
     jump: PositiveInt | None = None
-    loosens_default: str | None = Field(default=None, min_length=1)  # firing less than the default's
+    # firing less than the default's
+    loosens_default: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _one_condition(self) -> UrgentSignal:
@@ -369,7 +370,8 @@ class RuleSet(PolicyModel):
                                 f"{'the site level' if level == SITE else f'level {alias[1]}'}")
             for c in columns:
                 if c not in self.indicators or self.indicators[c].kind != "admin":
-                    problems.append(f"admin_levels.{level}: {c!r} is not an indicator of kind admin")
+                    problems.append(
+                        f"admin_levels.{level}: {c!r} is not an indicator of kind admin")
         return problems
 
     def _contract_problems(self) -> list[str]:

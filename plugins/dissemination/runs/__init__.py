@@ -13,10 +13,10 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "deadlines": ("DeadlineState", "DeadlinesMissed", "deadline_states",),
     "memory": ("holds_a_round",),
     "packaging": (
-        "alike", "package_deliveries", "package_workers", "packaged_columns",
+        "PackagingRun", "alike", "package_deliveries", "package_workers", "packaged_columns",
         "round_columns", "tables_held",
     ),
     "passwords": ("new_password", "rotate_password", "rotations_due",),
-    "plan": ("UnknownAgreement", "plan_deliveries", "recipients",),
+    "plan": ("Findings", "UnknownAgreement", "plan_deliveries", "recipients",),
     "stage": ("export_reader", "pull_round", "stage_round",),
 })

@@ -23,13 +23,27 @@ from ..disclosure.shown import NotAsDelivered, Shown, delivered, partial_of, sho
 from ..intake import source
 from ..intake.source import RoundMeta
 from ..ledger.store import Ledger
-from ..package.archive import DeflatedCsv, build_package
+from ..package.archive import DeflatedCsv, Issue, build_package
 from ..policy import Policy, RuleSet
 from ..policy.lookup import ruleset_for
 from ..registry import sites as registry
 from ..registry.store import hold_out
 from ..runs import memory
 from .stage import ReadExport
+
+
+@dataclass(frozen=True)
+class PackagingRun:
+    """When and how one run packages a round: its clock, its workers and the exports it sees.
+
+    They travel together from the task (or a test) to every step of ``package_deliveries``:
+    ``created_at`` stamps the packages and the ledger's rows, ``workers`` forks, ``read_export``
+    and ``version`` name the round's exports (see ``package_deliveries``)."""
+
+    created_at: datetime
+    workers: int | None = None
+    read_export: ReadExport | None = None
+    version: str = ""
 
 
 def package_deliveries(
@@ -40,10 +54,7 @@ def package_deliveries(
     out_dir: Path,
     password_for: Callable[[str], str],
     ledger: Ledger,
-    created_at: datetime,
-    workers: int | None = None,
-    read_export: ReadExport | None = None,
-    version: str = "",
+    run: PackagingRun,
 ) -> list[Delivery]:
     """One AES zip per planned delivery, from one in-memory copy of the round. The tables one
     organisation receives from the round (its agreements, levels, field focal points) are
@@ -62,11 +73,12 @@ def package_deliveries(
 
     Sites the registry does not know as they are (``registry_ledger.hold_out``) are left out
     of every table, site or area, before disclosure control: what ships is judged as shipped."""
+    created_at, workers, version = run.created_at, run.workers, run.version
     ruleset = ruleset_for(policy, meta.country)
     review = hold_out(round_df, meta.round_id, ruleset, ledger, created_at) if any(
         p.status == "planned" for p in plans) else registry.Review()
     plans = review.held_back(plans, meta.round_id, meta.country)
-    held = tables_held(ledger, policy, meta, plans, ruleset, read_export, round_df, version)
+    held = tables_held(ledger, policy, meta, plans, ruleset, run.read_export, round_df, version)
     plans = [replace(p, status="refused", reason=held[p.organisation_id])
              if p.status == "planned" and isinstance(held.get(p.organisation_id), str) else p
              for p in plans]
@@ -318,8 +330,8 @@ def _package_alike(job: _Job, organisations: list[list[Delivery]]) -> list[list[
         agreement = job.policy.agreements[plan.agreement_id]
         package = build_package(
             content, job.meta, plan.selection, job.ruleset, agreement, job.out_dir,
-            job.passwords[agreement.password.variable], job.created_at, plan.warnings,
-            recipient=plan.recipient, organisation=plan.organisation, deflated=csv,
+            job.passwords[agreement.password.variable],
+            Issue(job.created_at, plan.warnings, plan.recipient, plan.organisation, csv),
         )
         fields = {
             "package_path": str(package.path), "content_sha256": package.content_sha256,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 
 from ..classification import Urgency
@@ -24,6 +24,18 @@ from ..policy.lookup import ruleset_for
 
 class UnknownAgreement(PermanentError, ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What staging and validation found in a round that planning carries on.
+
+    Both come from the staged round (``stage_round``'s output) and travel together to
+    ``plan_deliveries``: ``active``, the relational rules the round triggers (None: judged per
+    agreement from the columns alone), and ``warnings``, its validation warnings."""
+
+    active: Sequence[str] | None = None
+    warnings: Sequence[str] = ()
 
 
 def _destination(person, agreement) -> str:
@@ -63,20 +75,20 @@ def plan_deliveries(
     today: date,
     only: Sequence[str] = (),
     *,
-    active: Sequence[str] | None = None,
+    found: Findings = Findings(),
     state: DisclosureState | None = None,
-    warnings: Sequence[str] = (),
 ) -> list[Delivery]:
     """Classify the round's columns once, then select what each covering agreement receives.
 
     ``today``: the wall clock's date (never a run's logical date: a backfill or an old run
     cleared today must not deliver under an agreement that has since expired).
-    ``active``: relational rules the round triggers (``stage_round`` computes them);
+    ``found``: relational rules the round triggers and its warnings (``Findings``);
     ``state``: what each organisation holds (the ledger plus this run's earlier plans); every
     planned delivery is added to it, so the next agreement of the same organisation sees it.
     """
     ruleset = ruleset_for(policy, meta.country)
-    warnings = (*warnings, *headers.not_found(columns, ruleset))
+    active = found.active
+    warnings = (*found.warnings, *headers.not_found(columns, ruleset))
     overdue = review_overdue_message(policy, meta.country, today)
     if overdue:
         if urgency is Urgency.LOW:

@@ -13,7 +13,7 @@ from ..classify.sensitivity import (
 )
 from ..disclosure.shown import NotAsDelivered
 from ..ids import check_round_id
-from ..intake import headers, source, staging
+from ..intake import headers, reading, staging
 from ..intake.contract import Conformer, ContractBroken
 from ..intake.source import RoundMeta
 from ..policy import Policy
@@ -26,11 +26,11 @@ def pull_round(engine, round_id: str, policy: Policy, path: Path,
     columns its contract reads. Headers (and an HXL row) are matched on the round's first row,
     read whole; the parts after it hold no Secret column (at a million sites a third of the
     read's time and 80 MB)."""
-    meta, head = source.round_head(engine, round_id, country)
+    meta, head = reading.round_head(engine, round_id, country)
     conformer = Conformer(ruleset_for(policy, meta.country), first_row=1)
     columns = conformer.match(head)
     del head
-    meta, parts = source.read_round_parts(engine, round_id, country, columns=columns)
+    meta, parts = reading.read_round_parts(engine, round_id, country, columns=columns)
     return stage_round(meta, parts, policy, path, conformer)
 
 
@@ -68,7 +68,7 @@ def stage_round(meta: RoundMeta, df: pd.DataFrame | Iterable[pd.DataFrame], poli
     raises ``ContractBroken`` and nothing of it is written. Secret columns are dropped unread;
     only their names (a position if no rule covers them: ``headers``) travel on, for packages.
 
-    ``df``: the round as read, whole or in parts (``source.read_round_parts``): each part as
+    ``df``: the round as read, whole or in parts (``reading.read_round_parts``): each part as
     read is freed once conformed (a million-site round as read is as large again as the
     conformed one), as long as the caller keeps no reference to it. ``conformer``: one that
     matched the round's headers before it was read (``pull_round``).
