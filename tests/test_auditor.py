@@ -8,8 +8,9 @@ cell the policy protects: a small count, a zero or all-sites count of a relation
 an area under ``min_sites``. It must never pin one down, and never learn, for any site, every
 member of a relational combination the organisation may not hold.
 
-It is written independently of ``dissemination.disclosure.linked`` (LP bounds, not rank tests) so that one
-checks the other. ``HYPOTHESIS_PROFILE=deep`` runs many more examples (see docs/testing.md).
+It is written independently of ``dissemination.disclosure.linked`` (LP bounds, not rank
+tests) so that one checks the other. ``HYPOTHESIS_PROFILE=deep`` runs many more examples
+(see docs/testing.md).
 """
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ def closure(reqs) -> set[str]:
         if key in seen:
             continue
         seen.add(key)
-        todo += [(Requirement(dep), req.extras) for dep in importlib.metadata.requires(key[0]) or []]
+        requires = importlib.metadata.requires(key[0]) or []
+        todo += [(Requirement(dep), req.extras) for dep in requires]
     return {name for name, _ in seen}
 
 

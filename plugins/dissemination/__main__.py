@@ -12,7 +12,8 @@ import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-# The DAGs' variable first: an installed copy (a wheel in site-packages) has no repository beside it.
+# The DAGs' variable first: an installed copy (a wheel in site-packages) has no repository
+# beside it.
 DEFAULT_INCLUDE = Path(os.environ.get("DISSEMINATION_INCLUDE_DIR")
                        or Path(__file__).resolve().parents[2] / "include")
 DEFAULT_LEDGER = f"sqlite:///{Path(__file__).resolve().parents[2] / '.demo' / 'ledger.db'}"
