@@ -86,16 +86,24 @@ POSTGRES_URL = os.environ.get(
 )
 
 
-#: The fixtures that start OpenSSH's sshd: every test using one (directly or through another
-#: fixture) is an integration test, marked here so no test can forget it.
-SSHD_FIXTURES = frozenset({"sftp_server", "server"})
+#: Fixtures that reach a service or tool, by the tier they put a test in: every test using one
+#: (directly or through another fixture) is marked here, so a new test is tiered by what it uses
+#: and `make test-fast` needs none of them. A parametrized fixture marks its own service param.
+TIER_FIXTURES = {
+    "sftp_server": "integration",  # OpenSSH's sshd
+    "server": "integration",  # OpenSSH's sshd
+    "pg_schema": "integration",  # PostgreSQL (test_exactly_once.py)
+    "rendered": "integration",  # docker-compose (test_compose.py)
+    "s3": "integration",  # moto's S3 server (test_store.py)
+}
 
 
 def pytest_collection_modifyitems(items):
-    """Mark the tests that start sshd through a fixture ``integration`` (`make test-fast`)."""
+    """Mark each test using a fixture of TIER_FIXTURES with that fixture's tier."""
     for item in items:
-        if SSHD_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.integration)
+        for tier in {TIER_FIXTURES[f] for f in getattr(item, "fixturenames", ())
+                     if f in TIER_FIXTURES}:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
