@@ -25,6 +25,11 @@ settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True
 settings.register_profile("dev", deadline=None, print_blob=True)
 # HYPOTHESIS_PROFILE=deep: new examples, and many more of them in the auditor (test_auditor.py).
 settings.register_profile("deep", deadline=None, print_blob=True)
+# HYPOTHESIS_PROFILE=fast (`make test-fast`): each property runs a quarter of the examples its
+# own settings ask for (at least 10), so the quick gate stays quick; `make test` runs them all.
+settings.register_profile("fast", derandomize=bool(os.environ.get("CI")), deadline=None,
+                          print_blob=True)
+FAST = os.environ.get("HYPOTHESIS_PROFILE") == "fast"
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
                       or ("ci" if os.environ.get("CI") else "dev"))
 
@@ -86,16 +91,40 @@ POSTGRES_URL = os.environ.get(
 )
 
 
-#: The fixtures that start OpenSSH's sshd: every test using one (directly or through another
-#: fixture) is an integration test, marked here so no test can forget it.
-SSHD_FIXTURES = frozenset({"sftp_server", "server"})
+#: Fixtures that reach a service or tool, by the tier they put a test in: every test using one
+#: (directly or through another fixture) is marked here, so a new test is tiered by what it uses
+#: and `make test-fast` needs none of them. A parametrized fixture marks its own service param.
+TIER_FIXTURES = {
+    "sftp_server": "integration",  # OpenSSH's sshd
+    "server": "integration",  # OpenSSH's sshd
+    "pg_schema": "integration",  # PostgreSQL (test_exactly_once.py)
+    "rendered": "integration",  # docker-compose (test_compose.py)
+    "s3": "integration",  # moto's S3 server (test_store.py)
+}
 
 
 def pytest_collection_modifyitems(items):
-    """Mark the tests that start sshd through a fixture ``integration`` (`make test-fast`)."""
+    """Mark each test using a fixture of TIER_FIXTURES with that fixture's tier; under the fast
+    profile, give each property a quarter of its examples."""
     for item in items:
-        if SSHD_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.integration)
+        if FAST:
+            _fewer_examples(getattr(item, "obj", None))
+        for tier in {TIER_FIXTURES[f] for f in getattr(item, "fixturenames", ())
+                     if f in TIER_FIXTURES}:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+def _fewer_examples(test) -> None:
+    """A quarter of a property's examples: its settings as @given reads them at each call (the
+    attribute is Hypothesis' own, pinned in constraints.txt); once per function, whatever its
+    parameters."""
+    test = getattr(test, "__func__", test)
+    current = getattr(test, "_hypothesis_internal_use_settings", None)
+    if current is None or getattr(test, "_fast_examples", False):
+        return
+    test._hypothesis_internal_use_settings = settings(
+        current, max_examples=max(10, current.max_examples // 4))
+    test._fast_examples = True
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
