@@ -122,7 +122,7 @@ def test_built_package_is_the_domain_with_its_data(tmp_path):
     for name in ("pyproject.toml", "README.md", *tracked):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, tmp_path / name)
-    data = tmp_path / "plugins/dissemination/ledger_migrations/script.py.mako"
+    data = tmp_path / "plugins/dissemination/ledger/migrations/script.py.mako"
     data.write_text("a data file a later move may add\n")
     (tmp_path / "plugins/dissemination/__pycache__").mkdir(exist_ok=True)
     (tmp_path / "plugins/dissemination/__pycache__/ids.cpython-311.pyc").write_bytes(b"")
@@ -134,5 +134,5 @@ def test_built_package_is_the_domain_with_its_data(tmp_path):
              for p in (tmp_path / "out").rglob("*") if p.is_file()}
     expected = {f.removeprefix("plugins/") for f in tracked
                 if f.startswith("plugins/dissemination/")}
-    assert built == expected | {"dissemination/ledger_migrations/script.py.mako"}
-    assert any(f.startswith("dissemination/ledger_migrations/versions/") for f in built)
+    assert built == expected | {"dissemination/ledger/migrations/script.py.mako"}
+    assert any(f.startswith("dissemination/ledger/migrations/versions/") for f in built)
