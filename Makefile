@@ -75,7 +75,7 @@ bench: $(VENV)/.installed
 
 ## Refresh the screenshot of the Dissemination page in docs/operations.md (the browser test, saving it to docs/).
 screenshots: $(VENV)/.installed
-	DISSEMINATION_SCREENSHOTS=docs $(PY) -m pytest -q tests/test_ui.py -k chromium
+	DISSEMINATION_SCREENSHOTS=docs $(PY) -m pytest -q tests/system/test_ui.py -k chromium
 
 constraints:
 	$(PY) -m pip freeze --exclude-editable | sed '1i # Full resolved dependency set (pip freeze of a working install). Regenerate after changing\n# requirements.txt or requirements-test.txt: make constraints' > constraints.txt

@@ -108,10 +108,10 @@ def main() -> None:
         one = Path(tmp) / "one_task_dag.py"
         one.write_text(REFERENCE)
         parse(one)  # warm: airflow's own imports are paid once
-        os.environ["DISSEMINATION_INCLUDE_DIR"] = str(REPO / "tests" / "policy")
+        os.environ["DISSEMINATION_INCLUDE_DIR"] = str(REPO / "tests" / "support" / "policy")
         refs = {d.name: shaped_reference(d, Path(tmp)) for d in dags}
         files = [one, *dags, *refs.values()]
-        small = parse_medians(REPO / "tests" / "policy", files)
+        small = parse_medians(REPO / "tests" / "support" / "policy", files)
         large = parse_medians(build_policy(Path(tmp), AGREEMENTS), files)
     ratios = {3: {}, AGREEMENTS: {}}
     print(f"{'DAG file':26s} {'3 agreements':>30s} {f'{AGREEMENTS} agreements':>30s}")

@@ -14,7 +14,7 @@ same month by logical date.
 Everything else is the sandbox of ``make demo`` (``dissemination.devkit.sandbox``): a real sshd on
 loopback as every partner's SFTP server (host key pinned), a local SMTP server, connections as
 AIRFLOW_CONN_*; passwords as AIRFLOW_VAR_* (1,000 of them). ``dags test`` runs on SQLite; the
-scheduler (``airflow standalone``, LocalExecutor, as tests/test_scheduler.py starts it) on
+scheduler (``airflow standalone``, LocalExecutor, as tests/system/test_scheduler.py starts it) on
 PostgreSQL, its metastore and the ledger, as in production. Each run has its own ledger and SFTP
 root. After each: deliveries in the ledger (must equal the planned ones), task instances of the
 run, the largest XCom value, and where the time went (per task, from ``task_instance``).
@@ -197,7 +197,7 @@ def under_dags_test(home: Path, include: Path, sites: int) -> tuple[float, float
 def under_scheduler(home: Path, include: Path, survey_db: Path) -> tuple[float, dict]:
     """The monthly DAG unpaused under ``airflow standalone`` (PostgreSQL); wall seconds from
     the unpause to the run's end."""
-    sys.path.insert(0, str(REPO / "tests"))
+    sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "support")]
     import httpx
     from airflow_services import api_ok as _ok
     from airflow_services import wait_for

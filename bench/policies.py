@@ -1,6 +1,6 @@
-"""What benchmarks share: a global deployment's policy (tests/policy grown to ``count`` agreements
-of ``count`` organisations, each with its focal points, optionally spread over many countries) and
-the floor DAG end-to-end runs compare with."""
+"""What benchmarks share: a global deployment's policy (tests/support/policy grown to ``count``
+agreements of ``count`` organisations, each with its focal points, optionally spread over many
+countries) and the floor DAG end-to-end runs compare with."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ TEMPLATE_COUNTRY = "NGA"
 
 
 def build_policy(folder: Path, count: int) -> Path:
-    """tests/policy with ``count`` agreements (copies of the shipped ones, new ids)."""
+    """tests/support/policy with ``count`` agreements (copies of the shipped ones, new ids)."""
     from dissemination.devkit.templates import copy_agreement
 
     include = folder / "include"
-    shutil.copytree(REPO / "tests" / "policy", include)
+    shutil.copytree(REPO / "tests" / "support" / "policy", include)
     templates = sorted(path.stem for path in (include / "agreements").glob("*.yaml"))
     for i in range(count - len(templates)):
         template = templates[i % len(templates)]

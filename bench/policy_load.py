@@ -4,8 +4,9 @@ What a task pays is ``compiled_policy``: hash the files, read the validated JSON
 that hash. The references, in the same run: the first compilation (``load_policy``: every YAML
 file parsed with libyaml and validated) and the same files on PyYAML's pure-Python parser.
 
-The policy is the tests' own (tests/policy), with each agreement copied into 1,000 agreements of
-1,000 organisations, each with its focal points: what a global deployment's include/ holds.
+The policy is the tests' own (tests/support/policy), with each agreement copied into 1,000
+agreements of 1,000 organisations, each with its focal points: what a global deployment's
+include/ holds.
 
     make bench   # or: PYTHONPATH=plugins .venv/bin/python bench/policy_load.py
 """

@@ -206,7 +206,7 @@ def main() -> None:
         floor_dir.mkdir()
         (floor_dir / "floor.py").write_text(FLOOR)
         (floor_dir / "libraries.py").write_text(LIBRARIES)
-        with Sandbox(Path(tmp) / "sandbox", REPO / "tests" / "policy") as sandbox:
+        with Sandbox(Path(tmp) / "sandbox", REPO / "tests" / "support" / "policy") as sandbox:
             sandbox.init(sites=50)
             figures, first_round = {}, 2
             for sites in args.sites:

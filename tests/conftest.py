@@ -13,7 +13,7 @@ from hypothesis import settings
 
 REPO = Path(__file__).resolve().parents[1]
 #: The tests' own policy (rules, agreements, focal points): the shipped include/ may change freely.
-POLICY_DIR = Path(__file__).resolve().parent / "policy"
+POLICY_DIR = Path(__file__).resolve().parent / "support" / "policy"
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 # Every LocalSftpServer the tests start (fixtures, tests, sandboxes) is a real OpenSSH sshd, what
 # partners run: without one they fail naming it, never quietly use the pure-Python server.
@@ -99,7 +99,7 @@ TIER_FIXTURES = {
     "server": "integration",  # OpenSSH's sshd
     "pg_schema": "integration",  # PostgreSQL (test_exactly_once.py)
     "rendered": "integration",  # docker-compose (test_compose.py)
-    "s3": "integration",  # moto's S3 server (test_store.py)
+    "s3": "integration",  # moto's S3 server (test_staging_store.py)
 }
 
 

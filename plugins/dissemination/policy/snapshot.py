@@ -30,7 +30,8 @@ KEEP = 8  # snapshots kept in a cache folder: older policy versions are dropped
 
 _DOMAIN = Path(__file__).resolve().parent.parent
 # What compiles a policy: this package and every domain module it imports to load and check one
-# (tests/test_scale.py checks the list against what loading a policy imports).
+# (tests/unit/test_policy_snapshot_and_batches.py checks the list against what loading a policy
+# imports).
 CODE = (_DOMAIN / "__init__.py", _DOMAIN / "_exports.py", _DOMAIN / "policy",
         _DOMAIN / "classification.py", _DOMAIN / "normalise.py", _DOMAIN / "errors.py")
 

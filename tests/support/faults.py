@@ -2,7 +2,8 @@
 killed with SIGKILL or whose sessions stop answering (SIGSTOP), a small filesystem of the test's
 own, and a delivery in a child process.
 
-    python tests/faults.py deliver <json>   # one delivery attempt, as a task process makes it
+    python tests/support/faults.py deliver <json>   # one delivery attempt, as a task process
+                                                    # makes it
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def small_filesystem(path: Path, size: str):
 
 def deliver_in_child(args: dict) -> subprocess.Popen:
     """One delivery attempt in its own process, so the test can SIGKILL it at a chosen point."""
-    plugins = str(Path(__file__).resolve().parents[1] / "plugins")
+    plugins = str(Path(__file__).resolve().parents[2] / "plugins")
     return subprocess.Popen([sys.executable, __file__, "deliver", json.dumps(args)],
                             env={**os.environ, "PYTHONPATH": plugins},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -190,7 +191,7 @@ def stuck_ledger_writer(url: str, schema: str, stuck_after: float, claim: dict |
     which another claim of the same delivery waits for; or, given ``rotation_of`` (an
     agreement id), after marking its rotations called, which any other mark of them waits for.
     Returned once it holds the lock, with its PostgreSQL backend's pid."""
-    plugins = str(Path(__file__).resolve().parents[1] / "plugins")
+    plugins = str(Path(__file__).resolve().parents[2] / "plugins")
     child = subprocess.Popen(
         [sys.executable, __file__, "stuck-writer", json.dumps(
             {"url": url, "schema": schema, "stuck_after": stuck_after, "claim": claim,

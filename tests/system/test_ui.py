@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from airflow_services import TESTS, Service, airflow_path, api_ok, wait_for
+from airflow_services import SUPPORT, Service, airflow_path, api_ok, wait_for
 from conftest import POLICY_DIR
 from per_resource_auth_manager import EVERYTHING, GRANTS_ENV
 
@@ -35,7 +35,7 @@ from dissemination.overview.page import LedgerView, build_overview
 # System tier: Airflow runs a DAG, then serves the page to httpx and Chromium.
 pytestmark = pytest.mark.system
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 USER, PASSWORD = "officer", "officer-password-for-tests"
 CONF = {"country": "NGA", "justification": "UI test: a real urgent run fills the ledger"}
@@ -77,7 +77,7 @@ def ui(tmp_path_factory):
     env = box.env()
     server = Service(["api-server", "--port", str(port)], {
         **env,
-        "PYTHONPATH": os.pathsep.join([str(TESTS), env["PYTHONPATH"]]),
+        "PYTHONPATH": os.pathsep.join([str(SUPPORT), env["PYTHONPATH"]]),
         "AIRFLOW__CORE__AUTH_MANAGER": "per_resource_auth_manager.PerResourceAuthManager",
         GRANTS_ENV: str(grants),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:viewer" for u in GRANTS),

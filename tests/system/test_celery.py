@@ -29,9 +29,10 @@ from dissemination.package.archive import open_package
 # System tier: Celery workers (Redis, PostgreSQL, S3) run Airflow's tasks.
 pytestmark = pytest.mark.system
 
-REPO = Path(__file__).resolve().parents[1]
-PROBE_DAGS = Path(__file__).resolve().parent / "celery_dags"
-ROUTING = Path(__file__).resolve().parent / "routing"  # airflow_local_settings: the cluster policy
+REPO = Path(__file__).resolve().parents[2]
+PROBE_DAGS = Path(__file__).resolve().parents[1] / "support" / "celery_dags"
+# airflow_local_settings: the cluster policy
+ROUTING = Path(__file__).resolve().parents[1] / "support" / "routing"
 
 
 def probe_env(home: Path, metastore: str, staging: dict[str, str]) -> dict[str, str]:

@@ -4,24 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from builders import delivery_record as _record
+
 from dissemination.ledger.migrations import open_upgraded
 from dissemination.ledger.records import DeliveryRecord
-
-
-def _record(**overrides) -> DeliveryRecord:
-    values = dict(
-        agreement_id="unicef-nga", organisation="UNICEF Nigeria", recipient="primary",
-        focal_point_name="Aisha Bello",
-        focal_point_email="cp@unicef.example.org", round_id="NGA-R001-partial", country="NGA",
-        urgency="medium", level="site", rules_version="2026.11",
-        columns=DeliveryRecord.columns_json([{"name": "site_id", "source": "site_id",
-                                              "classification": "public", "rule": "r"}]),
-        row_count=10, content_sha256="a" * 64, package_sha256="b" * 64, package_name="p.zip",
-        destination="sftp_unicef_nga:in", remote_path="in/p.zip",
-        delivered_at=datetime(2026, 11, 2, 9, 30, tzinfo=UTC), run_id="run-1",
-    )
-    values.update(overrides)
-    return DeliveryRecord(**values)
 
 
 def test_record_then_find(sql_engine):

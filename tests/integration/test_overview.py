@@ -171,7 +171,7 @@ def test_a_rotated_password_awaits_the_phone_call_until_marked(policy, ledger, t
 
 
 def test_risk_assessment_reviews_and_the_audit(policy, ledger):
-    """tests/policy's NGA was assessed on 2026-10-15 every 180 days: due 2027-04-13."""
+    """tests/support/policy's NGA was assessed on 2026-10-15 every 180 days: due 2027-04-13."""
     review_due = policy.rulesets["NGA"].risk_assessment.review_due
     states = {when: next(c for c in _overview(policy, ledger, when).countries
                          if c.country == "NGA").review

@@ -148,8 +148,9 @@ def test_data_docs_templates_are_compiled_once_per_machine_not_per_validation(tm
     import subprocess
     import sys
 
+    tests = str(Path(__file__).parents[1])  # conftest's POLICY_DIR
     env = {**os.environ, "TMPDIR": str(tmp_path),  # jinja's cache folder: a new one
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ["PYTHONPATH"]])}
+           "PYTHONPATH": os.pathsep.join([tests, os.environ["PYTHONPATH"]])}
     runs = [subprocess.run([sys.executable, "-c", DOCS_IN_A_NEW_PROCESS, str(tmp_path / "docs")],
                            capture_output=True, text=True, env=env) for _ in range(2)]
     assert [r.returncode for r in runs] == [0, 0], runs[0].stderr[-2000:]

@@ -20,7 +20,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 #: What only the tests and the demo's sandbox use: never in the image. (scipy is in the test
 #: requirements for the auditor, but Great Expectations requires it: in the image all the same.)

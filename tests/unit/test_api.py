@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOMAIN = REPO / "plugins" / "dissemination"
 PACKAGES = sorted(p.parent.relative_to(DOMAIN.parent).as_posix().replace("/", ".")
                   for p in DOMAIN.rglob("__init__.py")

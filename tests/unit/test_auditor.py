@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
-from test_engine_properties import COUNTS, rounds, rulesets
+from test_disclosure_properties import COUNTS, rounds, rulesets
 
 from dissemination.classification import Classification, Urgency
 from dissemination.classify.sensitivity import (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "bench_table.py"
 sys.path.insert(0, str(REPO / "scripts"))
 import bench_table  # noqa: E402

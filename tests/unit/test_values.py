@@ -17,11 +17,10 @@ import pytest
 import pyzipper
 import sqlalchemy as sa
 import yaml
+from builders import META, contract_round
 from conftest import POLICY_DIR
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_contract import META
-from test_contract import _round as contract_round
 
 from dissemination.__main__ import main
 from dissemination.classification import Urgency

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-POLICY_DIR = Path(__file__).resolve().parent / "policy"
+REPO = Path(__file__).resolve().parents[2]
+POLICY_DIR = Path(__file__).resolve().parents[1] / "support" / "policy"
 HEAVY = ["pandas", "great_expectations", "paramiko", "pyzipper", "pyarrow",
          "airflow.providers.sftp", "dissemination.delivery.sftp", "dissemination.intake.validation"]
 

@@ -25,7 +25,7 @@ from dissemination.devkit.local_sftp import free_port
 from dissemination.devkit.services import Service, airflow_path, api_ok, stop_all
 
 TIMEOUT = 300  # seconds for any one scheduled outcome
-TESTS = Path(__file__).resolve().parent
+SUPPORT = Path(__file__).resolve().parent
 
 
 def wait_for(what: str, check, timeout: float = TIMEOUT, every: float = 2.0):
@@ -227,7 +227,7 @@ def start_celery_stack(env: dict[str, str], home: Path,
              "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
              "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_names.hostname",
              "DISSEMINATION_TEST_WORKER_NAME": worker.name,
-             "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS / "helpers"),
+             "PYTHONPATH": os.pathsep.join(filter(None, [str(SUPPORT / "helpers"),
                                                        shared.get("PYTHONPATH")]))},
             worker.home / "worker.log")
         stack.services.append(worker.service)

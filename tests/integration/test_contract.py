@@ -12,6 +12,8 @@ from datetime import UTC, date, datetime
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from builders import META, PHONE
+from builders import contract_round as _round
 from openpyxl import Workbook
 
 from dissemination.classification import Classification, Urgency
@@ -26,25 +28,8 @@ from dissemination.intake.source import RoundMeta
 from dissemination.runs import Findings, plan_deliveries, pull_round, stage_round
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-META = RoundMeta("NGA-R007-partial", "NGA", "partial", datetime(2026, 11, 20, tzinfo=UTC))
-PHONE = "+234 803 555 0199"
 
 
-def _round(n: int = 6, **columns) -> pd.DataFrame:
-    """A small NGA round as an export would hold it (text cells); ``columns`` override."""
-    base = {
-        "round_id": [META.round_id] * n,
-        "site_id": [f"NGA-S{i:05d}" for i in range(1, n + 1)],
-        "site_name": [f"Bakassi camp {i}" for i in range(1, n + 1)],
-        "admin1_pcode": ["NG008"] * n,
-        "admin2_pcode": ["NG008001"] * n,
-        "collected_on": ["2026-11-20"] * n,
-        "idp_individuals": [str(100 + i) for i in range(n)],
-        "feeling_of_safety": ["some_feel_safe"] * n,
-        "armed_actors_military": ["no"] * n,
-        "ki_phone": [PHONE] * n,
-    }
-    return pd.DataFrame({**base, **columns})
 
 
 def _plan(policy, staged: dict, agreement: str):

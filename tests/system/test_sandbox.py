@@ -19,8 +19,8 @@ import psutil
 import pytest
 import sqlalchemy as sa
 from airflow_services import wait_for
+from builders import delivery_record
 from conftest import POLICY_DIR, REPO
-from test_ledger import _record as delivery_record
 
 from dissemination.devkit.local_sftp import free_port
 from dissemination.devkit.sandbox import Sandbox, SandboxBusy
