@@ -18,8 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DOMAIN = REPO / "plugins" / "dissemination"
 PACKAGES = sorted(p.parent.relative_to(DOMAIN.parent).as_posix().replace("/", ".")
-                  for p in DOMAIN.rglob("__init__.py")
-                  if "migrations" not in p.parts)
+                  for p in DOMAIN.rglob("__init__.py"))
 ROOTS = {"dissemination", *(p for p in PACKAGES if p.count(".") == 1)}
 AIRFLOW_SIDE = [*REPO.glob("dags/*.py"),
                 *(REPO / "plugins" / "dissemination_airflow").rglob("*.py"),

@@ -23,6 +23,8 @@ from ..store import Ledger
 from ..tables import SCHEMA_REVISION
 from .baseline import first_release_tables
 
+__all__ = ["HERE", "UPGRADE_LOCK", "Upgraded", "legacy_revision", "open_upgraded", "upgrade"]
+
 HERE = Path(__file__).resolve().parent
 #: pg_advisory_xact_lock key of an upgrade in progress (any constant; "ledgup" in ASCII).
 UPGRADE_LOCK = 0x6C6564677570
