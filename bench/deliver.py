@@ -97,7 +97,7 @@ def main() -> None:
     from dissemination.devkit.synthetic import generate_round
     from dissemination.ledger.migrations import open_upgraded
     from dissemination.policy import load_policy
-    from dissemination.runs import PackagingRun, package_deliveries, plan_deliveries
+    from dissemination.runs import PackagingRun, new_password, package_deliveries, plan_deliveries
 
     with tempfile.TemporaryDirectory(prefix="bench-deliver-") as tmp, \
             LocalSftpServer(Path(tmp) / "sftp", engine="openssh") as server:
@@ -105,11 +105,12 @@ def main() -> None:
         policy = load_policy(build_policy(tmp, args.agreements))
         meta, df = generate_round(policy.rulesets["NGA"], 1, args.sites, seed=11)
         plans = plan_deliveries(policy, meta, list(df.columns), Urgency.MEDIUM,
-                                      today=NOW.date())
+                                today=NOW.date())
         ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp / 'packaging.db'}"))
+        # one generated password per run: a typed one must pass the strength check since #30
+        password = new_password()
         deliveries = package_deliveries(df, meta, plans, policy, tmp / "packages",
-                                              lambda variable: "a-bench-password",
-                                              ledger, PackagingRun(NOW))
+                                        lambda variable: password, ledger, PackagingRun(NOW))
         folders = {d.destination.split(":", 1)[1] for d in deliveries}
         size = sum(Path(d.package_path).stat().st_size for d in deliveries)
         far = LatencyLink(server.port, args.rtt_ms / 2000)
