@@ -197,7 +197,7 @@ def under_dags_test(home: Path, include: Path, sites: int) -> tuple[float, float
 def under_scheduler(home: Path, include: Path, survey_db: Path) -> tuple[float, dict]:
     """The monthly DAG unpaused under ``airflow standalone`` (PostgreSQL); wall seconds from
     the unpause to the run's end."""
-    sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "support")]
+    sys.path[:0] = [str(REPO / "tests" / d) for d in ("", "support", "system")]
     import httpx
     from airflow_services import api_ok as _ok
     from airflow_services import wait_for
