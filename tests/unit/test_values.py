@@ -269,3 +269,19 @@ def test_check_round_reports_formula_cells_and_a_clean_export_still_passes(tmp_p
     code, out = _check_round(synthetic, capsys)
     assert code == 0 and "conforms" in out and "neutralised" not in out
 
+
+
+def test_a_text_column_with_no_byte_in_any_cell_is_no_formula_and_no_crash(tmp_path, capsys):
+    """A column of empty cells: Arrow keeps no data bytes at all. check-round on such a file
+    (a site list given by mistake) crashed reading the first byte of nothing."""
+    from dissemination.package.formulas import formula_cells, neutralise
+
+    frame = pd.DataFrame({"site_name": pd.Series(["", "", None], dtype="string"),
+                          "note": pd.Series(["=1+1", "", "x"], dtype="string")})
+    assert formula_cells(frame) == {"note": 1}
+    assert neutralise(frame)[1] == 1
+    export = tmp_path / "NGA-R007-partial.csv"
+    _round(**{"site_name": [""] * 6}).to_csv(export, index=False)
+    code, out = _check_round(export, capsys)
+    assert "Traceback" not in out and "neutralised" not in out
+    assert code in (0, 1)

@@ -40,7 +40,7 @@ def _formula_mask(cells: pa.Array) -> np.ndarray:
     Read from Arrow's buffers (offsets and UTF-8 bytes), as the characters are ASCII: a
     regular expression per cell cost 0.18 s per million cells, this a few milliseconds."""
     offsets, data = cells.buffers()[1:3]
-    if data is None or len(cells) == 0:
+    if data is None or data.size == 0:  # no cell has a byte (all empty or missing)
         return np.zeros(len(cells), dtype=bool)
     width = np.int64 if pa.types.is_large_string(cells.type) else np.int32
     at = np.frombuffer(offsets, dtype=width)[cells.offset:cells.offset + len(cells) + 1]
