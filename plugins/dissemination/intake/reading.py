@@ -27,7 +27,7 @@ from .source import (
     RoundMeta,
     RoundNotFound,
     SurveyDatabaseError,
-    _meta,
+    meta_of_row,
     metadata,
     round_columns,
     rounds,
@@ -104,7 +104,7 @@ def _described(engine: sa.Engine, round_id: str, country: str | None
             sa.select(round_columns.c.name, round_columns.c.stored)
             .where(round_columns.c.round_id == round_id).order_by(round_columns.c.position)).all()
     stored = [name for name, kept in recorded if kept]
-    return (_meta(row, tuple(name for name, kept in recorded if not kept)),
+    return (meta_of_row(row, tuple(name for name, kept in recorded if not kept)),
             [*stored, ROUND_COLUMN] if stored else None)
 
 

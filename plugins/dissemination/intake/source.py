@@ -262,10 +262,11 @@ def read_meta(engine: sa.Engine, round_id: str) -> RoundMeta:
         row = conn.execute(sa.select(rounds).where(rounds.c.round_id == round_id)).first()
     if row is None:
         raise RoundNotFound(f"round {round_id!r} not found in {engine.url!r}")
-    return _meta(row)
+    return meta_of_row(row)
 
 
-def _meta(row, dropped: tuple[str, ...] = ()) -> RoundMeta:
+def meta_of_row(row, dropped: tuple[str, ...] = ()) -> RoundMeta:
+    """A round's metadata from its row in the rounds table, its collection time in UTC."""
     collected_at = row.collected_at
     if collected_at.tzinfo is None:  # SQLite drops the offset; we only ever store UTC
         collected_at = collected_at.replace(tzinfo=UTC)
