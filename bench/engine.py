@@ -27,7 +27,7 @@ from dissemination.classify.sensitivity import (
     select_for_agreement,
 )
 from dissemination.devkit.synthetic import generate_round
-from dissemination.disclosure.engine import build_content, build_contents
+from dissemination.disclosure import build_content, build_contents
 from dissemination.intake.contract import conform
 from dissemination.policy import load_policy
 

@@ -19,7 +19,7 @@ from openpyxl import Workbook
 from dissemination.classification import Classification, Urgency
 from dissemination.classify import active_relational
 from dissemination.classify.sensitivity import classify_round, select_for_agreement
-from dissemination.disclosure.engine import UndeclaredValue, build_content
+from dissemination.disclosure import UndeclaredValue, build_content
 from dissemination.intake import staging
 from dissemination.intake.contract import ContractBroken, conform
 from dissemination.intake.fresh import import_drop
@@ -305,7 +305,7 @@ def test_an_oversized_or_zip_bomb_file_is_refused_unread(policy, survey, tmp_pat
     "call 0803 - 555 - 0199", "call 0803 . 555 . 0199", "call (0803) / 555 / 0199",
 ])
 def test_allowed_free_text_never_carries_contacts_or_ids(text):
-    from dissemination.disclosure.engine import REDACTED, redact
+    from dissemination.disclosure import REDACTED, redact
 
     redacted, n = redact(pd.Series([text, "Road flooded since 3 days", None]))
     assert n == 1 and REDACTED in redacted[0]

@@ -13,7 +13,7 @@ import pytest
 
 from dissemination.classification import Urgency
 from dissemination.classify.sensitivity import classify_round, select_for_agreement
-from dissemination.disclosure.engine import build_content
+from dissemination.disclosure import build_content
 from dissemination.package.archive import (
     Issue,
     WeakPassword,

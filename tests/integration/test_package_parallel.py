@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from dissemination import runs
 from dissemination.classification import Urgency
 from dissemination.classify.sensitivity import classify_round, select_for_agreement
-from dissemination.disclosure.engine import build_content
+from dissemination.disclosure import build_content
 from dissemination.ledger.migrations import open_upgraded
 from dissemination.package import archive as package
 from dissemination.package.archive import Issue, WeakPassword, build_package, open_package

@@ -30,7 +30,7 @@ from dissemination.delivery.sftp_target import parse_host_key
 from dissemination.devkit.local_sftp import LocalSftpServer
 from dissemination.devkit.sandbox import Sandbox
 from dissemination.devkit.synthetic import generate_round
-from dissemination.disclosure.engine import build_content
+from dissemination.disclosure import build_content
 from dissemination.intake import staging
 from dissemination.intake.reading import read_round
 from dissemination.intake.source import write_round

@@ -33,7 +33,7 @@ from dissemination.classify.sensitivity import (
     classify_round,
     select_for_agreement,
 )
-from dissemination.disclosure.engine import SITES, SUPPRESSED, build_contents, explain
+from dissemination.disclosure import SITES, SUPPRESSED, build_contents, explain
 from dissemination.intake.contract import conform
 from dissemination.ledger.holdings import Held, Holdings
 from dissemination.policy import SITE, Agreement, RuleSet

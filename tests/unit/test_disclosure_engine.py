@@ -14,7 +14,7 @@ from dissemination.classify.sensitivity import (
     select_for_agreement,
 )
 from dissemination.delivery import ReviewOverdue
-from dissemination.disclosure.engine import REDACTED, SITES, build_content, explain, redact
+from dissemination.disclosure import REDACTED, SITES, build_content, explain, redact
 from dissemination.intake.source import RoundMeta
 from dissemination.ledger.holdings import DisclosureState, Held, Holdings
 from dissemination.policy import Agreement

@@ -15,7 +15,7 @@ from dissemination.classify.sensitivity import (
     classify_round,
     select_for_agreement,
 )
-from dissemination.disclosure.engine import SITES, build_content
+from dissemination.disclosure import SITES, build_content
 from dissemination.intake import contacts
 from dissemination.intake.columns import as_arrow
 from dissemination.intake.contract import conform

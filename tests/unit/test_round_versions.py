@@ -27,7 +27,7 @@ from test_auditor import (
 )
 
 from dissemination.classification import Classification
-from dissemination.disclosure.engine import Delivered, DeliveredMismatch, blanks, build_contents
+from dissemination.disclosure import Delivered, DeliveredMismatch, blanks, build_contents
 from dissemination.ledger.holdings import Holdings
 
 SITE_TIER = {"indicators": ["round_id", "site_id", "admin1_pcode", "children"]}

@@ -29,7 +29,7 @@ from dissemination.classify.sensitivity import (
     classify_round,
     select_for_agreement,
 )
-from dissemination.disclosure.engine import build_content
+from dissemination.disclosure import build_content
 from dissemination.intake import contacts, staging
 from dissemination.intake.contract import conform
 from dissemination.intake.fresh import import_drop

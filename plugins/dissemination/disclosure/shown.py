@@ -39,7 +39,9 @@ from ..classification import Classification, Urgency
 from ..classify.sensitivity import ColumnDecision, Selection
 from ..package.archive import write_csv
 from ..policy import RuleSet
-from .engine import Content, Delivered, rebuild
+from .content import Content
+from .engine import rebuild
+from .versions import Delivered
 
 PARTIAL, CLEANED = "-partial", "-cleaned"
 

@@ -31,7 +31,8 @@ from zxcvbn import zxcvbn
 
 from ..classification import Classification, Urgency
 from ..classify.sensitivity import SecretLeak, Selection
-from ..disclosure.engine import Content, explain
+from ..disclosure.content import Content
+from ..disclosure.explanation import explain
 from ..errors import PermanentError
 from ..ids import check_round_id
 from ..intake.source import RoundMeta

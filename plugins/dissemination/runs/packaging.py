@@ -18,8 +18,10 @@ from .. import normalise
 from ..delivery.allowed import check_policy
 from ..delivery.claims import slot_recipients
 from ..delivery.planned import Delivery
-from ..disclosure.engine import Delivered, build_contents, explanation_lines
+from ..disclosure.engine import build_contents
+from ..disclosure.explanation import explanation_lines
 from ..disclosure.shown import NotAsDelivered, Shown, delivered, partial_of, shown
+from ..disclosure.versions import Delivered
 from ..intake import source
 from ..intake.source import RoundMeta
 from ..ledger.store import Ledger

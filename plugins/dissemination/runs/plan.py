@@ -13,7 +13,7 @@ from ..classify.sensitivity import (
 )
 from ..delivery.allowed import ReviewOverdue, refusal, review_overdue_message
 from ..delivery.planned import Delivery
-from ..disclosure.engine import explain, explanation_lines
+from ..disclosure.explanation import explain, explanation_lines
 from ..errors import PermanentError
 from ..intake import headers
 from ..intake.source import RoundMeta

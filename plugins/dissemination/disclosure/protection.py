@@ -1,0 +1,166 @@
+"""Protection: secondary suppression over every table one organisation holds, at once.
+
+The step after primary suppression. Each table's count cells become keys ``(quantity,
+support)``; ``linkage`` writes the identities that tie them; ``linked.protect`` hides cells
+until no protected cell can be computed. ``JointProtection`` holds what those steps share:
+which copies a key has in the tables, its state (hidden, visible, fixed) and its true value.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import linked
+from .content import SITES
+from .linkage import answers, column_equations, row_equations, union_equations
+from .primary import Table, sensitive
+from .versions import Versions, differs, quantity_of
+
+
+def _plain_key(q, support):
+    return (q, support)
+
+
+class JointProtection:
+    """Secondary suppression over ``tables`` (``run``).
+
+    Tables of another version (``versions``: delivered earlier) are never changed: their
+    visible cells are known, their blanks protected like this run's. ``extra``: more cells to
+    protect, as they are in this run's version. Virtual tables (held by no one) only tie."""
+
+    def __init__(self, tables: list[Table], versions: Versions | None = None,
+                 extra: Sequence = ()):
+        self.tables = tables
+        self.versions = versions
+        self.extra = extra
+        self.site_tables = [t for t in tables if t.site_level]
+        self.published: dict = defaultdict(list)  # an area cell's key -> (table, row, column)
+        for t in tables:
+            if not t.site_level:
+                key = self.key_of(t.version)
+                for col, q in t.quantity.items():
+                    for i, support in enumerate(t.supports):
+                        self.published[key(q, support)].append((t, i, col))
+        # Tables showing some members of an additive group, not all (and more than one table
+        # to link them): their rows without a hidden cell can still tie what they do not show.
+        self.partly_shown = [t for t in tables if len(tables) > 1 and any(
+            any(m in t.quantity.values() for m in (total, *parts))
+            and not all(m in t.quantity.values() for m in (total, *parts))
+            for total, parts in t.additive)]
+        self._zeros: dict = {}  # quantity -> its area cells of value 0 (on first use)
+        self._zero_sites: dict = {}  # (quantity, site) -> the zero areas holding the site
+        self._layouts: dict = {}
+
+    def key_of(self, version: int):
+        """How a table of ``version`` names its cells (``Versions.key``)."""
+        if self.versions is None or not version:
+            return _plain_key
+        return lambda q, support: self.versions.key(version, q, support)
+
+    def copies(self, key) -> list:
+        """Every (table, row, column) that shows the cell ``key``."""
+        q, support = key
+        if isinstance(support, frozenset):
+            return self.published.get(key, [])
+        version, q = quantity_of(key)
+        return [(t, row, col) for t in self.site_tables if (row := t.row(support)) is not None
+                for col, qq in t.quantity.items() if qq == q
+                and (self.versions is None
+                     or self.versions.first(t.version, q, support) == version)]
+
+    def state(self, key) -> str:
+        """``linked.HIDDEN``, ``VISIBLE`` or ``FIXED`` (known for good) for the organisation."""
+        _, q = quantity_of(key)
+        found = self.copies(key)
+        if q == SITES:
+            return linked.FIXED  # the number of sites: public in site lists
+        if not found or any(t.missing[c][i] for t, i, c in found):
+            return linked.HIDDEN  # no table shows it, or empty in the round: an unknown
+        if any(c in t.exact for t, _, c in found):
+            return linked.FIXED
+        if self.versions is not None and any(t.version and not t.hidden[c][i]
+                                             for t, i, c in found):
+            return linked.FIXED  # shown by a table delivered earlier: known, for good
+        return linked.HIDDEN if all(t.hidden[c][i] for t, i, c in found) else linked.VISIBLE
+
+    def value(self, key) -> float:
+        """The true value; a value no table shows counts as 0 (the cautious guess)."""
+        found = self.copies(key)
+        if not found:
+            return 0.0
+        t, i, c = found[0]
+        return float(t.values[c][i])
+
+    def hide(self, key) -> None:
+        for t, i, c in self.copies(key):
+            if not t.version and not t.virtual:
+                t.hidden[c][i] = True
+
+    def equations(self) -> list:
+        """Every identity the organisation can write over the cells, as they stand now."""
+        tables, site_tables, state = self.tables, self.site_tables, self.state
+        eqs = [eq for t in tables for eq in row_equations(t, self.key_of(t.version))]
+        areas = [t for t in tables if not t.site_level]
+        eqs += [eq for coarse in areas for fine in tables if fine is not coarse and not fine.virtual
+                for eq in column_equations(coarse, fine, state, self._layouts,
+                                           self.key_of(coarse.version),
+                                           differs(self.versions, coarse, fine))]
+        if site_tables:
+            eqs += [eq for coarse in areas for eq in union_equations(
+                coarse, site_tables, state, self._layouts, self.key_of(coarse.version),
+                self.versions)]
+        eqs += answers(eqs, tables, site_tables, self.versions, self.key_of)
+        if self.partly_shown:
+            linked_keys: dict = defaultdict(set)  # quantity -> supports of its cells in eqs
+            for eq in eqs:
+                for (q, support), _ in eq:
+                    linked_keys[q].add(support)
+            eqs += [eq for t in self.partly_shown
+                    for eq in row_equations(t, self.key_of(t.version), linked_keys)]
+        return eqs + self._zero_links(eqs)
+
+    def _zero_links(self, eqs) -> list:
+        """Counts are never negative: under a 0, every part is 0. Written as "part = that
+        0", so that hiding the 0 is among the ways to protect the part; under a hidden 0 too,
+        since its own equations may give it away (a value's count equal to the sites)."""
+        if not self._zeros:
+            self._index_zeros()
+        links = []
+        for key in {k for eq in eqs for k, _ in eq if self.state(k) == linked.HIDDEN}:
+            q, support = key
+            if isinstance(support, frozenset):
+                above = [z for z in self._zeros.get(q, ()) if z != key and support <= z[1]]
+            else:
+                above = self._zero_sites.get((q, support), ())
+            links += [((key, 1.0), (zero, -1.0)) for zero in above]
+        return links
+
+    def _index_zeros(self) -> None:
+        self._zeros[None] = []
+        for key in self.published:
+            if self.value(key) == 0:
+                self._zeros.setdefault(key[0], []).append(key)
+        for q, keys in self._zeros.items():
+            for zero in keys:
+                for site in zero[1]:
+                    self._zero_sites.setdefault((q, site), []).append(zero)
+
+    def targets(self) -> list:
+        """The cells to protect: every table's sensitive blanks, then ``extra``."""
+        targets = [key(t.quantity[c], t.supports[i]) for t in self.tables
+                   for key in (self.key_of(t.version),) for c in t.hidden
+                   for i in np.flatnonzero(t.hidden[c] & ~t.missing[c] & sensitive(t, c))]
+        seen = set(targets)
+        return targets + [key for key in dict.fromkeys(self.extra) if key not in seen]
+
+    def run(self) -> set:
+        """Hide what protects the targets; return the cells that stay computable only from
+        what the organisation holds exactly (nothing left to hide)."""
+        targets = self.targets()
+        for key in targets if self.versions is not None else ():
+            if self.state(key) == linked.VISIBLE:  # blank in a delivered table, shown now
+                self.hide(key)
+        return linked.protect(self.equations, targets, self.state, self.value, self.hide)
