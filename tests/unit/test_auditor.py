@@ -160,6 +160,18 @@ class Auditor:
                 out.append(sign * result.fun)
         return out[0], out[1]
 
+    def computable(self, coefficients: dict) -> bool:
+        """Given exactly by linear algebra over what is known (no bounds): the coefficients
+        lie in the row space of the known equations."""
+        self.bounds({})  # builds the matrix of ``rows``
+        objective = np.zeros(len(self.index))
+        for key, c in coefficients.items():
+            objective[self.index[key]] += c
+        if not len(self._b):
+            return not objective.any()
+        weights = np.linalg.lstsq(self._a.T, objective, rcond=None)[0]
+        return bool(np.abs(self._a.T @ weights - objective).max() < 1e-6)
+
     def pinned(self, coefficients: dict) -> bool:
         low, high = self.bounds(coefficients)
         return high - low < 0.5
@@ -177,19 +189,10 @@ class Auditor:
 
 
 def _protected(truth, value, column, sites, level, ruleset, exact) -> bool:
-    """Does the policy protect this cell? Decided from the truth, not from the package."""
-    if column in exact:
-        return False
-    if 1 <= value <= ruleset.small_cells.threshold:
-        return True
-    if level == SITE:
-        return False
-    source = column.partition("=")[0]
-    member = any(source in rule.indicators and ruleset.relational_at(rule, SITE)
-                 is not Classification.PUBLIC for rule in ruleset.relational)
-    if len(sites) < ruleset.small_cells.min_sites and (value != 0 or member):
-        return True  # a zero is not sensitive (a zero total tells it), unless relational
-    return member and (value == 0 or (column != source and value == len(sites)))
+    """Does the policy protect this cell? Decided from the truth, not from the package. (A
+    zero is not sensitive, since a zero total tells it, unless a relational member's.)"""
+    return column not in exact and _primary(value, column, sites, level, ruleset) and (
+        value != 0 or _member(column, ruleset))
 
 
 def attack(truth, ruleset, received, ceiling, same=(), unseen=(), held=()) -> list[str]:
@@ -281,6 +284,37 @@ def _known(auditor, truth, s, member, per_site) -> bool:
     return member in per_site
 
 
+def hidden_in_vain(truth, ruleset, received) -> list[str]:
+    """Blanks no rule hid for themselves that the organisation can compute exactly from what
+    it received: they protect nothing (issue #32, finding 4)."""
+    auditor = Auditor(truth, ruleset)
+    found = []
+    for coefficients, value, column, sites, selection in _hidden_cells(auditor, received, (),
+                                                                       ()):
+        if not _primary(value, column, sites, selection.level, ruleset) and \
+                auditor.computable(coefficients):
+            found.append(f"{column} at {selection.level} over {len(sites)} site(s)")
+    return found
+
+
+def _primary(value, column, sites, level, ruleset) -> bool:
+    """Hidden for itself by a rule (small, a small area, a relational member's 0 or all)."""
+    if 1 <= value <= ruleset.small_cells.threshold:
+        return True
+    if level == SITE:
+        return False
+    member, source = _member(column, ruleset), column.partition("=")[0]
+    return len(sites) < ruleset.small_cells.min_sites or \
+        member and (value == 0 or (column != source and value == len(sites)))
+
+
+def _member(column, ruleset) -> bool:
+    """A member of a relational rule that is not Public per site."""
+    source = column.partition("=")[0]
+    return any(source in rule.indicators and ruleset.relational_at(rule, SITE)
+               is not Classification.PUBLIC for rule in ruleset.relational)
+
+
 # --- the organisation's packages -----------------------------------------------------------------
 
 def _agreement(agreement_id, tier, ceiling) -> Agreement:
@@ -362,6 +396,7 @@ def test_the_auditor_recovers_nothing_the_policy_withholds(data):
     ceiling, tiers = data.draw(holdings_of_one_organisation())
     received = _received(ruleset, truth, ceiling, tiers)
     assert attack(truth, ruleset, received, Classification(ceiling)) == []
+    assert hidden_in_vain(truth, ruleset, received) == []
 
 
 # --- the scenarios an auditor found, one by one --------------------------------------------------
@@ -415,14 +450,15 @@ def test_a_homogeneous_area_does_not_tell_every_site_s_value():
     assert attack(truth, ruleset, received, Classification.CONFIDENTIAL) == []
 
 
-def test_an_area_with_fewer_than_k_sites_shows_nothing_but_its_name():
+def test_an_area_with_fewer_than_k_sites_shows_nothing_but_its_name_and_sites():
+    """Its number of sites stays: site lists are public (issue #32, finding 4)."""
     ruleset = _fixed_ruleset(min_sites=4)
     truth = _round(["yes", "no", "no", "yes", "no"], [9, 7, 8, 6, 5],
                    ["ONE", "BIG", "BIG", "BIG", "BIG"])
     (frame, _, _), = _packages(ruleset, truth, {
         "indicators": ["round_id", "admin1_pcode", "children"], "aggregate_to": "admin1"})
     one = frame.set_index("admin1_pcode").loc["ONE"]
-    assert pd.isna(one["children"]) and pd.isna(one[SITES])
+    assert pd.isna(one["children"]) and one[SITES] == 1
 
 
 def test_site_and_area_tables_of_one_organisation_cannot_be_differenced():

@@ -270,6 +270,19 @@ def test_secondary_suppression_on_aggregated_categories(policy):
     assert row[SITES] == 10
 
 
+def test_an_area_of_three_sites_shows_its_number_of_sites(policy):
+    """Issue #32, finding 4: a 3-site area (not under ``min_sites``) showed its counts and
+    hid ``sites`` as a small count, which public site lists give anyway."""
+    df = pd.DataFrame({
+        "round_id": "R", "admin1_pcode": ["A1"] * 3 + ["A2"] * 10, "admin1_name": "One",
+        "idp_individuals": 50, "feeling_of_safety": "all_feel_safe",
+        "armed_actors_military": "no", "primary_need": "food",
+    })
+    _, content = _content(df, policy, "NGA", policy.agreements["protection-cluster-nga"],
+                          Urgency.LOW)
+    assert content.frame[SITES].tolist() == [3, 10]
+
+
 # --- free text ----------------------------------------------------------------------------------
 
 def test_free_text_is_secret_unless_allowed(policy):

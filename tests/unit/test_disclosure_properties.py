@@ -199,10 +199,12 @@ def test_every_package_respects_the_policy(scenario, agreement, urgency, history
                 if c.source in rule.indicators:
                     assert c.classification >= together
 
-    # 4. No count cell 1..threshold visible (except exact counts the agreement may receive).
+    # 4. No count cell 1..threshold visible (except exact counts the agreement may receive);
+    #    ``sites`` always visible: site lists are public (issue #32, finding 4).
+    assert SITES not in frame or not frame[SITES].isna().any()
     threshold = ruleset.small_cells.threshold
     counting = [c.name for c in content.columns
-                if c.name == SITES or KINDS.get(c.source) == "count"
+                if KINDS.get(c.source) == "count"
                 or (selection.level != SITE and KINDS.get(c.source) in ("categorical", "flag"))]
     for name in counting:
         if name in selection.exact_counts:

@@ -156,6 +156,6 @@ def _apply(t: Table, ruleset: RuleSet, unprotectable: set) -> None:
                    and (t.row(support) is not None if t.site_level else support in t.supports))
         if kept:
             content.notes[source].append(
-                f"{c}: {kept} hidden cell(s) the organisation can compute from per-site "
-                "values it receives exactly")
+                f"{c}: {kept} hidden cell(s) the organisation can compute from other cells "
+                "it receives (hidden for the rule, not for protection)")
 

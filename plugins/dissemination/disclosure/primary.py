@@ -74,7 +74,7 @@ def primary(content: Content, selection: Selection, ruleset: RuleSet, kinds, sup
     reasons = pd.DataFrame("", index=frame.index, columns=counts)
     values = {c: pd.to_numeric(frame[c], errors="coerce") for c in counts}
     for c in counts:
-        if c not in exact:
+        if c not in exact and c != SITES:  # the number of sites is on public site lists
             small = values[c].between(1, cells.threshold).fillna(False).to_numpy()
             reasons.loc[small, c] = f"1..{cells.threshold}"
     if aggregated:

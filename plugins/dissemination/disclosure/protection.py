@@ -94,13 +94,22 @@ class JointProtection:
         t, i, c = found[0]
         return float(t.values[c][i])
 
+    def _shown_value(self, key) -> float:
+        """The true value of a cell some table shows; NaN for one none does (not a guess:
+        what no table shows cannot be said to be 0)."""
+        return self.value(key) if self.copies(key) else float("nan")
+
     def hide(self, key) -> None:
         for t, i, c in self.copies(key):
             if not t.version and not t.virtual:
                 t.hidden[c][i] = True
 
-    def equations(self) -> list:
-        """Every identity the organisation can write over the cells, as they stand now."""
+    def equations(self, known_zeros_only: bool = False) -> list:
+        """Every identity the organisation can write over the cells, as they stand now.
+
+        Under a zero, every part is 0: written "part = that 0" for a hidden zero too, so that
+        protection may hide it, though the organisation cannot use a zero it does not see.
+        ``known_zeros_only``: what it can use, no more (to find what protects nothing)."""
         tables, site_tables, state = self.tables, self.site_tables, self.state
         eqs = [eq for t in tables for eq in row_equations(t, self.key_of(t.version))]
         areas = [t for t in tables if not t.site_level]
@@ -120,9 +129,9 @@ class JointProtection:
                     linked_keys[q].add(support)
             eqs += [eq for t in self.partly_shown
                     for eq in row_equations(t, self.key_of(t.version), linked_keys)]
-        return eqs + self._zero_links(eqs)
+        return eqs + self._zero_links(eqs, known_zeros_only)
 
-    def _zero_links(self, eqs) -> list:
+    def _zero_links(self, eqs, known_zeros_only: bool = False) -> list:
         """Counts are never negative: under a 0, every part is 0. Written as "part = that
         0", so that hiding the 0 is among the ways to protect the part; under a hidden 0 too,
         since its own equations may give it away (a value's count equal to the sites)."""
@@ -135,6 +144,8 @@ class JointProtection:
                 above = [z for z in self._zeros.get(q, ()) if z != key and support <= z[1]]
             else:
                 above = self._zero_sites.get((q, support), ())
+            if known_zeros_only:
+                above = [z for z in above if self.state(z) != linked.HIDDEN]
             links += [((key, 1.0), (zero, -1.0)) for zero in above]
         return links
 
@@ -157,10 +168,34 @@ class JointProtection:
         return targets + [key for key in dict.fromkeys(self.extra) if key not in seen]
 
     def run(self) -> set:
-        """Hide what protects the targets; return the cells that stay computable only from
-        what the organisation holds exactly (nothing left to hide)."""
+        """Hide what protects the targets, then show what protects nothing; return the hidden
+        cells the organisation can still compute from what it holds (nothing left to hide)."""
         targets = self.targets()
         for key in targets if self.versions is not None else ():
             if self.state(key) == linked.VISIBLE:  # blank in a delivered table, shown now
                 self.hide(key)
-        return linked.protect(self.equations, targets, self.state, self.value, self.hide)
+        linked.protect(self.equations, targets, self.state, self.value, self.hide)
+        return self.show_what_protects_nothing()
+
+    def show_what_protects_nothing(self) -> set:
+        """Show every hidden cell no rule hid for itself that the organisation can compute
+        anyway; return the computable cells that stay hidden (primary ones).
+
+        A computable cell's value is implied by what is visible, so showing it adds nothing,
+        and showing several at once implies no more than each did. A blank that protects
+        nothing only costs the partner a number and misleads about what it can know."""
+        eqs = self.equations(known_zeros_only=True)
+        hidden = {k for eq in eqs for k, _ in eq if self.state(k) == linked.HIDDEN}
+        known = linked.determined(eqs, self.state, self._shown_value, hidden) & hidden
+        kept = set()
+        for key in known:
+            copies = [(t, i, c) for t, i, c in self.copies(key)
+                      if not t.version and not t.virtual]
+            if not copies:
+                continue
+            if any(t.reasons[c].iat[i] for t, i, c in copies):
+                kept.add(key)  # a primary cell: hidden, and the manifest says it is computable
+                continue
+            for t, i, c in copies:
+                t.hidden[c][i] = False
+        return kept
