@@ -170,3 +170,66 @@ def test_the_auditor_holding_both_versions_recovers_nothing_the_policy_withholds
     truth, received, known, _, _ = two_runs(ruleset, then, now, ceiling, tiers_then,
                                                    tiers_now)
     assert attack(truth, ruleset, received, Classification(ceiling), **known) == []
+
+
+def _round_of(frame: pd.DataFrame) -> str:
+    return frame["round_id"].iloc[0].rsplit("-", 1)[0]  # TST-R001-partial: TST-R001
+
+
+def linked_runs(ruleset, runs, linked=True):
+    """Runs of one organisation, in order (each a round's frame and its tiers), each protected
+    with every table delivered before (unless ``linked`` is False: only those of the same
+    round, the versions), and what the auditor is given about the last one: it holds the
+    earlier tables and knows which values of a site stayed the same from one frame to the
+    next."""
+    held = Holdings("org", "Org", "TST")
+    delivered, runs_done, offset = [], [], 0
+    for frame, tiers in runs:
+        parts = parts_of(ruleset, frame, "confidential", tiers, held)
+        contents = build_contents(frame, parts, ruleset, [
+            d for d in delivered if linked or _round_of(d.round) == _round_of(frame)])
+        delivered += [Delivered(frame, selection, rows, blanks(content.frame))
+                      for content, (selection, rows) in zip(contents, parts, strict=True)]
+        runs_done.append((frame, offset, contents, parts))
+        offset += len(frame)
+    truth = pd.concat([frame for frame, *_ in runs_done], ignore_index=True)
+    rows = {}  # site key -> its rows in truth, one per frame it is in
+    for frame, at, *_ in runs_done:
+        for i, k in enumerate(frame["site_id"].str.lower()):
+            rows.setdefault(k, []).append(at + i)
+    same = [(a, b) for found in rows.values() for i, a in enumerate(found) for b in found[i + 1:]]
+    tables = [(c.frame, selection, at + _positions(frame, rows_))
+              for frame, at, contents, parts in runs_done
+              for c, (selection, rows_) in zip(contents, parts, strict=True)]
+    last, at, contents, _ = runs_done[-1]
+    now_row = {k: at + i for i, k in enumerate(last["site_id"].str.lower())}
+    as_now = {a: now_row[k] for k, found in rows.items() if k in now_row for a in found}
+    unseen = [(c.columns, selection, np.array([as_now[j] for j in positions if j in as_now],
+                                             dtype=int))
+              for c, selection, positions in tables[:-len(contents)]]
+    received = tables[-len(contents):]
+    return truth, received, dict(same=same, unseen=unseen, held=tables[:-len(contents)]), \
+        [c for *_, contents, _ in runs_done for c in contents]
+
+
+def test_a_later_round_per_state_does_not_give_back_a_site_an_earlier_round_hid():
+    """Issue 32, finding 2: six sites of one state keep their children (2, 9, 8, 7, 6, 5) from
+    R001 to R002. R001 per site hides the 2, per state (cleaned: its partial version linked)
+    the total; R002 per state alone would show 37, and 37 - (9 + 8 + 7 + 6 + 5) = 2."""
+    ruleset = _fixed_ruleset()
+    children = [2, 9, 8, 7, 6, 5]
+    runs = [(_round_version(children, "partial").assign(round_id="TST-R001-partial"),
+             [(SITE_TIER, None)]),
+            (_round_version(children, "cleaned").assign(round_id="TST-R001-cleaned"),
+             [(STATE_TIER, None)]),
+            (_round_version(children, "cleaned").assign(round_id="TST-R002-cleaned"),
+             [(STATE_TIER, None)])]
+    truth, received, known, tables = linked_runs(ruleset, runs, linked=False)
+    assert [None if pd.isna(v) else v for v in (t.frame["children"].iloc[0] for t in tables)] \
+        == [None, None, 37]  # the 2 per site, R001's total, R002's total
+    assert attack(truth, ruleset, received, Classification.CONFIDENTIAL, **known) == [
+        "children at site over 1 site(s) = 2.0"] * 2  # R001's cell, and R002's as it is
+
+    truth, received, known, tables = linked_runs(ruleset, runs)
+    assert pd.isna(tables[-1].frame["children"].iloc[0])
+    assert attack(truth, ruleset, received, Classification.CONFIDENTIAL, **known) == []

@@ -112,11 +112,17 @@ class Deliveries:
         the tables delivered showed, by content hash (where it was kept)."""
         with self.engine.connect() as conn:
             rows = self.delivered_contents(round_id, conn)
-            hashes = list(dict.fromkeys(r[2] for r in rows))
-            kept = {k: Shown.from_json(text) for k, text in conn.execute(
-                sa.select(tables_shown.c.content_sha256, tables_shown.c.shown)
-                .where(tables_shown.c.content_sha256.in_(hashes))).all()} if hashes else {}
-        return rows, kept
+            return rows, self.kept_shown([r[2] for r in rows], conn)
+
+    def kept_shown(self, hashes: Iterable[str], conn=None) -> dict[str, Shown]:
+        """What the tables of these content hashes showed, where it was kept (asked in
+        chunks: linked rounds may name more hashes than a database takes parameters)."""
+        hashes = list(dict.fromkeys(hashes))
+        with nullcontext(conn) if conn is not None else self.engine.connect() as c:
+            return {k: Shown.from_json(text)
+                    for at in range(0, len(hashes), 500) for k, text in c.execute(
+                        sa.select(tables_shown.c.content_sha256, tables_shown.c.shown)
+                        .where(tables_shown.c.content_sha256.in_(hashes[at:at + 500]))).all()}
 
     def delivered_contents(self, round_id: str, conn=None) -> list[tuple[str, str, str]]:
         """Every delivery of a round, as (organisation id, agreement, content hash)."""
@@ -125,6 +131,14 @@ class Deliveries:
                 sa.select(deliveries.c.organisation_id, deliveries.c.agreement_id,
                           deliveries.c.content_sha256)
                 .where(deliveries.c.round_id == round_id).order_by(deliveries.c.id)).all()]
+
+    def delivered_rounds(self, country: str) -> list[str]:
+        """Every round of a country with a delivery recorded, by round id (the page's index
+        leads with the country: this reads no row's bulk)."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(
+                sa.select(deliveries.c.round_id).where(deliveries.c.country == country)
+                .distinct().order_by(deliveries.c.round_id)).scalars())
 
     def all(self) -> list[DeliveryRecord]:
         return [record for _, record in self.numbered()]

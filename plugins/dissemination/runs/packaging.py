@@ -22,6 +22,7 @@ from ..disclosure.engine import build_contents
 from ..disclosure.explanation import explanation_lines
 from ..disclosure.shown import NotAsDelivered, Shown, delivered, partial_of, shown
 from ..disclosure.versions import Delivered
+from ..ids import ROUND_ID
 from ..intake import source
 from ..intake.source import RoundMeta
 from ..ledger.store import Ledger
@@ -70,8 +71,9 @@ def package_deliveries(
     Every package keeps what it shows in the ledger (``shown``), with the ``version`` of the
     export it is made from (kept by the caller). Packages are protected with what each
     organisation was shown of the round's exports, under any of its agreements and in any run
-    (a cleaned round's partial ones too), read by ``read_export`` (withheld, and said why,
-    where that cannot be rebuilt as delivered).
+    (a cleaned round's partial ones too, and the neighbouring rounds': ``linked_rounds``),
+    read by ``read_export`` (withheld, and said why, where that cannot be rebuilt as
+    delivered).
 
     Sites the registry does not know as they are (``registry_ledger.hold_out``) are left out
     of every table, site or area, before disclosure control: what ships is judged as shipped."""
@@ -127,43 +129,47 @@ def tables_held(ledger: Ledger, policy: Policy, meta: RoundMeta, plans: Sequence
                 ruleset: RuleSet, read_export: ReadExport | None,
                 round_df: pd.DataFrame | None = None, version: str = ""
                 ) -> dict[str, tuple[tuple[str, ...], list] | str]:
-    """Per organisation about to receive the round, the tables it holds of the round's
-    exports (their content hashes and ``disclosure.Delivered``), under any agreement and from
-    any run: those of any export of this round, this one too (the agreement may have changed
-    since; ``round_df`` is this one, at ``version``), and a cleaned round's partial ones. Or
-    why they cannot be known as delivered: then its packages are withheld."""
+    """Per organisation about to receive the round, the tables its holder holds of the rounds
+    linked to it (``linked_rounds``: their content hashes and ``disclosure.Delivered``), under
+    any agreement and from any run: those of any export of this round, this one too (the
+    agreement may have changed since; ``round_df`` is this one, at ``version``), of a cleaned
+    round's partial one, and of the country's neighbouring rounds. Or why they cannot be known
+    as delivered: then its packages are withheld."""
     organisations = {p.organisation_id: p for p in plans if p.status == "planned"}
     if not organisations:
         return {}
-    records = [(r, *ledger.shown_of(r)) for r in _versions_of(meta.round_id)]
-    if not any(rows for _, rows, _ in records):
-        return {}
+    rounds = _linked_deliveries(ledger, meta.round_id, meta.country)
+    mine = {organisation: [(r, _contents_held(rows, policy, organisation)) for r, rows in rounds]
+            for organisation in organisations}
+    kept = ledger.kept_shown(c for held in mine.values() for _, contents in held
+                             for c in contents)
     frames: dict[tuple[str, str], pd.DataFrame] = {}  # each export read once, if at all
     if round_df is not None:
         frames[(meta.round_id, version)] = round_df
+    tables: dict[str, Delivered | str] = {}  # by content hash: rebuilt once, or why not
 
-    def held_table(kept: Shown) -> Delivered:
-        key = (kept.round_id, kept.version)
-        if key not in frames:
-            if read_export is None:
-                raise NotAsDelivered("no survey database to read it from")
-            frames[key] = read_export(*key)
-        return delivered(kept, frames[key], ruleset, _rows_of)
+    def held_table(content: str) -> Delivered | str:
+        if content not in tables:
+            key = (kept[content].round_id, kept[content].version)
+            try:
+                if key not in frames:
+                    if read_export is None:
+                        raise NotAsDelivered("no survey database to read it from")
+                    frames[key] = read_export(*key)
+                tables[content] = delivered(kept[content], frames[key], ruleset, _rows_of)
+            except (NotAsDelivered, source.RoundNotFound) as exc:
+                tables[content] = str(exc)
+        return tables[content]
 
     out: dict[str, tuple[tuple[str, ...], list] | str] = {}
     for organisation, plan in organisations.items():
-        contents, tables = [], []
-        for round_id, rows, shown_by_content in records:
-            mine = _contents_held(rows, policy, organisation)
-            why = ""
-            if unknown := [c for c in mine if c not in shown_by_content]:
+        contents, held = [], []
+        for round_id, theirs in mine[organisation]:
+            if unknown := [c for c in theirs if c not in kept]:
                 why = (f"{len(unknown)} table(s) delivered without a record of what they "
                        "showed (before this version kept them)")
             else:
-                try:
-                    tables += [held_table(shown_by_content[c]) for c in mine]
-                except (NotAsDelivered, source.RoundNotFound) as exc:
-                    why = str(exc)
+                why = next((t for t in map(held_table, theirs) if isinstance(t, str)), "")
             if why:
                 out[organisation] = (
                     f"withheld: {plan.organisation} holds tables of {round_id}, and these must "
@@ -171,17 +177,45 @@ def tables_held(ledger: Ledger, policy: Policy, meta: RoundMeta, plans: Sequence
                     "Review what it holds, then deliver by hand, or restore the round's export "
                     "as it was")
                 break
-            contents += mine
+            contents += theirs
+            held += [tables[c] for c in theirs]
         else:
             if contents:
-                out[organisation] = (tuple(contents), tables)
+                out[organisation] = (tuple(contents), held)
     return out
 
 
-def _versions_of(round_id: str) -> list[str]:
+#: How many round numbers either side of a round have their delivered tables linked to it
+#: (``linked_rounds``). Joint protection grows about as the square of the tables held
+#: (``bench/rounds.py``), so it stops at the neighbouring rounds: see decision 10.
+ROUND_HORIZON = 1
+
+
+def linked_rounds(ledger: Ledger, round_id: str, country: str) -> list[str]:
     """The rounds whose delivered tables a round's packages are judged with: itself (its
-    exports), and a cleaned round's partial version."""
-    return [round_id, *filter(None, [partial_of(round_id)])]
+    exports), a cleaned round's partial version, and the country's other rounds delivered so
+    far within ``ROUND_HORIZON`` of its number, either side (a late cleaned round follows the
+    next partial one): sites and their values persist from round to round, and a state total
+    of one minus the sites seen in another gives a hidden site back."""
+    own = [round_id, *filter(None, [partial_of(round_id)])]
+    return own + [r for r in ledger.delivered_rounds(country) if r not in own
+                  and _distance(r, round_id) <= ROUND_HORIZON]
+
+
+def _distance(one: str, other: str) -> int:
+    """How many round numbers apart two round ids are (NGA-R004-partial is 4); 0 where one
+    has no number (``ids.ROUND_ID`` is checked at every entry: then linked, to be safe)."""
+    numbers = [ROUND_ID.fullmatch(r) for r in (one, other)]
+    if not all(numbers):
+        return 0
+    first, second = (int(m.group(0).split("-")[1][1:]) for m in numbers)
+    return abs(first - second)
+
+
+def _linked_deliveries(ledger: Ledger, round_id: str, country: str
+                       ) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """Each linked round (``linked_rounds``) with its deliveries (``delivered_contents``)."""
+    return [(r, ledger.delivered_contents(r)) for r in linked_rounds(ledger, round_id, country)]
 
 
 def _contents_held(rows: Sequence[tuple[str, str, str]], policy: Policy,
@@ -199,10 +233,9 @@ def round_columns(round_id: str, plans: Sequence[Delivery], columns: Sequence[st
                   ledger: Ledger, policy: Policy) -> list[str]:
     """Of a staged round's ``columns``, those the package task reads for ``plans``:
     ``packaged_columns``, or every column where an organisation of ``plans`` holds tables of
-    the round (of any export, or of a cleaned round's partial one: the versions' tables are
-    linked cell by cell, and through additive groups by columns these packages do not show)."""
-    for held in _versions_of(round_id):
-        rows = ledger.delivered_contents(held)
+    a round linked to it (``linked_rounds``: their tables are linked cell by cell, and through
+    additive groups by columns these packages do not show)."""
+    for _, rows in _linked_deliveries(ledger, round_id, plans[0].country) if plans else ():
         if rows and any(_contents_held(rows, policy, p.organisation_id)
                         for p in plans if p.status == "planned"):
             return list(columns)
@@ -245,7 +278,7 @@ class _Job:
     # traceback's locals, a debugger, a log of the job)
     passwords: dict[str, str] = field(repr=False)
     groups: list[list[list[Delivery]]]  # organisations alike (``alike``), each its plans
-    # organisation id -> (content hashes, tables) it holds of the round's partial version
+    # organisation id -> (content hashes, tables) it holds of the rounds linked to this one
     held: dict[str, tuple[tuple[str, ...], list]] = field(default_factory=dict)
     version: str = ""  # the kept export the packages are made from
     review: registry.Review = registry.Review()  # the sites held out, left out of every table
@@ -256,7 +289,7 @@ def alike(organisations: list[list[Delivery]],
           ) -> list[list[list[Delivery]]]:
     """Organisations (each its planned deliveries) grouped by the tables they receive from the
     round: the same selections, but for the agreement's id, over the same areas, in the same
-    order, and holding the same tables of its partial version (``holding``). Many agreements
+    order, and holding the same tables of linked rounds (``holding``). Many agreements
     follow a few templates (a cluster's members, a country's UN agencies); their tables are
     built, suppressed and deflated once per group."""
     groups: dict[tuple, list[list[Delivery]]] = {}
