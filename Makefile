@@ -60,6 +60,7 @@ check: $(VENV)/.installed
 bench: $(VENV)/.installed
 	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(PY) bench/dag_parse.py
 	$(PY) bench/engine.py
+	$(PY) bench/disclosure_cost.py
 	$(PY) bench/policy_load.py
 	$(PY) bench/sftp.py
 	$(PY) bench/package.py
