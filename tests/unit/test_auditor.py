@@ -33,7 +33,13 @@ from dissemination.classify.sensitivity import (
     classify_round,
     select_for_agreement,
 )
-from dissemination.disclosure import SITES, SUPPRESSED, build_contents, explain
+from dissemination.disclosure import (
+    SITES,
+    SUPPRESSED,
+    build_contents,
+    explain,
+    shared_decisions,
+)
 from dissemination.intake.contract import conform
 from dissemination.ledger.holdings import Held, Holdings
 from dissemination.policy import SITE, Agreement, RuleSet
@@ -195,7 +201,8 @@ def _protected(truth, value, column, sites, level, ruleset, exact) -> bool:
         value != 0 or _member(column, ruleset))
 
 
-def attack(truth, ruleset, received, ceiling, same=(), unseen=(), held=()) -> list[str]:
+def attack(truth, ruleset, received, ceiling, same=(), unseen=(), held=(),
+           relational: bool = True) -> list[str]:
     """Everything the auditor recovers that the policy withholds (empty: nothing).
 
     Several versions of a round (partial, cleaned) are rows of one ``truth``: ``same`` pairs
@@ -216,8 +223,10 @@ def attack(truth, ruleset, received, ceiling, same=(), unseen=(), held=()) -> li
                       set(selection.exact_counts)) and auditor.leaks(coefficients):
             found.append(f"{column} at {selection.level} over {len(sites)} site(s) = {value}")
     tables = [*held, *received]
-    return (found + _counts_above_ceiling(auditor, truth, ruleset, ceiling, tables)
-            + _relational_above_ceiling(auditor, truth, ruleset, ceiling, tables))
+    found += _counts_above_ceiling(auditor, truth, ruleset, ceiling, tables)
+    if relational:  # (``relational=False``: several holders, each judged on its holdings)
+        found += _relational_above_ceiling(auditor, truth, ruleset, ceiling, tables)
+    return found
 
 
 def _hidden_cells(auditor, received, unseen, held) -> list:
@@ -328,10 +337,10 @@ def _agreement(agreement_id, tier, ceiling) -> Agreement:
 
 
 @st.composite
-def holdings_of_one_organisation(draw):
+def holdings_of_one_organisation(draw, ceiling=None, exact_counts=True):
     """One to three agreements of one organisation, at site or area level, some limited to a
     field focal point's areas; all for the same round."""
-    ceiling = draw(st.sampled_from(["public", "confidential"]))
+    ceiling = ceiling or draw(st.sampled_from(["public", "confidential"]))
     tiers = []
     for _ in range(draw(st.integers(1, 3))):
         level = draw(st.sampled_from([None, "admin1", "admin2"]))
@@ -341,7 +350,7 @@ def holdings_of_one_organisation(draw):
             ["admin1_pcode"] + (["admin2_pcode"] if level == "admin2" else [])
         counts = [c for c in indicators if c in COUNTS]
         exact = draw(st.lists(st.sampled_from(counts), unique=True)) \
-            if counts and ceiling == "confidential" and level is None else []
+            if counts and ceiling == "confidential" and level is None and exact_counts else []
         field_area = draw(st.sampled_from([None, "A", "B"]))
         tiers.append(({"indicators": keys + indicators, "aggregate_to": level,
                        "exact_counts": exact}, field_area))
@@ -397,6 +406,42 @@ def test_the_auditor_recovers_nothing_the_policy_withholds(data):
     received = _received(ruleset, truth, ceiling, tiers)
     assert attack(truth, ruleset, received, Classification(ceiling)) == []
     assert hidden_in_vain(truth, ruleset, received) == []
+
+
+@st.composite
+def coalitions(draw):
+    """Two or three organisations under one ceiling that pool what they receive: none with
+    exact counts (a partner granted a count exactly may pass it on; see docs/disclosure.md)."""
+    ceiling = draw(st.sampled_from(["public", "confidential"]))
+    members = draw(st.integers(2, 3))
+    return ceiling, [draw(holdings_of_one_organisation(ceiling, exact_counts=False))[1]
+                     for _ in range(members)]
+
+
+def _pooled(ruleset, truth, ceiling, members) -> list:
+    """Every table the coalition's members receive, each member's built as a run builds it:
+    with the round's shared decisions (``shared_decisions``)."""
+    holders = [parts_of(ruleset, truth, ceiling, tiers, Holdings(f"org{i}", f"Org {i}", "TST"))
+               for i, tiers in enumerate(members)]
+    shared = shared_decisions(truth, [(parts, ()) for parts in holders], ruleset)
+    received = []
+    for parts in holders:
+        contents = build_contents(truth, parts, ruleset, (), shared)
+        received += [(content.frame, selection,
+                      np.arange(len(truth)) if rows is None else np.flatnonzero(rows))
+                     for content, (selection, rows) in zip(contents, parts, strict=True)]
+    return received
+
+
+@examples(1500 if DEEP else 40)
+@given(st.data())
+def test_a_coalition_pooling_its_packages_recovers_nothing_the_policy_withholds(data):
+    """Issue #32, finding 5: cluster members share what they receive. Each small cell the
+    policy withholds stays unknown to two or three organisations that pool every table."""
+    ruleset, truth = data.draw(conformed_rounds())
+    ceiling, members = data.draw(coalitions())
+    received = _pooled(ruleset, truth, ceiling, members)
+    assert attack(truth, ruleset, received, Classification(ceiling), relational=False) == []
 
 
 # --- the scenarios an auditor found, one by one --------------------------------------------------

@@ -45,3 +45,5 @@ class Content:
     notes: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     suppressed: dict[str, int] = field(default_factory=dict)  # output column -> cells
     groups: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (total, parts)
+    # Its blank count cells as the round's shared decisions name them: (quantity, support)
+    blank_keys: frozenset = frozenset()

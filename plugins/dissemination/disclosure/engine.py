@@ -18,7 +18,7 @@ Pure: a DataFrame and selections in, DataFrames and per-column notes out.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,7 @@ from .protection import JointProtection
 from .redaction import redact_text
 from .versions import Delivered, DeliveredMismatch, Versions
 
-__all__ = ["build_content", "build_contents", "rebuild"]
+__all__ = ["Shared", "build_content", "build_contents", "rebuild"]
 
 
 def build_content(df: pd.DataFrame, selection: Selection, ruleset: RuleSet) -> Content:
@@ -40,8 +40,22 @@ def build_content(df: pd.DataFrame, selection: Selection, ruleset: RuleSet) -> C
     return build_contents(df, [(selection, None)], ruleset)[0]
 
 
+@dataclass(frozen=True)
+class Shared:
+    """The round's protection decisions that every holder's tables share.
+
+    A cell hidden for one holder is hidden wherever it appears, so packages pooled by several
+    organisations show no cell one of them was refused (issue #32, finding 5). ``hidden``:
+    those cells, as ``Content.blank_keys`` names them. ``pooled``: judge the tables as every
+    holder's pooled, where counts one agreement receives exactly are unknown to the others."""
+
+    hidden: frozenset = frozenset()
+    pooled: bool = False
+
+
 def build_contents(df: pd.DataFrame, parts: Sequence[tuple[Selection, np.ndarray | None]],
-                   ruleset: RuleSet, delivered: Sequence[Delivered] = ()) -> list[Content]:
+                   ruleset: RuleSet, delivered: Sequence[Delivered] = (),
+                   shared: Shared = Shared()) -> list[Content]:
     """Every table one organisation receives from one round, suppressed jointly.
 
     ``parts``: each package's selection and the rows it covers (a boolean mask over ``df``,
@@ -49,52 +63,74 @@ def build_contents(df: pd.DataFrame, parts: Sequence[tuple[Selection, np.ndarray
     secondary suppression (``linked``) looks at all of them at once, so no hidden cell can be
     computed from any combination of the tables the organisation holds: these, and the
     ``delivered`` tables of other versions of the round, which only constrain (their blanks
-    are targets, their visible cells known).
+    are targets, their visible cells known). ``shared``: cells hidden for other holders too.
     """
     areas: dict[frozenset, frozenset] = {}
     tables = [_table(df, selection, rows, ruleset, areas) for selection, rows in parts]
+    for table in tables:
+        _force(table, shared.hidden)
+    versions, held, extra = _held_tables(df, delivered, ruleset, areas)
+    unprotectable = JointProtection(tables + held, versions, extra, shared.hidden,
+                                    shared.pooled).run()
+    for table in tables:
+        _apply(table, ruleset, unprotectable)
+    return [t.content for t in tables]
+
+
+def _held_tables(df: pd.DataFrame, delivered: Sequence[Delivered], ruleset: RuleSet,
+                 areas: dict) -> tuple[Versions | None, list[Table], list]:
+    """The ``delivered`` tables as protection reads them, in one space of sites with ``df``
+    (``Versions``), with the tables no one holds whose cells are protected (their cells as
+    they are now), and more cells to protect that no table holds."""
+    if not delivered:
+        return None, [], []
     if any(d.round is df for d in delivered):  # this very export: a version of its own,
         same = df.copy(deep=False)  # its cells linked to this run's by value like any other
         delivered = [replace(d, round=same) if d.round is df else d for d in delivered]
-    if delivered:
-        versions = Versions(df, [d.round for d in delivered], ruleset.site_key)
-        extra: list = []  # cells to protect that no table holds
-        views: list = []  # tables no one holds, whose cells are protected
-        for d in delivered:
-            table = _table(d.round, d.selection, d.rows, ruleset, areas,
-                           versions.positions(d.round))
-            if set(table.hidden) - set(d.hidden) or any(
-                    len(d.hidden[c]) != len(table.hidden[c]) for c in table.hidden):
-                raise DeliveredMismatch(
-                    f"a table delivered to {d.selection.agreement_id} at {d.selection.level} "
-                    "does not rebuild from its round as delivered (other columns or rows)")
-            table.hidden = {c: np.asarray(d.hidden[c], dtype=bool) | table.missing[c]
-                            for c in table.hidden}
-            table.version = versions.of(d.round)
-            tables.append(table)
-            # The same cells as they are now: where cleaning changed one, differencing gives
-            # the new value, as small as the old one may have been. (A column cleaning
-            # removed has no value now: only the table's own blanks are protected then.)
-            if not all(c.column in df for c in d.selection.shared):
-                continue
-            there = np.zeros(versions.size, dtype=bool)
-            there[table.supports if table.site_level else
-                  [s for area in table.supports for s in area]] = True
-            now = _table(df, d.selection, there[versions.at[0]], ruleset, areas, versions.at[0])
-            if now.site_level:  # its cells are this run's per-site values: protect them
-                extra += [(now.quantity[c], now.supports[i]) for c in now.hidden
-                          for i in np.flatnonzero(now.hidden[c] & ~now.missing[c]
-                                                  & sensitive(now, c))]
-            else:  # areas: equations tie them to what is shown; the organisation sees none
-                now.virtual, now.exact = True, set()
-                now.hidden = {c: np.ones(len(h), dtype=bool) for c, h in now.hidden.items()}
-                views.append(now)
-        unprotectable = JointProtection(tables + views, versions, extra).run()
-    else:
-        unprotectable = JointProtection(tables).run()
-    for table in tables[:len(parts)]:
-        _apply(table, ruleset, unprotectable)
-    return [t.content for t in tables[:len(parts)]]
+    versions = Versions(df, [d.round for d in delivered], ruleset.site_key)
+    tables: list[Table] = []
+    extra: list = []  # cells to protect that no table holds
+    views: list[Table] = []  # tables no one holds, whose cells are protected
+    for d in delivered:
+        table = _table(d.round, d.selection, d.rows, ruleset, areas,
+                       versions.positions(d.round))
+        if set(table.hidden) - set(d.hidden) or any(
+                len(d.hidden[c]) != len(table.hidden[c]) for c in table.hidden):
+            raise DeliveredMismatch(
+                f"a table delivered to {d.selection.agreement_id} at {d.selection.level} "
+                "does not rebuild from its round as delivered (other columns or rows)")
+        table.hidden = {c: np.asarray(d.hidden[c], dtype=bool) | table.missing[c]
+                        for c in table.hidden}
+        table.version = versions.of(d.round)
+        tables.append(table)
+        # The same cells as they are now: where cleaning changed one, differencing gives
+        # the new value, as small as the old one may have been. (A column cleaning
+        # removed has no value now: only the table's own blanks are protected then.)
+        if not all(c.column in df for c in d.selection.shared):
+            continue
+        there = np.zeros(versions.size, dtype=bool)
+        there[table.supports if table.site_level else
+              [s for area in table.supports for s in area]] = True
+        now = _table(df, d.selection, there[versions.at[0]], ruleset, areas, versions.at[0])
+        if now.site_level:  # its cells are this run's per-site values: protect them
+            extra += [(now.quantity[c], now.supports[i]) for c in now.hidden
+                      for i in np.flatnonzero(now.hidden[c] & ~now.missing[c]
+                                              & sensitive(now, c))]
+        else:  # areas: equations tie them to what is shown; the organisation sees none
+            now.virtual, now.exact = True, set()
+            now.hidden = {c: np.ones(len(h), dtype=bool) for c, h in now.hidden.items()}
+            views.append(now)
+    return versions, tables + views, extra
+
+
+def _force(table: Table, hidden: frozenset) -> None:
+    """Hide the table's cells that the round's shared decisions hide (``Shared.hidden``)."""
+    if not hidden:
+        return
+    for c, q in table.quantity.items():
+        if q != SITES and c not in table.exact:
+            table.hidden[c] |= np.fromiter(((q, s) in hidden for s in table.supports),
+                                           dtype=bool, count=len(table.supports))
 
 
 def rebuild(df: pd.DataFrame, selection: Selection, rows: np.ndarray | None, ruleset: RuleSet,
@@ -140,6 +176,9 @@ def _table(df: pd.DataFrame, selection: Selection, rows: np.ndarray | None, rule
 
 def _apply(t: Table, ruleset: RuleSet, unprotectable: set) -> None:
     content, frame = t.content, t.content.frame
+    content.blank_keys = frozenset((t.quantity[c], t.supports[i]) for c in t.hidden
+                                   if t.quantity[c] != SITES
+                                   for i in np.flatnonzero(t.hidden[c] & ~t.missing[c]))
     for c in t.hidden:
         mask = t.hidden[c]
         n = int(mask.sum())

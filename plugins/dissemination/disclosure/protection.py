@@ -32,10 +32,12 @@ class JointProtection:
     protect, as they are in this run's version. Virtual tables (held by no one) only tie."""
 
     def __init__(self, tables: list[Table], versions: Versions | None = None,
-                 extra: Sequence = ()):
+                 extra: Sequence = (), forced: frozenset = frozenset(), pooled: bool = False):
         self.tables = tables
         self.versions = versions
         self.extra = extra
+        self.forced = forced  # hidden by the round's shared decisions: never shown here
+        self.pooled = pooled  # every holder's tables: exact counts unknown to the others
         self.site_tables = [t for t in tables if t.site_level]
         self.published: dict = defaultdict(list)  # an area cell's key -> (table, row, column)
         for t in tables:
@@ -77,6 +79,8 @@ class JointProtection:
         found = self.copies(key)
         if q == SITES:
             return linked.FIXED  # the number of sites: public in site lists
+        if self.pooled:  # what one agreement receives exactly, the others do not know
+            found = [(t, i, c) for t, i, c in found if c not in t.exact]
         if not found or any(t.missing[c][i] for t, i, c in found):
             return linked.HIDDEN  # no table shows it, or empty in the round: an unknown
         if any(c in t.exact for t, _, c in found):
@@ -101,7 +105,7 @@ class JointProtection:
 
     def hide(self, key) -> None:
         for t, i, c in self.copies(key):
-            if not t.version and not t.virtual:
+            if not t.version and not t.virtual and c not in t.exact:
                 t.hidden[c][i] = True
 
     def equations(self, known_zeros_only: bool = False) -> list:
@@ -191,7 +195,7 @@ class JointProtection:
         for key in known:
             copies = [(t, i, c) for t, i, c in self.copies(key)
                       if not t.version and not t.virtual]
-            if not copies:
+            if not copies or key in self.forced:
                 continue
             if any(t.reasons[c].iat[i] for t, i, c in copies):
                 kept.add(key)  # a primary cell: hidden, and the manifest says it is computable

@@ -18,8 +18,9 @@ from .. import normalise
 from ..delivery.allowed import check_policy
 from ..delivery.claims import slot_recipients
 from ..delivery.planned import Delivery
-from ..disclosure.engine import build_contents
+from ..disclosure.engine import Shared, build_contents
 from ..disclosure.explanation import explanation_lines
+from ..disclosure.pooling import shared_decisions
 from ..disclosure.shown import NotAsDelivered, Shown, delivered, partial_of, shown
 from ..disclosure.versions import Delivered
 from ..ids import ROUND_ID
@@ -97,6 +98,11 @@ def package_deliveries(
                {v: password_for(v) for v in variables},
                alike(organisations, lambda o: held.get(o, ((), []))[0]), held,
                version=version, review=review)
+    # Every holder's tables hide the same cells, so that pooled packages show nothing one of
+    # them was refused (``disclosure.shared_decisions``).
+    job = replace(job, shared=shared_decisions(
+        round_df, [(job.parts(group[0]), job.held_by(group[0])) for group in job.groups],
+        ruleset))
     packaged = {id(plan): fields
                 for group, results in zip(job.groups, _package_groups(
                     job, package_workers() if workers is None else workers), strict=True)
@@ -282,6 +288,15 @@ class _Job:
     held: dict[str, tuple[tuple[str, ...], list]] = field(default_factory=dict)
     version: str = ""  # the kept export the packages are made from
     review: registry.Review = registry.Review()  # the sites held out, left out of every table
+    shared: Shared = Shared()  # the round's decisions every holder's tables share (pooling)
+
+    def parts(self, plans: Sequence[Delivery]) -> list:
+        """An organisation's tables as ``build_contents`` takes them: selection, rows."""
+        return [(p.selection, self.review.covering(_rows_of(self.df, p.areas))) for p in plans]
+
+    def held_by(self, plans: Sequence[Delivery]) -> list:
+        """The tables an organisation holds of the rounds linked to this one."""
+        return self.held.get(plans[0].organisation_id, ((), []))[1]
 
 
 def alike(organisations: list[list[Delivery]],
@@ -356,9 +371,8 @@ def _package_alike(job: _Job, organisations: list[list[Delivery]]) -> list[list[
     CSV is deflated once per table (``DeflatedCsv``) when more than one organisation gets it."""
     first = organisations[0]
     with _noted(job.meta, first, len(organisations) - 1):
-        contents = build_contents(job.df, [(p.selection, job.review.covering(
-            _rows_of(job.df, p.areas))) for p in first],
-                                  job.ruleset, job.held.get(first[0].organisation_id, ((), []))[1])
+        contents = build_contents(job.df, job.parts(first), job.ruleset, job.held_by(first),
+                                  job.shared)
     deflated = [DeflatedCsv() if len(organisations) > 1 else None for _ in contents]
 
     def zipped(plan: Delivery, content, csv) -> dict:
