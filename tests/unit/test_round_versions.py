@@ -233,3 +233,26 @@ def test_a_later_round_per_state_does_not_give_back_a_site_an_earlier_round_hid(
     truth, received, known, tables = linked_runs(ruleset, runs)
     assert pd.isna(tables[-1].frame["children"].iloc[0])
     assert attack(truth, ruleset, received, Classification.CONFIDENTIAL, **known) == []
+
+
+MILITARY_TIER = {"indicators": ["round_id", "admin1_pcode", "military"],
+                 "aggregate_to": "admin1"}
+
+
+def test_a_site_dropped_between_versions_does_not_give_its_relational_combination():
+    """Issue 32, finding 1: the holder has children per site (partial), then the military per
+    state of the cleaned round (12 sites, 6 with the military), then of the cleaned round
+    republished without one duplicate site (11 sites, 5). 6 - 5 = 1: the dropped site has the
+    military, and its children are known: children x military per site, Secret."""
+    ruleset = _fixed_ruleset()
+    military = ["yes"] * 6 + ["no"] * 6
+    children = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
+    first = _round(military, children).assign(round_id="TST-R001-partial")
+    cleaned = first.assign(round_id="TST-R001-cleaned")
+    republished = cleaned.iloc[1:].reset_index(drop=True)  # S0 was a duplicate
+    runs = [(first, [(SITE_TIER, None)]), (cleaned, [(MILITARY_TIER, None)]),
+            (republished, [(MILITARY_TIER, None)])]
+    truth, received, known, tables = linked_runs(ruleset, runs)
+    assert tables[0].frame["children"].notna().all()  # every site's children, shown
+    assert attack(truth, ruleset, received, Classification.CONFIDENTIAL, **known) == []
+    assert tables[-1].frame["sites"].iloc[0] == 11  # sites stay visible

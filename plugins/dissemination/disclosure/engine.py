@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from ..classification import Classification
 from ..classify.sensitivity import Selection
 from ..policy import SITE, RuleSet
 from .aggregate import additive_groups, aggregate
@@ -71,7 +72,7 @@ def build_contents(df: pd.DataFrame, parts: Sequence[tuple[Selection, np.ndarray
         _force(table, shared.hidden)
     versions, held, extra = _held_tables(df, delivered, ruleset, areas)
     unprotectable = JointProtection(tables + held, versions, extra, shared.hidden,
-                                    shared.pooled).run()
+                                    shared.pooled, _relational(ruleset)).run()
     for table in tables:
         _apply(table, ruleset, unprotectable)
     return [t.content for t in tables]
@@ -121,6 +122,16 @@ def _held_tables(df: pd.DataFrame, delivered: Sequence[Delivered], ruleset: Rule
             now.hidden = {c: np.ones(len(h), dtype=bool) for c, h in now.hidden.items()}
             views.append(now)
     return versions, tables + views, extra
+
+
+def _relational(ruleset: RuleSet) -> dict[str, frozenset]:
+    """Each member of a relational rule not Public per site, with the rules' other members."""
+    out: dict[str, frozenset] = {}
+    for rule in ruleset.relational:
+        if ruleset.relational_at(rule, SITE) is not Classification.PUBLIC:
+            for m in rule.indicators:
+                out[m] = out.get(m, frozenset()) | (frozenset(rule.indicators) - {m})
+    return out
 
 
 def _force(table: Table, hidden: frozenset) -> None:

@@ -266,3 +266,72 @@ def _tied_rows(t: Table, q: str) -> np.ndarray:
             tied |= np.logical_or.reduce([t.hidden[c] | t.missing[c] for c in shown])
     return tied
 
+
+
+#: Two cells of one area whose site sets (or values, across versions) differ by more sites
+#: than this isolate none of them: their difference is left out.
+DIFFERENCE_SITES = 8
+
+
+def difference_equations(tables: list[Table], quantities: set[str], key_of,
+                         versions: Versions | None) -> tuple[list, list]:
+    """Two cells of one area and quantity, in two tables (versions of a round, rounds), whose
+    sites differ by a few: their difference is those sites' values (the sites both have, and
+    whose values did not change, cancel). Returns those identities, and the few sites' cells
+    as cells to protect: a site that appears or disappears must not give its value away.
+
+    ``quantities``: the relational members whose per-site value the holder must not learn
+    (it holds another member of the rule per site). Identities over every site of an area
+    would be as long as the area; these are as short as the difference."""
+    areas = [t for t in tables if not t.site_level and set(t.quantity.values()) & quantities]
+    equations, targets = [], []
+    for i, one in enumerate(areas):
+        for other in areas[i + 1:]:
+            shared = sorted(set(one.quantity.values()) & set(other.quantity.values())
+                            & quantities)
+            for s1, s2, only1, only2, both in _differing_areas(one, other) if shared else ():
+                for q in shared:
+                    eq, sites = _difference(q, (one, s1, only1), (other, s2, only2), both,
+                                            key_of, versions)
+                    if eq:
+                        equations.append(eq)
+                        targets += sites
+    return equations, targets
+
+
+def _differing_areas(one: Table, other: Table):
+    """Pairs of cells of ``one`` and ``other`` that share sites and differ by a few:
+    (sites of one, of other, only in one, only in other, in both)."""
+    where: dict[int, int] = {}
+    for row, support in enumerate(other.supports):
+        for site in support:
+            where[site] = row
+    for support in one.supports:
+        rows = {where[s] for s in support if s in where}
+        for row in rows:
+            theirs = other.supports[row]
+            only1, only2 = support - theirs, theirs - support
+            if 0 < len(only1) + len(only2) <= DIFFERENCE_SITES:
+                yield support, theirs, only1, only2, support & theirs
+
+
+def _difference(q: str, first, second, both: frozenset, key_of, versions: Versions | None):
+    """``first`` - ``second`` = the sites only in one, less those only in the other, and the
+    change of the sites in both whose value changed between their versions."""
+    (t1, s1, only1), (t2, s2, only2) = first, second
+    k1, k2 = key_of(t1.version), key_of(t2.version)
+    changed: list[int] = []
+    if versions is not None and t1.version != t2.version:
+        sites = np.fromiter(both, dtype=np.int64, count=len(both))
+        first_of = versions.sites(q)
+        changed = sites[first_of[t1.version, sites] != first_of[t2.version, sites]].tolist()
+    if len(only1) + len(only2) + len(changed) > DIFFERENCE_SITES:
+        return None, []
+    terms = [(k1(q, s1), 1.0), (k2(q, s2), -1.0)]
+    terms += [(k1(q, s), -1.0) for s in sorted(only1)]
+    terms += [(k2(q, s), 1.0) for s in sorted(only2)]
+    for s in changed:
+        terms += [(k1(q, s), -1.0), (k2(q, s), 1.0)]
+    sites = [k1(q, s) for s in sorted(only1)] + [k2(q, s) for s in sorted(only2)]
+    sites += [k(q, s) for s in changed for k in (k1, k2)]
+    return tuple(terms), sites

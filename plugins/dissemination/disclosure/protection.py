@@ -9,13 +9,19 @@ which copies a key has in the tables, its state (hidden, visible, fixed) and its
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from . import linked
 from .content import SITES
-from .linkage import answers, column_equations, row_equations, union_equations
+from .linkage import (
+    answers,
+    column_equations,
+    difference_equations,
+    row_equations,
+    union_equations,
+)
 from .primary import Table, sensitive
 from .versions import Versions, differs, quantity_of
 
@@ -32,7 +38,8 @@ class JointProtection:
     protect, as they are in this run's version. Virtual tables (held by no one) only tie."""
 
     def __init__(self, tables: list[Table], versions: Versions | None = None,
-                 extra: Sequence = (), forced: frozenset = frozenset(), pooled: bool = False):
+                 extra: Sequence = (), forced: frozenset = frozenset(), pooled: bool = False,
+                 relational: Mapping[str, frozenset] | None = None):
         self.tables = tables
         self.versions = versions
         self.extra = extra
@@ -52,9 +59,22 @@ class JointProtection:
             any(m in t.quantity.values() for m in (total, *parts))
             and not all(m in t.quantity.values() for m in (total, *parts))
             for total, parts in t.additive)]
+        # A site that appears or disappears between versions or rounds: the difference of its
+        # area's two cells is its value, which must stay unknown where it completes a
+        # relational rule with what the holder has per site.
+        self.differences, self.dropped = difference_equations(
+            tables, self._per_site_secrets(relational or {}), self.key_of, versions)
         self._zeros: dict = {}  # quantity -> its area cells of value 0 (on first use)
         self._zero_sites: dict = {}  # (quantity, site) -> the zero areas holding the site
         self._layouts: dict = {}
+
+    def _per_site_secrets(self, relational: Mapping[str, frozenset]) -> set[str]:
+        """The area quantities of relational members whose per-site value the holder must not
+        learn: it holds another member of the rule per site, and not this one."""
+        per_site = {c for t in self.site_tables for c in t.content.frame.columns}
+        members = {m for m, others in relational.items() if m not in per_site and others & per_site}
+        return {q for t in self.tables if not t.site_level for q in t.quantity.values()
+                if q.partition("=")[0] in members}
 
     def key_of(self, version: int):
         """How a table of ``version`` names its cells (``Versions.key``)."""
@@ -125,6 +145,7 @@ class JointProtection:
             eqs += [eq for coarse in areas for eq in union_equations(
                 coarse, site_tables, state, self._layouts, self.key_of(coarse.version),
                 self.versions)]
+        eqs += self.differences
         eqs += answers(eqs, tables, site_tables, self.versions, self.key_of)
         if self.partly_shown:
             linked_keys: dict = defaultdict(set)  # quantity -> supports of its cells in eqs
@@ -169,7 +190,8 @@ class JointProtection:
                    for key in (self.key_of(t.version),) for c in t.hidden
                    for i in np.flatnonzero(t.hidden[c] & ~t.missing[c] & sensitive(t, c))]
         seen = set(targets)
-        return targets + [key for key in dict.fromkeys(self.extra) if key not in seen]
+        return targets + [key for key in dict.fromkeys([*self.extra, *self.dropped])
+                          if key not in seen]
 
     def run(self) -> set:
         """Hide what protects the targets, then show what protects nothing; return the hidden
