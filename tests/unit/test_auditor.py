@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scipy.optimize import linprog
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from test_disclosure_properties import COUNTS, rounds, rulesets
 
 from dissemination.classification import Classification, Urgency
@@ -138,7 +138,10 @@ class Auditor:
         value = self.truth[q].iloc[s]
         return float("nan") if pd.isna(value) else float(value)
 
-    def bounds(self, coefficients: dict) -> tuple[float, float]:
+    def bounds(self, coefficients: dict, floor: frozenset = frozenset(),
+               integer: bool = False) -> tuple[float, float]:
+        """The least and greatest value of a combination given what is known. ``floor``:
+        cells known to be at least 1; ``integer``: counts are whole (an integer programme)."""
         size = len(self.index)
         if getattr(self, "_built", None) != len(self.rows):
             a = np.zeros((len(self.rows), size))
@@ -154,12 +157,35 @@ class Auditor:
             objective[self.index[key]] += c
         upper = [1 if isinstance(self.quantities[i % len(self.quantities)], tuple) else None
                  for i in range(size)]
+        lower = np.zeros(size)
+        for key in floor:
+            lower[self.index[key]] = 1
+        if integer:
+            return self._integer_bounds(objective, lower, upper)
         out = []
         for sign in (1, -1):  # the minimum, then the maximum
             result = linprog(sign * objective, A_eq=a if len(b) else None,
                              b_eq=b if len(b) else None,
-                             bounds=[(0, u) for u in upper], method="highs")
+                             bounds=list(zip(lower, upper, strict=True)), method="highs")
             if result.status == 3:  # unbounded
+                out.append(-sign * float("inf"))
+            else:
+                assert result.status == 0, result.message
+                out.append(sign * result.fun)
+        return out[0], out[1]
+
+    def _integer_bounds(self, objective, lower, upper) -> tuple[float, float]:
+        high = np.array([np.inf if u is None else u for u in upper], dtype=float)
+        constraints = [LinearConstraint(self._a, self._b, self._b)] if len(self._b) else []
+        out = []
+        for sign in (1, -1):
+            result = milp(sign * objective, constraints=constraints,
+                          integrality=np.ones(len(objective)), bounds=Bounds(lower, high))
+            if result.status in (3, 4):  # unbounded (HiGHS may not tell it from infeasible)
+                relaxed = linprog(sign * objective, A_eq=self._a if len(self._b) else None,
+                                  b_eq=self._b if len(self._b) else None,
+                                  bounds=list(zip(lower, upper, strict=True)), method="highs")
+                assert relaxed.status == 3, relaxed.message  # the truth is a solution
                 out.append(-sign * float("inf"))
             else:
                 assert result.status == 0, result.message
@@ -293,6 +319,27 @@ def _known(auditor, truth, s, member, per_site) -> bool:
     return member in per_site
 
 
+def narrowed(truth, ruleset, received) -> list[str]:
+    """Small counts whose whole-number interval, given every table received and that a hidden
+    site count is not 0, stops short of the protection level (the threshold) on a side where
+    what anyone knows beforehand does not stop it already (issue #32, finding 3)."""
+    auditor = Auditor(truth, ruleset)
+    hidden = _hidden_cells(auditor, received, (), ())
+    floor = frozenset(next(iter(coefficients)) for coefficients, value, column, _, selection
+                      in hidden if selection.level == SITE and value > 0
+                      and column in auditor.counts)
+    level, before = ruleset.small_cells.threshold, auditor.fixed()
+    found = []
+    for coefficients, value, column, _, selection in hidden:
+        if not 1 <= value <= level or column in selection.exact_counts:
+            continue  # a small count (areas of few sites are judged by exact recovery)
+        low, high = auditor.bounds(coefficients, floor, integer=True)
+        low0, high0 = before.bounds(coefficients, floor, integer=True)
+        if high < min(value + level, high0) - 1e-6 or low > max(value - level, low0) + 1e-6:
+            found.append(f"{column} at {selection.level} = {value} within [{low}, {high}]")
+    return found
+
+
 def hidden_in_vain(truth, ruleset, received) -> list[str]:
     """Blanks no rule hid for themselves that the organisation can compute exactly from what
     it received: they protect nothing (issue #32, finding 4)."""
@@ -406,6 +453,7 @@ def test_the_auditor_recovers_nothing_the_policy_withholds(data):
     received = _received(ruleset, truth, ceiling, tiers)
     assert attack(truth, ruleset, received, Classification(ceiling)) == []
     assert hidden_in_vain(truth, ruleset, received) == []
+    assert narrowed(truth, ruleset, received) == []
 
 
 @st.composite
@@ -442,6 +490,7 @@ def test_a_coalition_pooling_its_packages_recovers_nothing_the_policy_withholds(
     ceiling, members = data.draw(coalitions())
     received = _pooled(ruleset, truth, ceiling, members)
     assert attack(truth, ruleset, received, Classification(ceiling), relational=False) == []
+    assert narrowed(truth, ruleset, received) == []
 
 
 # --- the scenarios an auditor found, one by one --------------------------------------------------

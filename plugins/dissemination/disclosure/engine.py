@@ -72,7 +72,8 @@ def build_contents(df: pd.DataFrame, parts: Sequence[tuple[Selection, np.ndarray
         _force(table, shared.hidden)
     versions, held, extra = _held_tables(df, delivered, ruleset, areas)
     unprotectable = JointProtection(tables + held, versions, extra, shared.hidden,
-                                    shared.pooled, _relational(ruleset)).run()
+                                    shared.pooled, _relational(ruleset),
+                                    ruleset.small_cells.threshold).run()
     for table in tables:
         _apply(table, ruleset, unprotectable)
     return [t.content for t in tables]

@@ -184,15 +184,26 @@ def _options(key: Key, eqs: Sequence[Equation], containing: dict, state) -> set[
 
 def protect(equations: Callable[[], Sequence[Equation]], targets: Iterable[Key],
             state: Callable[[Key], str], value: Callable[[Key], float],
-            hide: Callable[[Key], None], max_rounds: int = 10_000) -> set[Key]:
+            hide: Callable[[Key], None], max_rounds: int = 10_000,
+            capacity: float = 0, narrow: Callable[[set[Key]], set[Key]] | None = None
+            ) -> set[Key]:
     """Hide more cells until no target is determined. Returns the targets that stay
     determined only through constants and fixed cells (nothing left to hide: the organisation
-    can already compute them from what it holds, e.g. per-site values it receives exactly)."""
+    can already compute them from what it holds, e.g. per-site values it receives exactly).
+
+    A secondary cell widens its target's interval by about its own value (less 1, since a
+    hidden count is known not to be 0): of the cells that would protect a target, the smallest
+    of at least ``capacity`` is hidden, so that the target's interval reaches the protection
+    level; failing one, the largest (sdcTable and tau-ARGUS ask the same of their patterns).
+    ``narrow``: of the targets, those an identity holds within less than that level (called
+    after ``equations``); they are protected further like determined ones."""
     targets = set(targets)
     unprotectable: set[Key] = set()
     for _ in range(max_rounds):
         eqs = equations()
         exposed = (determined(eqs, state, value, targets) & targets) - unprotectable
+        if narrow is not None and not exposed:  # computable ones first, then too narrow
+            exposed = narrow(targets) - unprotectable
         if not exposed:
             return unprotectable
         containing: dict[Key, set[int]] = defaultdict(set)
@@ -207,10 +218,17 @@ def protect(equations: Callable[[], Sequence[Equation]], targets: Iterable[Key],
             if not options:
                 unprotectable.add(key)
                 continue
-            chosen = min(options, key=lambda k: (value(k) == 0, value(k), repr(k)))
+            chosen = min(options, key=lambda k: _cost(value(k), capacity, repr(k)))
             hide(chosen)
             # Wait for the next round before protecting another cell of the same small
             # identity (one hidden cell may protect both); a long identity (an area's sum over
             # its sites) is rarely what determines a cell, and waiting on it costs a round each.
             touched |= {i for i in containing[chosen] if len(eqs[i]) <= SMALL}
     raise RuntimeError("linked suppression did not converge")
+
+
+def _cost(value: float, capacity: float, name: str) -> tuple:
+    """Which cell to hide first: not a zero (it widens nothing); then one of at least
+    ``capacity``, the smallest such; else the largest below it."""
+    wide = value >= capacity
+    return (value == 0, not wide, value if wide else -value, name)

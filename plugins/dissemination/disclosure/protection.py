@@ -39,11 +39,14 @@ class JointProtection:
 
     def __init__(self, tables: list[Table], versions: Versions | None = None,
                  extra: Sequence = (), forced: frozenset = frozenset(), pooled: bool = False,
-                 relational: Mapping[str, frozenset] | None = None):
+                 relational: Mapping[str, frozenset] | None = None, level: int = 0):
         self.tables = tables
         self.versions = versions
         self.extra = extra
         self.forced = forced  # hidden by the round's shared decisions: never shown here
+        # A secondary of at least the protection level plus 1 (a hidden count is not 0)
+        # moves its target's upper bound by the protection level at least.
+        self.capacity = level + 1
         self.pooled = pooled  # every holder's tables: exact counts unknown to the others
         self.site_tables = [t for t in tables if t.site_level]
         self.published: dict = defaultdict(list)  # an area cell's key -> (table, row, column)
@@ -146,6 +149,7 @@ class JointProtection:
                 coarse, site_tables, state, self._layouts, self.key_of(coarse.version),
                 self.versions)]
         eqs += self.differences
+        self._identities = list(eqs)
         eqs += answers(eqs, tables, site_tables, self.versions, self.key_of)
         if self.partly_shown:
             linked_keys: dict = defaultdict(set)  # quantity -> supports of its cells in eqs
@@ -184,6 +188,38 @@ class JointProtection:
                 for site in zero[1]:
                     self._zero_sites.setdefault((q, site), []).append(zero)
 
+    def narrow(self, targets: set) -> set:
+        """Targets an identity holds within less than the protection level above their value.
+
+        In ``total = a + b`` with ``a`` and ``b`` hidden, ``a`` can grow only as far as ``b``
+        can shrink: to 1, a hidden count being known not to be 0 (to 0 for a zero). A hidden
+        cell on the other side can grow without bound. Each identity bounds its cells so; a
+        combination of several may bound them more (not checked here: docs/disclosure.md)."""
+        out = set()
+        for eq in self._identities:
+            hidden = [(k, c) for k, c in eq if self.state(k) == linked.HIDDEN]
+            for key, coef in hidden:
+                if key not in targets or key in out:
+                    continue
+                others = [(k, c) for k, c in hidden if k != key]
+                if any(c * coef < 0 for _, c in others):
+                    continue  # a cell on the other side can grow as the target does
+                room = sum(abs(c) * (v - min(1.0, v)) for k, c in others
+                           for v in (self._room_value(k),))
+                if room < self.capacity - 1:
+                    out.add(key)
+        return out
+
+    def _room_value(self, key) -> float:
+        """A cell's true value, for how far it can shrink: a site's value in its version where
+        no table shows it (a value cleaning changed), else as ``value`` (0: no room)."""
+        support = key[1]
+        if self.copies(key) or self.versions is None or isinstance(support, frozenset):
+            return self.value(key)
+        version, q = quantity_of(key)
+        found = self.versions.value(version, q, support)
+        return found if np.isfinite(found) else 0.0
+
     def targets(self) -> list:
         """The cells to protect: every table's sensitive blanks, then ``extra``."""
         targets = [key(t.quantity[c], t.supports[i]) for t in self.tables
@@ -200,7 +236,8 @@ class JointProtection:
         for key in targets if self.versions is not None else ():
             if self.state(key) == linked.VISIBLE:  # blank in a delivered table, shown now
                 self.hide(key)
-        linked.protect(self.equations, targets, self.state, self.value, self.hide)
+        linked.protect(self.equations, targets, self.state, self.value, self.hide,
+                       capacity=self.capacity, narrow=self.narrow)
         return self.show_what_protects_nothing()
 
     def show_what_protects_nothing(self) -> set:

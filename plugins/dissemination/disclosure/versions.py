@@ -132,6 +132,10 @@ class Versions:
             cache[(v, q)] = self._values(v, q)
         return cache[(v, q)]
 
+    def value(self, v: int, q: str, site: int) -> float:
+        """Version ``v``'s value of ``q`` at a site (inf: not in it; NaN: empty)."""
+        return float(self._values_cached(v, q)[site])
+
     def key(self, v: int, q: str, support):
         u = self.first(v, q, support)
         return (q, support) if not u else ((u, q), support)
