@@ -1,8 +1,9 @@
-"""Issue 32's findings 1 and 4 through the steps, a real sshd and the ledger.
+"""Issue 32's findings 1, 3 and 4 through the steps, a real sshd and the ledger.
 
 Finding 1: a site dropped from a republished round does not give its relational combination.
-Finding 4: a 3-site area shows its number of sites, and a blank that protects nothing is
-shown. Findings 2 and 5 are in test_rounds_linked.py and test_pooling.py."""
+Finding 3: a hidden small count keeps room above it. Finding 4: a 3-site area shows its
+number of sites, and a blank that protects nothing is shown. Findings 2 and 5 are in
+test_rounds_linked.py and test_pooling.py."""
 
 from __future__ import annotations
 
@@ -149,3 +150,28 @@ def test_a_state_count_its_holder_computes_from_per_site_answers_is_not_hidden_i
                 if c["column"] == "feeling_of_safety"]
     assert f"{SAFETY[0]}: 1 hidden cell(s) the organisation can compute from other cells it " \
         "receives (hidden for the rule, not for protection)" in notes
+
+
+def test_a_hidden_small_count_keeps_room_above_it(policy, round_nga, server, tmp_path):
+    """Finding 3. UNICEF's monthly package per site; one site has 2 women and 3 men among 5
+    IDPs, both small, both blank. With the 5 shown, and a blank count known not to be 0, the
+    women are 1 to 4: within less than the threshold (3) above their 2. The total is hidden
+    too, so the women may be anything from 1 up."""
+    meta, df = round_nga
+    cleaned = replace(meta, round_id="NGA-R001-cleaned", status="cleaned")
+    round_ = df.assign(round_id=cleaned.round_id)
+    for column, value in (("idp_female", 2), ("idp_male", 3), ("idp_individuals", 5)):
+        round_.loc[0, column] = value
+    plans = plan_deliveries(policy, cleaned, list(round_.columns), Urgency.LOW,
+                            today=date(2026, 11, 2), only=("unicef-nga",))
+    ledger = open_upgraded(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    packaged = package_deliveries(round_, cleaned, plans, policy, tmp_path / "p",
+                                  lambda variable: PASSWORD, ledger, PackagingRun(NOW))
+    done = [deliver(d, lambda conn: server.target(), policy, ledger, NOW, "run")
+            for d in packaged]
+    assert {d.status for d in done} == {"recorded"}
+    site = round_.loc[0, "site_id"]
+    for delivery in done:
+        _, table = open_package(server.root / delivery.remote_path, PASSWORD)
+        row = table.set_index("site_id").loc[site]
+        assert row[["idp_female", "idp_male", "idp_individuals"]].isna().all()
