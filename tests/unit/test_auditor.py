@@ -237,11 +237,7 @@ def attack(truth, ruleset, received, ceiling, same=(), unseen=(), held=(),
     run judged here; their blanks are protected alike). ``unseen``: tables the organisation
     does not hold, whose cells are protected alike (a delivered table's cells as they are in
     another version)."""
-    auditor = Auditor(truth, ruleset)
-    for then, now in same:
-        for q in auditor.quantities:
-            if auditor._true(then, q) == auditor._true(now, q):
-                auditor.equal({(then, q): 1, (now, q): -1}, 0)
+    auditor = _knowing(truth, ruleset, same)
     hidden = _hidden_cells(auditor, received, unseen, held)
     found = []
     for coefficients, value, column, sites, selection in hidden:
@@ -253,6 +249,17 @@ def attack(truth, ruleset, received, ceiling, same=(), unseen=(), held=(),
     if relational:  # (``relational=False``: several holders, each judged on its holdings)
         found += _relational_above_ceiling(auditor, truth, ruleset, ceiling, tables)
     return found
+
+
+def _knowing(truth, ruleset, same=()) -> Auditor:
+    """An auditor who may equate every value of a site that did not change between the rows
+    ``same`` pairs (its versions, its rounds)."""
+    auditor = Auditor(truth, ruleset)
+    for then, now in same:
+        for q in auditor.quantities:
+            if auditor._true(then, q) == auditor._true(now, q):
+                auditor.equal({(then, q): 1, (now, q): -1}, 0)
+    return auditor
 
 
 def _hidden_cells(auditor, received, unseen, held) -> list:
@@ -319,12 +326,12 @@ def _known(auditor, truth, s, member, per_site) -> bool:
     return member in per_site
 
 
-def narrowed(truth, ruleset, received) -> list[str]:
+def narrowed(truth, ruleset, received, same=(), unseen=(), held=()) -> list[str]:
     """Small counts whose whole-number interval, given every table received and that a hidden
     site count is not 0, stops short of the protection level (the threshold) on a side where
     what anyone knows beforehand does not stop it already (issue #32, finding 3)."""
-    auditor = Auditor(truth, ruleset)
-    hidden = _hidden_cells(auditor, received, (), ())
+    auditor = _knowing(truth, ruleset, same)
+    hidden = _hidden_cells(auditor, received, unseen, held)
     floor = frozenset(next(iter(coefficients)) for coefficients, value, column, _, selection
                       in hidden if selection.level == SITE and value > 0
                       and column in auditor.counts)

@@ -23,6 +23,7 @@ from test_auditor import (
     conformed_rounds,
     examples,
     holdings_of_one_organisation,
+    narrowed,
     parts_of,
 )
 
@@ -170,6 +171,24 @@ def test_the_auditor_holding_both_versions_recovers_nothing_the_policy_withholds
     truth, received, known, _, _ = two_runs(ruleset, then, now, ceiling, tiers_then,
                                                    tiers_now)
     assert attack(truth, ruleset, received, Classification(ceiling), **known) == []
+    assert narrowed(truth, ruleset, received, **known) == []
+
+
+@examples(600 if DEEP else 30)
+@given(st.data())
+def test_the_auditor_holding_two_consecutive_rounds_recovers_nothing(data):
+    """Issue #32: sites and most of their values persist from one round to the next; the
+    auditor holds both rounds' tables and equates every value that did not change."""
+    ruleset, first = data.draw(conformed_rounds())
+    assume(ruleset.site_key in first)
+    second = data.draw(cleaned_version(first, ruleset))
+    _, tiers_first = data.draw(holdings_of_one_organisation("confidential"))
+    _, tiers_second = data.draw(holdings_of_one_organisation("confidential"))
+    runs = [(first.assign(round_id="TST-R001-cleaned"), tiers_first),
+            (second.assign(round_id="TST-R002-cleaned"), tiers_second)]
+    truth, received, known, _ = linked_runs(ruleset, runs)
+    assert attack(truth, ruleset, received, Classification.CONFIDENTIAL, **known) == []
+    assert narrowed(truth, ruleset, received, **known) == []
 
 
 def _round_of(frame: pd.DataFrame) -> str:
