@@ -18,8 +18,10 @@ SITES = "sites"
 RELATIONAL_ZERO = "0 or every site (relational member)"
 #: Why cells are hidden, as the package says it: never which reason hid which cell.
 SUPPRESSED = ("small counts, areas of too few sites, a relational member's 0 or every site, "
-              "and cells that would give them away, jointly with every table the organisation "
-              "receives; which is which is not said")
+              "and cells that would give them away or narrow them, judged with every table "
+              "this or any partner of the run receives, and those held of the round's other "
+              "versions and neighbouring rounds; which is which is not said; no cell is "
+              "perturbed")
 
 
 
