@@ -23,7 +23,6 @@ from test_auditor import (
     conformed_rounds,
     examples,
     holdings_of_one_organisation,
-    narrowed,
     parts_of,
 )
 
@@ -171,7 +170,6 @@ def test_the_auditor_holding_both_versions_recovers_nothing_the_policy_withholds
     truth, received, known, _, _ = two_runs(ruleset, then, now, ceiling, tiers_then,
                                                    tiers_now)
     assert attack(truth, ruleset, received, Classification(ceiling), **known) == []
-    assert narrowed(truth, ruleset, received, **known) == []
 
 
 @examples(600 if DEEP else 30)
@@ -188,7 +186,6 @@ def test_the_auditor_holding_two_consecutive_rounds_recovers_nothing(data):
             (second.assign(round_id="TST-R002-cleaned"), tiers_second)]
     truth, received, known, _ = linked_runs(ruleset, runs)
     assert attack(truth, ruleset, received, Classification.CONFIDENTIAL, **known) == []
-    assert narrowed(truth, ruleset, received, **known) == []
 
 
 def _round_of(frame: pd.DataFrame) -> str:

@@ -281,21 +281,21 @@ def difference_equations(tables: list[Table], quantities: set[str], key_of,
     as cells to protect: a site that appears or disappears must not give its value away.
 
     ``quantities``: the relational members whose per-site value the holder must not learn
-    (it holds another member of the rule per site). Identities over every site of an area
-    would be as long as the area; these are as short as the difference."""
-    areas = [t for t in tables if not t.site_level and set(t.quantity.values()) & quantities]
+    (it holds another member of the rule per site). The identities are written for every
+    quantity the two show: they also tie the areas' own protected cells. Identities over every
+    site of an area would be as long as the area; these are as short as the difference."""
+    areas = [t for t in tables if not t.site_level]
     equations, targets = [], []
     for i, one in enumerate(areas):
         for other in areas[i + 1:]:
-            shared = sorted(set(one.quantity.values()) & set(other.quantity.values())
-                            & quantities)
+            shared = sorted(set(one.quantity.values()) & set(other.quantity.values()) - {SITES})
             for s1, s2, only1, only2, both in _differing_areas(one, other) if shared else ():
                 for q in shared:
                     eq, sites = _difference(q, (one, s1, only1), (other, s2, only2), both,
                                             key_of, versions)
                     if eq:
                         equations.append(eq)
-                        targets += sites
+                        targets += sites if q in quantities else []
     return equations, targets
 
 
