@@ -2,10 +2,15 @@
 
 Issue 32 asks what protection costs, not only how fast it runs. For a synthetic round of each
 country with an agreement (conformed and classified as ``bench/engine.py`` does), each
-organisation's tables (every tier of its agreement) are built jointly by ``build_contents``.
-Per table (agreement x tier x level), of its count cells (counts, sites per value, ``sites``):
+organisation's tables (every tier of its agreement) are built as a run ships them: the round's
+decisions shared by every holder (``shared_decisions``), then each organisation's tables jointly
+(``build_contents``). Per table (agreement x tier x level), of its count cells (counts, sites
+per value, ``sites``):
 
 - **hidden**: blank in the table where the round has a value;
+- **alone**: hidden by the same engine for this organisation alone (no other holder);
+- **then**: hidden by the engine before issue 32 (commit 082bcdf, ``disclosure_then``) for this
+  organisation alone, on the same round, in the same run;
 - **primary**: hidden by the primary rule (small counts, areas of too few sites, a relational
   member's 0 or every site), restated here from the policy, apart from the engine;
 - **perturbed**: shown with a value other than the round's (0 until cell-key perturbation,
@@ -23,14 +28,15 @@ pattern: a secondary the recipient can compute protects nothing, and showing it 
 It is a **lower bound**: necessary, not sufficient. A pattern meeting it may still give a primary
 away through a combination of identities, through integer and non-negative values, or through
 identities not listed (other rounds, versions). So any pattern that prevents exact recovery hides
-at least this many cells. Solving it is NP-hard in general, so it runs on small rounds.
+at least this many cells. Solving it is NP-hard in general, so it runs on small rounds. It is
+one organisation's: shared decisions may hide more, since holders who pool know more.
 
-It also times joint protection (``build_contents`` for one organisation's tables) at ``--sites``
-sites, and across ``--agreements`` agreements (the tests' policy grown by ``policies``), each
-organisation with its own tables (the worst case: alike organisations share tables in a run).
+It also times protection as a run does it (``disclosure_timing``: shared decisions, then each
+holder's tables) over a sweep of sizes up to ``--sites`` and ``--agreements``, and extrapolates
+to the issue's 1M sites and 1,000 agreements, labelled as such.
 
-    PYTHONPATH=plugins .venv/bin/python bench/disclosure_cost.py [--sites 20000]
-        [--agreements 30] [--bound-sites 100]
+    PYTHONPATH=plugins .venv/bin/python bench/disclosure_cost.py [--sites 100000]
+        [--agreements 100] [--bound-sites 100]
 """
 
 from __future__ import annotations
@@ -38,9 +44,8 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +54,11 @@ from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from disclosure_rounds import countries, holders, prepared, tables_of  # noqa: E402
+from disclosure_then import REFERENCE, NoReference, built_then  # noqa: E402
+from disclosure_timing import Rounds, slowest_alone, sweep, timing_report  # noqa: E402
 from policies import build_policy  # noqa: E402
-from summary import Figure, median_seconds, record  # noqa: E402
+from summary import Figure, record  # noqa: E402
 
 #: A cell's state to the recipient: known whatever is hidden (``sites``, exact counts, a site's
 #: shown answer); hidden in every pattern (primaries, values missing from the round); or open,
@@ -278,12 +286,18 @@ def identities(state: dict, ruleset, levels: Sequence[Sequence[frozenset]]) -> l
     return list(dict.fromkeys(out))  # two tables of one level tile alike
 
 
-def organisation_cost(df, ruleset, selections: Sequence, name: str) -> tuple[list[dict], dict]:
-    """One organisation's tables built jointly: per table its cells, hidden, primary, perturbed
-    and bound; for the whole, the engine's secondary cells (each counted once) and the bound."""
-    from dissemination.disclosure.engine import build_contents
+def organisation_cost(df, ruleset, selections: Sequence, name: str, shared=None,
+                      then: Sequence | None = None) -> tuple[list[dict], dict]:
+    """One organisation's tables built jointly with the round's ``shared`` decisions (as
+    shipped): per table its cells, hidden, primary, perturbed and bound; hidden by the same
+    engine for the organisation alone, and by the reference engine (``then``: its tables, in
+    order). For the whole: the secondary cells shipped hidden (each counted once), the bound."""
+    from dissemination.disclosure.engine import Shared, build_contents
 
-    contents = build_contents(df, [(s, None) for s in selections], ruleset)
+    parts = [(s, None) for s in selections]
+    shared = shared or Shared()
+    contents = build_contents(df, parts, ruleset, (), shared)
+    alone = build_contents(df, parts, ruleset) if shared.hidden else contents
     tables = [measure(df, s, c, ruleset, f"{name} {s.urgency.value} {s.level}")
               for s, c in zip(selections, contents, strict=True)]
     state, targets = _cell_states(tables, df, ruleset)
@@ -292,11 +306,14 @@ def organisation_cost(df, ruleset, selections: Sequence, name: str) -> tuple[lis
     eqs = identities(state, ruleset, levels)
     known = known_closure(eqs, state, targets)
     rows = []
-    for s, t in zip(selections, tables, strict=True):
+    for i, (s, t) in enumerate(zip(selections, tables, strict=True)):
         own = lower_bound(eqs, state, targets, [(c, x) for c in t.true for x in t.supports],
                           known)
         rows.append({"agreement": name, "urgency": s.urgency.value, "level": s.level,
-                     **_counts(t, known), "bound_secondary": own.minimum})
+                     **_counts(t, known), "bound_secondary": own.minimum,
+                     "alone": _hidden(measure(df, s, alone[i], ruleset, t.name)),
+                     "then": None if then is None else _hidden(
+                         measure(df, s, then[i], ruleset, t.name))})
         rows[-1]["bound"] = rows[-1]["primary"] + own.minimum
     whole = lower_bound(eqs, state, targets, known=known)
     hidden = {(c, x) for t in tables for c in t.true
@@ -305,6 +322,12 @@ def organisation_cost(df, ruleset, selections: Sequence, name: str) -> tuple[lis
                   "secondary": sum(1 for key in hidden if state[key] == OPEN),
                   "bound": whole.minimum, "unprotectable": len(whole.unprotectable),
                   "computable": len(hidden & known)}
+
+
+def _hidden(t: Measured) -> tuple[int, int]:
+    """A table's count cells hidden, and its count cells with a value."""
+    return (sum(int(t.hidden(c).sum()) for c in t.true),
+            sum(int((~np.isnan(v)).sum()) for v in t.true.values()))
 
 
 def _counts(t: Measured, known: set) -> dict[str, int]:
@@ -324,85 +347,50 @@ def _counts(t: Measured, known: set) -> dict[str, int]:
     return out
 
 
-def prepared(ruleset, sites: int):
-    """A synthetic round of ``sites`` sites, conformed and classified once (as a pull does)."""
-    from dissemination.classify.sensitivity import active_relational, classify_round
-    from dissemination.devkit.synthetic import generate_round
-    from dissemination.intake.contract import conform
+def cost(policy, sites: int, then: Callable | None = None) -> tuple[list[dict], list[dict]]:
+    """Every organisation's tables of a ``sites``-site round of each country, as a run ships
+    them: the round's decisions shared by every holder (``shared_decisions``), then each
+    holder's tables. ``then``: given the rounds (country -> round), the reference engine's
+    tables per agreement (``disclosure_then.built_then``), measured beside them."""
+    from dissemination.disclosure.pooling import shared_decisions
 
-    _, raw = generate_round(ruleset, 1, sites, seed=1)
-    conformed = conform(raw, ruleset, first_row=1)
-    assert not conformed.violations, conformed.violations[:3]
-    df = conformed.frame
-    return df, classify_round(df.columns, ruleset), active_relational(df, ruleset)
-
-
-def tables_of(policy, country: str, base, active) -> dict[str, list]:
-    """Each agreement of ``country``: the selections of its tiers, one organisation's tables."""
-    from dissemination.classification import Urgency
-    from dissemination.classify.sensitivity import select_for_agreement
-
-    ruleset = policy.rulesets[country]
-    return {a.id: [select_for_agreement(base, ruleset, a, u, active=active)
-                   for u in Urgency if a.tiers.get(u) is not None]
-            for a in sorted(policy.agreements.values(), key=lambda a: a.id)
-            if country in a.countries}
-
-
-def countries(policy) -> list[str]:
-    return sorted({c for a in policy.agreements.values() for c in a.countries})
-
-
-def cost(policy, sites: int) -> tuple[list[dict], list[dict]]:
+    rounds = {country: prepared(policy.rulesets[country], sites) for country in countries(policy)}
+    reference = then({c: r[0] for c, r in rounds.items()}) if then else {}
     rows, wholes = [], []
-    for country in countries(policy):
+    for country, (df, base, active) in rounds.items():
         ruleset = policy.rulesets[country]
-        df, base, active = prepared(ruleset, sites)
-        for name, selections in tables_of(policy, country, base, active).items():
-            table_rows, whole = organisation_cost(df, ruleset, selections, name)
+        tables = tables_of(policy, country, base, active)
+        shared = shared_decisions(df, holders(tables), ruleset)
+        for name, selections in tables.items():
+            table_rows, whole = organisation_cost(df, ruleset, selections, name, shared,
+                                                  reference.get(name))
             rows += table_rows
             wholes.append(whole)
     return rows, wholes
-
-
-def timing(policy, sites: int) -> tuple[float, float, str]:
-    """Joint protection of every agreement's tables, each organisation its own, one after
-    another (seconds); then the slowest organisation's again, median of three; and its name."""
-    from dissemination.disclosure.engine import build_contents
-
-    total, slowest = 0.0, (0.0, None)
-    for country in countries(policy):
-        ruleset = policy.rulesets[country]
-        df, base, active = prepared(ruleset, sites)
-        for name, selections in tables_of(policy, country, base, active).items():
-            parts = [(s, None) for s in selections]
-            start = time.perf_counter()
-            build_contents(df, parts, ruleset)
-            took = time.perf_counter() - start
-            total += took
-            if took > slowest[0]:
-                slowest = (took, (df, parts, ruleset, name))
-    df, parts, ruleset, name = slowest[1]
-    return total, median_seconds(lambda: build_contents(df, parts, ruleset)), name
-
-
-def _size(n: int) -> str:
-    return f"{n // 1_000_000}m" if n >= 1_000_000 and not n % 1_000_000 else \
-        f"{n // 1000}k" if n >= 1000 and not n % 1000 else str(n)
 
 
 def _pct(part: int, whole: int) -> float:
     return round(100 * part / whole, 2) if whole else 0.0
 
 
+def _share(pair: tuple[int, int] | None) -> float | None:
+    return None if pair is None else _pct(*pair)
+
+
 def figures(rows: list[dict], bound_sites: int) -> dict[str, Figure]:
-    """Four figures per table, each a share of its count cells."""
+    """Six figures per table, each a share of its count cells."""
     out = {}
     for r in rows:
         key = f"disclosure_{r['agreement']}_{r['urgency']}_{r['level']}".replace("-", "_")
         where = f"{r['agreement']} {r['urgency']} tier at {r['level']}, {bound_sites}-site round"
         out[f"{key}_hidden_pct"] = Figure(_pct(r["hidden"], r["cells"]),
-                                          f"% of count cells hidden, {where}", "near the bound")
+                                          f"% of count cells hidden, as shipped, {where}",
+                                          "near the bound")
+        out[f"{key}_alone_hidden_pct"] = Figure(
+            _share(r["alone"]), f"% hidden by the same engine for this organisation alone, {where}")
+        if r["then"] is not None:
+            out[f"{key}_then_hidden_pct"] = Figure(
+                _share(r["then"]), f"% hidden by the engine at {REFERENCE}, {where}")
         out[f"{key}_primary_pct"] = Figure(_pct(r["primary"], r["cells"]),
                                            f"% of count cells hidden as primaries, {where}")
         out[f"{key}_perturbed_pct"] = Figure(_pct(r["perturbed"], r["cells"]),
@@ -414,14 +402,17 @@ def figures(rows: list[dict], bound_sites: int) -> dict[str, Figure]:
 
 
 def report(rows: list[dict], wholes: list[dict], sites: int) -> None:
-    columns = ("hidden", "primary", "perturbed", "bound", "computable")
-    print(f"{sites}-site rounds, % of count cells: {', '.join(columns)} (hidden though the "
-          "recipient computes it)")
+    print(f"{sites}-site rounds, % of count cells: hidden as shipped (decisions shared by every "
+          f"holder), by the same engine for the organisation alone, by the engine at "
+          f"{REFERENCE}; primaries, perturbed, the bound, hidden though the recipient computes it")
+    columns = ("hidden", "alone", "then", "primary", "perturbed", "bound", "computable")
     print(f"  {'agreement':24s} {'tier':6s} {'level':6s} {'cells':>6s}  "
           + "  ".join(f"{c[:7]:>7s}" for c in columns))
     for r in rows:
+        shares = [_pct(r[k], r["cells"]) if k not in ("alone", "then") else _share(r[k])
+                  for k in columns]
         print(f"  {r['agreement']:24s} {r['urgency']:6s} {r['level']:6s} {r['cells']:6d}  "
-              + "  ".join(f"{_pct(r[k], r['cells']):7.2f}" for k in columns)
+              + "  ".join("      -" if v is None else f"{v:7.2f}" for v in shares)
               + (f"  ({r['primary_shown']} primary cells shown)" if r["primary_shown"] else ""))
     for w in wholes:
         print(f"  {w['agreement']:24s} jointly: {w['secondary']} secondary cells hidden, at "
@@ -433,29 +424,29 @@ def main() -> None:
     from dissemination.policy import load_policy
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sites", type=int, default=20_000, help="round size for the timing")
-    parser.add_argument("--agreements", type=int, default=30)
+    parser.add_argument("--sites", type=int, default=100_000,
+                        help="largest round of the timing sweep")
+    parser.add_argument("--agreements", type=int, default=100,
+                        help="most agreements of the timing sweep")
     parser.add_argument("--bound-sites", type=int, default=100,
                         help="round size for the shares and the lower bound (small: an ILP)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        policy = load_policy(build_policy(Path(tmp) / "3", 3))
-        many = load_policy(build_policy(Path(tmp) / "many", args.agreements))
-    rows, wholes = cost(policy, args.bound_sites)
-    report(rows, wholes, args.bound_sites)
-    total, joint, name = timing(many, args.sites)
-    size = _size(args.sites)
-    goal = "<= 600 s" if args.sites >= 1_000_000 or args.agreements >= 1000 else ""
-    print(f"joint protection, {args.sites:,} sites: slowest organisation ({name}) "
-          f"{joint:.2f} s; {len(many.agreements)} agreements one after another {total:.1f} s")
-    record(**figures(rows, args.bound_sites), **{
-        f"disclosure_joint_{size}_s": Figure(
-            round(joint, 2), f"seconds, joint protection of the slowest organisation's tables, "
-            f"{args.sites:,}-site round", "<= 600 s" if args.sites >= 1_000_000 else ""),
-        f"disclosure_{len(many.agreements)}_agreements_{size}_s": Figure(
-            round(total, 1), f"seconds, joint protection of {len(many.agreements):,} agreements' "
-            f"tables, each organisation its own, {args.sites:,}-site rounds", goal)})
+        work = Path(tmp)
+        include = build_policy(work / "3", 3)
+        policy = load_policy(include)
+        rows, wholes = cost(policy, args.bound_sites,
+                            lambda rounds: built_then(include, rounds, work))
+        report(rows, wholes, args.bound_sites)
+        rounds = Rounds()
+        over_sites, over_agreements = sweep(work / "many", args.sites, args.agreements, rounds)
+        slowest = slowest_alone(policy, args.sites, rounds)
+    record(**figures(rows, args.bound_sites),
+           **timing_report(over_sites, over_agreements, slowest))
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except NoReference as missing:
+        raise SystemExit(f"bench/disclosure_cost.py: {missing}") from None

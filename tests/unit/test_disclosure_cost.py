@@ -105,6 +105,67 @@ def test_the_engine_hides_at_least_the_bound_and_the_bench_reads_its_tables_as_s
         assert r["perturbed"] == 0, r
         assert r["primary_shown"] == 0, r
         assert r["bound"] <= r["hidden"], r
+        assert r["alone"][1] == r["cells"], r  # measured again, for the organisation alone
+        assert r["then"] is None  # no reference engine asked for
     assert sum(r["primary"] for r in rows) > 0
     assert any(w["bound"] > 0 for w in wholes)  # the round needs secondary cells somewhere
     assert all(w["bound"] <= w["secondary"] for w in wholes)
+
+
+def test_every_table_is_measured_against_the_engine_at_082bcdf_on_the_same_round(tmp_path):
+    from disclosure_then import built_then
+
+    from dissemination.policy import load_policy
+
+    include = cost.build_policy(tmp_path / "policy", 3)
+    policy = load_policy(include)
+    rows, _ = cost.cost(policy, 30, lambda rounds: built_then(include, rounds, tmp_path))
+    for r in rows:
+        then_hidden, then_cells = r["then"]
+        assert then_cells == r["cells"], r  # the same round, the same tables
+        assert then_hidden >= r["primary"], r  # that engine hid every primary too
+    # That engine hid `sites` of a small area (issue 32, finding 4); today's shows it.
+    ssd = next(r for r in rows if (r["agreement"], r["level"]) == ("unicef-ssd", "admin1"))
+    assert ssd["then"][0] > ssd["hidden"]
+
+
+@pytest.mark.parametrize("missing", ["git", "commit"])
+def test_without_the_reference_in_git_the_bench_says_why(tmp_path, monkeypatch, missing):
+    from disclosure_then import REFERENCE, NoReference, extract
+
+    repo = REPO
+    if missing == "git":
+        monkeypatch.setenv("PATH", str(tmp_path))  # a folder with no git in it
+    else:
+        repo = tmp_path  # not a clone: no history to read the commit from
+    with pytest.raises(NoReference, match=REFERENCE):
+        extract(tmp_path / "out", repo)
+    assert not (tmp_path / "out").exists()
+
+
+def test_exponents_come_from_three_sizes_and_carry_the_largest_point_to_the_target():
+    from disclosure_timing import exponent, extrapolated
+
+    sites = [12_500, 25_000, 50_000, 100_000]
+    assert exponent(sites, [3e-5 * s ** 1.3 for s in sites]) == pytest.approx(1.3)
+    with pytest.raises(ValueError, match="three sizes"):
+        exponent(sites[:2], [1.0, 2.0])
+    # Ten times the sites at exponent 1, ten times the agreements at exponent 0.5.
+    assert extrapolated(2.0, (100_000, 100), (1_000_000, 1000), (1.0, 0.5)) == pytest.approx(
+        20 * 10 ** 0.5)
+
+
+def test_organisations_receiving_the_same_tables_are_one_holder_as_packaging_groups_them():
+    from disclosure_rounds import countries, holders, prepared, tables_of
+
+    from dissemination.policy import load_policy
+
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = load_policy(cost.build_policy(Path(tmp), 12))  # copies of three agreements
+    counted = {}
+    for country in countries(policy):
+        df, base, active = prepared(policy.rulesets[country], 20)
+        tables = tables_of(policy, country, base, active)
+        counted[country] = (len(holders(tables)), len(holders(tables, grouped=False)),
+                            len(tables))
+    assert counted == {"NGA": (2, 8, 8), "SSD": (1, 4, 4)}
